@@ -1,0 +1,58 @@
+"""The ``dynamargin`` command line.
+
+Each command group lives in its own module under :mod:`pipelines.commands` and exposes
+``register(app)``; this module only wires them together and sets up the offline
+environment, so no command touches ``~`` or the network by accident.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.settings import configure_offline_environment, get_settings
+
+app = typer.Typer(
+    name="dynamargin",
+    help="Predictive margin pipeline: data -> features -> forecasts -> review -> signed "
+    "multipliers -> liquidation replay.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "pipelines.commands.ingest",
+    "pipelines.commands.features",
+    "pipelines.commands.evaluate",
+    "pipelines.commands.publish",
+    "pipelines.commands.review",
+    "pipelines.commands.serve",
+    "pipelines.commands.backtest",
+    "pipelines.commands.flows",
+    "pipelines.commands.demo",
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--workdir",
+            envvar="DYNAMARGIN_WORKDIR",
+            help="Where everything is written (default ./.dynamargin).",
+        ),
+    ] = None,
+) -> None:
+    """dynamargin command line."""
+    settings = get_settings(workdir)
+    configure_offline_environment(settings)
+    ctx.obj = settings
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)

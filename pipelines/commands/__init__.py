@@ -1,0 +1,1 @@
+"""Command groups of the ``dynamargin`` CLI; each module exposes ``register(app)``."""
