@@ -1,0 +1,51 @@
+"""The market-data bundle that sources produce and feature builders consume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import pandas as pd
+
+FUNDING_COLUMNS: Final[tuple[str, ...]] = ("ts", "asset", "funding_rate")
+"""Funding events: ``ts`` is the UTC funding (settlement) time, ``funding_rate`` per interval."""
+
+
+@dataclass(frozen=True)
+class MarketData:
+    """Everything known about a set of assets at one bar interval.
+
+    Attributes
+    ----------
+    bars
+        Spot bars in the Bars contract (:mod:`features.bars`), sorted by ``asset, ts``.
+    funding
+        Perpetual funding events (:data:`FUNDING_COLUMNS`), sorted by ``asset, ts``;
+        empty where no perpetual exists.
+    perp
+        Perpetual OHLCV bars with the Bars columns; taker and trade-count columns are NaN
+        where the source has none. Empty where no perpetual exists.
+    interval
+        Bar interval, e.g. ``"1h"``.
+    source
+        Human-readable origin, e.g. ``"binance-dump:/path"`` or ``"synthetic(seed=7)"``.
+    """
+
+    bars: pd.DataFrame
+    funding: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(
+            {
+                "ts": pd.Series(dtype="datetime64[ns, UTC]"),
+                "asset": pd.Series(dtype="string"),
+                "funding_rate": pd.Series(dtype="float64"),
+            }
+        )
+    )
+    perp: pd.DataFrame = field(default_factory=pd.DataFrame)
+    interval: str = "1h"
+    source: str = ""
+
+    @property
+    def assets(self) -> list[str]:
+        """Assets present in the spot bars, sorted."""
+        return sorted(self.bars["asset"].astype(str).unique().tolist())
