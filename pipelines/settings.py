@@ -42,8 +42,8 @@ class Settings(BaseSettings):
 
     @property
     def store_dir(self) -> Path:
-        """Parquet bar store (hive-partitioned by asset)."""
-        return self.workdir / "store" / "bars"
+        """Market-data store root (``MarketStore``); bars live in ``bars/interval=.../asset=...``."""
+        return self.workdir / "store"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -1,0 +1,784 @@
+"""Parquet market-data store, hive-partitioned by asset, with atomic idempotent appends.
+
+Layout under ``root``::
+
+    bars/interval=1h/asset=BTCUSDT/year=2024/part-0.parquet      spot bars
+    perp/interval=1h/asset=BTCUSDT/year=2024/part-0.parquet      perpetual bars
+    funding/asset=BTCUSDT/year=2024/part-0.parquet               funding events
+    quarantine/dataset=bars/<source-id>.csv                      rejected rows + reason
+    _manifest.json                                               ingested source files
+    .lock                                                        writers' exclusive lock
+
+Design choices:
+
+- **Atomic**: every file is written to a temporary name in its directory and moved into
+  place with :func:`os.replace`, so a reader never sees half a file and a crash leaves the
+  previous version intact.
+- **Incremental append**: new rows are merged into the year partitions they touch; other
+  partitions are not rewritten. Identical rows already stored are dropped, rows that differ
+  from stored ones raise :class:`~features.errors.ConflictingDuplicateError`.
+- **Idempotent**: ingesting the same files twice yields the same store. The manifest keeps
+  each source file's size, mtime and sha256; an unchanged file is skipped without being
+  read, which makes a no-op re-ingest cost a ``stat`` per file.
+- **Concurrency**: writers take an exclusive lock on ``<root>/.lock``; readers need none,
+  since every file they see is complete (a reader may mix partitions from before and after
+  a concurrent ingest).
+- Partition files carry no ``asset``/``interval`` column (the path does), so
+  ``pyarrow.dataset(root / "bars", partitioning="hive")`` reads the store too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Concatenate, Final, Literal, ParamSpec, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.bars import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, empty_bars, interval_to_timedelta
+from features.errors import ConflictingDuplicateError, StoreError
+from features.market import FUNDING_COLUMNS, MarketData
+from features.sources import as_utc
+from features.sources.binance import DumpFile
+from features.sources.dump import OnFileError, read_batch, select_files
+from features.sources.perp import read_perp_csv, scan_perp_dir
+from features.validation import (
+    PROVENANCE_COLUMNS,
+    ValidationReport,
+    find_gaps,
+    validate_bars,
+    validate_funding,
+)
+
+Dataset = Literal["bars", "perp", "funding"]
+DATASETS: Final[tuple[Dataset, ...]] = ("bars", "perp", "funding")
+PART_NAME: Final[str] = "part-0.parquet"
+MANIFEST_NAME: Final[str] = "_manifest.json"
+LOCK_NAME: Final[str] = ".lock"
+
+SUMMARY_COLUMNS: Final[tuple[str, ...]] = (
+    "dataset",
+    "asset",
+    "interval",
+    "first",
+    "last",
+    "rows",
+    "gaps",
+    "missing_bars",
+    "quarantined",
+)
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did.
+
+    Attributes
+    ----------
+    files_seen
+        Source files considered.
+    files_read
+        Files parsed because they were new or changed.
+    files_skipped
+        Files skipped as unchanged since the last ingest (manifest hit).
+    rows_read
+        Clean rows in the files read.
+    rows_added
+        Rows that were not in the store before.
+    partitions_written
+        Parquet files (re)written.
+    report
+        Validation of the rows read (gaps here cover only this batch; see
+        :meth:`MarketStore.summary` for the whole store).
+    seconds
+        Wall-clock duration.
+    """
+
+    files_seen: int = 0
+    files_read: int = 0
+    files_skipped: int = 0
+    rows_read: int = 0
+    rows_added: int = 0
+    partitions_written: int = 0
+    report: ValidationReport = field(default_factory=ValidationReport)
+    seconds: float = 0.0
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_LOCKS_HELD = threading.local()
+
+
+def _exclusive(
+    method: Callable[Concatenate[MarketStore, _P], _R],
+) -> Callable[Concatenate[MarketStore, _P], _R]:
+    """Run a writing method under an exclusive ``flock`` on ``<root>/.lock``.
+
+    Two processes (or threads) ingesting into the same store would otherwise interleave
+    read-merge-write cycles on a partition and lose rows. The lock is re-entrant within a
+    thread, so ``ingest_*`` can call :meth:`MarketStore.write`.
+    """
+
+    @functools.wraps(method)
+    def locked(store: MarketStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        held: set[str] = getattr(_LOCKS_HELD, "roots", set())
+        _LOCKS_HELD.roots = held
+        key = os.path.abspath(store.root)
+        if key in held:
+            return method(store, *args, **kwargs)
+        store.root.mkdir(parents=True, exist_ok=True)
+        with open(store.root / LOCK_NAME, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            held.add(key)
+            try:
+                return method(store, *args, **kwargs)
+            finally:
+                held.discard(key)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    return locked
+
+
+class MarketStore:
+    """Parquet store of spot bars, perp bars and funding, partitioned by asset and year.
+
+    Parameters
+    ----------
+    root
+        Store directory (created on first write). The CLI uses ``<workdir>/store``.
+    quarantine_dir
+        Where rejected rows go; defaults to ``root / "quarantine"``. The CLI uses the
+        work dir's ``quarantine/``.
+
+    Examples
+    --------
+    >>> store = MarketStore(tmp_path / "store")  # doctest: +SKIP
+    >>> store.ingest_dump(Path("../shared/data"), intervals=["1h"])  # doctest: +SKIP
+    >>> market = store.read_market("1h", ["BTCUSDT"], start="2024-01-01")  # doctest: +SKIP
+    """
+
+    def __init__(self, root: Path, quarantine_dir: Path | None = None) -> None:
+        self.root = Path(root)
+        self.quarantine_dir = Path(quarantine_dir) if quarantine_dir else self.root / "quarantine"
+
+    # --- reading ---------------------------------------------------------------------
+
+    def read_bars(
+        self,
+        interval: str = "1h",
+        assets: Sequence[str] | None = None,
+        start: pd.Timestamp | str | None = None,
+        end: pd.Timestamp | str | None = None,
+    ) -> pd.DataFrame:
+        """Spot bars with ``start <= ts < end``, sorted by ``asset, ts``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The Bars contract (:mod:`features.bars`); empty with the right dtypes when the
+            store holds nothing that matches.
+        """
+        return self._read("bars", interval, assets, start, end)
+
+    def read_perp(
+        self,
+        interval: str = "1h",
+        assets: Sequence[str] | None = None,
+        start: pd.Timestamp | str | None = None,
+        end: pd.Timestamp | str | None = None,
+    ) -> pd.DataFrame:
+        """Perpetual bars (Bars columns; flow columns NaN where the source has none)."""
+        return self._read("perp", interval, assets, start, end)
+
+    def read_funding(
+        self,
+        assets: Sequence[str] | None = None,
+        start: pd.Timestamp | str | None = None,
+        end: pd.Timestamp | str | None = None,
+    ) -> pd.DataFrame:
+        """Funding events ``ts, asset, funding_rate`` with ``start <= ts < end``."""
+        return self._read("funding", None, assets, start, end)
+
+    def read_market(
+        self,
+        interval: str = "1h",
+        assets: Sequence[str] | None = None,
+        start: pd.Timestamp | str | None = None,
+        end: pd.Timestamp | str | None = None,
+    ) -> MarketData:
+        """Spot bars, funding and perp bars of the same assets and period as one bundle.
+
+        Parameters
+        ----------
+        interval
+            Bar interval of the spot and perp bars.
+        assets
+            Symbols to read; ``None`` for every asset with spot bars at ``interval``.
+        start, end
+            UTC bounds, ``start <= ts < end``.
+
+        Raises
+        ------
+        StoreError
+            If the store has no spot bars at ``interval`` (nothing was ingested yet), or
+            ``assets`` names one it does not hold.
+        """
+        held = self.assets("bars", interval)
+        if not held:
+            raise StoreError(
+                f"{self.root}: no {interval} spot bars in the store; ingest data first "
+                "(dynamargin ingest binance-dir PATH, or dynamargin ingest synthetic)"
+            )
+        if assets is not None:
+            unknown = sorted({a.upper() for a in assets} - set(held))
+            if unknown:
+                raise StoreError(
+                    f"{self.root}: no {interval} spot bars for {unknown}; the store holds {held}"
+                )
+        chosen = list(assets) if assets is not None else held
+        return MarketData(
+            bars=self.read_bars(interval, chosen, start, end),
+            funding=self.read_funding(chosen, start, end),
+            perp=self.read_perp(interval, chosen, start, end),
+            interval=interval,
+            source=f"store:{self.root}",
+        )
+
+    def assets(self, dataset: Dataset = "bars", interval: str | None = "1h") -> list[str]:
+        """Assets held for a dataset (and interval), sorted."""
+        base = self._dataset_dir(dataset, interval)
+        if not base.is_dir():
+            return []
+        return sorted(p.name.split("=", 1)[1] for p in base.glob("asset=*") if p.is_dir())
+
+    def intervals(self, dataset: Dataset = "bars") -> list[str]:
+        """Intervals held for ``bars`` or ``perp``, sorted by length."""
+        base = self.root / dataset
+        if not base.is_dir():
+            return []
+        found = [p.name.split("=", 1)[1] for p in base.glob("interval=*") if p.is_dir()]
+        return sorted(found, key=interval_to_timedelta)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per stored series: dataset, asset, interval, first, last, rows, gaps.
+
+        ``gaps`` and ``missing_bars`` are computed over the whole stored series (funding
+        has none); ``quarantined`` counts rows rejected by validation for that series.
+        """
+        quarantined = self._quarantine_counts()
+        rows = []
+        for dataset in DATASETS:
+            intervals: list[str | None] = [None] if dataset == "funding" else []
+            intervals += self.intervals(dataset) if dataset != "funding" else []
+            for interval in intervals:
+                for asset in self.assets(dataset, interval):
+                    ts = self._read_ts(dataset, interval, asset)
+                    gaps = find_gaps(ts, interval_to_timedelta(interval)) if interval else []
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "asset": asset,
+                            "interval": interval or "",
+                            "first": ts[0] if len(ts) else pd.NaT,
+                            "last": ts[-1] if len(ts) else pd.NaT,
+                            "rows": len(ts),
+                            "gaps": len(gaps),
+                            "missing_bars": sum(g.missing for g in gaps),
+                            "quarantined": quarantined.get((dataset, interval or "", asset), 0),
+                        }
+                    )
+        return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+    # --- writing ---------------------------------------------------------------------
+
+    @_exclusive
+    def write(
+        self, dataset: Dataset, frame: pd.DataFrame, interval: str | None = None
+    ) -> tuple[int, int]:
+        """Merge clean, validated rows into the store.
+
+        Parameters
+        ----------
+        dataset
+            ``"bars"``, ``"perp"`` or ``"funding"``.
+        frame
+            Rows in that dataset's schema (validated: unique per ``asset, ts``).
+        interval
+            Bar interval (``bars`` and ``perp`` only).
+
+        Returns
+        -------
+        rows_added : int
+            Rows not stored before.
+        partitions_written : int
+            Year partitions rewritten; 0 when every row was already stored.
+
+        Raises
+        ------
+        ConflictingDuplicateError
+            If a row differs from the stored row of the same asset and time. Every
+            partition is checked before any is written, so the store is left unchanged.
+        StoreError
+            If ``frame`` repeats an ``(asset, ts)`` (it was not validated).
+        """
+        if dataset != "funding" and interval is None:
+            raise StoreError(f"writing {dataset} needs an interval such as '1h'")
+        if frame.empty:
+            return 0, 0
+        if frame.duplicated(["asset", "ts"]).any():
+            raise StoreError(
+                f"refusing to write {dataset}: the frame repeats (asset, ts) keys; validate it "
+                "first (features.validation.validate_bars / validate_funding)"
+            )
+        keep = _stored_columns(dataset, frame)
+        keep += [c for c in PROVENANCE_COLUMNS if c in frame.columns]
+        years = frame["ts"].dt.year.to_numpy()
+        plans = []
+        for (asset, year), part in frame.groupby([frame["asset"].astype(str), years], sort=True):
+            path = self._partition(dataset, interval, str(asset), int(year))
+            merged, added = _merge_partition(path, part[keep], str(asset))
+            if merged is not None:
+                plans.append((path, merged, added))
+        for path, merged, _ in plans:
+            table = pa.Table.from_pandas(merged, preserve_index=False)
+            atomic_write_parquet(path, table.replace_schema_metadata(None))
+        return sum(added for _, _, added in plans), len(plans)
+
+    @_exclusive
+    def ingest_dump(
+        self,
+        root: Path,
+        intervals: Sequence[str] = ("1h",),
+        symbols: Sequence[str] | None = None,
+        *,
+        funding: bool = True,
+        months: tuple[str, str] | None = None,
+        verify_checksums: bool = True,
+        on_file_error: OnFileError = "raise",
+        workers: int = 2,
+        on_file: Callable[[DumpFile], None] | None = None,
+    ) -> IngestResult:
+        """Ingest Binance dump files (spot klines and funding) incrementally.
+
+        Parameters
+        ----------
+        root
+            Data root, its ``binance/`` directory, or ``binance/data``.
+        intervals
+            Kline intervals to ingest.
+        symbols
+            Symbols to ingest; ``None`` for all.
+        funding
+            Also ingest the funding files of these symbols.
+        months
+            Inclusive ``("YYYY-MM", "YYYY-MM")`` range of monthly files; ``None`` for all.
+        verify_checksums
+            Check each zip against its ``.CHECKSUM``.
+        on_file_error
+            ``"raise"`` or ``"skip"`` (record in the report and continue).
+        workers
+            Threads parsing files.
+        on_file
+            Progress callback, called once per file considered.
+
+        Returns
+        -------
+        IngestResult
+            Counts, duration and the batch's validation report.
+        """
+        started = time.perf_counter()
+        start = end = None
+        if months is not None:
+            start = pd.Timestamp(months[0], tz="UTC")
+            end = pd.Timestamp(months[1], tz="UTC") + pd.DateOffset(months=1)
+        files = select_files(root, intervals, symbols, start, end, funding=funding)
+        manifest = self._load_manifest()
+        changed, unchanged = _split_by_manifest(files, manifest)
+        for item in unchanged:
+            if on_file is not None:
+                on_file(item)
+        result = IngestResult(files_seen=len(files), files_skipped=len(unchanged))
+        if changed:
+            batch = read_batch(
+                changed,
+                verify=verify_checksums,
+                on_file_error=on_file_error,
+                workers=workers,
+                on_file=on_file,
+                keep_provenance=True,
+            )
+            for interval, bars in batch.bars.items():
+                self._account(result, self.write("bars", bars, interval), len(bars))
+            self._account(result, self.write("funding", batch.funding), len(batch.funding))
+            self._write_quarantine(batch.report.quarantine, [str(p) for p in batch.reads])
+            for path, read in batch.reads.items():
+                manifest[_manifest_key(path)] = _manifest_entry(path, read.sha256)
+            self._save_manifest(manifest)
+            result.files_read = len(batch.reads)
+            result.report = batch.report
+        elif unchanged:
+            # Refresh mtimes of files whose content hash matched after a touch.
+            self._save_manifest(manifest)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    @_exclusive
+    def ingest_perp_dir(
+        self,
+        root: Path,
+        interval: str = "1h",
+        symbols: Sequence[str] | None = None,
+        *,
+        on_file: Callable[[Path], None] | None = None,
+    ) -> IngestResult:
+        """Ingest perp OHLCV CSVs (``perp_ohlcv/*.csv.gz``) incrementally."""
+        started = time.perf_counter()
+        wanted = {s.upper() for s in symbols} if symbols is not None else None
+        files = [
+            f
+            for f in scan_perp_dir(root)
+            if f.interval == interval and (wanted is None or f.symbol in wanted)
+        ]
+        manifest = self._load_manifest()
+        result = IngestResult(files_seen=len(files))
+        reports = []
+        for item in files:
+            key = _manifest_key(item.path)
+            if _unchanged(item.path, manifest.get(key)):
+                result.files_skipped += 1
+            else:
+                raw, digest = read_perp_csv(item.path, item.symbol)
+                clean, report = validate_bars(
+                    raw,
+                    interval,
+                    str(item.path),
+                    dataset="perp",
+                    flow_optional=True,
+                    keep_provenance=True,
+                )
+                self._account(result, self.write("perp", clean, interval), len(clean))
+                self._write_quarantine(report.quarantine, [str(item.path)])
+                manifest[key] = _manifest_entry(item.path, digest)
+                result.files_read += 1
+                report.files_read = 1
+                reports.append(report)
+            if on_file is not None:
+                on_file(item.path)
+        self._save_manifest(manifest)
+        for report in reports:
+            result.report = result.report.merge(report)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    @_exclusive
+    def ingest_market(self, market: MarketData, source: str | None = None) -> IngestResult:
+        """Validate and store an in-memory bundle (e.g. the synthetic market).
+
+        Parameters
+        ----------
+        market
+            Bars, funding and perp to store.
+        source
+            Label for provenance and quarantine files; defaults to ``market.source``.
+        """
+        started = time.perf_counter()
+        label = source or market.source or "in-memory"
+        result = IngestResult(files_seen=1, files_read=1)
+        clean, report = validate_bars(market.bars, market.interval, label, keep_provenance=True)
+        self._account(result, self.write("bars", clean, market.interval), len(clean))
+        if len(market.funding):
+            funding, funding_report = validate_funding(market.funding, label, keep_provenance=True)
+            self._account(result, self.write("funding", funding), len(funding))
+            report = report.merge(funding_report)
+        if len(market.perp):
+            perp, perp_report = validate_bars(
+                market.perp,
+                market.interval,
+                label,
+                dataset="perp",
+                flow_optional=True,
+                keep_provenance=True,
+            )
+            self._account(result, self.write("perp", perp, market.interval), len(perp))
+            report = report.merge(perp_report)
+        self._write_quarantine(report.quarantine, [label])
+        result.report = report
+        result.seconds = time.perf_counter() - started
+        return result
+
+    # --- internals -------------------------------------------------------------------
+
+    def _dataset_dir(self, dataset: Dataset, interval: str | None) -> Path:
+        if dataset == "funding":
+            return self.root / "funding"
+        return self.root / dataset / f"interval={interval}"
+
+    def _partition(self, dataset: Dataset, interval: str | None, asset: str, year: int) -> Path:
+        return self._dataset_dir(dataset, interval) / f"asset={asset}" / f"year={year}" / PART_NAME
+
+    def _partitions(
+        self,
+        dataset: Dataset,
+        interval: str | None,
+        assets: Sequence[str] | None,
+        start: pd.Timestamp | None,
+        end: pd.Timestamp | None,
+    ) -> list[tuple[str, Path]]:
+        wanted = {a.upper() for a in assets} if assets is not None else None
+        found = []
+        for asset in self.assets(dataset, interval):
+            if wanted is not None and asset not in wanted:
+                continue
+            for year_dir in (self._dataset_dir(dataset, interval) / f"asset={asset}").glob(
+                "year=*"
+            ):
+                year = int(year_dir.name.split("=", 1)[1])
+                if start is not None and year < start.year:
+                    continue
+                if end is not None and year > end.year:
+                    continue
+                if (year_dir / PART_NAME).is_file():
+                    found.append((asset, year_dir / PART_NAME))
+        return sorted(found)
+
+    def _read(
+        self,
+        dataset: Dataset,
+        interval: str | None,
+        assets: Sequence[str] | None,
+        start: pd.Timestamp | str | None,
+        end: pd.Timestamp | str | None,
+    ) -> pd.DataFrame:
+        start_ts, end_ts = as_utc(start), as_utc(end)
+        parts = self._partitions(dataset, interval, assets, start_ts, end_ts)
+        frames = []
+        for asset, path in parts:
+            frame = pq.read_table(path).to_pandas()
+            frame.insert(1, "asset", asset)
+            frames.append(frame)
+        if not frames:
+            return _empty(dataset)
+        out = pd.concat(frames, ignore_index=True)
+        out["asset"] = out["asset"].astype("string")
+        mask = np.ones(len(out), dtype=bool)
+        if start_ts is not None:
+            mask &= (out["ts"] >= start_ts).to_numpy()
+        if end_ts is not None:
+            mask &= (out["ts"] < end_ts).to_numpy()
+        out = out[mask] if not mask.all() else out
+        if dataset == "bars" and out["trades"].notna().all():
+            out["trades"] = out["trades"].astype("int64")
+        return out.reset_index(drop=True)
+
+    def _read_ts(self, dataset: Dataset, interval: str | None, asset: str) -> pd.DatetimeIndex:
+        parts = self._partitions(dataset, interval, [asset], None, None)
+        arrays = [pq.read_table(path, columns=["ts"]).column("ts") for _, path in parts]
+        if not arrays:
+            return pd.DatetimeIndex([], tz="UTC")
+        values = pa.chunked_array([c for a in arrays for c in a.chunks]).to_pandas()
+        return pd.DatetimeIndex(values).sort_values()
+
+    def _account(self, result: IngestResult, outcome: tuple[int, int], rows: int) -> None:
+        result.rows_read += rows
+        result.rows_added += outcome[0]
+        result.partitions_written += outcome[1]
+
+    def _write_quarantine(self, quarantine: pd.DataFrame, sources: Sequence[str] = ()) -> None:
+        """Replace the quarantine files of ``sources`` (and of any source in ``quarantine``).
+
+        There is one CSV per (dataset, source), named by a hash of the source, so a
+        re-ingest of a source replaces its rejected rows instead of adding them twice, and a
+        corrected source clears them.
+        """
+        frame = quarantine.copy()
+        for column in ("dataset", "interval", "source_file"):
+            frame[column] = frame[column].fillna("").astype(str)
+        for source in {*sources, *frame["source_file"].unique()}:
+            for old in self.quarantine_dir.glob(f"dataset=*/{_source_id(source)}.csv"):
+                old.unlink()
+        for (dataset, source), rows in frame.groupby(["dataset", "source_file"], sort=True):
+            path = self.quarantine_dir / f"dataset={dataset}" / f"{_source_id(source)}.csv"
+            atomic_write_bytes(path, rows.to_csv(index=False).encode())
+
+    def _quarantine_counts(self) -> dict[tuple[str, str, str], int]:
+        counts: dict[tuple[str, str, str], int] = {}
+        for path in sorted(self.quarantine_dir.glob("dataset=*/*.csv")):
+            columns = ["dataset", "interval", "asset"]
+            rows = pd.read_csv(path, usecols=columns, dtype=str)[columns].fillna("")
+            for (dataset, interval, asset), n in rows.value_counts().items():
+                key = (dataset, interval, asset)
+                counts[key] = counts.get(key, 0) + int(n)
+        return counts
+
+    def _load_manifest(self) -> dict[str, dict[str, object]]:
+        path = self.root / MANIFEST_NAME
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(
+                f"{path}: unreadable manifest ({exc}); delete it to re-verify every source "
+                "file on the next ingest (the data itself is unaffected)"
+            ) from exc
+
+    def _save_manifest(self, manifest: dict[str, dict[str, object]]) -> None:
+        payload = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        atomic_write_bytes(self.root / MANIFEST_NAME, payload)
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically (temp file in the same dir + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    """Write a Parquet file atomically (temp file in the same dir + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _stored_columns(dataset: Dataset, frame: pd.DataFrame) -> list[str]:
+    if dataset == "funding":
+        return [c for c in FUNDING_COLUMNS if c != "asset"]
+    optional = [c for c in OPTIONAL_COLUMNS if c in frame.columns]
+    return [c for c in REQUIRED_COLUMNS if c != "asset"] + optional
+
+
+def _empty(dataset: Dataset) -> pd.DataFrame:
+    if dataset == "funding":
+        return MarketData(bars=pd.DataFrame()).funding
+    return empty_bars()
+
+
+def _merge_partition(path: Path, rows: pd.DataFrame, asset: str) -> tuple[pd.DataFrame | None, int]:
+    """The partition's new content and the rows it adds; ``None`` when nothing is new.
+
+    Raises :class:`ConflictingDuplicateError` if a row differs from its stored version.
+    """
+    if path.exists():
+        stored = pq.read_table(path).to_pandas()
+        known = rows["ts"].isin(stored["ts"]).to_numpy()
+        if known.any():
+            _check_same(stored, rows[known], path, asset)
+        fresh = rows[~known]
+        if fresh.empty:
+            return None, 0
+        merged = pd.concat([stored, _without_provenance(fresh)], ignore_index=True)
+    else:
+        fresh = rows
+        merged = _without_provenance(rows)
+    return merged.sort_values("ts", kind="stable").reset_index(drop=True), len(fresh)
+
+
+def _without_provenance(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in PROVENANCE_COLUMNS if c in frame.columns])
+
+
+def _check_same(stored: pd.DataFrame, incoming: pd.DataFrame, path: Path, asset: str) -> None:
+    """Raise when incoming rows differ from the stored rows of the same timestamps."""
+    columns = [c for c in stored.columns if c in incoming.columns and c != "ts"]
+    left = stored.set_index("ts").loc[incoming["ts"], columns]
+    right = incoming.set_index("ts")[columns]
+    left_values = left.to_numpy(dtype="float64", na_value=np.nan)
+    right_values = right.to_numpy(dtype="float64", na_value=np.nan)
+    same = (left_values == right_values) | (np.isnan(left_values) & np.isnan(right_values))
+    bad_rows = np.flatnonzero(~same.all(axis=1))
+    if bad_rows.size == 0:
+        return
+    i = bad_rows[0]
+    differing = [c for c, ok in zip(columns, same[i], strict=True) if not ok]
+    ts = right.index[i]
+    shown_old = ", ".join(f"{c}={left.iloc[i][c]}" for c in differing)
+    shown_new = ", ".join(f"{c}={right.iloc[i][c]}" for c in differing)
+    origin = "incoming"
+    if "source_file" in incoming.columns:
+        origin = f"{incoming['source_file'].iloc[i]} row {incoming['source_row'].iloc[i]}"
+    raise ConflictingDuplicateError(
+        asset,
+        ts,
+        f"[stored {path}: {shown_old}]",
+        f"[{origin}: {shown_new}]",
+        differing,
+        int(bad_rows.size),
+    )
+
+
+def _source_id(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _manifest_key(path: Path) -> str:
+    return os.path.abspath(path)  # scan results are already resolved; avoid a syscall each
+
+
+def _manifest_entry(path: Path, sha256: str) -> dict[str, object]:
+    stat = Path(path).stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
+
+
+def _unchanged(path: Path, entry: dict[str, object] | None) -> bool:
+    """True when the file matches its manifest entry (size + mtime, or content hash)."""
+    if entry is None:
+        return False
+    stat = path.stat()
+    if stat.st_size != entry["size"]:
+        return False
+    if stat.st_mtime_ns == entry["mtime_ns"]:
+        return True
+    # Same size, new mtime (copied or touched): only the content decides.
+    if hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]:
+        entry["mtime_ns"] = stat.st_mtime_ns
+        return True
+    return False
+
+
+def _split_by_manifest(
+    files: list[DumpFile], manifest: dict[str, dict[str, object]]
+) -> tuple[list[DumpFile], list[DumpFile]]:
+    changed, unchanged = [], []
+    for item in files:
+        entry = manifest.get(_manifest_key(item.path))
+        (unchanged if _unchanged(item.path, entry) else changed).append(item)
+    return changed, unchanged
+
+
+__all__ = [
+    "DATASETS",
+    "IngestResult",
+    "MarketStore",
+    "atomic_write_bytes",
+    "atomic_write_parquet",
+]
