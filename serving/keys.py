@@ -1,0 +1,196 @@
+"""Signing keys: generated on first use with mode 0600, or loaded from a path or env var.
+
+Resolution, for each of the two keys (Ed25519 and the secp256k1 key of EIP-712):
+
+1. ``DYNAMARGIN_ED25519_KEY`` / ``DYNAMARGIN_EIP712_KEY``: the private key as hex (32 bytes);
+2. ``DYNAMARGIN_ED25519_KEY_PATH`` / ``DYNAMARGIN_EIP712_KEY_PATH``: a key file;
+3. ``DYNAMARGIN_SIGNING_KEY_PATH``: a directory holding ``ed25519.pem`` and ``eip712.key``
+   (operator-managed: a missing file there is an error, never silently generated);
+4. ``<workdir>/keys/``: the default, where missing keys are generated (directory 0700,
+   files 0600, created exclusively so two processes never overwrite each other's key).
+
+A key file readable by group or others is refused, as ssh does. :class:`SigningKeys`
+never shows private material in ``repr`` and refuses to be pickled, so it cannot leak into
+logs, snapshots or MLflow artifacts by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from serving.errors import SigningKeyError
+
+ED25519_FILE = "ed25519.pem"
+EIP712_FILE = "eip712.key"
+ENV_KEY_DIR = "DYNAMARGIN_SIGNING_KEY_PATH"
+ENV_ED25519 = "DYNAMARGIN_ED25519_KEY"
+ENV_ED25519_PATH = "DYNAMARGIN_ED25519_KEY_PATH"
+ENV_EIP712 = "DYNAMARGIN_EIP712_KEY"
+ENV_EIP712_PATH = "DYNAMARGIN_EIP712_KEY_PATH"
+
+
+@dataclass(frozen=True, repr=False)
+class SigningKeys:
+    """The publisher's two private keys; only public parts are ever shown.
+
+    Attributes
+    ----------
+    ed25519
+        Ed25519 private key.
+    eth_private_key
+        32-byte secp256k1 private key for EIP-712 signatures.
+    source
+        Where the keys came from (paths or env var names, never values).
+    """
+
+    ed25519: Ed25519PrivateKey
+    eth_private_key: bytes = field(repr=False)
+    source: str = ""
+
+    @property
+    def ed25519_public_hex(self) -> str:
+        """Raw 32-byte Ed25519 public key, lowercase hex."""
+        raw = self.ed25519.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return raw.hex()
+
+    @cached_property
+    def eth_account(self) -> LocalAccount:
+        """The EIP-712 signing account (derived once: key derivation is slow in pure Python)."""
+        return Account.from_key(self.eth_private_key)
+
+    @property
+    def eip712_address(self) -> str:
+        """Checksummed Ethereum address of the EIP-712 signer."""
+        return self.eth_account.address
+
+    def __repr__(self) -> str:
+        return (
+            f"SigningKeys(ed25519_public={self.ed25519_public_hex}, "
+            f"eip712_signer={self.eip712_address}, source={self.source!r})"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("SigningKeys must not be pickled or serialised (private key material)")
+
+
+def load_signing_keys(
+    workdir: Path, environ: Mapping[str, str] | None = None, create: bool = True
+) -> SigningKeys:
+    """Resolve both signing keys (see the module docstring for the order).
+
+    Parameters
+    ----------
+    workdir
+        dynamargin work dir; default keys live in ``<workdir>/keys/``.
+    environ
+        Environment to read (``os.environ`` by default).
+    create
+        Generate missing keys in the default directory.
+
+    Raises
+    ------
+    SigningKeyError
+        If a key is malformed, missing where configured, or has unsafe permissions.
+    """
+    env = os.environ if environ is None else environ
+    explicit_dir = env.get(ENV_KEY_DIR)
+    key_dir = Path(explicit_dir) if explicit_dir else Path(workdir) / "keys"
+    may_create = create and not explicit_dir
+
+    ed_key, ed_source = _resolve(
+        env, ENV_ED25519, ENV_ED25519_PATH, key_dir / ED25519_FILE, may_create, "ed25519"
+    )
+    eth_key, eth_source = _resolve(
+        env, ENV_EIP712, ENV_EIP712_PATH, key_dir / EIP712_FILE, may_create, "eip712"
+    )
+    return SigningKeys(ed25519=ed_key, eth_private_key=eth_key, source=f"{ed_source}, {eth_source}")
+
+
+def _resolve(
+    env: Mapping[str, str],
+    value_var: str,
+    path_var: str,
+    default_path: Path,
+    may_create: bool,
+    kind: str,
+) -> tuple[object, str]:
+    if env.get(value_var):
+        return _parse_hex_key(env[value_var], kind, f"${value_var}"), f"${value_var}"
+    if env.get(path_var):
+        path = Path(env[path_var])
+        return _read_key_file(path, kind), str(path)
+    if not default_path.exists():
+        if not may_create:
+            raise SigningKeyError(
+                f"{kind} signing key not found at {default_path}; create it or point "
+                f"{path_var} / {value_var} at the key"
+            )
+        _generate(default_path, kind)
+    return _read_key_file(default_path, kind), str(default_path)
+
+
+def _generate(path: Path, kind: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if kind == "ed25519":
+        data = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    else:
+        data = (bytes(Account.create().key).hex() + "\n").encode("ascii")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process generated it first; use theirs
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_key_file(path: Path, kind: str) -> object:
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise SigningKeyError(f"{kind} signing key {path} cannot be read: {exc}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SigningKeyError(
+            f"{kind} signing key {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(mode):o}); run `chmod 600 {path}`"
+        )
+    data = path.read_bytes()
+    if kind == "ed25519" and data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except ValueError as exc:
+            raise SigningKeyError(f"{path} is not an unencrypted PEM private key") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise SigningKeyError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+        return key
+    return _parse_hex_key(data.decode("ascii", errors="replace").strip(), kind, str(path))
+
+
+def _parse_hex_key(text: str, kind: str, where: str) -> object:
+    try:
+        raw = bytes.fromhex(text.strip().removeprefix("0x"))
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        # Never echo the value: it may be a private key with a typo.
+        raise SigningKeyError(f"{kind} key from {where} is not 32 bytes of hex")
+    if kind == "ed25519":
+        return Ed25519PrivateKey.from_private_bytes(raw)
+    return raw

@@ -1,0 +1,606 @@
+"""Turn a volatility forecast into a bounded, rate-limited margin multiplier.
+
+The mapping is ``m* = clip(sigma_fcst / sigma_ref, floor, cap)``. The published multiplier
+then moves towards ``m*`` under four rules, checked in this order:
+
+1. **Operator control.** A halted asset keeps its multiplier (status ``halted``); an active
+   override publishes the operator's value, which must lie in ``[floor, cap]``.
+2. **Input checks.** A missing, non-finite, future-dated, stale or implausible forecast, or a
+   missing reference, triggers the conservative fallback ``max(previous, fallback_multiplier)``
+   (never a relaxation), still subject to the step-up limit.
+3. **Hysteresis.** If ``|m* - previous| <= hysteresis * previous`` nothing moves, so a forecast
+   wobbling around the reference does not make the multiplier flap.
+4. **Movement limits.** Tightening moves at most ``max_step_up`` per update; relaxing moves at
+   most ``max_step_down`` and only once ``min_relax_delay_hours`` have passed since the last
+   change in either direction (relaxing right after a spike is what procyclical margin does).
+
+:meth:`MultiplierPolicy.step` is pure: state in, decision (with the next state) out. The
+caller persists the state (see :class:`serving.store.PublicationStore`) so a restarted
+publisher continues the rate limits where it stopped.
+
+Example
+-------
+>>> from datetime import datetime, timezone
+>>> policy = MultiplierPolicy(PolicyConfig(sigma_ref=0.03))
+>>> now = datetime(2025, 6, 30, 23, tzinfo=timezone.utc)
+>>> decision = policy.step(policy.initial_state("BTCUSDT"), 0.045, now, now)
+>>> decision.multiplier, decision.reason
+(1.5, 'tightened')
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from serving.errors import OperatorActionError, PolicyConfigError
+
+Status = Literal["ok", "fallback", "stale", "halted"]
+"""Publication status, as in the RiskSnapshot ``status`` field."""
+
+Reason = Literal[
+    "initial",
+    "tightened",
+    "relaxed",
+    "rate_limited_up",
+    "rate_limited_down",
+    "hysteresis_hold",
+    "relax_delay_hold",
+    "fallback_missing",
+    "fallback_stale",
+    "fallback_future",
+    "fallback_nonfinite",
+    "fallback_out_of_range",
+    "fallback_no_reference",
+    "halted",
+    "override",
+]
+"""Why the multiplier moved or did not; stored with every publication."""
+
+REASONS: tuple[str, ...] = get_args(Reason)
+FALLBACK_REASONS: frozenset[str] = frozenset(r for r in REASONS if r.startswith("fallback_"))
+
+AuditAction = Literal["halt", "resume", "override", "clear_override"]
+
+# A forecast stamped slightly ahead of the publisher's clock is clock skew, not the future.
+_CLOCK_SKEW = timedelta(minutes=5)
+# Moves smaller than this are float noise (snapshots carry 12 significant digits).
+_MIN_MOVE = 1e-9
+
+
+class PolicyConfig(BaseModel):
+    """Per-asset parameters of the multiplier policy.
+
+    Attributes
+    ----------
+    sigma_ref
+        Long-run reference sigma (same units as the forecast: std of the H-ahead log
+        return). ``None`` means the trailing-median rule: the median forecast sigma over the
+        last ``sigma_ref_window_hours``, with at least ``sigma_ref_min_obs`` forecasts.
+    floor, cap
+        Bounds of the multiplier; ``floor < 1`` releases capital in calm markets.
+    initial_multiplier
+        Multiplier of an asset that has never been published.
+    max_step_up, max_step_down
+        Largest change per update, in multiplier units (asymmetric: tighten fast, relax slow).
+    min_relax_delay_hours
+        Minimum time since the last change before a relaxation.
+    hysteresis
+        Relative dead band around the previous multiplier inside which nothing moves.
+    expiry_hours
+        ``valid_until = published_at + expiry``; consumers must not use an expired value.
+    staleness_limit_hours
+        A forecast older than this (``now - as_of``) triggers the ``stale`` fallback.
+    fallback_multiplier
+        Conservative multiplier used when the forecast cannot be trusted.
+    fallback_sigma
+        Sigma reported when neither a usable forecast nor a reference exists.
+    sigma_min, sigma_max
+        Plausible forecast range; outside it the forecast is treated as a failure.
+    base_imf, base_mmf
+        Static initial and maintenance margin fractions that the multiplier scales.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sigma_ref: float | None = Field(default=None, gt=0)
+    sigma_ref_window_hours: float = Field(default=24.0 * 90, gt=0)
+    sigma_ref_min_obs: int = Field(default=24 * 7, ge=1)
+    floor: float = Field(default=0.8, gt=0)
+    cap: float = Field(default=3.0, gt=0)
+    initial_multiplier: float = 1.0
+    max_step_up: float = Field(default=0.5, gt=0)
+    max_step_down: float = Field(default=0.05, gt=0)
+    min_relax_delay_hours: float = Field(default=6.0, ge=0)
+    hysteresis: float = Field(default=0.05, ge=0, lt=1)
+    expiry_hours: float = Field(default=2.0, gt=0)
+    staleness_limit_hours: float = Field(default=3.0, gt=0)
+    fallback_multiplier: float = 1.5
+    fallback_sigma: float = Field(default=0.06, gt=0)
+    sigma_min: float = Field(default=1e-4, gt=0)
+    sigma_max: float = Field(default=1.0, gt=0)
+    base_imf: float = Field(default=0.05, gt=0, le=1)
+    base_mmf: float = Field(default=0.03, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyConfig:
+        problems = []
+        if not self.floor < self.cap:
+            problems.append(f"floor ({self.floor}) must be below cap ({self.cap})")
+        for name in ("initial_multiplier", "fallback_multiplier"):
+            value = getattr(self, name)
+            if not self.floor <= value <= self.cap:
+                problems.append(f"{name} ({value}) must lie in [floor, cap]")
+        if not self.sigma_min < self.sigma_max:
+            problems.append(f"sigma_min ({self.sigma_min}) must be below sigma_max")
+        if self.base_mmf > self.base_imf:
+            problems.append(f"base_mmf ({self.base_mmf}) must not exceed base_imf")
+        if self.base_imf * self.cap > 1:
+            problems.append(f"base_imf * cap ({self.base_imf * self.cap}) exceeds 100% margin")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def expiry(self) -> timedelta:
+        return timedelta(hours=self.expiry_hours)
+
+    @property
+    def staleness_limit(self) -> timedelta:
+        return timedelta(hours=self.staleness_limit_hours)
+
+    @property
+    def min_relax_delay(self) -> timedelta:
+        return timedelta(hours=self.min_relax_delay_hours)
+
+
+@dataclass(frozen=True)
+class PolicyBook:
+    """Policy configs for every asset: a default plus per-asset overrides.
+
+    Attributes
+    ----------
+    default
+        Applies to assets without their own entry.
+    assets
+        Fully resolved configs of the assets named in the TOML file.
+    """
+
+    default: PolicyConfig
+    assets: dict[str, PolicyConfig]
+
+    def for_asset(self, asset: str) -> PolicyConfig:
+        """Return the config of ``asset`` (the default if it has none)."""
+        return self.assets.get(asset, self.default)
+
+    def policy(self, asset: str) -> MultiplierPolicy:
+        """Return the :class:`MultiplierPolicy` of ``asset``."""
+        return MultiplierPolicy(self.for_asset(asset))
+
+    @classmethod
+    def uniform(cls, config: PolicyConfig | None = None) -> PolicyBook:
+        """One config for every asset."""
+        return cls(default=config or PolicyConfig(), assets={})
+
+
+def load_policy_book(path: Path | None) -> PolicyBook:
+    """Read the ``[policy]`` section of a TOML file.
+
+    The layout is::
+
+        [policy]                  # defaults for every asset
+        floor = 0.8
+        cap = 3.0
+        [policy.assets.BTCUSDT]   # overrides for one asset
+        sigma_ref = 0.028
+
+    Parameters
+    ----------
+    path
+        TOML file; ``None`` or a file without ``[policy]`` gives the defaults.
+
+    Returns
+    -------
+    PolicyBook
+
+    Raises
+    ------
+    PolicyConfigError
+        If the file cannot be parsed or a value is invalid; the message names the file and
+        the asset.
+    """
+    if path is None:
+        return PolicyBook.uniform()
+    try:
+        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyConfigError(f"cannot read policy config {path}: {exc}") from exc
+    section: dict[str, Any] = dict(document.get("policy", {}))
+    per_asset: dict[str, Any] = section.pop("assets", {})
+    default = _build_config(section, path, "[policy]")
+    assets = {
+        asset: _build_config(
+            {**default.model_dump(), **overrides}, path, f"[policy.assets.{asset}]"
+        )
+        for asset, overrides in per_asset.items()
+    }
+    return PolicyBook(default=default, assets=assets)
+
+
+def _build_config(values: dict[str, Any], path: Path, where: str) -> PolicyConfig:
+    try:
+        return PolicyConfig(**values)
+    except (ValidationError, TypeError) as exc:
+        raise PolicyConfigError(f"invalid policy config in {path} {where}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy remembers about one asset between updates.
+
+    Attributes
+    ----------
+    asset
+        Asset symbol.
+    multiplier
+        Last published multiplier.
+    updated_at
+        Time of the last step (``None`` before the first publication).
+    last_tighten_at, last_relax_at
+        Times of the last increase and decrease (drive the relaxation delay).
+    halted, halt_note
+        Operator halt flag and its note.
+    override_multiplier, override_until
+        Active operator override and its end (``None``: until cleared).
+    """
+
+    asset: str
+    multiplier: float
+    updated_at: datetime | None = None
+    last_tighten_at: datetime | None = None
+    last_relax_at: datetime | None = None
+    halted: bool = False
+    halt_note: str | None = None
+    override_multiplier: float | None = None
+    override_until: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (ISO-8601 times) for the store."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            out[key] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyState:
+        """Inverse of :meth:`to_dict`."""
+        times = {"updated_at", "last_tighten_at", "last_relax_at", "override_until"}
+        values = {
+            key: (datetime.fromisoformat(value) if key in times and value else value)
+            for key, value in data.items()
+        }
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """Outcome of one policy step.
+
+    Attributes
+    ----------
+    asset
+        Asset symbol.
+    multiplier
+        Multiplier to publish, always in ``[floor, cap]``.
+    previous
+        Multiplier before this step.
+    status
+        Snapshot status: ``ok``, ``fallback``, ``stale`` or ``halted``.
+    reason
+        Why the multiplier moved or held (:data:`Reason`).
+    valid_until
+        Expiry of the published value.
+    target
+        Unconstrained target ``clip(sigma / sigma_ref, floor, cap)``; ``None`` on fallback.
+    sigma_ref
+        Reference sigma used, if any.
+    state
+        The state to persist for the next step.
+    """
+
+    asset: str
+    multiplier: float
+    previous: float
+    status: Status
+    reason: Reason
+    valid_until: datetime
+    target: float | None
+    sigma_ref: float | None
+    state: PolicyState
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One operator action, stored in the audit table.
+
+    Attributes
+    ----------
+    asset, action, operator, note, at
+        Who did what to which asset, when and why.
+    multiplier_before
+        Multiplier in force before the action.
+    override_multiplier, override_until
+        Override value and end, for ``override`` actions.
+    """
+
+    asset: str
+    action: AuditAction
+    operator: str
+    note: str
+    at: datetime
+    multiplier_before: float
+    override_multiplier: float | None = None
+    override_until: datetime | None = None
+
+
+class MultiplierPolicy:
+    """Forecast sigma -> margin multiplier for one asset (see the module docstring).
+
+    Parameters
+    ----------
+    config
+        The asset's :class:`PolicyConfig`.
+    """
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.config = config
+
+    def initial_state(self, asset: str) -> PolicyState:
+        """State of an asset that has never been published."""
+        return PolicyState(asset=asset, multiplier=self.config.initial_multiplier)
+
+    def target(self, sigma: float, sigma_ref: float) -> float:
+        """``clip(sigma / sigma_ref, floor, cap)``."""
+        return min(max(sigma / sigma_ref, self.config.floor), self.config.cap)
+
+    def step(
+        self,
+        state: PolicyState,
+        forecast_sigma: float | None,
+        as_of: datetime | None,
+        now: datetime,
+        sigma_ref: float | None = None,
+    ) -> PolicyDecision:
+        """Decide the next multiplier.
+
+        Parameters
+        ----------
+        state
+            Current state of the asset.
+        forecast_sigma
+            Forecast std of the H-ahead log return; ``None`` when no forecast exists.
+        as_of
+            Data time of the forecast (``None`` when missing).
+        now
+            Publication time (tz-aware).
+        sigma_ref
+            Reference sigma for this step (e.g. the trailing median); overrides
+            ``config.sigma_ref`` when given.
+
+        Returns
+        -------
+        PolicyDecision
+            The multiplier, why, and the next state.
+        """
+        cfg = self.config
+        previous = min(max(state.multiplier, cfg.floor), cfg.cap)
+        reference = sigma_ref if sigma_ref is not None else cfg.sigma_ref
+        valid_until = now + cfg.expiry
+
+        def decide(
+            multiplier: float,
+            status: Status,
+            reason: Reason,
+            target: float | None,
+            nxt: PolicyState,
+        ) -> PolicyDecision:
+            multiplier = min(max(multiplier, cfg.floor), cfg.cap)
+            nxt = _record_move(nxt, previous, multiplier, now)
+            return PolicyDecision(
+                asset=state.asset,
+                multiplier=multiplier,
+                previous=state.multiplier,
+                status=status,
+                reason=reason,
+                valid_until=valid_until,
+                target=target,
+                sigma_ref=reference,
+                state=nxt,
+            )
+
+        if state.halted:
+            return decide(previous, "halted", "halted", None, state)
+        if state.override_multiplier is not None:
+            if state.override_until is None or now < state.override_until:
+                return decide(state.override_multiplier, "ok", "override", None, state)
+            state = replace(state, override_multiplier=None, override_until=None)
+
+        failure = self.check_input(forecast_sigma, as_of, now, reference)
+        if failure is not None:
+            # Never relax on bad input; tighten towards the fallback within the step limit.
+            wanted = max(previous, cfg.fallback_multiplier)
+            status: Status = "stale" if failure == "fallback_stale" else "fallback"
+            return decide(min(wanted, previous + cfg.max_step_up), status, failure, None, state)
+
+        assert forecast_sigma is not None and reference is not None  # checked just above
+        target = self.target(forecast_sigma, reference)
+        if abs(target - previous) <= cfg.hysteresis * previous + _MIN_MOVE:
+            return decide(previous, "ok", "hysteresis_hold", target, state)
+        if target > previous:
+            if target - previous > cfg.max_step_up:
+                return decide(previous + cfg.max_step_up, "ok", "rate_limited_up", target, state)
+            return decide(target, "ok", "tightened", target, state)
+        last_change = _latest(state.last_tighten_at, state.last_relax_at)
+        if last_change is not None and now - last_change < cfg.min_relax_delay:
+            return decide(previous, "ok", "relax_delay_hold", target, state)
+        if previous - target > cfg.max_step_down:
+            return decide(previous - cfg.max_step_down, "ok", "rate_limited_down", target, state)
+        return decide(target, "ok", "relaxed", target, state)
+
+    def check_input(
+        self,
+        sigma: float | None,
+        as_of: datetime | None,
+        now: datetime,
+        reference: float | None,
+    ) -> Reason | None:
+        """Return the fallback reason for an unusable forecast, or ``None`` if usable."""
+        cfg = self.config
+        if sigma is None or as_of is None or pd.isna(as_of):
+            return "fallback_missing"
+        if not math.isfinite(sigma):
+            return "fallback_nonfinite"
+        if as_of > now + _CLOCK_SKEW:
+            return "fallback_future"
+        if now - as_of > cfg.staleness_limit:
+            return "fallback_stale"
+        if not cfg.sigma_min <= sigma <= cfg.sigma_max:
+            return "fallback_out_of_range"
+        if reference is None or not math.isfinite(reference) or reference <= 0:
+            return "fallback_no_reference"
+        return None
+
+    # -- operator control -------------------------------------------------------------
+
+    def halt(
+        self, state: PolicyState, operator: str, note: str, now: datetime
+    ) -> tuple[PolicyState, AuditRecord]:
+        """Freeze the asset's multiplier; snapshots carry status ``halted`` until resumed."""
+        _require_operator(operator, note, state.asset)
+        record = AuditRecord(state.asset, "halt", operator, note, now, state.multiplier)
+        return replace(state, halted=True, halt_note=note), record
+
+    def resume(
+        self, state: PolicyState, operator: str, note: str, now: datetime
+    ) -> tuple[PolicyState, AuditRecord]:
+        """Lift a halt; the next step applies the normal rules from the frozen value."""
+        _require_operator(operator, note, state.asset)
+        if not state.halted:
+            raise OperatorActionError(f"{state.asset} is not halted; nothing to resume")
+        record = AuditRecord(state.asset, "resume", operator, note, now, state.multiplier)
+        return replace(state, halted=False, halt_note=None), record
+
+    def override(
+        self,
+        state: PolicyState,
+        multiplier: float,
+        until: datetime | None,
+        operator: str,
+        note: str,
+        now: datetime,
+    ) -> tuple[PolicyState, AuditRecord]:
+        """Force a multiplier (within ``[floor, cap]``) until ``until`` or until cleared.
+
+        Raises
+        ------
+        OperatorActionError
+            If the value is outside ``[floor, cap]`` or ``until`` is not in the future.
+        """
+        _require_operator(operator, note, state.asset)
+        cfg = self.config
+        if not (math.isfinite(multiplier) and cfg.floor <= multiplier <= cfg.cap):
+            raise OperatorActionError(
+                f"override {multiplier} for {state.asset} is outside [floor={cfg.floor}, "
+                f"cap={cfg.cap}]; raise the cap in the policy config first if this is intended"
+            )
+        if until is not None and until <= now:
+            raise OperatorActionError(
+                f"override for {state.asset} ends at {until.isoformat()}, not after now "
+                f"({now.isoformat()}); give a future end time"
+            )
+        record = AuditRecord(
+            state.asset, "override", operator, note, now, state.multiplier, multiplier, until
+        )
+        return replace(state, override_multiplier=multiplier, override_until=until), record
+
+    def clear_override(
+        self, state: PolicyState, operator: str, note: str, now: datetime
+    ) -> tuple[PolicyState, AuditRecord]:
+        """End an override; the policy resumes from the overridden value under its limits."""
+        _require_operator(operator, note, state.asset)
+        if state.override_multiplier is None:
+            raise OperatorActionError(f"{state.asset} has no active override to clear")
+        record = AuditRecord(state.asset, "clear_override", operator, note, now, state.multiplier)
+        return replace(state, override_multiplier=None, override_until=None), record
+
+
+def trailing_sigma_ref(
+    sigma: pd.Series, now: datetime | pd.Timestamp, config: PolicyConfig
+) -> float | None:
+    """Trailing-median reference: median finite sigma with ``ts`` in ``(now - window, now]``.
+
+    Parameters
+    ----------
+    sigma
+        Forecast sigma of one asset indexed by forecast ``ts``.
+    now
+        End of the window (inclusive): only forecasts known by then count.
+    config
+        Supplies the window and minimum number of observations.
+
+    Returns
+    -------
+    float or None
+        ``None`` if fewer than ``sigma_ref_min_obs`` usable forecasts exist.
+    """
+    end = pd.Timestamp(now)
+    start = end - pd.Timedelta(hours=config.sigma_ref_window_hours)
+    window = sigma[(sigma.index > start) & (sigma.index <= end)]
+    window = window[window.between(config.sigma_min, config.sigma_max)]
+    if len(window) < config.sigma_ref_min_obs:
+        return None
+    return float(window.median())
+
+
+def rolling_sigma_ref(sigma: pd.Series, config: PolicyConfig) -> pd.Series:
+    """Point-in-time trailing-median reference at every ``ts`` of a sigma series.
+
+    Uses only forecasts strictly before each ``ts`` (``closed="left"``), so the current
+    forecast never dampens its own signal. NaN where too few observations exist.
+    """
+    if config.sigma_ref is not None:
+        return pd.Series(config.sigma_ref, index=sigma.index, dtype="float64")
+    usable = sigma.where(sigma.between(config.sigma_min, config.sigma_max))
+    return usable.rolling(
+        pd.Timedelta(hours=config.sigma_ref_window_hours),
+        min_periods=config.sigma_ref_min_obs,
+        closed="left",
+    ).median()
+
+
+def _record_move(state: PolicyState, previous: float, new: float, now: datetime) -> PolicyState:
+    changes: dict[str, Any] = {"multiplier": new, "updated_at": now}
+    if new > previous:
+        changes["last_tighten_at"] = now
+    elif new < previous:
+        changes["last_relax_at"] = now
+    return replace(state, **changes)
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    present = [t for t in times if t is not None]
+    return max(present) if present else None
+
+
+def _require_operator(operator: str, note: str, asset: str) -> None:
+    if not operator.strip() or not note.strip():
+        raise OperatorActionError(
+            f"operator action on {asset} needs a non-empty operator name and note (audited)"
+        )

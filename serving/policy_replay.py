@@ -1,0 +1,263 @@
+"""Replay the multiplier policy over a forecast history and summarise its behaviour.
+
+For each asset the policy steps through every forecast in time order, publishing at
+``ts + publish_lag`` (a forecast made at the close of bar ``ts`` is available then). The
+report gives:
+
+* **changes per week**: updates whose multiplier differs from the previous one;
+* **time at floor / at cap**: share of updates with the multiplier on a bound;
+* **lead time** before the largest realized-volatility spikes. Spikes are the ``top_spikes``
+  largest values of realized vol, at least ``spike_separation_hours`` apart. A spike's
+  window starts where its realized-vol window starts (``ts - H`` for a trailing
+  ``realized_vol`` column, ``ts`` for a forward ``rv_fwd`` variance). With ``m0`` the
+  multiplier ``lookback_hours`` before the window start, ``t_rise`` is the first time in
+  ``(window_start - lookback, peak]`` the multiplier reaches ``m0 * (1 + rise_threshold)``
+  and the lead time is ``window_start - t_rise``: positive means the multiplier was already
+  up before the violent window began, negative that it reacted during it, ``None`` that it
+  never rose that far (a threshold, so that routine small moves do not count as a rise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.errors import ForecastContractError
+from serving.policy import MultiplierPolicy, PolicyBook, rolling_sigma_ref
+from serving.risk_metrics import validate_forecasts
+
+
+@dataclass(frozen=True)
+class SpikeLead:
+    """Lead time of the multiplier before one realized-volatility spike."""
+
+    peak_ts: pd.Timestamp
+    window_start: pd.Timestamp
+    realized_vol: float
+    lead_hours: float | None
+    multiplier_before: float
+    multiplier_at_peak: float
+
+
+@dataclass(frozen=True)
+class AssetReplay:
+    """Replay summary of one asset."""
+
+    asset: str
+    updates: int
+    weeks: float
+    changes: int
+    changes_per_week: float
+    time_at_floor: float
+    time_at_cap: float
+    fallback_share: float
+    mean_multiplier: float
+    spikes: list[SpikeLead] = field(default_factory=list)
+
+    @property
+    def median_lead_hours(self) -> float | None:
+        """Median lead time over spikes where the multiplier rose (``None`` if none did)."""
+        leads = [s.lead_hours for s in self.spikes if s.lead_hours is not None]
+        return float(np.median(leads)) if leads else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "asset": self.asset,
+            "updates": self.updates,
+            "weeks": round(self.weeks, 3),
+            "changes": self.changes,
+            "changes_per_week": round(self.changes_per_week, 3),
+            "time_at_floor": round(self.time_at_floor, 4),
+            "time_at_cap": round(self.time_at_cap, 4),
+            "fallback_share": round(self.fallback_share, 4),
+            "mean_multiplier": round(self.mean_multiplier, 4),
+            "median_lead_hours": self.median_lead_hours,
+            "spikes": [
+                {
+                    "peak_ts": s.peak_ts.isoformat(),
+                    "window_start": s.window_start.isoformat(),
+                    "realized_vol": round(s.realized_vol, 6),
+                    "lead_hours": s.lead_hours,
+                    "multiplier_before": _rounded(s.multiplier_before),
+                    "multiplier_at_peak": _rounded(s.multiplier_at_peak),
+                }
+                for s in self.spikes
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """Per-asset summaries and the full multiplier paths."""
+
+    assets: dict[str, AssetReplay]
+    paths: pd.DataFrame
+
+
+def replay_policy(
+    forecasts: pd.DataFrame,
+    book: PolicyBook,
+    *,
+    horizon_hours: int = 24,
+    publish_lag: timedelta = timedelta(hours=1),
+    top_spikes: int = 5,
+    spike_separation_hours: float = 24.0 * 7,
+    lookback_hours: float = 72.0,
+    rise_threshold: float = 0.1,
+    report_start: datetime | pd.Timestamp | None = None,
+) -> ReplayReport:
+    """Replay the policy over a forecast history.
+
+    Parameters
+    ----------
+    forecasts
+        Forecast-contract frame; an optional ``realized_vol`` (std of the log return over
+        ``(ts - H, ts]``) or ``rv_fwd`` (variance over ``(ts, ts + H]``) column enables
+        lead times.
+    book
+        Policy configs per asset.
+    horizon_hours
+        H of the realized-vol columns.
+    publish_lag
+        Delay between a forecast's ``ts`` and its publication.
+    top_spikes, spike_separation_hours, lookback_hours
+        Spike selection and the window searched for the multiplier's rise.
+    rise_threshold
+        Relative rise over the pre-window level that counts as "the multiplier rose".
+    report_start
+        Summarise only from this time; earlier forecasts warm the policy and the
+        trailing reference up (e.g. the test period after its training history).
+
+    Returns
+    -------
+    ReplayReport
+    """
+    frame = validate_forecasts(forecasts, source="replay forecasts")
+    summaries: dict[str, AssetReplay] = {}
+    paths = []
+    for asset, group in frame.groupby("asset", sort=True):
+        policy = book.policy(str(asset))
+        path = _replay_asset(policy, str(asset), group.set_index("ts"), publish_lag)
+        realized, window_start = _realized(group.set_index("ts"), horizon_hours)
+        if report_start is not None:
+            begin = pd.Timestamp(report_start)
+            path = path[path["ts"] >= begin].reset_index(drop=True)
+            if realized is not None:
+                realized = realized[realized.index >= begin]
+        paths.append(path)
+        spikes = (
+            _spike_leads(
+                path,
+                realized,
+                window_start,
+                top_spikes,
+                spike_separation_hours,
+                lookback_hours,
+                rise_threshold,
+            )
+            if realized is not None
+            else []
+        )
+        summaries[str(asset)] = _summarise(str(asset), path, policy, spikes)
+    all_paths = pd.concat(paths, ignore_index=True) if paths else pd.DataFrame()
+    return ReplayReport(summaries, all_paths)
+
+
+def _replay_asset(
+    policy: MultiplierPolicy, asset: str, group: pd.DataFrame, publish_lag: timedelta
+) -> pd.DataFrame:
+    references = rolling_sigma_ref(group["sigma"], policy.config)
+    state = policy.initial_state(asset)
+    rows = []
+    for ts, sigma, ref in zip(group.index, group["sigma"].to_numpy(float), references, strict=True):
+        now = ts.to_pydatetime() + publish_lag
+        reference = None if np.isnan(ref) else float(ref)
+        decision = policy.step(state, float(sigma), ts.to_pydatetime(), now, reference)
+        state = decision.state
+        rows.append(
+            (ts, asset, decision.multiplier, decision.previous, decision.status, decision.reason)
+        )
+    return pd.DataFrame(rows, columns=["ts", "asset", "multiplier", "previous", "status", "reason"])
+
+
+def _realized(group: pd.DataFrame, horizon_hours: int) -> tuple[pd.Series | None, pd.Series]:
+    horizon = pd.Timedelta(hours=horizon_hours)
+    index = group.index.to_series()
+    if "realized_vol" in group.columns:
+        return group["realized_vol"].astype(float), index - horizon
+    if "rv_fwd" in group.columns:
+        rv = group["rv_fwd"].astype(float)
+        if (rv < 0).any():
+            raise ForecastContractError("rv_fwd must be a non-negative variance")
+        return np.sqrt(rv), index
+    return None, index
+
+
+def _spike_leads(
+    path: pd.DataFrame,
+    realized: pd.Series,
+    window_start: pd.Series,
+    top: int,
+    separation_hours: float,
+    lookback_hours: float,
+    rise_threshold: float,
+) -> list[SpikeLead]:
+    multiplier = path.set_index("ts")["multiplier"]
+    separation = pd.Timedelta(hours=separation_hours)
+    lookback = pd.Timedelta(hours=lookback_hours)
+    chosen: list[pd.Timestamp] = []
+    for ts, _ in realized.dropna().sort_values(ascending=False).items():
+        if all(abs(ts - c) >= separation for c in chosen):
+            chosen.append(ts)
+        if len(chosen) == top:
+            break
+    leads = []
+    for peak in chosen:
+        start = window_start.loc[peak]
+        before = multiplier[multiplier.index <= start - lookback]
+        base = float(before.iloc[-1]) if len(before) else float("nan")
+        window = multiplier[(multiplier.index > start - lookback) & (multiplier.index <= peak)]
+        risen = window[window >= base * (1 + rise_threshold)] if len(before) else window[:0]
+        lead = (start - risen.index[0]) / pd.Timedelta(hours=1) if len(risen) else None
+        leads.append(
+            SpikeLead(
+                peak_ts=peak,
+                window_start=start,
+                realized_vol=float(realized.loc[peak]),
+                lead_hours=None if lead is None else float(lead),
+                multiplier_before=base,
+                multiplier_at_peak=float(multiplier.loc[peak]),
+            )
+        )
+    return leads
+
+
+def _summarise(
+    asset: str, path: pd.DataFrame, policy: MultiplierPolicy, spikes: list[SpikeLead]
+) -> AssetReplay:
+    cfg = policy.config
+    m = path["multiplier"].to_numpy(float)
+    changes = int(np.sum(~np.isclose(m, path["previous"].to_numpy(float), rtol=0, atol=1e-12)))
+    span = path["ts"].iloc[-1] - path["ts"].iloc[0] if len(path) else pd.Timedelta(0)
+    weeks = max(span / pd.Timedelta(days=7), 1.0 / 7)
+    return AssetReplay(
+        asset=asset,
+        updates=len(path),
+        weeks=weeks,
+        changes=changes,
+        changes_per_week=changes / weeks,
+        time_at_floor=float(np.mean(np.isclose(m, cfg.floor, rtol=0, atol=1e-9))) if len(m) else 0,
+        time_at_cap=float(np.mean(np.isclose(m, cfg.cap, rtol=0, atol=1e-9))) if len(m) else 0,
+        fallback_share=float(path["status"].isin(["fallback", "stale"]).mean()) if len(m) else 0,
+        mean_multiplier=float(m.mean()) if len(m) else float("nan"),
+        spikes=spikes,
+    )
+
+
+def _rounded(value: float) -> float | None:
+    return None if np.isnan(value) else round(value, 4)
