@@ -1,0 +1,215 @@
+"""RFC 9457 problem details (``application/problem+json``) for every error the API returns.
+
+Clients (keepers, protocols, dashboards) branch on ``status`` and ``type``; humans read
+``title`` and ``detail``. Every error path of the app, including FastAPI's own validation
+errors and unexpected exceptions, ends here so the wire format never varies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://dynamargin.dev/problems/"
+
+logger = logging.getLogger(__name__)
+
+
+class ProblemError(Exception):
+    """An error the API reports to the client as an RFC 9457 problem.
+
+    Parameters
+    ----------
+    status
+        HTTP status code.
+    slug
+        Short machine name; the problem ``type`` is ``PROBLEM_TYPE_BASE + slug``.
+    detail
+        Sentence for a human: what went wrong and what to do.
+    headers
+        Extra response headers (e.g. ``WWW-Authenticate``).
+    extensions
+        Extra members of the problem object (e.g. ``asset``, ``errors``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = dict(extensions or {})
+
+
+class UnknownAssetError(ProblemError):
+    """404: the asset has never been published to this store."""
+
+    def __init__(self, asset: str, known: list[str]) -> None:
+        shown = ", ".join(known[:20]) or "none yet"
+        super().__init__(
+            404,
+            "unknown-asset",
+            f"No snapshot has been published for asset {asset!r}. Known assets: {shown}.",
+            extensions={"asset": asset},
+        )
+
+
+class NoSnapshotAtError(ProblemError):
+    """404: the asset exists but nothing had been published at the requested time."""
+
+    def __init__(self, asset: str, at: str) -> None:
+        super().__init__(
+            404,
+            "no-snapshot-at-time",
+            f"Nothing was published for asset {asset!r} at or before {at}; ask for a later time.",
+            extensions={"asset": asset, "at": at},
+        )
+
+
+class BadParameterError(ProblemError):
+    """422: a parameter parsed but makes no sense (e.g. ``from`` after ``to``)."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(422, "invalid-parameter", detail, extensions={"parameter": parameter})
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> Response:
+    """Build an ``application/problem+json`` response.
+
+    Parameters
+    ----------
+    status
+        HTTP status code; its standard phrase becomes the ``title``.
+    slug
+        Machine name appended to :data:`PROBLEM_TYPE_BASE` to form ``type``.
+    detail
+        Human explanation specific to this occurrence.
+    instance
+        The request path this problem occurred on.
+    headers, extensions
+        Extra response headers and problem members.
+
+    Returns
+    -------
+    Response
+        The serialized problem with the right status and media type.
+    """
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": _phrase(status),
+        "status": status,
+        "detail": detail,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    for key, value in (extensions or {}).items():
+        body.setdefault(key, value)
+    return Response(
+        json.dumps(body, default=str, separators=(",", ":")).encode(),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=dict(headers or {}),
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error of ``app`` through :func:`problem_response`.
+
+    Parameters
+    ----------
+    app
+        The FastAPI application to configure.
+    """
+    app.add_exception_handler(ProblemError, _handle_problem)
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
+    app.add_exception_handler(Exception, _handle_unexpected)
+
+
+async def _handle_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        exc.status,
+        exc.slug,
+        exc.detail,
+        instance=request.url.path,
+        headers=exc.headers,
+        extensions=exc.extensions,
+    )
+
+
+async def _handle_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "location": ".".join(str(part) for part in err.get("loc", ())),
+            "message": err.get("msg", ""),
+        }
+        for err in exc.errors()
+    ]
+    summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
+    return problem_response(
+        422,
+        "invalid-parameter",
+        f"The request has invalid parameters ({summary}). Fix them and retry.",
+        instance=request.url.path,
+        extensions={"errors": errors},
+    )
+
+
+async def _handle_http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    slugs = {404: "not-found", 405: "method-not-allowed", 413: "content-too-large"}
+    detail = exc.detail if isinstance(exc.detail, str) else _phrase(exc.status_code)
+    if exc.status_code == 404:
+        detail = f"No such resource: {request.url.path}. See /docs for the API."
+    return problem_response(
+        exc.status_code,
+        slugs.get(exc.status_code, "http-error"),
+        detail,
+        instance=request.url.path,
+        headers=exc.headers,
+    )
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> Response:
+    # Logged with the traceback for operators; the client only learns that it failed.
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        500,
+        "internal-error",
+        "The server failed to answer this request; it has been logged. Retry later.",
+        instance=request.url.path,
+    )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
