@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         Root laid out like ``../shared/data`` (``binance/``, ``perp_ohlcv/``).
     horizon_hours
         Forecast horizon H in hourly bars.
+    auto_promote
+        Promote a challenger that passes every gate without waiting for a human approval.
+        Off by default; the demo turns it on.
     """
 
     model_config = SettingsConfigDict(env_prefix="DYNAMARGIN_", extra="ignore")
@@ -39,6 +42,7 @@ class Settings(BaseSettings):
     shared_data: Path = Field(default_factory=_default_shared_data)
     horizon_hours: int = 24
     interval: str = "1h"
+    auto_promote: bool = False
 
     @property
     def store_dir(self) -> Path:

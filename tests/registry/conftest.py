@@ -1,0 +1,71 @@
+"""Fixtures of the registry tests: one migrated MLflow SQLite template per session.
+
+Creating and migrating an MLflow database takes seconds; copying the template file takes
+milliseconds, so every test gets its own fresh store cheaply.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.registry import MlflowStore, registered_model_name
+from tests.registry.factory import Backend, ReviewedStore
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty MLflow SQLite database shared (read-only) by the session."""
+    root = tmp_path_factory.mktemp("mlflow-template")
+    store = MlflowStore.for_workdir(root)
+    store.client().search_experiments()  # creates the schema and runs every migration
+    return root / "mlflow.db"
+
+
+@pytest.fixture()
+def sqlite_store(workdir: Path, template_db: Path) -> MlflowStore:
+    """A fresh SQLite store in the test's work dir (a copy of the template)."""
+    shutil.copyfile(template_db, workdir / "mlflow.db")
+    return MlflowStore.for_workdir(workdir)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, workdir: Path, template_db: Path) -> Iterator[Backend]:
+    """The same registry on SQLite (template copy) and on the real PostgreSQL server.
+
+    PostgreSQL holds one database per session, so each test gets its own experiment and
+    registered model name there; artifacts stay in the test's work dir either way.
+    """
+    if request.param == "sqlite":
+        shutil.copyfile(template_db, workdir / "mlflow.db")
+        yield Backend(MlflowStore.for_workdir(workdir), registered_model_name(24), workdir)
+        return
+    url = request.getfixturevalue("postgres_url")
+    suffix = uuid.uuid4().hex[:8]
+    store = MlflowStore(
+        tracking_uri=url,
+        artifact_root=workdir / "mlartifacts",
+        experiment_name=f"dynamargin-vol-{suffix}",
+    )
+    yield Backend(store, f"{registered_model_name(24)}-{suffix}", workdir)
+
+
+@pytest.fixture()
+def sqlite_backend(sqlite_store: MlflowStore, workdir: Path) -> Backend:
+    return Backend(sqlite_store, registered_model_name(24), workdir)
+
+
+@pytest.fixture(scope="session")
+def reviewed(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> ReviewedStore:
+    """Shared by tests that only read: logging models is the slow part of this suite."""
+    workdir = tmp_path_factory.mktemp("reviewed") / "workdir"
+    workdir.mkdir()
+    shutil.copyfile(template_db, workdir / "mlflow.db")
+    backend = Backend(MlflowStore.for_workdir(workdir), registered_model_name(24), workdir)
+    first = backend.submit(auto_promote=True, challenger_error=0.3, seed=1)
+    second = backend.submit(challenger_error=0.1, seed=2)
+    return ReviewedStore(backend, first, second)
