@@ -1,9 +1,123 @@
-"""CLI commands (filled in by the issue that owns them)."""
+"""``dynamargin demo``: the main job end to end on the synthetic market (or the real dump).
+
+Runs ``pipeline_flow`` with the demo configuration (:func:`pipelines.flows.config.demo_config`:
+small LightGBM, automatic promotion allowed, publication stamped at the last bar's close)
+under Prefect's ephemeral local server with ``PREFECT_HOME`` inside the work dir, then
+prints the summary and where to look next. Progress is shown per step.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+
+from pipelines.commands.context import settings_from
+
+console = Console()
+
+STEPS = ("ingest", "features", "train", "review", "publish", "backtest")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``demo``."""
+    app.command(name="demo")(demo)
+
+
+def demo(
+    ctx: typer.Context,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Real dump root like ../shared/data (default: synthetic)."),
+    ] = None,
+    assets: Annotated[int, typer.Option("--assets", min=2, help="Synthetic assets.")] = 5,
+    days: Annotated[int, typer.Option("--days", min=120, help="Synthetic days.")] = 240,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Synthetic seed.")] = 7,
+    runner: Annotated[str, typer.Option("--runner", help="threads or dask.")] = "threads",
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Synthetic market -> pipeline (train, review, publish, replay) -> summary."""
+    settings = settings_from(ctx)
+    from pipelines.flows.runtime import prepare_environment
+
+    prepare_environment(settings.workdir)
+    from pipelines.flows.config import demo_config
+    from pipelines.flows.pipeline import pipeline_flow
+    from pipelines.summary import render_summary
+
+    config = demo_config(data, assets=assets, days=days, seed=seed)
+    where = f"{data}" if data else f"synthetic market: {assets} assets x {days} days, seed {seed}"
+    console.print(f"[bold]dynamargin demo[/] in {settings.workdir}  ({where})")
+    started = time.perf_counter()
+    with _StepDisplay(verbose):
+        try:
+            summary = pipeline_flow(str(settings.workdir), config, runner)  # type: ignore[arg-type]
+        except Exception as exc:  # the failed step's message, one line
+            console.print(f"[bold red]demo failed:[/] {type(exc).__name__}: {exc}")
+            raise typer.Exit(1) from exc
+    render_summary(summary, console)
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+
+
+class _StepProgress(logging.Handler):
+    """Turns Prefect's flow-run log records into one status line per pipeline step."""
+
+    def __init__(self, status: Any) -> None:
+        super().__init__(level=logging.INFO)
+        self.status = status
+        self.started = time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        for step in STEPS:
+            if f"for flow '{step}'" in message:
+                elapsed = time.perf_counter() - self.started
+                console.print(f"  [{elapsed:5.0f} s] {step}")
+                self.status.update(f"{step} ...")
+                return
+        if record.name.startswith("prefect.task_runs") and "Finished" in message:
+            self.status.update(message.split(" - ", 1)[-1][:70])
+
+
+class _StepDisplay:
+    """A spinner plus one line per pipeline step; Prefect's console logs only if verbose."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.status: Any = None
+        self.handler: _StepProgress | None = None
+        self.quieted: list[tuple[logging.Handler, int]] = []
+
+    def __enter__(self) -> _StepDisplay:
+        if not self.verbose:
+            # Prefect's console handler sits on the root logger once Prefect is imported;
+            # quieting it keeps warnings on screen while the runs' logs still reach the
+            # Prefect API (and UI) through their own handlers.
+            from prefect.logging.handlers import PrefectConsoleHandler
+
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, PrefectConsoleHandler):
+                    self.quieted.append((handler, handler.level))
+                    handler.setLevel(logging.WARNING)
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            warnings.filterwarnings("ignore", module="lightgbm")
+            warnings.filterwarnings("ignore", module="mlflow")
+        self.status = console.status("starting the ephemeral Prefect server ...")
+        self.status.__enter__()
+        self.handler = _StepProgress(self.status)
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            if self.handler is not None:
+                logging.getLogger(name).removeHandler(self.handler)
+        for handler, level in self.quieted:
+            handler.setLevel(level)
+        self.status.__exit__(*exc)

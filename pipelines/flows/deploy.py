@@ -1,0 +1,94 @@
+"""Scheduled deployments: retrain daily, publish hourly, backtest weekly (all UTC).
+
+``dynamargin deploy`` serves them from the current process with :func:`prefect.serve`
+(no work pool needed); ``prefect.yaml`` at the project root declares the same three for a
+work pool. Watch them in the Prefect UI (``prefect server start``, then
+http://127.0.0.1:4200/deployments) with ``PREFECT_API_URL`` pointing at that server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pipelines.flows.config import BacktestConfig, PipelineConfig
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One deployment's name, cron (UTC) and what it runs."""
+
+    name: str
+    cron: str
+    flow: str
+    description: str
+
+
+SCHEDULES: Final[tuple[Schedule, ...]] = (
+    Schedule(
+        "retrain-daily",
+        "30 0 * * *",
+        "pipeline",
+        "ingest, features, train, review and publish every day at 00:30 UTC",
+    ),
+    Schedule(
+        "publish-hourly",
+        "5 * * * *",
+        "publish",
+        "a signed snapshot batch from the champion at minute 5 of every hour",
+    ),
+    Schedule(
+        "backtest-weekly",
+        "0 2 * * 1",
+        "backtest",
+        "the liquidation replay every Monday at 02:00 UTC",
+    ),
+)
+
+
+def deployment_parameters(workdir: str, config: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """Parameters of each deployment (JSON), keyed by deployment name."""
+    no_replay = config.model_copy(update={"backtest": BacktestConfig(enabled=False)})
+    return {
+        "retrain-daily": {"workdir": workdir, "config": no_replay.model_dump(mode="json")},
+        "publish-hourly": {
+            "workdir": workdir,
+            "data": config.data.model_dump(mode="json"),
+            "publish": config.publish.model_dump(mode="json"),
+            "calibration_days": config.train.calibration_days,
+        },
+        "backtest-weekly": {
+            "workdir": workdir,
+            "data": config.data.model_dump(mode="json"),
+            "backtest": config.backtest.model_dump(mode="json"),
+        },
+    }
+
+
+def build_deployments(workdir: str, config: PipelineConfig) -> list[Any]:
+    """The three :class:`prefect.deployments.runner.RunnerDeployment` objects."""
+    from prefect.schedules import Cron
+
+    from pipelines.flows.backtest import backtest_flow
+    from pipelines.flows.pipeline import pipeline_flow
+    from pipelines.flows.publish import publish_flow
+
+    flows = {"pipeline": pipeline_flow, "publish": publish_flow, "backtest": backtest_flow}
+    parameters = deployment_parameters(workdir, config)
+    return [
+        flows[item.flow].to_deployment(
+            name=item.name,
+            schedules=[Cron(item.cron, timezone="UTC")],
+            parameters=parameters[item.name],
+            description=item.description,
+            tags=["dynamargin"],
+        )
+        for item in SCHEDULES
+    ]
+
+
+def serve_deployments(workdir: str, config: PipelineConfig) -> None:
+    """Serve the deployments until interrupted (:func:`prefect.serve`)."""
+    from prefect import serve
+
+    serve(*build_deployments(workdir, config))

@@ -1,0 +1,177 @@
+"""``train_flow``: walk-forward evaluation, final fit, MLflow logging, ``@challenger``.
+
+Each compared model's walk-forward runs as its own task (mapped: in parallel on threads or
+Dask workers), then all are scored together. The candidate is refitted on every row whose
+target is known, logged to MLflow with its evaluation, forecasts and lineage, and
+registered as a new version of ``dynamargin-vol-<H>h`` carrying the ``@challenger`` alias.
+The review is a separate flow (:mod:`pipelines.flows.review`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger, task, unmapped
+
+from features.build import FeatureSet
+from models.registry import ChampionRegistry, MlflowStore, registered_model_name
+from models.tracking import TrainingRun, log_training_run
+from models.walkforward import EvaluationConfig, EvaluationResult
+from pipelines.flows import training
+from pipelines.flows.config import TrainConfig
+from pipelines.flows.features import FeaturesOutput
+from pipelines.flows.runtime import IO_TASK, flow_settings
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    """The registered challenger and how the compared models scored.
+
+    Attributes
+    ----------
+    model_name, version, run_id
+        Registered model, its new version (``@challenger``) and the MLflow run.
+    candidate
+        Model column of the candidate (e.g. ``lgbm``).
+    mean_qlike
+        Mean QLIKE across assets per compared model, on the test period.
+    test_start, test_end
+        Scored test period (UTC ISO).
+    data_through
+        Close of the last bar the model saw.
+    leakage_passed
+        Outcome of the look-ahead checks.
+    """
+
+    model_name: str
+    version: str
+    run_id: str
+    candidate: str
+    mean_qlike: dict[str, float]
+    test_start: str
+    test_end: str
+    data_through: str
+    leakage_passed: bool
+
+
+@task(**IO_TASK)
+def load_feature_set(features: FeaturesOutput) -> FeatureSet:
+    """Read the feature set the features flow persisted (hash-checked)."""
+    return features.load()
+
+
+@task(task_run_name="walk-forward-{model}")
+def evaluate(
+    feature_set: FeatureSet,
+    model: str,
+    window: training.ScoredWindow,
+    config: EvaluationConfig,
+) -> EvaluationResult:
+    """Walk-forward of one model (:func:`pipelines.flows.training.evaluate_model`)."""
+    return training.evaluate_model(feature_set, model, window, config)
+
+
+@task
+def score(
+    results: list[EvaluationResult], models: list[str], config: EvaluationConfig
+) -> EvaluationResult:
+    """Score all models on common rows (:func:`pipelines.flows.training.combine_evaluations`)."""
+    return training.combine_evaluations(results, models, config)
+
+
+@task
+def fit_candidate(feature_set: FeatureSet, model: str, config: EvaluationConfig) -> tuple:
+    """Final fit on every row with a known target (:func:`pipelines.flows.training.fit_final`)."""
+    return training.fit_final(feature_set, model, config)
+
+
+@task(**IO_TASK)
+def register_challenger(workdir: str, run: TrainingRun) -> tuple[str, str, str]:
+    """Log the run to MLflow and register it as ``@challenger``.
+
+    Returns
+    -------
+    tuple
+        ``(model_name, version, run_id)``.
+    """
+    settings = flow_settings(workdir)
+    store = MlflowStore.for_workdir(settings.workdir, settings.mlflow_uri)
+    registry = ChampionRegistry(store, registered_model_name(run.horizon_hours))
+    logged = log_training_run(store, run)
+    version = registry.register_candidate(
+        model_uri=logged.model_uri,
+        run_id=logged.run_id,
+        model_id=logged.model_id,
+        tags={"dynamargin.run_id": logged.run_id, "dynamargin.model_column": run.model_name},
+        description=f"{run.model_name}, data through {run.data_through.isoformat()}",
+    )
+    return registry.model_name, version.version, logged.run_id
+
+
+@flow(name="train", log_prints=True)
+def train_flow(
+    features: FeaturesOutput,
+    workdir: str | None = None,
+    train: TrainConfig | None = None,
+) -> TrainOutput:
+    """Evaluate the compared models, fit the candidate, log and register it.
+
+    Parameters
+    ----------
+    features
+        Output of ``features_flow``.
+    workdir
+        Work dir (MLflow store ``<workdir>/mlflow.db`` unless ``DYNAMARGIN_MLFLOW_URI``).
+    train
+        Models, test window and LightGBM size.
+
+    Returns
+    -------
+    TrainOutput
+    """
+    train = train or TrainConfig()
+    settings = flow_settings(workdir)
+    logger = get_run_logger()
+    horizon = settings.horizon_hours
+    feature_set = load_feature_set(features)
+    config = training.evaluation_config(train, feature_set, horizon)
+    window = training.scored_window(feature_set, train, horizon)
+    logger.info("walk-forward of %s on %s .. %s", list(train.models), window.start, window.end)
+    per_model = evaluate.map(
+        unmapped(feature_set), list(train.models), unmapped(window), unmapped(config)
+    )
+    evaluation = score(per_model, list(train.models), config)
+    estimator, rows = fit_candidate(feature_set, train.candidate, config)
+    leakage = training.leakage_evidence(estimator, features.leakage_passed, features.leakage_detail)
+    run = training.training_run(
+        estimator=estimator,
+        train_rows=rows,
+        evaluation=evaluation,
+        feature_set=feature_set,
+        candidate=train.candidate,
+        horizon=horizon,
+        data_start=features.data_start,
+        data_through=features.data_through,
+        source=features.source,
+        leakage=leakage,
+    )
+    model_name, version, run_id = register_challenger(str(settings.workdir), run)
+    qlike = training.mean_qlike(evaluation)
+    logger.info(
+        "%s v%s registered as @challenger (run %s); mean QLIKE %s",
+        model_name,
+        version,
+        run_id,
+        {k: round(v, 4) for k, v in qlike.items()},
+    )
+    return TrainOutput(
+        model_name=model_name,
+        version=version,
+        run_id=run_id,
+        candidate=train.candidate,
+        mean_qlike=qlike,
+        test_start=window.start.isoformat(),
+        test_end=window.end.isoformat(),
+        data_through=features.data_through,
+        leakage_passed=leakage[0],
+    )
