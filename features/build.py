@@ -417,16 +417,43 @@ def build_features(
             progress(inputs.asset)
     context = build_market_context(stage_one, config, interval)
     frames = [build_cross_asset_features(frame, context, config, interval) for frame in stage_one]
+    return assemble_feature_set(frames, config, interval, source=market.source)
+
+
+def assemble_feature_set(
+    frames: Sequence[pd.DataFrame],
+    config: FeatureConfig,
+    interval: str = "1h",
+    source: str = "",
+) -> FeatureSet:
+    """Stage 4: concatenate the per-asset stage-3 frames into a :class:`FeatureSet`.
+
+    Parameters
+    ----------
+    frames
+        One frame per asset from :func:`build_cross_asset_features`, in asset order.
+    config
+        The configuration the frames were built with.
+    interval
+        Bar interval.
+    source
+        Where the market data came from.
+
+    Returns
+    -------
+    FeatureSet
+        Columns in catalog order, with the catalog and the feature-set hash.
+    """
     catalog = feature_catalog(config, interval)
     columns = ["ts", "asset", *[spec.name for spec in catalog]]
-    frame = pd.concat(frames, ignore_index=True) if frames else _empty_frame(columns)
+    frame = pd.concat(frames, ignore_index=True) if len(frames) else _empty_frame(columns)
     return FeatureSet(
         frame=frame[columns],
         catalog=catalog,
         config=config,
         interval=interval,
         feature_set_hash=feature_set_hash(config, interval),
-        source=market.source,
+        source=source,
     )
 
 

@@ -26,13 +26,12 @@ from features.build import (
     FeatureConfig,
     FeatureSet,
     MarketContext,
+    assemble_feature_set,
     asset_inputs,
     build_asset_features,
     build_cross_asset_features,
     build_features,
     build_market_context,
-    feature_catalog,
-    feature_set_hash,
 )
 from features.market import MarketData
 from pipelines.flows.config import DataConfig
@@ -208,7 +207,7 @@ def features_flow(
     frames = cross_asset_features.map(
         stage_one, unmapped(context), unmapped(config), unmapped(market.interval)
     ).result()
-    feature_set = _assemble(frames, config, market)
+    feature_set = assemble_feature_set(frames, config, market.interval, source=market.source)
     passed, detail = lookahead_check(market, config, LEAKAGE_CUTOFFS)
     (logger.info if passed else logger.error)("look-ahead check: %s", detail)
     digest = content_digest(market.bars, market.funding, market.perp)
@@ -232,23 +231,4 @@ def features_flow(
         source=market.source,
         leakage_passed=passed,
         leakage_detail=detail,
-    )
-
-
-def _assemble(frames: list[pd.DataFrame], config: FeatureConfig, market: MarketData) -> FeatureSet:
-    """The :class:`FeatureSet` that :func:`features.build.build_features` would return.
-
-    Mirrors its last lines (catalog order, concatenation, hash); a public assembly helper in
-    :mod:`features.build` would remove this copy.
-    """
-    catalog = feature_catalog(config, market.interval)
-    columns = ["ts", "asset", *[spec.name for spec in catalog]]
-    frame = pd.concat(frames, ignore_index=True)[columns]
-    return FeatureSet(
-        frame=frame,
-        catalog=catalog,
-        config=config,
-        interval=market.interval,
-        feature_set_hash=feature_set_hash(config, market.interval),
-        source=market.source,
     )
