@@ -1,9 +1,134 @@
-"""CLI commands (filled in by the issue that owns them)."""
+"""``dynamargin backtest``: static vs dynamic margin on a historical (or synthetic) replay."""
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from liquidation.replay_metrics import STRESS_WINDOWS, parse_window
+from pipelines.backtest import POLICIES, BacktestRequest, load_replay_config, run_backtest
+from pipelines.backtest_report import log_to_mlflow, write_report, write_summary
+from pipelines.commands.context import settings_from
+from serving.policy import load_policy_book
+
+console = Console(stderr=True)
+
+
+def backtest(
+    ctx: typer.Context,
+    data: Annotated[
+        Path | None, typer.Option(help="Data root like ../shared/data; none: synthetic market")
+    ] = None,
+    assets: Annotated[str | None, typer.Option(help="Comma-separated symbols")] = None,
+    start: Annotated[str | None, typer.Option(help="Replay start (UTC date)")] = None,
+    end: Annotated[str | None, typer.Option(help="Replay end, exclusive (UTC date)")] = None,
+    policies: Annotated[str, typer.Option(help="Comma-separated policies")] = ",".join(POLICIES),
+    seeds: Annotated[int, typer.Option(help="Trader-book seeds 0..N-1")] = 5,
+    traders: Annotated[
+        int | None, typer.Option(help="Positions opened over the replay (default 100000)")
+    ] = None,
+    window: Annotated[
+        list[str] | None, typer.Option(help="Extra stress window NAME=YYYY-MM-DD..YYYY-MM-DD")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary JSON")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="HTML report directory")] = None,
+    mlflow: Annotated[bool, typer.Option(help="Log the run to MLflow")] = True,
+    synthetic_assets: Annotated[
+        int, typer.Option(help="Assets of the synthetic market (without --data)")
+    ] = 3,
+    ramp_hours: Annotated[
+        float | None,
+        typer.Option(help="Maintenance ramp of existing positions on a tightening (default 8)"),
+    ] = None,
+    replay_config: Annotated[
+        Path | None, typer.Option(help="TOML with a [replay] section (book, rules, liquidity)")
+    ] = None,
+    policy_config: Annotated[
+        Path | None, typer.Option(help="TOML with a [policy] section (MultiplierPolicy bounds)")
+    ] = None,
+) -> None:
+    """Replay static, EWMA, model and oracle margin policies; compare at equal margin."""
+    settings = settings_from(ctx)
+    windows = STRESS_WINDOWS + tuple(parse_window(w) for w in (window or []))
+    replay = load_replay_config(replay_config)
+    if traders is not None:
+        replay = replace(replay, book=replace(replay.book, n_traders=traders))
+    if ramp_hours is not None:
+        replay = replace(replay, ramp_ms=round(ramp_hours * 3_600_000))
+    request = BacktestRequest(
+        data=data,
+        assets=tuple(a.strip().upper() for a in assets.split(",")) if assets else None,
+        start=start,
+        end=end,
+        policies=tuple(p.strip() for p in policies.split(",") if p.strip()),
+        seeds=seeds,
+        windows=windows,
+        replay=replay,
+        synthetic_assets=synthetic_assets,
+        policy=load_policy_book(policy_config).default,
+    )
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        console.log(f"[{time.perf_counter() - started:7.1f}s] {message}")
+
+    result = run_backtest(request, settings.cache_dir, say)
+    out_dir = report_dir or settings.reports_dir / "backtest"
+    html_path = write_report(result, out_dir)
+    json_path = out_dir / "backtest.json"
+    if mlflow:
+        run_id = log_to_mlflow(
+            result, settings.mlflow_uri, settings.workdir / "mlartifacts", [html_path, json_path]
+        )
+        result.summary["mlflow_run_id"] = run_id
+        write_summary(result.summary, json_path)
+        say(f"logged to MLflow run {run_id}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json_path.read_text(encoding="utf-8"), encoding="utf-8")
+    _print_tables(result.summary)
+    say(f"report: {html_path}")
+
+
+def _print_tables(summary: dict) -> None:
+    out = Console()
+    table = Table(title="Same base parameters (mean ± std over seeds)")
+    keys = ("bad_debt", "liquidations", "insurance_drawdown", "adl_events", "mean_im")
+    table.add_column("policy")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, block in summary["policies"].items():
+        table.add_row(
+            name,
+            *[f"{block[k]:,.1f} ± {block['spread'][k]['std']:,.1f}" for k in keys],
+        )
+    out.print(table)
+    equal = Table(title="Equal mean margin: policy / static at the calibrated static level")
+    equal.add_column("policy")
+    equal.add_column("static level", justify="right")
+    for key in ("bad_debt", "liquidations", "insurance_drawdown", "mean_im"):
+        equal.add_column(key, justify="right")
+    for name, block in summary["equal_margin"].items():
+        ratio = block["ratio"]
+        equal.add_row(
+            name,
+            f"{block['static_level']:.3f}",
+            *[
+                "n/a" if ratio[k] is None else f"{ratio[k]:.3f}"
+                for k in ("bad_debt", "liquidations", "insurance_drawdown", "mean_im")
+            ],
+        )
+    out.print(equal)
+    out.print(json.dumps(summary["aim"]))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``dynamargin backtest`` to the root app."""
+    app.command(name="backtest")(backtest)

@@ -1,0 +1,171 @@
+"""The backtest pipeline: equal-margin bisection, oracle bound, windows, CLI, real data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from liquidation.replay_metrics import (
+    STRESS_WINDOWS,
+    Window,
+    parse_window,
+    series_metrics,
+    window_metrics,
+)
+from liquidation.simulate import (
+    ReplayConfig,
+    ReplayInputError,
+    Scenario,
+    constant_multiplier,
+    simulate,
+)
+from pipelines.backtest import (
+    BacktestRequest,
+    equal_margin_levels,
+    load_replay_config,
+    run_backtest,
+)
+from pipelines.backtest_report import EXPERIMENT
+from pipelines.cli import app
+from tests.replay.replay_builders import random_walk_market
+
+SEEDS = [0, 1, 2]
+
+
+def replay_config(n_traders: int) -> ReplayConfig:
+    base = ReplayConfig()
+    return replace(base, book=replace(base.book, n_traders=n_traders))
+
+
+def test_bisection_hits_the_target_mean_im() -> None:
+    market = random_walk_market(5, n_bars=400)
+    request = BacktestRequest(replay=replay_config(2_000), bisection_tol=0.002)
+    runs = simulate(
+        market,
+        [Scenario("ref", s, constant_multiplier(market, 1.7)) for s in SEEDS],
+        request.replay,
+    )
+    target = float(np.mean([window_metrics(r)["mean_im"] for r in runs]))
+    found = equal_margin_levels(market, {"ref": target}, SEEDS, request, lambda _m: None)
+    assert abs(found["ref"]["achieved"] / target - 1) <= 0.002
+    assert found["ref"]["level"] == pytest.approx(1.7, rel=0.03)
+    assert len(found["ref"]["series"]) == len(SEEDS)
+
+
+def test_oracle_is_never_worse_than_static_at_equal_margin(tmp_path: Path) -> None:
+    request = BacktestRequest(
+        policies=("static", "oracle"),
+        seeds=len(SEEDS),
+        replay=replay_config(15_000),
+        synthetic_days=120,
+        synthetic_history_days=10,
+    )
+    result = run_backtest(request, tmp_path / "cache")
+    oracle = result.series["oracle"]
+    static = result.equal_margin_series["oracle"]
+    for o, s in zip(oracle, static, strict=True):
+        assert o.seed == s.seed
+        assert o.bad_debt.sum() <= s.bad_debt.sum(), f"seed {o.seed}: the simulator is wrong"
+    em = result.summary["equal_margin"]["oracle"]
+    assert abs(em["achieved_mean_im"] / em["target_mean_im"] - 1) <= request.bisection_tol
+    assert em["ratio"]["bad_debt"] <= 1.0
+
+
+def test_stress_windows_score_only_their_bars() -> None:
+    market = random_walk_market(6, n_bars=500)
+    [run] = simulate(
+        market, [Scenario("s", 0, constant_multiplier(market, 1.0))], replay_config(3_000)
+    )
+    start = pd.Timestamp(int(market.ts_ms[100]), unit="ms", tz="UTC")
+    window = Window("mid", start, start + pd.Timedelta(hours=300))
+    inside = window_metrics(run, window)
+    assert inside["n_bars"] == 300
+    assert inside["liquidations"] == run.liquidations[100:400].sum()
+    assert inside["bad_debt"] == pytest.approx(run.bad_debt[100:400].sum())
+    assert inside["mean_im"] == pytest.approx(run.initial_margin[100:400].mean())
+    blocks = series_metrics(run, STRESS_WINDOWS)
+    assert set(blocks["windows"]) == {w.name for w in STRESS_WINDOWS}
+    assert all(b["n_bars"] == 0 for b in blocks["windows"].values())  # 1970 has no crash
+    assert parse_window("luna=2022-05-09..2022-05-12").end == pd.Timestamp("2022-05-13", tz="UTC")
+    with pytest.raises(ReplayInputError, match="expected NAME"):
+        parse_window("2022-05-09")
+
+
+@pytest.mark.slow
+def test_cli_writes_json_report_and_mlflow_run_with_the_model_policy(workdir: Path) -> None:
+    out = workdir / "out.json"
+    args = [
+        "--workdir", str(workdir), "backtest", "--policies", "static,ewma,model,oracle",
+        "--seeds", "2", "--traders", "4000", "--synthetic-assets", "1", "--json", str(out),
+        "--report-dir", str(workdir / "report"), "--window", "late=2024-10-20..2024-10-25",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    for name in ("static", "ewma", "model", "oracle"):
+        for key in ("bad_debt", "liquidations", "mean_im", "adl_events", "insurance_drawdown"):
+            assert isinstance(summary["policies"][name][key], float)
+        assert "late" in summary["policies"][name]["windows"]
+    for name in ("ewma", "model", "oracle"):
+        assert set(summary["equal_margin"][name]["ratio"]) >= {"bad_debt", "liquidations"}
+    assert summary["forecasts"]["cache_hit"] is False
+    assert "no registry champion" in summary["forecasts"]["model_source"]
+    html = (workdir / "report" / "backtest.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None and str(workdir) in experiment.artifact_location
+    runs = mlflow.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    assert "metrics.policies.model.bad_debt" in runs.columns
+    # A rerun takes the walk-forward forecasts from the cache.
+    again = CliRunner().invoke(app, [*args[:-2], "--no-mlflow"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(out.read_text())["forecasts"]["cache_hit"] is True
+
+
+@pytest.mark.slow
+def test_real_btc_covid_crash(shared_data: Path, tmp_path: Path) -> None:
+    request = BacktestRequest(
+        data=shared_data,
+        assets=("BTCUSDT",),
+        start="2020-02-01",
+        end="2020-05-01",
+        policies=("static", "ewma", "oracle"),
+        seeds=2,
+        replay=replay_config(20_000),
+    )
+    result = run_backtest(request, tmp_path / "cache")
+    static = result.summary["policies"]["static"]
+    covid = static["windows"]["2020-03-covid"]
+    assert covid["n_bars"] == 48
+    assert covid["liquidations"] > 0
+    assert covid["bad_debt"] >= 0.4 * static["bad_debt"], "the crash dominates the losses"
+    assert result.summary["equal_margin"]["oracle"]["ratio"]["bad_debt"] <= 1.0
+    ewma = result.series["ewma"][0]
+    ts = pd.to_datetime(ewma.ts_ms, unit="ms", utc=True)
+    in_crash = (ts >= "2020-03-12") & (ts < "2020-03-20")
+    assert ewma.multiplier[0, in_crash].max() >= 1.5, "EWMA margin must rise in the crash"
+
+
+def test_replay_config_is_read_from_toml_and_errors_name_the_file(tmp_path: Path) -> None:
+    good = tmp_path / "replay.toml"
+    good.write_text(
+        "[replay]\nfund_seed_usd = 1000.0\nramp_hours = 2\n"
+        "[replay.book]\nn_traders = 123\n[replay.asset]\nbase_imf = 0.1\n"
+    )
+    config = load_replay_config(good)
+    assert config.fund_seed_usd == 1000.0 and config.ramp_ms == 2 * 3_600_000
+    assert config.book.n_traders == 123 and config.asset.base_imf == 0.1
+    assert load_replay_config(None) == ReplayConfig()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[replay.book]\nleverage_min = 0.5\n")
+    with pytest.raises(ReplayInputError, match=r"bad\.toml.*leverage_min"):
+        load_replay_config(bad)
