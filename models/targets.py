@@ -1,0 +1,152 @@
+"""Forecast targets: forward realized variance over ``(t, t+H]`` and its log.
+
+The target of the bar that closes at ``ts + interval`` is built only from returns of the
+bars ``t+1 .. t+H``, i.e. strictly after that close, so it can never leak into a feature of
+the same row. Returns come from :func:`features.volatility.log_returns` (the function the
+features use too), on a complete per-asset grid where a missing bar is a NaN return.
+
+Rule for missing data: a target is NaN as soon as any of its ``H`` returns is NaN. A gap in
+the data therefore removes ``H`` targets before it; it is never filled.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from features.bars import interval_to_timedelta
+
+if TYPE_CHECKING:
+    from features.market import MarketData
+
+TARGET_COLUMNS: tuple[str, ...] = ("ts", "asset", "rv_fwd", "log_rv_fwd", "ret_fwd")
+"""Columns of :func:`forward_targets`: forward RV, its log and the forward log return."""
+
+TARGET_VALUE_COLUMNS: tuple[str, ...] = ("rv_fwd", "log_rv_fwd", "ret_fwd")
+"""The future-valued columns; a model must never see them as features."""
+
+
+class TargetError(ValueError):
+    """The returns handed to the target builder break the complete-grid contract."""
+
+
+def forward_targets(returns: pd.DataFrame, horizon: int = 24, interval: str = "1h") -> pd.DataFrame:
+    """Forward realized variance, its log and the forward return for every ``(ts, asset)``.
+
+    For the row of bar ``t`` (columns ``ts, asset``) with hourly log returns ``r``::
+
+        rv_fwd(t)     = sum_{k=1..H} r_{t+k}^2
+        log_rv_fwd(t) = log(rv_fwd(t))              (NaN where rv_fwd <= 0)
+        ret_fwd(t)    = sum_{k=1..H} r_{t+k}        (the H-ahead log return, for VaR/ES)
+
+    Parameters
+    ----------
+    returns
+        Frame with columns ``ts, asset, ret`` as produced by
+        :func:`features.volatility.log_returns`: one row per bar on a complete grid.
+    horizon
+        Number of bars ``H`` in the forward window (24 for a day of hourly bars).
+    interval
+        Bar interval; used only to check that the grid is complete.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TARGET_COLUMNS`, same rows and order as ``returns`` sorted by
+        ``asset, ts``. The last ``H`` rows of each asset are NaN (the future is unknown).
+
+    Raises
+    ------
+    TargetError
+        If a column is missing, ``horizon < 1``, or an asset's ``ts`` are not a strictly
+        increasing grid of step ``interval`` (a missing bar must be a NaN row, not absent).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ts = pd.date_range("2024-01-01", periods=4, freq="1h", tz="UTC")
+    >>> r = pd.DataFrame({"ts": ts, "asset": "BTC", "ret": [0.0, 0.01, 0.02, -0.01]})
+    >>> forward_targets(r, horizon=2)["rv_fwd"].round(6).tolist()
+    [0.0005, 0.0005, nan, nan]
+    """
+    if horizon < 1:
+        raise TargetError(f"horizon must be at least one bar, got {horizon}")
+    missing = {"ts", "asset", "ret"} - set(returns.columns)
+    if missing:
+        raise TargetError(
+            f"returns frame lacks columns {sorted(missing)}; build it with "
+            "features.volatility.log_returns(bars, interval)"
+        )
+    step = interval_to_timedelta(interval)
+    frame = returns[["ts", "asset", "ret"]].sort_values(["asset", "ts"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    parts = []
+    for asset, group in frame.groupby("asset", sort=False, observed=True):
+        _check_grid(group["ts"], step, str(asset))
+        ret = group["ret"].to_numpy(dtype="float64")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "rv_fwd": _forward_window_sum(ret**2, horizon),
+                    "ret_fwd": _forward_window_sum(ret, horizon),
+                },
+                index=group.index,
+            )
+        )
+    sums = pd.concat(parts) if parts else pd.DataFrame({"rv_fwd": [], "ret_fwd": []})
+    out = frame[["ts", "asset"]].copy()
+    out["rv_fwd"] = sums["rv_fwd"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_rv = np.log(out["rv_fwd"].to_numpy(dtype="float64"))
+    # An exactly flat day has log RV = -inf: not a usable regression target.
+    out["log_rv_fwd"] = np.where(np.isfinite(log_rv), log_rv, np.nan)
+    out["ret_fwd"] = sums["ret_fwd"]
+    return out[list(TARGET_COLUMNS)]
+
+
+def targets_from_market(market: MarketData, horizon: int = 24) -> pd.DataFrame:
+    """Build :func:`forward_targets` from a market bundle via the shared returns function.
+
+    Parameters
+    ----------
+    market
+        The spot bars and interval (:class:`features.market.MarketData`).
+    horizon
+        Forward window in bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TARGET_COLUMNS`.
+    """
+    from features.volatility import log_returns
+
+    returns = log_returns(market.bars, market.interval)
+    return forward_targets(returns, horizon=horizon, interval=market.interval)
+
+
+def _forward_window_sum(values: np.ndarray, horizon: int) -> np.ndarray:
+    """Sum of ``values[t+1 .. t+H]`` for every t; NaN if any term is NaN or out of range."""
+    n = values.size
+    out = np.full(n, np.nan)
+    if n <= horizon:
+        return out
+    # A direct window sum (not a difference of cumulative sums) keeps each target exactly
+    # independent of everything before its window.
+    windows = np.lib.stride_tricks.sliding_window_view(values[1:], horizon)
+    out[: n - horizon] = windows.sum(axis=1)
+    return out
+
+
+def _check_grid(ts: pd.Series, step: pd.Timedelta, asset: str) -> None:
+    diffs = ts.diff().iloc[1:]
+    wrong = diffs != step
+    if wrong.any():
+        where = ts.iloc[1:][wrong.to_numpy()].iloc[0]
+        raise TargetError(
+            f"asset {asset}: returns are not on a complete {step} grid at {where} "
+            f"(step {diffs[wrong].iloc[0]}); pass the output of features.volatility.log_returns, "
+            "which keeps missing bars as NaN rows"
+        )
