@@ -8,14 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-# api_seeding sits beside this file; pytest's default (prepend) import mode puts this
-# directory on sys.path.
-from api_seeding import ASSETS, seed_store
 from fastapi import FastAPI
 
 from serving.api import create_app
 from serving.api_config import ApiConfig
+from tests.api.api_seeding import ASSETS, seed_store
 
 
 @pytest.fixture()

@@ -110,7 +110,7 @@ async def test_halt_then_resume_write_audit_rows_and_reach_the_next_publication(
     assert body["audit"]["note"] == "oracle incident #12"
     assert body["audit"]["operator"] == "admin-key:" + hash_admin_key(admin_key)[7:19]
 
-    from api_seeding import seed_store
+    from tests.api.api_seeding import seed_store
 
     seed_store(fresh_workdir, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], batches=1).close()
     snapshot = (await admin_client.get("/v1/risk/BTCUSDT")).json()

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from api_seeding import seed_store
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from serving.admin_auth import generate_admin_key, store_admin_key_hash
 from serving.api import create_app
 from serving.api_config import ApiConfig
+from tests.api.api_seeding import seed_store
 
 MAX_EXAMPLES = 30
 # The app opens its store lazily, so it can be built at import (schemathesis needs the

@@ -56,7 +56,7 @@ async def test_if_none_match_with_the_etag_returns_a_bodiless_304(
 
 @pytest.mark.anyio
 async def test_etag_changes_when_a_new_batch_is_published(fresh_workdir: Path, make_client) -> None:
-    from api_seeding import seed_store
+    from tests.api.api_seeding import seed_store
 
     app = create_app(ApiConfig.from_workdir(fresh_workdir, refresh_seconds=0))
     async with make_client(app) as client:

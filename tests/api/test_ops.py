@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_seeding import seed_store
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.api import create_app
 from serving.api_config import ApiConfig
+from tests.api.api_seeding import seed_store
 
 pytestmark = pytest.mark.anyio
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import jsonschema
 import pytest
-from api_seeding import ASSETS
 
 from serving.signing import verify_snapshot, verify_snapshot_bytes
 from serving.standard import ORACLE_UPDATE_TYPES
+from tests.api.api_seeding import ASSETS
 
 pytestmark = pytest.mark.anyio
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_seeding import ASSETS, seed_store
 
 from serving.signing import verify_snapshot_bytes
+from tests.api.api_seeding import ASSETS, seed_store
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 STARTUP_DEADLINE_S = 30.0

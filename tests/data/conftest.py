@@ -9,7 +9,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from dump_helpers import ServerControl, handler_for
+
+from tests.data.dump_helpers import ServerControl, handler_for
 
 
 @pytest.fixture()

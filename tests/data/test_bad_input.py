@@ -12,12 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dump_helpers import KLINE_HEADER, kline_lines, kline_zip_path, write_checksum, write_zip
 
 from features.errors import ChecksumMismatchError, ConflictingDuplicateError, MalformedFileError
 from features.sources import load_market
 from features.sources.binance import read_klines
 from features.store import MarketStore
+from tests.data.dump_helpers import (
+    KLINE_HEADER,
+    kline_lines,
+    kline_zip_path,
+    write_checksum,
+    write_zip,
+)
 
 GOOD_ROWS = 31 * 24
 FEB_ROWS = 29 * 24

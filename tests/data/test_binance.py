@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dump_helpers import KLINE_HEADER, kline_lines, kline_zip_path, write_zip
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from features.sources.binance import (
     scan_dump,
 )
 from features.sources.perp import read_perp_csv, scan_perp_dir
+from tests.data.dump_helpers import KLINE_HEADER, kline_lines, kline_zip_path, write_zip
 
 SPOT = "binance/data/spot/monthly/klines"
 FUNDING = "binance/data/futures/um/monthly/fundingRate"

@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from dump_helpers import kline_lines, kline_zip_path, write_zip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +18,7 @@ from features.errors import ConflictingDuplicateError, StoreError
 from features.market import MarketData
 from features.store import MarketStore
 from features.validation import validate_bars
+from tests.data.dump_helpers import kline_lines, kline_zip_path, write_zip
 
 
 def make_bars(start: str, n: int, asset: str = "BTCUSDT", price: float = 100.0) -> pd.DataFrame:

@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from liq_builders import HOUR_MS, simple_config, snapshot
 
 from liquidation.engine import Engine
 from liquidation.errors import (
@@ -22,6 +21,7 @@ from liquidation.errors import (
 )
 from liquidation.events import Event, SQLiteEventStore
 from liquidation.money import MICRO, QTY_SCALE, price, qty, usd
+from tests.liquidation.liq_builders import HOUR_MS, simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 

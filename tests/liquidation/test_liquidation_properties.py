@@ -21,7 +21,6 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from liq_builders import simple_config, snapshot
 
 from liquidation.engine import Engine
 from liquidation.errors import (
@@ -38,6 +37,7 @@ from liquidation.errors import (
 from liquidation.events import SQLiteEventStore
 from liquidation.money import MICRO, QTY_SCALE, usd
 from liquidation.valuation import maintenance_margin
+from tests.liquidation.liq_builders import simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 ACCOUNTS = ("a0", "a1", "a2", "a3")

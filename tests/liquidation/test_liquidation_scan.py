@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from liq_builders import HOUR_MS, simple_config, snapshot
 
 from liquidation.engine import Engine
 from liquidation.errors import InsufficientMarginError
 from liquidation.money import MICRO, QTY_SCALE
 from liquidation.scan import PositionBook, scan
+from tests.liquidation.liq_builders import HOUR_MS, simple_config, snapshot
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 START = {"BTCUSDT": 50_000, "ETHUSDT": 2_500, "SOLUSDT": 150}

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 
-from liq_builders import simple_config, snapshot
-
 from liquidation.engine import Engine
 from liquidation.money import MICRO, QTY_SCALE, charge, price, qty, usd, value
+from tests.liquidation.liq_builders import simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 

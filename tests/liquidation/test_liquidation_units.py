@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from liq_builders import HOUR_MS, snapshot
 
 from liquidation.config import (
     AssetConfig,
@@ -42,6 +41,7 @@ from liquidation.money import (
 from liquidation.oracle import PriceObservation, check_observation, is_stale, update_twap
 from liquidation.portfolio import portfolio_requirement, scenario_directions, scenario_returns
 from liquidation.snapshot import MarginParameters, check_bounds, target_multiplier
+from tests.liquidation.liq_builders import HOUR_MS, snapshot
 
 BTC = AssetConfig("BTCUSDT")
 
