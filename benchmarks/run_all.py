@@ -23,7 +23,9 @@ def main(argv: list[str]) -> int:
         print(f"\n=== {script.stem} ===", flush=True)
         started = time.perf_counter()
         result = subprocess.run([sys.executable, str(script)], check=False)
-        print(f"--- {script.stem}: exit {result.returncode} in {time.perf_counter() - started:.1f} s")
+        print(
+            f"--- {script.stem}: exit {result.returncode} in {time.perf_counter() - started:.1f} s"
+        )
         if result.returncode != 0:
             failed.append(script.stem)
     if failed:

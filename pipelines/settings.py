@@ -46,7 +46,7 @@ class Settings(BaseSettings):
 
     @property
     def store_dir(self) -> Path:
-        """Market-data store root (``MarketStore``); bars live in ``bars/interval=.../asset=...``."""
+        """Market-data store root (``MarketStore``): ``bars/interval=.../asset=...`` etc."""
         return self.workdir / "store"
 
     @property
