@@ -185,9 +185,14 @@ def _print_batch(rows: list[dict[str, Any]], note: str) -> None:
 
 
 def _flow_config(
-    data: Path | None, assets: list[str] | None, synthetic_assets: int, days: int, seed: int
+    settings: Settings,
+    data: Path | None,
+    assets: list[str] | None,
+    synthetic_assets: int,
+    days: int,
+    seed: int,
 ) -> Any:
-    from pipelines.flows.config import DataConfig, PipelineConfig
+    from pipelines.flows.config import DataConfig, PipelineConfig, ReviewConfig
 
     source = DataConfig(
         data=data,
@@ -196,7 +201,8 @@ def _flow_config(
         synthetic_days=days,
         synthetic_seed=seed,
     )
-    return PipelineConfig(data=source)
+    # Automatic promotion only when the operator's settings allow it (DYNAMARGIN_AUTO_PROMOTE).
+    return PipelineConfig(data=source, review=ReviewConfig(auto_promote=settings.auto_promote))
 
 
 def _runner(flow: Any, runner: str, address: str | None) -> Any:
@@ -246,7 +252,7 @@ def run_pipeline(
 ) -> None:
     """ingest -> features -> train -> review -> publish -> backtest."""
     settings = settings_from(ctx)
-    config = _flow_config(data, _symbols(assets), synthetic_assets, synthetic_days, seed)
+    config = _flow_config(settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed)
 
     def call() -> Any:
         from pipelines.flows.pipeline import pipeline_flow
@@ -274,7 +280,7 @@ def run_ingest(
 ) -> None:
     """Market data into the work dir's store."""
     settings = settings_from(ctx)
-    config = _flow_config(data, _symbols(assets), synthetic_assets, synthetic_days, seed)
+    config = _flow_config(settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed)
 
     def call() -> Any:
         from pipelines.flows.ingest import ingest_flow
@@ -294,7 +300,7 @@ def run_features(
 ) -> None:
     """The feature matrix of the stored market, per asset in parallel."""
     settings = settings_from(ctx)
-    config = _flow_config(None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.features import features_flow
@@ -314,7 +320,7 @@ def run_train(
 ) -> None:
     """Features, then walk-forward, final fit and registration as @challenger."""
     settings = settings_from(ctx)
-    config = _flow_config(None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.features import features_flow
@@ -350,7 +356,9 @@ def run_review(
             if challenger is None:
                 raise fail("no @challenger to review; run `dynamargin run train` first")
             chosen = challenger.version
-        review = ReviewConfig(auto_promote=auto_promote, approval_timeout_s=timeout)
+        review = ReviewConfig(
+            auto_promote=auto_promote or settings.auto_promote, approval_timeout_s=timeout
+        )
         return review_flow(chosen, str(settings.workdir), review)
 
     _show(_run(settings, call), as_json)
@@ -366,7 +374,7 @@ def run_publish(
 ) -> None:
     """The publish flow: features, forecasts, policy, one signed batch."""
     settings = settings_from(ctx)
-    config = _flow_config(None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.config import PublishConfig
@@ -388,7 +396,7 @@ def run_backtest(
 ) -> None:
     """The liquidation replay of static vs dynamic margin."""
     settings = settings_from(ctx)
-    config = _flow_config(data, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, data, _symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.backtest import backtest_flow
@@ -414,7 +422,7 @@ def deploy(
     prepare_environment(settings.workdir)
     from pipelines.flows.deploy import SCHEDULES, serve_deployments
 
-    config = _flow_config(data, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, data, _symbols(assets), 5, 240, 7)
     table = Table(title="dynamargin deployments (UTC)")
     for column in ("name", "cron", "flow", "what"):
         table.add_column(column)

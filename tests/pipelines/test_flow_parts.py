@@ -203,3 +203,13 @@ def test_retry_only_transient_errors() -> None:
     assert retry_transient(None, None, State(OSError("database is locked")))
     assert not retry_transient(None, None, State(MalformedFileError("x.zip", "corrupt")))
     assert not retry_transient(None, None, State(ValueError("bad config")))
+
+
+def test_automatic_promotion_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.commands.flows import _flow_config
+    from pipelines.settings import get_settings
+
+    monkeypatch.delenv("DYNAMARGIN_AUTO_PROMOTE", raising=False)
+    assert _flow_config(get_settings(), None, None, 2, 240, 1).review.auto_promote is False
+    monkeypatch.setenv("DYNAMARGIN_AUTO_PROMOTE", "true")
+    assert _flow_config(get_settings(), None, None, 2, 240, 1).review.auto_promote is True
