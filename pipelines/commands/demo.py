@@ -61,7 +61,39 @@ def demo(
             console.print(f"[bold red]demo failed:[/] {type(exc).__name__}: {exc}")
             raise typer.Exit(1) from exc
     render_summary(summary, console)
+    _show_served_snapshot(settings.workdir)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+
+
+def _show_served_snapshot(workdir: Path) -> None:
+    """Serve the batch just published over HTTP and verify what a consumer receives."""
+    from pipelines.served_snapshot import ServeCheckError, serve_and_read
+    from serving.store import PublicationStore, default_store_url
+
+    latest = PublicationStore(default_store_url(workdir)).latest()
+    if not latest:
+        console.print("[bold red]nothing was published; no snapshot to serve[/]")
+        raise typer.Exit(1)
+    asset = sorted(latest)[0]
+    try:
+        served = serve_and_read(workdir, asset)
+    except ServeCheckError as exc:
+        console.print(f"[bold red]serving the snapshot failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    verdict = "[green]signatures verified[/]" if served.signature_ok else "[red]NOT verified[/]"
+    checks = ", ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in served.checks.items())
+    console.print(
+        f"Served over HTTP: GET {served.url} -> {served.status_code}, {verdict} ({checks}); "
+        f"/readyz: {served.ready}"
+    )
+    if served.ready != "ready":
+        console.print(
+            "  (the demo publishes as of its market's last bar, so against today's clock the "
+            "snapshots have expired and /readyz rightly says so; `dynamargin publish` on fresh "
+            "data makes them live)"
+        )
+    if not served.signature_ok:
+        raise typer.Exit(1)
 
 
 class _StepProgress(logging.Handler):
