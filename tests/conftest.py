@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,11 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# Everything the suite writes stays under tmp dirs; never ~/.prefect or ~/.mlflow.
+# Everything the suite writes stays under tmp dirs; never ~/.prefect or ~/.mlflow. Prefect
+# creates its home when it is first imported, so this must run before any test module loads.
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="dynamargin-test-prefect-"))
 
 
 def shared_data_root() -> Path:
