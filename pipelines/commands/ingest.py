@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from features.errors import MarketDataError
-from features.store import IngestResult, MarketStore
+from features.store import SUMMARY_COLUMNS, IngestResult, MarketStore
 from pipelines.commands.context import settings_from
 from pipelines.settings import Settings
 
@@ -210,17 +210,7 @@ def data_summary(ctx: typer.Context, as_json: JsonOption = False) -> None:
         )
         return
     table = Table(title=f"market data in {store.root}")
-    for column in (
-        "dataset",
-        "asset",
-        "interval",
-        "first",
-        "last",
-        "rows",
-        "gaps",
-        "missing_bars",
-        "quarantined",
-    ):
+    for column in SUMMARY_COLUMNS:
         table.add_column(column, justify="right" if column in _NUMERIC else "left")
     for row in summary.itertuples(index=False):
         table.add_row(
