@@ -18,6 +18,13 @@ class DataValidationError(MarketDataError, ValueError):
     """Data that cannot be used as it is: wrong schema, wrong dtypes, naive timestamps."""
 
 
+class FeatureInputError(DataValidationError):
+    """Bars the feature builders cannot use as they are (off-grid time, bad price, ...).
+
+    The message names the asset and bar time and says what to fix upstream.
+    """
+
+
 class MalformedFileError(DataValidationError):
     """A source file that cannot be parsed: truncated archive, junk header, empty file.
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.bars import interval_to_timedelta
-from features.errors import DataValidationError
+from features.errors import FeatureInputError  # re-exported: older code imports it from here
 
 __all__ = [
     "FeatureInputError",
@@ -54,13 +54,6 @@ FloatArray = np.ndarray
 _PARKINSON_SCALE: Final[float] = 1.0 / (4.0 * math.log(2.0))
 _GK_CLOSE_WEIGHT: Final[float] = 2.0 * math.log(2.0) - 1.0
 _BIPOWER_SCALE: Final[float] = math.pi / 2.0  # mu_1^{-2}, mu_1 = E|Z| = sqrt(2/pi)
-
-
-class FeatureInputError(DataValidationError):
-    """Bars the feature builders cannot use as they are (off-grid time, bad price, ...).
-
-    The message names the asset and bar time and says what to fix upstream.
-    """
 
 
 # --------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 
 from features import cross_asset as xa
 from features.build import FeatureConfig, build_features
+from features.errors import FeatureInputError
 from features.market import MarketData
-from features.volatility import FeatureInputError
 
 H = pd.Timedelta("1h")
 T0 = pd.Timestamp("2024-05-01", tz="UTC")

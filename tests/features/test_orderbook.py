@@ -12,24 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.orderbook import (
-    BookReplayer,
-    BookSequenceError,
+from features.l2.agreement import book_ticker_agreement, book_ticker_frame
+from features.l2.book import BookReplayer, BookSequenceError, OrderBook, ReplayStats, book_frame
+from features.l2.capture import (
     CaptureFormatError,
     DepthSnapshot,
     DepthUpdate,
-    OrderBook,
-    ReplayStats,
-    aggregate_ofi,
-    book_frame,
-    book_ticker_agreement,
-    book_ticker_frame,
     open_capture,
-    order_flow_imbalance,
     parse_capture,
-    trade_vpin,
-    trades_frame,
 )
+from features.l2.ofi import aggregate_ofi, order_flow_imbalance
+from features.l2.vpin import trade_vpin, trades_frame
 
 SYMBOL = "BTCUSDT"
 

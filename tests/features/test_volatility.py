@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features import volatility as vol
-from features.volatility import FeatureInputError, log_returns
+from features.errors import FeatureInputError
+from features.volatility import log_returns
 
 SIGMA = 0.01  # per-bar volatility of the simulated log price
 WINDOW = 24
