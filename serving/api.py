@@ -25,6 +25,7 @@ Routes
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -63,6 +64,7 @@ from serving.problems import (
 from serving.request_limits import BodySizeLimitMiddleware
 from serving.standard import canonical_json, format_time
 from serving.status_page import AssetRow, render_status_page
+from serving.store import StoreNotInitialisedError
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ def create_app(
         else ApiConfig.from_workdir(Path(settings_or_config.workdir))
     )
     backend = backend or StoreBackend(config)
-    views = LatestViewCache(backend.latest, config.refresh_seconds)
+    views = LatestViewCache(_empty_until_initialised(backend.latest), config.refresh_seconds)
     reads = RiskReads(config, backend, views)
     metrics = ApiMetrics(reads.snapshot_gauges)
 
@@ -369,6 +371,8 @@ class RiskReads:
         """Check the store now (not the cache) and every required asset's expiry."""
         try:
             latest = await anyio.to_thread.run_sync(self.backend.latest)
+        except StoreNotInitialisedError as exc:
+            return False, {"store": f"uninitialised: {exc} (no snapshot has been published yet)"}
         except Exception as exc:
             # The failure is the answer: report it, do not raise.
             logger.warning("readiness: store unreachable: %s", exc)
@@ -511,6 +515,21 @@ def _add_ops_routes(app: FastAPI, reads: RiskReads, metrics: ApiMetrics) -> None
             pass  # No snapshot gauges without a store; request metrics still matter.
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+def _empty_until_initialised(
+    load_latest: Callable[[], Mapping[str, Any]],
+) -> Callable[[], Mapping[str, Any]]:
+    # Before the first `dynamargin publish` there is no schema; to a reader that is the
+    # same as "nothing published yet" (an empty list, revalidated on every request), while
+    # /readyz says "uninitialised" so an operator sees the difference.
+    def load() -> Mapping[str, Any]:
+        try:
+            return load_latest()
+        except StoreNotInitialisedError:
+            return {}
+
+    return load
 
 
 def _uncached_json(payload: dict[str, Any]) -> Response:

@@ -6,6 +6,11 @@ implements it on the real parts: :class:`serving.store.PublicationStore` (snapsh
 time travel, history, audit), :mod:`serving.standard` (JSON Schema, risk-oracle mapping),
 :mod:`serving.keys` (public keys) and :func:`serving.publishing.apply_operator_action`
 (halt/resume/override through :class:`serving.policy.MultiplierPolicy`).
+
+Least privilege: the store is opened with ``create=False`` (no DDL, so a ``SELECT``-only
+database role or a ``mode=ro`` SQLite URL serves every read) and ``/v1/keys`` reads only
+the public key files (:func:`serving.keys.load_public_keys`), never a private key. Admin
+actions need write access; against a read-only store they answer 503 ``store-read-only``.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ from typing import Any, Protocol
 
 from serving.api_config import ApiConfig
 from serving.errors import PublicationStoreError, SigningKeyError
-from serving.keys import load_signing_keys
+from serving.keys import load_public_keys
 from serving.policy import PolicyBook, load_policy_book
 from serving.problems import BadParameterError, ProblemError
 from serving.publishing import apply_operator_action
 from serving.signing import DEFAULT_DOMAIN, EIP712_TYPES
 from serving.standard import SCHEMA_VERSION, json_schema, oracle_updates, parse_time
-from serving.store import PublicationStore
+from serving.store import PublicationStore, StoreReadOnlyError
 
 SnapshotData = Mapping[str, Any]
 
@@ -106,8 +111,10 @@ class StoreBackend:
 
     Notes
     -----
-    The store is opened on first use, so an app can start (and report "not ready") while
-    the database is down; a failed open is retried on the next call.
+    The store is opened on first use and without creating anything, so an app can start
+    (and report "not ready") while the database is down or before the first
+    ``dynamargin publish`` created it; a failed open raises (``PublicationStoreError``,
+    ``StoreNotInitialisedError``) and is retried on the next call.
     """
 
     def __init__(self, config: ApiConfig) -> None:
@@ -117,11 +124,11 @@ class StoreBackend:
 
     @property
     def store(self) -> PublicationStore:
-        """The publication store, opened lazily (thread-safe)."""
+        """The publication store, opened lazily and read-only in intent (thread-safe)."""
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    self._store = PublicationStore(self.config.store_url)
+                    self._store = PublicationStore(self.config.store_url, create=False)
         return self._store
 
     def close(self) -> None:
@@ -188,7 +195,7 @@ class StoreBackend:
 
     def public_keys(self) -> dict[str, Any]:
         try:
-            keys = load_signing_keys(self.config.workdir, create=False)
+            keys = load_public_keys(self.config.workdir)
         except SigningKeyError as exc:
             raise ProblemError(
                 503,
@@ -221,17 +228,25 @@ class StoreBackend:
         until: datetime | None,
     ) -> dict[str, Any]:
         now = datetime.now(UTC)
-        record = apply_operator_action(
-            self.store,
-            self._policy_book(),
-            asset,
-            action,
-            operator,
-            note,
-            now,
-            multiplier=multiplier,
-            until=until,
-        )
+        try:
+            record = apply_operator_action(
+                self.store,
+                self._policy_book(),
+                asset,
+                action,
+                operator,
+                note,
+                now,
+                multiplier=multiplier,
+                until=until,
+            )
+        except StoreReadOnlyError as exc:
+            raise ProblemError(
+                503,
+                "store-read-only",
+                f"This API instance reads the store without write access, so it cannot "
+                f"record the {action} of {asset}: {exc}",
+            ) from exc
         state = self.store.policy_states()[asset]
         return {
             "audit": _jsonable(record.__dict__),

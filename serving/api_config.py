@@ -16,6 +16,12 @@ Built from a work dir (``ApiConfig.from_workdir``) or from the environment
 ``DYNAMARGIN_CONFIG``                  TOML with the ``[policy]`` section (default
                                        ``<workdir>/dynamargin.toml`` if present)
 =====================================  ================================================
+
+The API needs no write access for reads: it opens the store without creating it (a
+``SELECT``-only PostgreSQL role, or ``serving.store.sqlite_read_only_url(path)`` for a
+read-only SQLite file, is enough; only admin actions write), and ``/v1/keys`` reads just the
+public key files, from ``$DYNAMARGIN_SIGNING_KEY_PATH`` or ``<workdir>/keys/`` (see
+:mod:`serving.keys`).
 """
 
 from __future__ import annotations

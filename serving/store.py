@@ -14,6 +14,19 @@ Guarantees, enforced by the database rather than by this code:
 Times are stored as integer microseconds since the epoch (UTC): exact, portable, and
 ordered the same in both databases. Each snapshot is stored as its canonical JSON, so what
 is read back verifies byte for byte.
+
+Opening modes
+-------------
+``PublicationStore(url)`` (``create=True``, the publisher's mode) creates the schema and
+triggers if absent. ``PublicationStore(url, create=False)`` (the API's mode) never issues
+DDL: it checks that the schema exists and raises :class:`StoreNotInitialisedError` if not,
+so the API can run under a read-only database role. For a read-only SQLite file use the
+URI form of :func:`sqlite_read_only_url` (``mode=ro``): SQLite then opens the file
+``O_RDONLY``, which holds even for root, and every write fails as
+:class:`StoreReadOnlyError`. A WAL database opened ``mode=ro`` needs its ``-shm``/``-wal``
+files to exist or its directory to be writable (SQLite creates them); ``immutable=1`` is
+deliberately not used, because it disables locking and would read torn pages while the
+publisher writes.
 """
 
 from __future__ import annotations
@@ -45,6 +58,8 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
+    make_url,
     select,
     text,
 )
@@ -167,6 +182,38 @@ class HistoryPage:
     next_cursor: str | None
 
 
+class StoreNotInitialisedError(PublicationStoreError):
+    """The store was opened without ``create`` and its schema does not exist (yet)."""
+
+
+class StoreReadOnlyError(PublicationStoreError):
+    """A write reached a store opened read-only (``mode=ro`` or a read-only database role)."""
+
+
+def sqlite_read_only_url(path: Path) -> str:
+    """SQLAlchemy URL opening the SQLite file at ``path`` read-only (``mode=ro`` URI).
+
+    Raises
+    ------
+    PublicationStoreError
+        If the path contains ``?`` or ``#`` (not representable in the URI form).
+
+    Examples
+    --------
+    >>> sqlite_read_only_url(Path("/srv/dm/publications.db"))
+    'sqlite:///file:/srv/dm/publications.db?mode=ro&uri=true'
+    """
+    text_path = str(Path(path))
+    if "?" in text_path or "#" in text_path:
+        # SQLAlchemy unquotes the URL before SQLite parses it as a URI, so these two
+        # characters cannot be escaped; they would cut the file name short.
+        raise PublicationStoreError(
+            f"cannot open {text_path} read-only through a SQLite URI: its path contains "
+            "'?' or '#'; move the database to a path without them"
+        )
+    return f"sqlite:///file:{text_path}?mode=ro&uri=true"
+
+
 def default_store_url(workdir: Path) -> str:
     """``$DYNAMARGIN_PUBLICATIONS_URL`` or ``sqlite:///<workdir>/publications.db``."""
     return os.environ.get(ENV_URL) or f"sqlite:///{Path(workdir) / 'publications.db'}"
@@ -178,8 +225,22 @@ class PublicationStore:
     Parameters
     ----------
     url
-        SQLAlchemy URL, e.g. ``sqlite:///path/publications.db`` or
-        ``postgresql+psycopg://user@host/db``. The schema is created if absent.
+        SQLAlchemy URL, e.g. ``sqlite:///path/publications.db``,
+        ``sqlite:///file:/path/publications.db?mode=ro&uri=true`` (read-only, see
+        :func:`sqlite_read_only_url`) or ``postgresql+psycopg://user@host/db``.
+    create
+        Create the schema (tables, triggers) if absent; this needs DDL rights. With
+        ``False`` nothing but the existence of the tables is checked, so a read-only role
+        (``SELECT`` only) suffices for every read.
+
+    Raises
+    ------
+    StoreNotInitialisedError
+        With ``create=False``, if the database file or the tables do not exist.
+    StoreReadOnlyError
+        With ``create=True``, if the connection may not create the schema.
+    PublicationStoreError
+        If the database cannot be reached.
 
     Examples
     --------
@@ -188,14 +249,34 @@ class PublicationStore:
     {}
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
+        self.create = create
+        if not create:
+            _require_sqlite_file(url)
         try:
-            self.engine = _make_engine(url)
-            self._create_schema()
+            self.engine = _make_engine(url, create)
+            if create:
+                self._create_schema()
+            else:
+                self._require_schema()
         except OperationalError as exc:
+            if hasattr(self, "engine"):
+                self.engine.dispose()
             raise PublicationStoreError(
                 f"cannot open publication store {_safe_url(url)}: {exc.orig}"
+            ) from exc
+        except StoreNotInitialisedError:
+            self.engine.dispose()
+            raise
+        except StoreReadOnlyError as exc:
+            self.engine.dispose()
+            reason = getattr(exc.__cause__, "orig", exc)  # the database's own words
+            raise StoreReadOnlyError(
+                f"cannot create the schema of publication store {_safe_url(url)}: "
+                f"{reason}. Readers "
+                "open it with create=False (as the API does); the publisher needs a role "
+                "allowed to CREATE tables and triggers."
             ) from exc
 
     def __repr__(self) -> str:
@@ -469,14 +550,31 @@ class PublicationStore:
                 with conn.begin():
                     yield conn
             except DBAPIError as exc:
-                if "append-only" in str(exc.orig):
-                    raise AppendOnlyViolationError(str(exc.orig)) from exc
+                message = str(exc.orig)
+                if "append-only" in message:
+                    raise AppendOnlyViolationError(message) from exc
+                if _is_read_only_failure(message):
+                    raise StoreReadOnlyError(
+                        f"publication store {_safe_url(self.url)} refused a write: {message}. "
+                        "It is opened read-only (mode=ro URL or a SELECT-only role); write "
+                        "through the publisher's store URL instead."
+                    ) from exc
                 raise
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    def _require_schema(self) -> None:
+        with self._read() as conn:
+            found = set(inspect(conn).get_table_names())
+        missing = [table for table in TABLES if table not in found]
+        if missing:
+            raise StoreNotInitialisedError(
+                f"no publication store at {_safe_url(self.url)} (missing tables: "
+                f"{', '.join(missing)}): run `dynamargin publish` first"
+            )
 
     def _create_schema(self) -> None:
         with self._write() as conn:
@@ -493,16 +591,51 @@ class PublicationStore:
                 conn.execute(text(statement))
 
 
-def _make_engine(url: str) -> Engine:
+def _sqlite_path(url: str) -> Path | None:
+    """File of a SQLite URL (plain or ``file:`` URI form); ``None`` for in-memory."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.query.get("uri") == "true" and database.startswith("file:"):
+        database = database.removeprefix("file:")
+    if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
+def _require_sqlite_file(url: str) -> None:
+    # Checked before connecting: sqlite3 would otherwise create an empty file at a
+    # mistyped path and the API would look "initialised but empty".
+    if not url.startswith("sqlite"):
+        return
+    path = _sqlite_path(url)
+    if path is None or not path.is_file():
+        where = "in memory" if path is None else f"at {path}"
+        raise StoreNotInitialisedError(
+            f"no publication store at {_safe_url(url)} (no database file {where}): "
+            "run `dynamargin publish` first"
+        )
+
+
+def _make_engine(url: str, create: bool = True) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = _sqlite_path(url)
+        if create and path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "connect", _sqlite_on_connect if create else _sqlite_on_open)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_on_open(dbapi_connection: Any, _record: Any) -> None:
+    # An existing store was put in WAL mode by its creator (the mode is persistent); not
+    # setting it again keeps a read-only connection from attempting a write.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -607,8 +740,17 @@ def _from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value // 1_000_000, tz=UTC).replace(microsecond=value % 1_000_000)
 
 
+def _is_read_only_failure(message: str) -> bool:
+    # SQLite mode=ro: "attempt to write a readonly database"; PostgreSQL SELECT-only role:
+    # "permission denied for table ..."; hot standby: "read-only transaction".
+    lowered = message.lower()
+    return (
+        "readonly database" in lowered
+        or "permission denied" in lowered
+        or "read-only transaction" in lowered
+    )
+
+
 def _safe_url(url: str) -> str:
     # Never print a password embedded in a database URL.
-    from sqlalchemy.engine import make_url
-
     return make_url(url).render_as_string(hide_password=True)
