@@ -30,6 +30,10 @@ One bar ``t`` (open time ``ts``, evaluation time ``ts + interval``) does, in ord
 4. **top-ups** at the close by the defending traders whose health fell below their trigger;
 5. **planned closes** at the close price (taker fee).
 
+A scenario may split its multiplier (:attr:`Scenario.maintenance`): the initial margin of new
+risk then pays ``multiplier`` at once and maintenance pays the separate path (ramped for
+existing positions as above); :func:`maintenance_multipliers` builds the documented rules.
+
 Simplifications (each documented where it happens): one waterfall step per position per bar
 (the engine's cooldown is shorter than a bar, so a bar replay cannot resolve several); the
 close-out executes at the wick extreme, i.e. a liquidation triggered inside the bar is filled
@@ -61,6 +65,8 @@ from liquidation.margin import ramped_multiplier, slippage_rate
 from liquidation.trader_book import BookConfig, TraderBook, draw_book
 
 Progress = Callable[[int, int], None]
+MAINTENANCE_RULES: tuple[str, ...] = ("follow", "stress", "initial-only")
+"""How a dynamic policy's multiplier reaches maintenance (see :func:`maintenance_multipliers`)."""
 
 
 class ReplayInputError(LiquidationCoreError, ValueError):
@@ -97,6 +103,13 @@ class ReplayConfig:
         volume costs ``spread / 2 + impact``, four times that size twice the impact.
     fund_seed_usd : float
         Initial insurance fund per scenario (50 000 USD).
+    maintenance_rule : str
+        How a *dynamic* policy's multiplier reaches maintenance, applied by the backtest
+        through :func:`maintenance_multipliers`: ``follow`` (default, the engine's rule),
+        ``stress`` or ``initial-only``. :func:`simulate` itself only sees the resulting
+        :attr:`Scenario.maintenance` paths.
+    stress_threshold : float
+        Multiplier from which the ``stress`` rule passes a tightening to maintenance (2.0).
     """
 
     asset: AssetConfig = field(default_factory=_default_asset)
@@ -109,8 +122,17 @@ class ReplayConfig:
     impact_bps: float = 10.0
     participation: float = 0.01
     fund_seed_usd: float = 50_000.0
+    maintenance_rule: str = "follow"
+    stress_threshold: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.maintenance_rule not in MAINTENANCE_RULES:
+            raise ReplayInputError(
+                f"ReplayConfig.maintenance_rule {self.maintenance_rule!r} is unknown; choose "
+                f"from {list(MAINTENANCE_RULES)}"
+            )
+        if not self.stress_threshold >= 1.0:
+            raise ReplayInputError("ReplayConfig.stress_threshold must be >= 1")
         if self.ramp_ms < 0:
             raise ReplayInputError("ReplayConfig.ramp_ms must be >= 0")
         if self.spread_bps < 0 or self.impact_bps < 0:
@@ -218,11 +240,26 @@ class Scenario:
     ``multiplier[a, t]`` is the multiplier in force during bar ``t`` (the caller lags the
     forecast so that it is known at the bar's open). A static IMF level ``k * base_imf`` is
     the constant path ``k``.
+
+    By default the same path drives the initial margin of new risk and the maintenance of
+    every position (existing positions follow a tightening over the ramp). A policy may split
+    the two: ``maintenance`` is then the multiplier of the maintenance fraction, ramped for
+    positions older than its last increase exactly like the default, while ``multiplier``
+    still caps the leverage at open and prices the posted initial margin. ``ramp_ms``
+    overrides :attr:`ReplayConfig.ramp_ms` for this scenario (a constant path never ramps,
+    so a static level is unaffected by it).
     """
 
     label: str
     seed: int
     multiplier: NDArray[np.float64]
+    maintenance: NDArray[np.float64] | None = None
+    ramp_ms: int | None = None
+
+    @property
+    def maintenance_path(self) -> NDArray[np.float64]:
+        """The multiplier of the maintenance fraction (``multiplier`` unless split)."""
+        return self.multiplier if self.maintenance is None else self.maintenance
 
 
 @dataclass(frozen=True)
@@ -333,13 +370,17 @@ def simulate(
     if not scenarios:
         raise ReplayInputError("simulate needs at least one scenario")
     for sc in scenarios:
-        if sc.multiplier.shape != market.open.shape:
-            raise ReplayInputError(
-                f"scenario {sc.label!r}: multiplier shape {sc.multiplier.shape} != market "
-                f"{market.open.shape} (one row per asset in {market.assets}, one column per bar)"
-            )
-        if not np.all(np.isfinite(sc.multiplier) & (sc.multiplier > 0)):
-            raise ReplayInputError(f"scenario {sc.label!r}: multipliers must be finite and > 0")
+        for name, path in (("multiplier", sc.multiplier), ("maintenance", sc.maintenance_path)):
+            if path.shape != market.open.shape:
+                raise ReplayInputError(
+                    f"scenario {sc.label!r}: {name} shape {path.shape} != market "
+                    f"{market.open.shape} (one row per asset in {market.assets}, one column "
+                    "per bar)"
+                )
+            if not np.all(np.isfinite(path) & (path > 0)):
+                raise ReplayInputError(f"scenario {sc.label!r}: {name} must be finite and > 0")
+        if sc.ramp_ms is not None and sc.ramp_ms < 0:
+            raise ReplayInputError(f"scenario {sc.label!r}: ramp_ms must be >= 0")
     return _Replay(market, list(scenarios), cfg, dict(books or {})).run(progress)
 
 
@@ -360,7 +401,13 @@ class _Replay:
         self.eval_ms = market.ts_ms + market.interval_ms
         # Lanes: (scenario, asset); scan keys: (lane, side) with side 0 long, 1 short.
         self.target = np.stack([sc.multiplier for sc in scenarios]).reshape(n_s * n_a, n_t)
-        ramps = [market_ramp(row, market.ts_ms, self.eval_ms, cfg.ramp_ms) for row in self.target]
+        # Maintenance target per lane, and each lane's ramp (the scenario's, else the config's).
+        self.mm_target = np.stack([sc.maintenance_path for sc in scenarios]).reshape(n_s * n_a, n_t)
+        lane_ramp = [cfg.ramp_ms if sc.ramp_ms is None else sc.ramp_ms for sc in scenarios]
+        ramps = [
+            market_ramp(row, market.ts_ms, self.eval_ms, lane_ramp[lane // n_a])
+            for lane, row in enumerate(self.mm_target)
+        ]
         self.existing = np.stack([r[0] for r in ramps])
         self.change_start = np.stack([r[1] for r in ramps])
         self.key_lane = np.repeat(np.arange(n_s * n_a), 2)
@@ -484,7 +531,7 @@ class _Replay:
         notional = np.abs(signed)
         lane = key // 2
         is_new = self.s_risk_since >= self.change_start[lane, t]
-        mult = np.where(is_new, self.target[lane, t], self.existing[lane, t])
+        mult = np.where(is_new, self.mm_target[lane, t], self.existing[lane, t])
         fraction = position_fractions(notional, mult, self.cfg.asset)
         maintenance = notional * fraction * self.cfg.asset.maintenance_fraction
         return self.s_balance + signed - self.s_cost, maintenance
@@ -749,3 +796,45 @@ def constant_multiplier(market: MarketPaths, level: float) -> NDArray[np.float64
     if not (math.isfinite(level) and level > 0):
         raise ReplayInputError(f"static level must be finite and > 0, got {level}")
     return np.full(market.open.shape, float(level))
+
+
+def maintenance_multipliers(
+    multiplier: NDArray[np.float64], rule: str, stress_threshold: float = 2.0
+) -> NDArray[np.float64] | None:
+    """Multiplier of the maintenance fraction under a split IM/MM rule.
+
+    The initial margin of new risk always pays ``multiplier`` at once (it caps the leverage
+    a trader can open). What differs is how maintenance, which decides who is liquidated,
+    follows it:
+
+    * ``follow`` (the engine's default): maintenance pays the same multiplier, and existing
+      positions follow a tightening over the replay's ramp. Returns ``None`` (no split).
+    * ``initial-only``: a tightening reaches the initial margin only; maintenance pays
+      ``min(m, 1)``, so relaxations below the base pass through and nobody is liquidated
+      because the forecast rose.
+    * ``stress``: as ``initial-only`` while ``m < stress_threshold``; from the threshold on,
+      maintenance pays the full multiplier (ramped for existing positions), i.e. forced
+      de-risking is kept for real stress only.
+
+    Every rule keeps ``maintenance <= multiplier``: the maintenance / initial ratio of a
+    dynamic policy never exceeds the static policy's (the backtest applies the rule to the
+    dynamic policies only; a static level keeps maintenance at 60% of its initial margin), so
+    the equal-margin comparison cannot be won by a relatively higher maintenance.
+
+    Raises
+    ------
+    ReplayInputError
+        For an unknown rule or a threshold below 1.
+    """
+    if rule not in MAINTENANCE_RULES:
+        raise ReplayInputError(
+            f"unknown maintenance rule {rule!r}; choose from {list(MAINTENANCE_RULES)}"
+        )
+    if not (np.isfinite(stress_threshold) and stress_threshold >= 1.0):
+        raise ReplayInputError(f"stress_threshold must be >= 1, got {stress_threshold}")
+    if rule == "follow":
+        return None
+    capped = np.minimum(multiplier, 1.0)
+    if rule == "initial-only":
+        return capped
+    return np.where(multiplier >= stress_threshold, multiplier, capped)

@@ -7,6 +7,17 @@ comparison**: for each dynamic policy a bisection finds the static IMF level who
 initial margin (averaged over the seeds) equals the policy's, and the losses are compared at
 that level. Both comparisons are reported: same base parameters, and equal margin.
 
+How a dynamic multiplier reaches *maintenance* is a policy choice (``ReplayConfig.
+maintenance_rule``, applied to the dynamic policies only by
+:func:`liquidation.simulate.maintenance_multipliers`): the engine's ``follow`` rule (existing
+positions' maintenance ramps to every tightening), ``initial-only`` (a tightening caps the
+leverage of new risk only) or ``stress`` (maintenance follows only from ``stress_threshold``).
+The replay's bad debt is dominated by single-bar jumps out of calm markets, which a 24h
+volatility forecast does not time; at equal mean margin, moving margin from calm to volatile
+hours then costs bad debt (the loss is convex in the margin held when the jump comes), while
+the forced de-risking of ``follow`` costs liquidations. ``follow`` is the bad-debt end and
+``initial-only`` the liquidation end of that trade-off; ``stress`` sits between them.
+
 The result is a JSON-able dict with stable keys:
 
 * ``policies.<name>.<metric>``: mean over seeds (``bad_debt``, ``liquidations``, ``mean_im``,
@@ -15,8 +26,10 @@ The result is a JSON-able dict with stable keys:
   ``policies.<name>.windows.<window>.<metric>`` the stress-window means;
 * ``equal_margin.<name>``: ``static_level``, ``target_mean_im``, ``achieved_mean_im``,
   ``static.<metric>`` (mean over seeds at that level), ``ratio.<metric>`` (policy / static),
-  ``windows.<window>.ratio.<metric>``;
-* ``same_base.<name>.ratio.<metric>``: policy / static at the base IMF;
+  ``windows.<window>.ratio.<metric>``, ``ratio_by_seed.<metric>`` (mean/std/min/max of
+  the per-seed ratio, paired on the same trader book);
+* ``same_base.<name>.ratio.<metric>``: policy / static at the base IMF (and
+  ``ratio_by_seed``);
 * ``aim``: the issue's targets and whether ``model`` met them.
 """
 
@@ -47,12 +60,14 @@ from liquidation.simulate import (
     ReplaySeries,
     Scenario,
     constant_multiplier,
+    maintenance_multipliers,
     simulate,
 )
 from pipelines.backtest_inputs import (
     forecast_diagnostics,
     market_paths,
     oracle_sigma,
+    pinned_sigma,
     policy_multipliers,
     walkforward_sigma,
 )
@@ -99,6 +114,9 @@ class BacktestRequest:
         Forecast horizon in bars (24).
     refit : str
         Walk-forward refit schedule (``QS``: quarterly, to keep a 6.5-year replay in minutes).
+    forecasts : Path or None
+        A pinned forecasts parquet (:func:`pipelines.backtest_inputs.pinned_sigma`) replayed
+        instead of a fresh walk-forward; None (default) computes or reuses the cache.
     bisection_tol : float
         Relative tolerance on mean IM of the equal-margin bisection (0.5%).
     bisection_max_iter : int
@@ -119,6 +137,7 @@ class BacktestRequest:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     horizon: int = 24
     refit: str = "QS"
+    forecasts: Path | None = None
     bisection_tol: float = 0.005
     bisection_max_iter: int = 12
     synthetic_assets: int = 3
@@ -176,7 +195,10 @@ def run_backtest(
     sigma: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {}
     dynamic = [p for p in request.run_policies if p != "static"]
-    if "ewma" in dynamic or "model" in dynamic:
+    if request.forecasts is not None and ("ewma" in dynamic or "model" in dynamic):
+        say(f"pinned walk-forward forecasts {request.forecasts}")
+        sigma, info = pinned_sigma(request.forecasts, paths, dynamic)
+    elif "ewma" in dynamic or "model" in dynamic:
         sigma, info = walkforward_sigma(
             market, paths, cache_dir, request.horizon, request.refit, say, dynamic
         )
@@ -191,8 +213,20 @@ def run_backtest(
     timing = {"inputs": time.perf_counter() - started}
 
     seeds = list(range(request.seeds))
+    maintenance = {
+        name: None
+        if name == "static"
+        else maintenance_multipliers(
+            multipliers[name],
+            request.replay.maintenance_rule,
+            request.replay.stress_threshold,
+        )
+        for name in request.run_policies
+    }
     scenarios = [
-        Scenario(name, seed, multipliers[name]) for name in request.run_policies for seed in seeds
+        Scenario(name, seed, multipliers[name], maintenance[name])
+        for name in request.run_policies
+        for seed in seeds
     ]
     say(f"replay: {len(scenarios)} scenarios")
     runs = simulate(paths, scenarios, request.replay, _bar_progress(say, "replay"))
@@ -289,7 +323,7 @@ def summarise(
     policies = {name: _policy_block(runs, windows) for name, runs in series.items()}
     static = policies["static"]
     same_base = {
-        name: {"ratio": _ratios(block, static)}
+        name: {"ratio": _ratios(block, static), "ratio_by_seed": _paired_ratios(block, static)}
         for name, block in policies.items()
         if name != "static"
     }
@@ -305,6 +339,7 @@ def summarise(
             "static": {k: static_block[k] for k in _metric_names(static_block)},
             "policy": {k: policies[name][k] for k in _metric_names(policies[name])},
             "ratio": _ratios(policies[name], static_block),
+            "ratio_by_seed": _paired_ratios(policies[name], static_block),
             "windows": {
                 w.name: {
                     "ratio": _ratios(
@@ -501,6 +536,30 @@ def _ratios(policy: dict[str, Any], static: dict[str, Any]) -> dict[str, float |
     for key in RATIO_KEYS:
         p, s = float(policy[key]), float(static[key])
         out[key] = p / s if s > 0 else (1.0 if p == 0 else None)
+    return out
+
+
+def _paired_ratios(
+    policy: dict[str, Any], static: dict[str, Any]
+) -> dict[str, dict[str, float] | None]:
+    """Policy / static per seed (same trader book), summarised across seeds.
+
+    The spread of the paired ratio is the honest error bar of a ratio of means: the book's
+    luck cancels within a seed. None where the static value is zero on some seed.
+    """
+    out: dict[str, dict[str, float] | None] = {}
+    pairs = list(zip(policy["seeds"], static["seeds"], strict=True))
+    for key in RATIO_KEYS:
+        if not pairs or any(float(s[key]) <= 0 for _, s in pairs):
+            out[key] = None
+            continue
+        values = np.array([float(p[key]) / float(s[key]) for p, s in pairs])
+        out[key] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
     return out
 
 

@@ -177,6 +177,50 @@ def walkforward_sigma(
     return sigma, info
 
 
+def pinned_sigma(
+    path: Path, paths: MarketPaths, policies: Sequence[str] = ("ewma", "model")
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Walk-forward sigma from a pinned forecasts file instead of a fresh walk-forward.
+
+    A policy study must compare its variants on the *same* forecasts; while the forecasters
+    are being changed the cache key (which hashes their source) moves, so a reviewed run is
+    reproduced from the file it used. The file is a cached forecasts parquet of
+    :func:`walkforward_sigma` (columns ``ts``, ``asset``, ``model``, ``sigma``).
+
+    Raises
+    ------
+    ReplayInputError
+        Naming the file when it cannot be read, lacks a column, or lacks a model or asset.
+    """
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise ReplayInputError(f"cannot read pinned forecasts {path}: {exc}") from exc
+    missing = sorted({"ts", "asset", "model", "sigma"} - set(frame.columns))
+    if missing:
+        raise ReplayInputError(f"pinned forecasts {path} lack columns {missing}")
+    wanted = {p: m for p, m in WALKFORWARD_MODELS.items() if p in policies}
+    index = grid_index(paths)
+    sigma = {}
+    for policy, model in wanted.items():
+        rows = frame.loc[frame["model"] == model]
+        absent = sorted(set(paths.assets) - set(rows["asset"].astype(str)))
+        if absent:
+            raise ReplayInputError(
+                f"pinned forecasts {path} have no {model!r} forecasts for {absent}; pin a "
+                "file made for these assets"
+            )
+        sigma[policy] = _on_grid(rows, paths.assets, index)
+    info = {
+        "cache_key": None,
+        "cache_path": str(path),
+        "cache_hit": True,
+        "pinned": True,
+        "model_source": f"pinned walk-forward forecasts {path} (no registry champion)",
+    }
+    return sigma, info
+
+
 def multiplier_path(
     sigma: np.ndarray, index: pd.DatetimeIndex, config: PolicyConfig, asset: str
 ) -> np.ndarray:

@@ -1,6 +1,9 @@
 """Turn a volatility forecast into a bounded, rate-limited margin multiplier.
 
-The mapping is ``m* = clip(sigma_fcst / sigma_ref, floor, cap)``. The published multiplier
+The mapping is ``m* = clip((sigma_fcst / sigma_ref) ** exponent, floor, cap)``; the default
+``exponent = 1`` is sigma-proportional, ``exponent > 1`` a convex mapping that tightens more
+than proportionally in a volatility spike and releases more in calm markets (still monotone in
+sigma, still bounded by ``[floor, cap]``). The published multiplier
 then moves towards ``m*`` under four rules, checked in this order:
 
 1. **Operator control.** A halted asset keeps its multiplier (status ``halted``); an active
@@ -86,6 +89,9 @@ class PolicyConfig(BaseModel):
         last ``sigma_ref_window_hours``, with at least ``sigma_ref_min_obs`` forecasts.
     floor, cap
         Bounds of the multiplier; ``floor < 1`` releases capital in calm markets.
+    exponent
+        Shape of the mapping ``(sigma / sigma_ref) ** exponent`` (1: proportional, the
+        default; above 1: convex).
     initial_multiplier
         Multiplier of an asset that has never been published.
     max_step_up, max_step_down
@@ -115,6 +121,7 @@ class PolicyConfig(BaseModel):
     sigma_ref_min_obs: int = Field(default=24 * 7, ge=1)
     floor: float = Field(default=0.8, gt=0)
     cap: float = Field(default=3.0, gt=0)
+    exponent: float = Field(default=1.0, gt=0, le=4)
     initial_multiplier: float = 1.0
     max_step_up: float = Field(default=0.5, gt=0)
     max_step_down: float = Field(default=0.05, gt=0)
@@ -308,7 +315,7 @@ class PolicyDecision:
     valid_until
         Expiry of the published value.
     target
-        Unconstrained target ``clip(sigma / sigma_ref, floor, cap)``; ``None`` on fallback.
+        Target ``clip((sigma / sigma_ref) ** exponent, floor, cap)``; ``None`` on fallback.
     sigma_ref
         Reference sigma used, if any.
     state
@@ -367,8 +374,9 @@ class MultiplierPolicy:
         return PolicyState(asset=asset, multiplier=self.config.initial_multiplier)
 
     def target(self, sigma: float, sigma_ref: float) -> float:
-        """``clip(sigma / sigma_ref, floor, cap)``."""
-        return min(max(sigma / sigma_ref, self.config.floor), self.config.cap)
+        """``clip((sigma / sigma_ref) ** exponent, floor, cap)``."""
+        ratio = (sigma / sigma_ref) ** self.config.exponent
+        return min(max(ratio, self.config.floor), self.config.cap)
 
     def step(
         self,

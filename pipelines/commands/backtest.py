@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from liquidation.errors import LiquidationCoreError
 from liquidation.replay_metrics import STRESS_WINDOWS, parse_window
 from pipelines.backtest import POLICIES, BacktestRequest, load_replay_config, run_backtest
 from pipelines.backtest_report import log_to_mlflow, write_report, write_summary
@@ -47,6 +48,21 @@ def backtest(
         float | None,
         typer.Option(help="Maintenance ramp of existing positions on a tightening (default 8)"),
     ] = None,
+    maintenance_rule: Annotated[
+        str | None,
+        typer.Option(
+            help="How a tightening reaches existing positions' maintenance: follow (default), "
+            "stress or initial-only"
+        ),
+    ] = None,
+    stress_threshold: Annotated[
+        float | None,
+        typer.Option(help="Multiplier from which the stress rule passes tightenings on"),
+    ] = None,
+    forecasts: Annotated[
+        Path | None,
+        typer.Option(help="Replay a pinned forecasts Parquet instead of refitting the model"),
+    ] = None,
     replay_config: Annotated[
         Path | None, typer.Option(help="TOML with a [replay] section (book, rules, liquidity)")
     ] = None,
@@ -56,12 +72,20 @@ def backtest(
 ) -> None:
     """Replay static, EWMA, model and oracle margin policies; compare at equal margin."""
     settings = settings_from(ctx)
-    windows = STRESS_WINDOWS + tuple(parse_window(w) for w in (window or []))
-    replay = load_replay_config(replay_config)
-    if traders is not None:
-        replay = replace(replay, book=replace(replay.book, n_traders=traders))
-    if ramp_hours is not None:
-        replay = replace(replay, ramp_ms=round(ramp_hours * 3_600_000))
+    try:
+        windows = STRESS_WINDOWS + tuple(parse_window(w) for w in (window or []))
+        replay = load_replay_config(replay_config)
+        if traders is not None:
+            replay = replace(replay, book=replace(replay.book, n_traders=traders))
+        if ramp_hours is not None:
+            replay = replace(replay, ramp_ms=round(ramp_hours * 3_600_000))
+        if maintenance_rule is not None:
+            replay = replace(replay, maintenance_rule=maintenance_rule)
+        if stress_threshold is not None:
+            replay = replace(replay, stress_threshold=stress_threshold)
+    except LiquidationCoreError as exc:  # bad option or config file: one clear line, exit 1
+        console.print(f"[bold red]backtest:[/] {exc}")
+        raise typer.Exit(1) from exc
     request = BacktestRequest(
         data=data,
         assets=tuple(a.strip().upper() for a in assets.split(",")) if assets else None,
@@ -73,6 +97,7 @@ def backtest(
         replay=replay,
         synthetic_assets=synthetic_assets,
         policy=load_policy_book(policy_config).default,
+        forecasts=forecasts,
     )
     started = time.perf_counter()
 

@@ -44,6 +44,8 @@ def configs(draw: st.DrawFn) -> PolicyConfig:
         hysteresis=draw(st.floats(0.0, 0.2)),
         base_imf=0.05,
         base_mmf=0.03,
+        # Every property must hold for the proportional and the convex mappings alike.
+        exponent=draw(st.sampled_from([1.0, 1.5, 2.0, 3.0])),
     )
 
 
@@ -118,8 +120,9 @@ def test_sigma_oscillating_inside_hysteresis_band_changes_nothing(config, previo
     now = NOW
     for wiggle in wiggles:
         now += timedelta(hours=1)
-        # sigma / sigma_ref stays within previous * (1 +- hysteresis)
-        sigma = REF * previous * (1 + 0.999 * config.hysteresis * wiggle)
+        # (sigma / sigma_ref) ** exponent stays within previous * (1 +- hysteresis)
+        ratio = previous * (1 + 0.999 * config.hysteresis * wiggle)
+        sigma = REF * ratio ** (1 / config.exponent)
         decision = policy.step(state, sigma, now, now)
         assert decision.multiplier == previous
         assert decision.reason == "hysteresis_hold"
@@ -208,6 +211,19 @@ def test_floor_below_one_releases_capital_and_cap_binds():
     assert calm.multiplier == pytest.approx(0.6)
     wild = policy.step(calm.state, 0.9, NOW, NOW)
     assert wild.multiplier == pytest.approx(3.0)
+
+
+def test_convex_mapping_tightens_more_in_spikes_and_default_is_proportional():
+    linear = MultiplierPolicy(PolicyConfig(sigma_ref=REF, floor=0.5, cap=5.0))
+    convex = MultiplierPolicy(PolicyConfig(sigma_ref=REF, floor=0.5, cap=5.0, exponent=2.0))
+    assert PolicyConfig().exponent == 1.0
+    assert linear.target(1.5 * REF, REF) == pytest.approx(1.5)
+    assert convex.target(1.5 * REF, REF) == pytest.approx(2.25)
+    assert convex.target(0.8 * REF, REF) == pytest.approx(0.64)
+    assert convex.target(3.0 * REF, REF) == 5.0  # the cap still binds
+    assert convex.target(REF, REF) == linear.target(REF, REF) == 1.0
+    with pytest.raises(ValueError, match="exponent"):
+        PolicyConfig(exponent=0.0)
 
 
 def test_operator_halt_override_and_audit_records():
