@@ -27,15 +27,17 @@ def seed_store(
     batches: int = 8,
     step: timedelta = timedelta(hours=6),
     end: datetime | None = None,
+    url: str | None = None,
 ) -> PublicationStore:
     """Publish ``batches`` batches (one snapshot per asset each), the last at ``end``.
 
     Sigma oscillates per asset so multipliers move and sparklines have a shape. The last
-    batch is published at ``end`` (default: now), so its snapshots are live.
+    batch is published at ``end`` (default: now), so its snapshots are live. ``url`` picks
+    another store (default: the work dir's SQLite file); keys always come from ``workdir``.
     """
     end = end or datetime.now(UTC).replace(microsecond=0)
-    store = PublicationStore(f"sqlite:///{workdir / 'publications.db'}")
-    signer = SnapshotSigner(load_signing_keys(workdir))
+    store = PublicationStore(url or f"sqlite:///{workdir / 'publications.db'}")
+    signer = SnapshotSigner(load_signing_keys(workdir, environ={}))
     for k in range(batches):
         now = end - step * (batches - 1 - k)
         rows = []

@@ -9,13 +9,10 @@ private key files are deleted once the publisher has written the public ones.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 from serving.admin_auth import generate_admin_key, store_admin_key_hash
@@ -26,12 +23,10 @@ from serving.keys import (
     ED25519_PUBLIC_FILE,
     EIP712_ADDRESS_FILE,
     EIP712_FILE,
-    load_signing_keys,
 )
-from serving.publishing import ProvenanceInfo, publish_batch
-from serving.signing import SnapshotSigner, verify_snapshot
+from serving.signing import verify_snapshot
 from serving.store import PublicationStore, sqlite_read_only_url
-from tests.api.api_seeding import ASSETS, LIQUIDITY, POLICY
+from tests.api.api_seeding import ASSETS, seed_store
 from tests.serving.test_store_readonly import (  # noqa: F401  (pg_schema_url is a fixture)
     pg_schema_url,
     read_only_role,
@@ -56,36 +51,7 @@ def admin_headers(workdir: Path) -> dict[str, str]:
 
 def seed_url(url: str, workdir: Path, batches: int = 3) -> None:
     """Publish ``batches`` batches of every asset into the store at ``url`` (the last now)."""
-    end = datetime.now(UTC).replace(microsecond=0)
-    signer = SnapshotSigner(load_signing_keys(workdir, environ={}))
-    with PublicationStore(url) as store:
-        for k in range(batches):
-            now = end - timedelta(hours=6) * (batches - 1 - k)
-            rows = []
-            for i, asset in enumerate(ASSETS):
-                sigma = 0.03 * (1.0 + 0.6 * math.sin(k / 2.0 + i))
-                rows.append(
-                    {
-                        "ts": pd.Timestamp(now - timedelta(minutes=5)),
-                        "asset": asset,
-                        "sigma": sigma,
-                        "sigma_lower": sigma * 0.8,
-                        "sigma_upper": sigma * 1.3,
-                        "var_99": 2.33 * sigma,
-                        "es_99": 2.67 * sigma,
-                        "model": "dynamargin-vol-24h",
-                        "model_version": "3",
-                    }
-                )
-            publish_batch(
-                pd.DataFrame(rows),
-                {asset: LIQUIDITY for asset in ASSETS},
-                POLICY,
-                store,
-                signer,
-                ProvenanceInfo(mlflow_run_id="run-ro", feature_set_hash="sha256:" + "0" * 64),
-                now,
-            )
+    seed_store(workdir, ASSETS, batches=batches, url=url).close()
 
 
 async def assert_serves_verified_reads(client: httpx.AsyncClient, batches: int) -> None:
