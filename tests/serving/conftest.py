@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -67,8 +68,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'publications.db'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with private_schema_url(request.getfixturevalue("postgres_url"), prefix="t") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def private_schema_url(base: str, prefix: str) -> Iterator[str]:
+    """A fresh schema in the database at ``base``, selected through ``search_path``.
+
+    Tests sharing one session database stay apart this way; the schema is dropped on exit.
+    """
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')

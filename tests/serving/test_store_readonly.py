@@ -26,7 +26,7 @@ from serving.store import (
     _sqlite_path,
     sqlite_read_only_url,
 )
-from tests.serving.conftest import T0, liquidity_for, make_forecasts
+from tests.serving.conftest import T0, liquidity_for, make_forecasts, private_schema_url
 
 ASSETS = ("BTCUSDT", "ETHUSDT")
 BOOK = PolicyBook.uniform(PolicyConfig(sigma_ref=0.03, max_step_up=0.5, max_step_down=0.05))
@@ -113,16 +113,8 @@ def read_only_role(owner_url: str) -> Iterator[str]:
 @pytest.fixture()
 def pg_schema_url(postgres_url: str) -> Iterator[str]:
     """A private schema of the session database, selected through ``search_path``."""
-    schema = f"ro_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with private_schema_url(postgres_url, prefix="ro") as url:
+        yield url
 
 
 def test_missing_sqlite_file_is_not_initialised_and_not_created(tmp_path: Path) -> None:
