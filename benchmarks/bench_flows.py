@@ -43,9 +43,10 @@ def main() -> None:
     from features.build import build_features
     from pipelines.flows.config import DataConfig
     from pipelines.flows.features import features_flow
-    from pipelines.flows.ingest import ingest_flow, market_store
+    from pipelines.flows.ingest import ingest_flow
     from pipelines.runners import make_task_runner
     from pipelines.settings import get_settings
+    from pipelines.stores import market_store
 
     data = DataConfig(synthetic_assets=args.assets, synthetic_days=args.days)
     ingest_flow(str(workdir), data)  # also starts the ephemeral server (not timed)

@@ -453,9 +453,9 @@ def _market(
             data, settings.interval, list(assets) if assets else None, start, end
         )
     else:
-        from features.store import MarketStore
+        from pipelines.stores import market_store
 
-        store = MarketStore(settings.workdir / "store", quarantine_dir=settings.quarantine_dir)
+        store = market_store(settings)
         market = store.read_market(settings.interval, list(assets) if assets else None, start, end)
     if market.bars.empty:
         raise PublishInputError(

@@ -79,7 +79,7 @@ def evaluate_command(
     start, end = _period(test_start, test_end)
     try:
         with console.status("loading market data") as status:
-            market = _load(data, settings.workdir / "store", interval, chosen)
+            market = _load(data, settings.store_dir, interval, chosen)
             status.update("evaluating")
             config = EvaluationConfig(
                 horizon=horizon,

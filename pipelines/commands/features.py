@@ -73,7 +73,7 @@ def build_command(
         raise typer.Exit(2)
     chosen = _split(assets)
     try:
-        market = _load(data, store or settings.workdir / "store", interval, chosen, start, end)
+        market = _load(data, store or settings.store_dir, interval, chosen, start, end)
         with _progress(len(market.assets), quiet=as_json) as advance:
             feature_set = build_features(market, FeatureConfig(), progress=advance)
         target = feature_set.to_parquet(out or settings.features_dir)

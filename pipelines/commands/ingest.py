@@ -24,7 +24,7 @@ from rich.table import Table
 from features.errors import MarketDataError
 from features.store import SUMMARY_COLUMNS, IngestResult, MarketStore
 from pipelines.commands.context import settings_from
-from pipelines.settings import Settings
+from pipelines.stores import market_store
 
 ingest_app = typer.Typer(
     help="Validate market data and add it to the Parquet store in the work dir.",
@@ -56,11 +56,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
 
 
-def open_store(settings: Settings) -> MarketStore:
-    """The work dir's market store (``<workdir>/store``, quarantine in ``<workdir>/quarantine``)."""
-    return MarketStore(settings.workdir / "store", quarantine_dir=settings.quarantine_dir)
-
-
 @ingest_app.command("binance-dir")
 def ingest_binance_dir(
     ctx: typer.Context,
@@ -81,7 +76,7 @@ def ingest_binance_dir(
     as_json: JsonOption = False,
 ) -> None:
     """Ingest a directory laid out like the public Binance dump."""
-    store = open_store(settings_from(ctx))
+    store = market_store(settings_from(ctx))
     month_range = _month_bounds(months)
     with _progress("reading dump files") as advance, _data_errors():
         result = store.ingest_dump(
@@ -143,7 +138,7 @@ def ingest_binance_url(
     if not fetched.files:
         err_console.print("[red]nothing to ingest: no requested file exists on the server[/red]")
         raise typer.Exit(1)
-    store = open_store(settings)
+    store = market_store(settings)
     with _progress("ingesting") as advance, _data_errors():
         result = store.ingest_dump(
             cache,
@@ -165,7 +160,7 @@ def ingest_perp_dir(
     as_json: JsonOption = False,
 ) -> None:
     """Ingest perpetual OHLCV CSVs (``perp_ohlcv/*.csv.gz``)."""
-    store = open_store(settings_from(ctx))
+    store = market_store(settings_from(ctx))
     with _progress("reading perp files") as advance, _data_errors():
         result = store.ingest_perp_dir(
             path, interval, _symbols(symbols), on_file=lambda _: advance()
@@ -189,7 +184,7 @@ def ingest_synthetic(
     config = SyntheticMarketConfig(n_assets=assets, days=days, seed=seed, interval=interval)
     with _data_errors():
         market = generate_market(config)
-        store = open_store(settings_from(ctx))
+        store = market_store(settings_from(ctx))
         result = store.ingest_market(market)
     _report(result, store, as_json)
 
@@ -197,7 +192,7 @@ def ingest_synthetic(
 @data_app.command("summary")
 def data_summary(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Table of every stored series: first and last bar, rows, gaps, quarantined rows."""
-    store = open_store(settings_from(ctx))
+    store = market_store(settings_from(ctx))
     with _data_errors():
         summary = store.summary()
     if as_json:

@@ -36,8 +36,8 @@ from features.build import (
 from features.market import MarketData
 from pipelines.flows.config import DataConfig
 from pipelines.flows.digest import content_digest
-from pipelines.flows.ingest import market_store
 from pipelines.flows.runtime import IO_TASK, FlowInputError, flow_settings
+from pipelines.stores import market_store
 
 FEATURE_CACHE_EXPIRATION = timedelta(days=30)
 LEAKAGE_CUTOFFS = 2

@@ -14,10 +14,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from features.store import IngestResult, MarketStore
+from features.store import IngestResult
 from pipelines.flows.config import DataConfig
 from pipelines.flows.runtime import IO_TASK, flow_settings
-from pipelines.settings import Settings
+from pipelines.stores import market_store
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,6 @@ class IngestSummary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {**self.__dict__, "assets": list(self.assets)}
-
-
-def market_store(settings: Settings) -> MarketStore:
-    """The work dir's market store (the layout ``dynamargin ingest`` uses)."""
-    return MarketStore(settings.workdir / "store", quarantine_dir=settings.quarantine_dir)
 
 
 @task(**IO_TASK)
@@ -136,7 +131,7 @@ def ingest_flow(workdir: str | None = None, data: DataConfig | None = None) -> I
         quarantined,
         list(assets),
     )
-    return IngestSummary(source, added, quarantined, assets, str(settings.workdir / "store"))
+    return IngestSummary(source, added, quarantined, assets, str(settings.store_dir))
 
 
 def _month(value: str | None, default: str) -> str:

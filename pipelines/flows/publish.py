@@ -17,8 +17,8 @@ from prefect import flow, get_run_logger, task
 from pipelines import publish as glue
 from pipelines.flows.config import DataConfig, PublishConfig
 from pipelines.flows.features import FeaturesOutput, features_flow
-from pipelines.flows.ingest import market_store
 from pipelines.flows.runtime import IO_TASK, flow_settings
+from pipelines.stores import market_store
 
 LIQUIDITY_DAYS = 31
 """Days of bars read for the liquidity metrics (their window is 30 days)."""
