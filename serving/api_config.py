@@ -34,6 +34,7 @@ from typing import Any
 
 from serving.errors import ServingError
 from serving.request_limits import DEFAULT_MAX_BODY_BYTES
+from serving.store import workdir_store_url
 
 PUBLICATIONS_URL_ENV = "DYNAMARGIN_PUBLICATIONS_URL"
 
@@ -95,7 +96,7 @@ class ApiConfig:
         config_file = workdir / "dynamargin.toml"
         base = cls(
             workdir=workdir,
-            store_url=f"sqlite:///{workdir / 'publications.db'}",
+            store_url=workdir_store_url(workdir),
             policy_path=config_file if config_file.exists() else None,
         )
         return replace(base, **overrides)

@@ -216,7 +216,12 @@ def sqlite_read_only_url(path: Path) -> str:
 
 def default_store_url(workdir: Path) -> str:
     """``$DYNAMARGIN_PUBLICATIONS_URL`` or ``sqlite:///<workdir>/publications.db``."""
-    return os.environ.get(ENV_URL) or f"sqlite:///{Path(workdir) / 'publications.db'}"
+    return os.environ.get(ENV_URL) or workdir_store_url(workdir)
+
+
+def workdir_store_url(workdir: Path) -> str:
+    """The embedded default: ``sqlite:///<workdir>/publications.db``."""
+    return f"sqlite:///{Path(workdir) / 'publications.db'}"
 
 
 class PublicationStore:
