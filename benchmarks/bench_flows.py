@@ -42,7 +42,7 @@ def main() -> None:
 
     from features.build import build_features
     from pipelines.flows.config import DataConfig
-    from pipelines.flows.features import features_flow
+    from pipelines.flows.featurize import features_flow
     from pipelines.flows.ingest import ingest_flow
     from pipelines.runners import make_task_runner
     from pipelines.settings import get_settings

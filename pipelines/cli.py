@@ -25,7 +25,7 @@ app = typer.Typer(
 
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.commands.ingest",
-    "pipelines.commands.features",
+    "pipelines.commands.featurize",
     "pipelines.commands.evaluate",
     "pipelines.commands.publish",
     "pipelines.commands.review",

@@ -15,7 +15,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from pipelines.flows.backtest import BacktestOutput
-    from pipelines.flows.features import FeaturesOutput
+    from pipelines.flows.featurize import FeaturesOutput
     from pipelines.flows.ingest import IngestSummary
     from pipelines.flows.publish import PublishOutput
     from pipelines.flows.review import ReviewOutput

@@ -303,7 +303,7 @@ def run_features(
     config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
 
     def call() -> Any:
-        from pipelines.flows.features import features_flow
+        from pipelines.flows.featurize import features_flow
 
         return _runner(features_flow, runner, dask_address)(str(settings.workdir), config.data)
 
@@ -323,7 +323,7 @@ def run_train(
     config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
 
     def call() -> Any:
-        from pipelines.flows.features import features_flow
+        from pipelines.flows.featurize import features_flow
         from pipelines.flows.train import train_flow
 
         root = str(settings.workdir)
@@ -414,15 +414,40 @@ def deploy(
     ctx: typer.Context,
     data: DataOption = None,
     assets: AssetsOption = None,
+    synthetic_assets: SyntheticAssets = 5,
+    synthetic_days: SyntheticDays = 240,
+    seed: SeedOption = 7,
+    backtest_seeds: Annotated[
+        int | None,
+        typer.Option("--backtest-seeds", min=1, help="Trader books of backtest-weekly."),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="A pipeline config (JSON or TOML); replaces the options above."
+        ),
+    ] = None,
 ) -> None:
-    """Serve the scheduled deployments (Ctrl-C stops)."""
+    """Serve the scheduled deployments (SIGTERM or Ctrl-C stops them cleanly)."""
     settings = settings_from(ctx)
     from pipelines.flows.runtime import prepare_environment
 
     prepare_environment(settings.workdir)
+    from pipelines.flows.config import FlowConfigError, load_pipeline_config
     from pipelines.flows.deploy import SCHEDULES, serve_deployments
 
-    config = _flow_config(settings, data, _symbols(assets), 5, 240, 7)
+    if config_file is not None:
+        try:
+            config = load_pipeline_config(config_file)
+        except FlowConfigError as exc:
+            raise fail(str(exc)) from exc
+    else:
+        config = _flow_config(
+            settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed
+        )
+    if backtest_seeds is not None:
+        backtest = config.backtest.model_copy(update={"seeds": backtest_seeds})
+        config = config.model_copy(update={"backtest": backtest})
     table = Table(title="dynamargin deployments (UTC)")
     for column in ("name", "cron", "flow", "what"):
         table.add_column(column)
@@ -430,10 +455,7 @@ def deploy(
         table.add_row(item.name, item.cron, item.flow, item.description)
     console.print(table)
     console.print("watch them: `prefect server start`, PREFECT_API_URL=http://127.0.0.1:4200/api")
-    try:
-        serve_deployments(str(settings.workdir), config)
-    except KeyboardInterrupt:
-        return
+    serve_deployments(str(settings.workdir), config, lambda line: errors.print(escape(line)))
 
 
 def _symbols(text: str | None) -> list[str] | None:

@@ -248,3 +248,25 @@ def demo_config(
         publish=PublishConfig(publish_time="data-end"),
         backtest=backtest,
     )
+
+
+def load_pipeline_config(path: Path) -> PipelineConfig:
+    """A :class:`PipelineConfig` from a JSON or TOML file (unknown keys are refused).
+
+    Raises
+    ------
+    FlowConfigError
+        The file cannot be read, is not JSON/TOML, or does not describe a valid config.
+    """
+    import json
+    import tomllib
+
+    from pydantic import ValidationError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = tomllib.loads(text) if Path(path).suffix == ".toml" else json.loads(text)
+        return PipelineConfig.model_validate(raw)
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
+        reason = exc.errors() if isinstance(exc, ValidationError) else exc
+        raise FlowConfigError(f"{path}: not a valid pipeline config: {reason}") from exc

@@ -8,10 +8,14 @@ http://127.0.0.1:4200/deployments) with ``PREFECT_API_URL`` pointing at that ser
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pipelines.flows.config import BacktestConfig, PipelineConfig
+from pipelines.lifecycle import service_lifecycle
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,13 @@ def deployment_parameters(workdir: str, config: PipelineConfig) -> dict[str, dic
 
 
 def build_deployments(workdir: str, config: PipelineConfig) -> list[Any]:
-    """The three :class:`prefect.deployments.runner.RunnerDeployment` objects."""
+    """The three :class:`prefect.deployments.runner.RunnerDeployment` objects.
+
+    Entrypoints are importable module paths (``pipelines.flows.publish.publish_flow``), not
+    file paths: a runner loads a file-path entrypoint as a script, which puts the script's
+    folder first on ``sys.path`` where a sibling module could shadow a top-level package.
+    """
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     from pipelines.flows.backtest import backtest_flow
@@ -82,13 +92,40 @@ def build_deployments(workdir: str, config: PipelineConfig) -> list[Any]:
             parameters=parameters[item.name],
             description=item.description,
             tags=["dynamargin"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
         )
         for item in SCHEDULES
     ]
 
 
-def serve_deployments(workdir: str, config: PipelineConfig) -> None:
-    """Serve the deployments until interrupted (:func:`prefect.serve`)."""
-    from prefect import serve
+def serve_deployments(workdir: str, config: PipelineConfig, log: Callable[[str], None]) -> None:
+    """Serve the deployments until SIGTERM or SIGINT, then stop cleanly.
 
-    serve(*build_deployments(workdir, config))
+    A stop signal pauses the schedules, cancels the flow runs in progress (the runner marks
+    them cancelled) and terminates every child process before returning; ``log`` receives
+    one line per lifecycle event.
+    """
+    from prefect.runner import Runner
+
+    runner = Runner(name="dynamargin-deploy", pause_on_shutdown=True)
+    for deployment in build_deployments(workdir, config):
+        runner.add_deployment(deployment)
+    asyncio.run(_serve_until_stopped(runner, log))
+
+
+async def _serve_until_stopped(runner: Any, log: Callable[[str], None]) -> None:
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop() -> None:
+        # Called from the signal handler: schedule the runner's own async shutdown.
+        loop.call_soon_threadsafe(lambda: stopping.append(loop.create_task(runner.astop())))
+
+    with service_lifecycle("deploy", stop, log):
+        # Runner.start installs ``runner.handle_sigterm`` for SIGTERM; Prefect's own handler
+        # calls the async ``stop`` without awaiting it and then exits mid-run, so ours
+        # replaces it.
+        runner.handle_sigterm = signal.getsignal(signal.SIGTERM)
+        await runner.start()
+        for task in stopping:
+            await task

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 
 from pipelines.flows.backtest import backtest_flow
 from pipelines.flows.config import PipelineConfig
-from pipelines.flows.features import features_flow
+from pipelines.flows.featurize import features_flow
 from pipelines.flows.ingest import ingest_flow
 from pipelines.flows.publish import publish_flow
 from pipelines.flows.review import review_flow

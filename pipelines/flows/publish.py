@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 
 from pipelines import publish as glue
 from pipelines.flows.config import DataConfig, PublishConfig
-from pipelines.flows.features import FeaturesOutput, features_flow
+from pipelines.flows.featurize import FeaturesOutput, features_flow
 from pipelines.flows.runtime import IO_TASK, flow_settings
 from pipelines.stores import market_store
 

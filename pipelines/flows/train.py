@@ -19,7 +19,7 @@ from models.tracking import TrainingRun, log_training_run
 from models.walkforward import EvaluationConfig, EvaluationResult
 from pipelines.flows import training
 from pipelines.flows.config import TrainConfig
-from pipelines.flows.features import FeaturesOutput
+from pipelines.flows.featurize import FeaturesOutput
 from pipelines.flows.runtime import IO_TASK, flow_settings
 
 

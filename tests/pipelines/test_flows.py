@@ -209,7 +209,7 @@ def test_dask_runner_gives_the_same_features(pipeline_run: PipelineRun) -> None:
 
     from features.build import build_features
     from features.store import MarketStore
-    from pipelines.flows.features import features_flow
+    from pipelines.flows.featurize import features_flow
     from pipelines.runners import make_task_runner
 
     workdir = str(pipeline_run.workdir)
