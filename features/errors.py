@@ -107,3 +107,56 @@ class RemoteFileNotFoundError(DownloadError):
 
 class StoreError(MarketDataError):
     """The Parquet store is inconsistent or was asked for something it cannot do."""
+
+
+class SourceError(MarketDataError):
+    """A live market-data source (a venue's REST API) that did not deliver."""
+
+
+class SourceRequestError(SourceError):
+    """The venue refused a request outright (4xx other than rate limiting); not retried.
+
+    Parameters
+    ----------
+    source
+        The source's name, e.g. ``"binance-spot"``.
+    request
+        Method, path and the identifying parameters.
+    problem
+        The status and the venue's own error message.
+    """
+
+    def __init__(self, source: str, request: str, problem: str) -> None:
+        self.source = source
+        self.request = request
+        self.problem = problem
+        super().__init__(
+            f"{source} {request}: {problem}; check the symbol, interval and base URL "
+            "(the request is not retried)"
+        )
+
+
+class SourceUnavailableError(SourceError):
+    """Transient failures (rate limits, 5xx, timeouts) persisted through every retry.
+
+    Parameters
+    ----------
+    source
+        The source's name.
+    request
+        Method, path and the identifying parameters.
+    problem
+        The last failure seen.
+    attempts
+        Attempts made.
+    """
+
+    def __init__(self, source: str, request: str, problem: str, attempts: int) -> None:
+        self.source = source
+        self.request = request
+        self.problem = problem
+        self.attempts = attempts
+        super().__init__(
+            f"{source} {request}: {problem} after {attempts} attempt(s); the feed is marked "
+            "stale and the missed bars are backfilled once the venue answers again"
+        )
