@@ -104,11 +104,12 @@ class EmulatorMarket:
         seed: int = 7,
         interval: str = "1h",
     ) -> EmulatorMarket:
-        """The seeded synthetic market over ``days`` days from ``start``."""
+        """The seeded synthetic market over ``days`` days from the bar containing ``start``."""
         from features.synthetic import SyntheticMarketConfig, generate_market
 
+        first = as_utc(start).floor(interval_to_timedelta(interval))  # the generator's grid
         config = SyntheticMarketConfig(
-            n_assets=n_assets, days=days, seed=seed, interval=interval, start=as_utc(start)
+            n_assets=n_assets, days=days, seed=seed, interval=interval, start=first
         )
         market = generate_market(config)
         return cls(market, source=f"synthetic(assets={n_assets}, seed={seed}, from {start})")

@@ -40,6 +40,7 @@ from features.sources.live import (
     closed_rows,
     empty_rejected,
     epoch_ms,
+    fetch_label,
 )
 from features.sources.request_weight import RequestWeightLimiter
 from features.sources.rest import RestClient
@@ -223,8 +224,10 @@ class BinanceRestSource:
                 "limit": KLINE_LIMIT,
             }
             rows = _list_answer(client, path, params, _kline_weight(client, KLINE_LIMIT), asset)
-            label = f"{client.base_url}{path}?symbol={asset}&startTime={cursor}"
-            label += f" (answered at venue time {client.clock.observed.isoformat()})"
+            label = fetch_label(
+                f"GET {client.base_url}{path}?symbol={asset}&startTime={cursor}",
+                client.clock.observed,
+            )
             frame, rejected = parse_kline_rows(rows, feed.store_asset(asset), label)
             frames.append(frame)
             rejects.append(rejected)
@@ -253,8 +256,10 @@ class BinanceRestSource:
         while cursor <= stop:
             params = {"symbol": asset, "startTime": cursor, "endTime": stop, "limit": FUNDING_LIMIT}
             rows = _list_answer(client, path, params, 1, asset)
-            label = f"{client.base_url}{path}?symbol={asset}&startTime={cursor}"
-            label += f" (answered at venue time {client.clock.observed.isoformat()})"
+            label = fetch_label(
+                f"GET {client.base_url}{path}?symbol={asset}&startTime={cursor}",
+                client.clock.observed,
+            )
             offset = len(records)
             records += [
                 {"row": offset + i + 1, "label": label, **r}

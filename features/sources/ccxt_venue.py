@@ -38,6 +38,7 @@ from features.sources.live import (
     closed_rows,
     empty_rejected,
     epoch_ms,
+    fetch_label,
 )
 from features.sources.retry import RetryPolicy, retry_after_seconds
 from features.sources.venue_clock import VenueClock
@@ -189,9 +190,9 @@ class CcxtSource:
             )
             rows += page
             cursor = until + 1
-        label = (
-            f"{self.name} fetch_ohlcv {symbol} {self.interval} since={epoch_ms(start)} "
-            f"(answered at venue time {self.clock.observed.isoformat()})"
+        label = fetch_label(
+            f"{self.name} fetch_ohlcv {symbol} {self.interval} since={epoch_ms(start)}",
+            self.clock.observed,
         )
         frame = _ohlcv_frame(rows, feed.store_asset(asset), label)
         kept, unclosed = closed_rows(frame, start, end, self.step, self.clock.observed)
@@ -223,9 +224,9 @@ class CcxtSource:
             )
             events += page
             cursor = until + 1
-        label = (
-            f"{self.name} fetch_funding_rate_history {symbol} since={epoch_ms(start)} "
-            f"(answered at venue time {self.clock.observed.isoformat()})"
+        label = fetch_label(
+            f"{self.name} fetch_funding_rate_history {symbol} since={epoch_ms(start)}",
+            self.clock.observed,
         )
         stamps = pd.to_numeric(pd.Series([e.get("timestamp") for e in events]), errors="coerce")
         frame = pd.DataFrame(

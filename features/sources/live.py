@@ -20,6 +20,7 @@ Two rules every source keeps:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, runtime_checkable
@@ -241,6 +242,19 @@ def closed_rows(
     return frame[keep].reset_index(drop=True), unclosed
 
 
+_FETCHES = itertools.count(1)
+
+
+def fetch_label(request: str, venue_time: pd.Timestamp) -> str:
+    """Provenance of one fetch: the request, the venue time and a fetch number.
+
+    The number makes the label unique within the process even when two fetches repeat the
+    same request at the same venue time (a re-poll on a paused clock), so the quarantine
+    file of one fetch never replaces another's.
+    """
+    return f"{request} (venue time {pd.Timestamp(venue_time).isoformat()}, fetch {next(_FETCHES)})"
+
+
 def epoch_ms(ts: pd.Timestamp) -> int:
     """Milliseconds since the epoch of a tz-aware timestamp."""
     return int(pd.Timestamp(ts).value // 1_000_000)
@@ -256,4 +270,5 @@ __all__ = [
     "closed_rows",
     "empty_rejected",
     "epoch_ms",
+    "fetch_label",
 ]
