@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from features.emulator.data import decimal_string, is_missing
+from features.emulator.data import RangeQuery, decimal_string, is_missing
 
 if TYPE_CHECKING:
     from features.emulator.app import EmulatorContext
@@ -132,12 +132,8 @@ def binance_routes(context: EmulatorContext) -> list[Route]:
                 "spot" if kind == "spot" else "perp",
                 symbol,
                 context.clock.now_ms(),
-                start_ms=parsed["startTime"],
-                end_ms=parsed["endTime"],
-                limit=limit,
-                order="binance",
-                faults=context.faults.data_faults(path, symbol),
-                book=context.faults,
+                RangeQuery(parsed["startTime"], parsed["endTime"], limit, "binance"),
+                context.faults.data_faults(path, symbol),
             )
             step = context.market.step_ms
             return JSONResponse([_kline(row, step) for row in rows.itertuples(index=False)])
@@ -159,12 +155,8 @@ def binance_routes(context: EmulatorContext) -> list[Route]:
         events = context.market.funding_events(
             symbol,
             now,
-            start_ms=parsed["startTime"],
-            end_ms=parsed["endTime"],
-            limit=limit,
-            order="binance",
-            faults=context.faults.data_faults(request.url.path, symbol),
-            book=context.faults,
+            RangeQuery(parsed["startTime"], parsed["endTime"], limit, "binance"),
+            context.faults.data_faults(request.url.path, symbol),
         )
         out = []
         for event in events.itertuples(index=False):
@@ -230,9 +222,10 @@ def binance_routes(context: EmulatorContext) -> list[Route]:
 def _frozen_now(context: EmulatorContext, request: Request, symbol: str) -> int:
     """Simulated now, or the freeze time of a ``stale`` fault on this endpoint and symbol."""
     now = context.clock.now_ms()
-    for item in context.faults.data_faults(request.url.path, symbol):
+    faults = context.faults.data_faults(request.url.path, symbol)
+    for item in faults.items:
         if item.fault.kind == "stale" and item.since is not None:
-            context.faults.applied(item)
+            faults.applied(item)
             now = min(now, int(item.since.value // 1_000_000))
     return now
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from features.emulator.data import decimal_string
+from features.emulator.data import RangeQuery, decimal_string
 
 if TYPE_CHECKING:
     from features.emulator.app import EmulatorContext
@@ -98,22 +98,15 @@ def bybit_routes(context: EmulatorContext) -> list[Route]:
             return _fail(10001, "params error: invalid interval")
         if symbol not in context.market.symbols("perp"):
             return _fail(10001, "params error: Symbol Is Invalid")
-        try:
-            start = _opt_int(query.get("start"))
-            end = _opt_int(query.get("end"))
-            limit = _opt_int(query.get("limit")) or 200
-        except ValueError:
-            return _fail(10001, "params error: start, end and limit must be integers")
+        page = _range(query, "start", "end", 1000)
+        if isinstance(page, Response):
+            return page
         rows = context.market.klines(
             "perp",
             symbol,
             context.clock.now_ms(),
-            start_ms=start,
-            end_ms=end,
-            limit=max(1, min(limit, 1000)),
-            order="bybit",
-            faults=context.faults.data_faults(request.url.path, symbol),
-            book=context.faults,
+            page,
+            context.faults.data_faults(request.url.path, symbol),
         )
         listed = [
             [
@@ -134,25 +127,18 @@ def bybit_routes(context: EmulatorContext) -> list[Route]:
         symbol = query.get("symbol", "").upper()
         if query.get("category") != "linear":
             return _fail(10001, "params error: category only supports linear here")
-        try:
-            start = _opt_int(query.get("startTime"))
-            end = _opt_int(query.get("endTime"))
-            limit = _opt_int(query.get("limit")) or 200
-        except ValueError:
-            return _fail(10001, "params error: startTime, endTime and limit must be integers")
-        if start is not None and end is None:
+        page = _range(query, "startTime", "endTime", 200)
+        if isinstance(page, Response):
+            return page
+        if page.start_ms is not None and page.end_ms is None:
             return _fail(10001, "params error: endTime is required when startTime is passed")
         if symbol not in context.market.symbols("perp"):
             return _fail(10001, "params error: Symbol Is Invalid")
         events = context.market.funding_events(
             symbol,
             context.clock.now_ms(),
-            start_ms=start,
-            end_ms=end,
-            limit=max(1, min(limit, 200)),
-            order="bybit",
-            faults=context.faults.data_faults(request.url.path, symbol),
-            book=context.faults,
+            page,
+            context.faults.data_faults(request.url.path, symbol),
         )
         listed = [
             {
@@ -191,8 +177,14 @@ def _fail(code: int, message: str, headers: dict[str, str] | None = None) -> Res
     )
 
 
-def _opt_int(value: str | None) -> int | None:
-    return None if value is None or value == "" else int(value)
+def _range(query: Any, start: str, end: str, most: int) -> RangeQuery | Response:
+    """The time range and page size of a request (``limit`` defaults to 200, capped)."""
+    try:
+        bounds = [None if query.get(k) in (None, "") else int(query[k]) for k in (start, end)]
+        limit = int(query.get("limit") or 200)
+    except ValueError:
+        return _fail(10001, f"params error: {start}, {end} and limit must be integers")
+    return RangeQuery(bounds[0], bounds[1], max(1, min(limit, most)), "bybit")
 
 
 class _BybitErrors:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.bars import interval_to_timedelta
-from features.emulator.faults import ActiveFault, FaultBook
+from features.emulator.faults import DataFaults
 from features.market import MarketData
 from features.sources import as_utc, load_market
 
@@ -33,6 +33,26 @@ Order = Literal["binance", "bybit"]
 ``limit`` rows of the range, newest first."""
 
 _MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class RangeQuery:
+    """A venue request's time range and page size.
+
+    Attributes
+    ----------
+    start_ms, end_ms
+        Inclusive bounds on the row time (epoch ms); ``None`` for open.
+    limit
+        Most rows answered.
+    order
+        The venue's paging semantics (:data:`Order`).
+    """
+
+    start_ms: int | None
+    end_ms: int | None
+    limit: int
+    order: Order
 
 
 @dataclass(frozen=True)
@@ -134,13 +154,8 @@ class EmulatorMarket:
         kind: Kind,
         asset: str,
         now_ms: int,
-        *,
-        start_ms: int | None,
-        end_ms: int | None,
-        limit: int,
-        order: Order,
-        faults: list[ActiveFault],
-        book: FaultBook,
+        query: RangeQuery,
+        faults: DataFaults,
     ) -> pd.DataFrame:
         """The bars a venue answers with, with a boolean ``forming`` column.
 
@@ -152,13 +167,9 @@ class EmulatorMarket:
         ts, step = series.ts_ms, self.step_ms
         close = ts + step
         shown = close <= now_ms
-        in_range = np.ones(len(ts), dtype=bool)
-        if start_ms is not None:
-            in_range &= ts >= start_ms
-        if end_ms is not None:
-            in_range &= ts <= end_ms
+        in_range = _in_range(ts, query)
         frozen = None
-        for item in faults:
+        for item in faults.items:
             kind_ = item.fault.kind
             if kind_ == "stale":
                 frozen = _ms_of(item.since)
@@ -171,13 +182,13 @@ class EmulatorMarket:
             else:
                 continue
             if (hidden & in_range).any():
-                book.applied(item)
+                faults.applied(item)
             shown &= ~hidden
         forming = (ts <= now_ms) & (now_ms < close)
         if frozen is not None:
             forming &= False
         chosen = np.flatnonzero((shown | forming) & in_range)
-        chosen = _page(chosen, limit, order, start_ms)
+        chosen = _page(chosen, query)
         out = series.frame.iloc[chosen].copy()
         out["forming"] = forming[chosen]
         if out["forming"].any():
@@ -192,25 +203,20 @@ class EmulatorMarket:
                 "taker_buy_quote_volume",
             ):
                 out.loc[rows, column] = 0.0
-        for item in faults:
+        for item in faults.items:
             if item.fault.kind == "bad_price":
                 hit = (_ms(out["ts"]) == _ms_of(item.bar)) & ~out["forming"].to_numpy()
                 if hit.any():
                     out.loc[hit, "close"] = out.loc[hit, "close"] * item.fault.factor
-                    book.applied(item)
+                    faults.applied(item)
         return out.reset_index(drop=True)
 
     def funding_events(
         self,
         asset: str,
         now_ms: int,
-        *,
-        start_ms: int | None,
-        end_ms: int | None,
-        limit: int,
-        order: Order,
-        faults: list[ActiveFault],
-        book: FaultBook,
+        query: RangeQuery,
+        faults: DataFaults,
     ) -> pd.DataFrame:
         """Settled funding events ``ts, funding_rate`` a venue answers with."""
         series = self.funding.get(asset)
@@ -218,17 +224,13 @@ class EmulatorMarket:
             return pd.DataFrame(columns=["ts", "funding_rate"])
         ts = series.ts_ms
         shown = ts <= now_ms
-        for item in faults:
+        for item in faults.items:
             if item.fault.kind == "stale":
                 hidden = shown & (ts > _ms_of(item.since))
                 if hidden.any():
-                    book.applied(item)
+                    faults.applied(item)
                 shown &= ~hidden
-        if start_ms is not None:
-            shown &= ts >= start_ms
-        if end_ms is not None:
-            shown &= ts <= end_ms
-        chosen = _page(np.flatnonzero(shown), limit, order, start_ms)
+        chosen = _page(np.flatnonzero(shown & _in_range(ts, query)), query)
         return series.frame.iloc[chosen].reset_index(drop=True)
 
     def last_close(self, kind: Kind, asset: str, as_of_ms: int) -> tuple[float, int] | None:
@@ -310,12 +312,22 @@ def _ms_of(ts: pd.Timestamp | None) -> int:
     return 0 if ts is None else int(pd.Timestamp(ts).value // _MS)
 
 
-def _page(chosen: np.ndarray, limit: int, order: Order, start_ms: int | None) -> np.ndarray:
+def _in_range(ts: np.ndarray, query: RangeQuery) -> np.ndarray:
+    inside = np.ones(len(ts), dtype=bool)
+    if query.start_ms is not None:
+        inside &= ts >= query.start_ms
+    if query.end_ms is not None:
+        inside &= ts <= query.end_ms
+    return inside
+
+
+def _page(chosen: np.ndarray, query: RangeQuery) -> np.ndarray:
     """Apply a venue's ``limit``: Binance keeps the oldest after a ``startTime`` (else the
     newest); Bybit keeps the newest and answers newest first."""
-    if order == "bybit":
+    limit = query.limit
+    if query.order == "bybit":
         return chosen[-limit:][::-1]
-    return chosen[:limit] if start_ms is not None else chosen[-limit:]
+    return chosen[:limit] if query.start_ms is not None else chosen[-limit:]
 
 
 def _read_open_interest(
@@ -343,4 +355,4 @@ def _read_open_interest(
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["EmulatorMarket", "Kind", "Order", "decimal_string", "is_missing"]
+__all__ = ["EmulatorMarket", "Kind", "Order", "RangeQuery", "decimal_string", "is_missing"]

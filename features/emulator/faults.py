@@ -93,6 +93,18 @@ class ActiveFault:
         }
 
 
+@dataclass(frozen=True)
+class DataFaults:
+    """The data faults that apply to one request, and the book that counts their use."""
+
+    book: FaultBook
+    items: tuple[ActiveFault, ...]
+
+    def applied(self, item: ActiveFault) -> None:
+        """Record that ``item`` changed this answer."""
+        self.book.applied(item)
+
+
 class FaultBook:
     """The active faults of one emulator, safe to use from the server's and a test's threads."""
 
@@ -136,14 +148,15 @@ class FaultBook:
                     return item
         return None
 
-    def data_faults(self, path: str, asset: str | None) -> list[ActiveFault]:
+    def data_faults(self, path: str, asset: str | None) -> DataFaults:
         """The data faults matching the request (the caller reports which ones it applied)."""
         with self._lock:
-            return [
+            items = [
                 f
                 for f in self._faults.values()
                 if f.fault.kind not in REQUEST_FAULTS and f.fault.matches(path, asset)
             ]
+        return DataFaults(self, tuple(items))
 
     def applied(self, item: ActiveFault) -> None:
         """Record that a data fault changed an answer (consumes one of its uses)."""
@@ -159,4 +172,4 @@ class FaultBook:
                 self._faults.pop(item.id, None)
 
 
-__all__ = ["REQUEST_FAULTS", "ActiveFault", "Fault", "FaultBook", "FaultKind"]
+__all__ = ["REQUEST_FAULTS", "ActiveFault", "DataFaults", "Fault", "FaultBook", "FaultKind"]

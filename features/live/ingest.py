@@ -622,7 +622,12 @@ class LiveIngest:
                 return source.clock.now()
         if self._last_venue_time is not None:
             return self._last_venue_time
-        raise SourceError("no venue answered its time endpoint yet; nothing to ingest")
+        raise SourceError(
+            "live ingest",
+            "venue time",
+            "no venue answered its time endpoint yet",
+            "nothing to ingest; the next cycle tries again",
+        )
 
     # --- evaluation ----------------------------------------------------------------------
 

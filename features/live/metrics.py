@@ -7,8 +7,12 @@ text format that ``dynamargin ingest live --metrics-port`` serves.
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
+
+logger = logging.getLogger("dynamargin.live.sources")
 
 
 class LiveMetrics:
@@ -156,6 +160,17 @@ class LiveMetrics:
             registry=reg,
         )
         self.cycles = Counter("dynamargin_live_cycles", "Live ingest cycles run.", registry=reg)
+
+    def note_unclosed(self, feed: str, asset: str, count: int) -> None:
+        """Count and log bars a venue returned before their close (they are dropped)."""
+        if count:
+            self.unclosed.labels(feed).inc(count)
+            logger.info(
+                "%s %s: dropped %d bar(s) the venue returned before their close",
+                feed,
+                asset,
+                count,
+            )
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

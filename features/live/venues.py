@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -87,30 +88,19 @@ class VenueEndpoints(BaseModel):
         sleep
             Waiting function (pass one that returns at once on shutdown).
         """
-        metrics = metrics or LiveMetrics()
+        common: dict[str, Any] = {
+            "interval": interval,
+            "retry": retry,
+            "timeout": timeout,
+            "metrics": metrics or LiveMetrics(),
+            "sleep": sleep,
+        }
         binance = BinanceRestSource(
-            self.binance_spot_url,
-            self.binance_usdm_url,
-            interval=interval,
-            usdm=self.usdm,
-            retry=retry,
-            timeout=timeout,
-            metrics=metrics,
-            sleep=sleep,
+            self.binance_spot_url, self.binance_usdm_url, usdm=self.usdm, **common
         )
         sources: list[LiveSource] = [binance]
         if self.second_venue is not None:
-            sources.append(
-                CcxtSource(
-                    self.second_venue,
-                    interval=interval,
-                    api_url=self.second_venue_url,
-                    retry=retry,
-                    timeout=timeout,
-                    metrics=metrics,
-                    sleep=sleep,
-                )
-            )
+            sources.append(CcxtSource(self.second_venue, api_url=self.second_venue_url, **common))
         if self.dump_url is not None:
             if cache_dir is None:
                 raise ValueError("the dump backfill source needs a cache_dir")

@@ -236,7 +236,7 @@ class BinanceRestSource:
             cursor = epoch_ms(frame["ts"].max()) + step_ms
         frame = pd.concat(frames, ignore_index=True)
         kept, unclosed = closed_rows(frame, start, end, self.step, client.clock.observed)
-        self._count_unclosed(feed, asset, unclosed)
+        self.metrics.note_unclosed(feed.name, asset, unclosed)
         return FeedBatch(
             feed,
             asset,
@@ -281,16 +281,6 @@ class BinanceRestSource:
             client.clock.observed,
             unsettled,
         )
-
-    def _count_unclosed(self, feed: Feed, asset: str, unclosed: int) -> None:
-        if unclosed:
-            self.metrics.unclosed.labels(feed.name).inc(unclosed)
-            logger.info(
-                "%s %s: dropped %d bar(s) the venue returned before their close",
-                feed.name,
-                asset,
-                unclosed,
-            )
 
 
 def _list_answer(

@@ -40,7 +40,12 @@ from features.sources.live import (
     epoch_ms,
     fetch_label,
 )
-from features.sources.retry import RetryPolicy, retry_after_seconds
+from features.sources.retry import (
+    RetryPolicy,
+    announce_give_up,
+    announce_retry,
+    retry_after_seconds,
+)
 from features.sources.venue_clock import VenueClock
 
 logger = logging.getLogger("dynamargin.live.sources")
@@ -196,14 +201,7 @@ class CcxtSource:
         )
         frame = _ohlcv_frame(rows, feed.store_asset(asset), label)
         kept, unclosed = closed_rows(frame, start, end, self.step, self.clock.observed)
-        if unclosed:
-            self.metrics.unclosed.labels(feed.name).inc(unclosed)
-            logger.info(
-                "%s %s: dropped %d bar(s) the venue returned before their close",
-                feed.name,
-                asset,
-                unclosed,
-            )
+        self.metrics.note_unclosed(feed.name, asset, unclosed)
         return FeedBatch(feed, asset, kept, empty_rejected(), label, self.clock.observed, unclosed)
 
     def _fetch_funding(
@@ -280,28 +278,11 @@ class CcxtSource:
                 break
             if attempt < self.retry.attempts:
                 self.metrics.retries.labels(self.name, what, reason).inc()
-                wait = (
-                    f"Retry-After {retry_after:g} s"
-                    if retry_after is not None
-                    else f"backoff ~{self.retry.delay(attempt):g} s"
-                )
-                logger.warning(
-                    "%s %s: %s; retry %d/%d after %s",
-                    self.name,
-                    request,
-                    last_problem,
-                    attempt,
-                    self.retry.attempts - 1,
-                    wait,
+                announce_retry(
+                    logger, self.name, request, last_problem, attempt, self.retry, retry_after
                 )
         self.metrics.failures.labels(self.name, what).inc()
-        logger.error(
-            "%s %s: giving up after %d attempts: %s",
-            self.name,
-            request,
-            self.retry.attempts,
-            last_problem,
-        )
+        announce_give_up(logger, self.name, request, last_problem, self.retry.attempts)
         raise SourceUnavailableError(self.name, request, last_problem, self.retry.attempts)
 
     def _retry_after(self) -> float | None:

@@ -25,7 +25,14 @@ import httpx
 from features.errors import SourceRequestError, SourceUnavailableError
 from features.live.metrics import LiveMetrics
 from features.sources.request_weight import RequestWeightLimiter
-from features.sources.retry import RATE_LIMIT_STATUS, RETRY_STATUS, RetryPolicy, retry_after_seconds
+from features.sources.retry import (
+    RATE_LIMIT_STATUS,
+    RETRY_STATUS,
+    RetryPolicy,
+    announce_give_up,
+    announce_retry,
+    retry_after_seconds,
+)
 from features.sources.venue_clock import VenueClock
 
 logger = logging.getLogger("dynamargin.live.sources")
@@ -205,13 +212,7 @@ class RestClient:
                 reason = "server_error"
             self._retrying(request, path, reason, problem, attempt, retry_after)
         self.metrics.failures.labels(self.name, path).inc()
-        logger.error(
-            "%s %s: giving up after %d attempts: %s",
-            self.name,
-            request,
-            self.retry.attempts,
-            last_problem,
-        )
+        announce_give_up(logger, self.name, request, last_problem, self.retry.attempts)
         raise SourceUnavailableError(self.name, request, last_problem, self.retry.attempts)
 
     def _retrying(
@@ -228,21 +229,8 @@ class RestClient:
         if attempt >= self.retry.attempts:
             return
         self.metrics.retries.labels(self.name, path, reason).inc()
-        wait = (
-            f"Retry-After {retry_after:g} s"
-            if retry_after is not None
-            else f"backoff ~{self.retry.delay(attempt):g} s"
-        )
-        logger.warning(
-            "%s %s: %s (%s); retry %d/%d after %s",
-            self.name,
-            request,
-            problem,
-            reason.replace("_", " "),
-            attempt,
-            self.retry.attempts - 1,
-            wait,
-        )
+        problem = f"{problem} ({reason.replace('_', ' ')})"
+        announce_retry(logger, self.name, request, problem, attempt, self.retry, retry_after)
 
     def _observe_weight(self, response: httpx.Response) -> None:
         if self.limiter is None or self.used_weight_header is None:

@@ -7,6 +7,7 @@ rule (how long, how many times, how much jitter) happens here once.
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import random
 import time
@@ -116,4 +117,44 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, seconds)
 
 
-__all__ = ["RATE_LIMIT_STATUS", "RETRY_STATUS", "RetryPolicy", "retry_after_seconds"]
+def announce_retry(
+    logger: logging.Logger,
+    source: str,
+    request: str,
+    problem: str,
+    attempt: int,
+    policy: RetryPolicy,
+    retry_after: float | None = None,
+) -> None:
+    """Log the one line a retried failure gets: what failed, which retry, how long the wait."""
+    wait = (
+        f"Retry-After {retry_after:g} s"
+        if retry_after is not None
+        else f"backoff ~{policy.delay(attempt):g} s"
+    )
+    logger.warning(
+        "%s %s: %s; retry %d/%d after %s",
+        source,
+        request,
+        problem,
+        attempt,
+        policy.attempts - 1,
+        wait,
+    )
+
+
+def announce_give_up(
+    logger: logging.Logger, source: str, request: str, problem: str, attempts: int
+) -> None:
+    """Log the line of a request given up after every retry."""
+    logger.error("%s %s: giving up after %d attempts: %s", source, request, attempts, problem)
+
+
+__all__ = [
+    "RATE_LIMIT_STATUS",
+    "RETRY_STATUS",
+    "RetryPolicy",
+    "announce_give_up",
+    "announce_retry",
+    "retry_after_seconds",
+]
