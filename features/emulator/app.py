@@ -11,12 +11,8 @@ Control endpoints (JSON; for tests, the demo and an operator rehearsing an incid
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
@@ -28,66 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.emulator.binance_api import binance_routes
 from features.emulator.bybit_api import bybit_routes
-from features.emulator.clock import SimulatedClock
-from features.emulator.data import EmulatorMarket
+from features.emulator.context import EmulatorContext
 from features.emulator.dump_api import dump_routes
-from features.emulator.faults import Fault, FaultBook
+from features.emulator.faults import Fault
 
 logger = logging.getLogger("dynamargin.emulator")
 
 CONTROL_PREFIX = "/_emulator"
-
-
-class VenueErrors(Protocol):
-    """How a venue formats an injected rate limit and server error."""
-
-    def rate_limited(self, retry_after: float) -> Response: ...
-
-    def server_error(self, status: int) -> Response: ...
-
-
-@dataclass
-class EmulatorContext:
-    """Everything the routes share: the market, the clock, the faults, the counters.
-
-    Attributes
-    ----------
-    market
-        The data served.
-    clock
-        Simulated time.
-    faults
-        Active faults.
-    dump_publish_delay
-        How long after a day ends its daily dump file appears (simulated time).
-    served
-        Answers by ``(path, status)``.
-    """
-
-    market: EmulatorMarket
-    clock: SimulatedClock
-    faults: FaultBook = field(default_factory=FaultBook)
-    dump_publish_delay: pd.Timedelta = field(default_factory=lambda: pd.Timedelta(hours=1))
-    served: Counter[tuple[str, int]] = field(default_factory=Counter)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def guard(
-        self, request: Request, asset: str | None, errors: VenueErrors
-    ) -> Response | None:
-        """Apply a request fault to this request: an error answer, or a delay, or nothing."""
-        item = self.faults.take_request_fault(request.url.path, asset)
-        if item is None:
-            return None
-        fault = item.fault
-        where = f"{request.method} {request.url.path}" + (f" {asset}" if asset else "")
-        left = "until cleared" if item.remaining is None else f"{item.remaining} left"
-        logger.warning("emulator: fault #%d %s on %s (%s)", item.id, fault.kind, where, left)
-        if fault.kind == "rate_limit":
-            return errors.rate_limited(fault.retry_after)
-        if fault.kind == "server_error":
-            return errors.server_error(fault.status)
-        await asyncio.sleep(fault.delay)  # timeout: answer normally, too late for the client
-        return None
 
 
 def build_app(context: EmulatorContext) -> Starlette:
@@ -218,4 +161,4 @@ def _bad(message: str) -> Response:
     return JSONResponse({"error": message}, status_code=400)
 
 
-__all__ = ["CONTROL_PREFIX", "EmulatorContext", "VenueErrors", "build_app"]
+__all__ = ["CONTROL_PREFIX", "EmulatorContext", "build_app"]

@@ -15,17 +15,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import pandas as pd
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from features.emulator.context import EmulatorContext
 from features.emulator.data import RangeQuery, decimal_string, is_missing
-
-if TYPE_CHECKING:
-    from features.emulator.app import EmulatorContext
 
 SPOT_WEIGHT_LIMIT: Final[int] = 6000
 USDM_WEIGHT_LIMIT: Final[int] = 2400

@@ -12,17 +12,15 @@ client and the failure modes are what is being exercised). A rate limit is ``ret
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from features.emulator.context import EmulatorContext
 from features.emulator.data import RangeQuery, decimal_string
-
-if TYPE_CHECKING:
-    from features.emulator.app import EmulatorContext
 
 PREFIX = "/bybit"
 

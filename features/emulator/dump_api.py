@@ -13,17 +13,14 @@ import hashlib
 import io
 import re
 import zipfile
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from features.emulator.context import EmulatorContext
 from features.emulator.data import decimal_string
-
-if TYPE_CHECKING:
-    from features.emulator.app import EmulatorContext
 
 PREFIX = "/dump"
 _NAME = re.compile(

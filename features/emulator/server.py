@@ -14,7 +14,8 @@ from types import TracebackType
 
 import uvicorn
 
-from features.emulator.app import EmulatorContext, build_app
+from features.emulator.app import build_app
+from features.emulator.context import EmulatorContext
 
 
 class EmulatorServer:

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from features.emulator.app import EmulatorContext
 from features.emulator.clock import SimulatedClock
+from features.emulator.context import EmulatorContext
 from features.emulator.data import EmulatorMarket
 from features.emulator.faults import Fault
 from features.emulator.server import EmulatorServer

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.emulator.app import EmulatorContext
 from features.emulator.clock import SimulatedClock
+from features.emulator.context import EmulatorContext
 from features.emulator.control import EmulatorControl
 from features.emulator.data import EmulatorMarket
 from features.emulator.server import EmulatorServer
