@@ -37,7 +37,12 @@ from typing import Final
 import pandas as pd
 
 from features.bars import empty_bars, interval_to_timedelta
-from features.errors import ConflictingDuplicateError, DataValidationError, SourceError
+from features.errors import (
+    ConflictingDuplicateError,
+    DataValidationError,
+    MarketDataError,
+    SourceError,
+)
 from features.live.freshness import (
     AssetFreshness,
     FeedFreshness,
@@ -338,7 +343,7 @@ class LiveIngest:
         while not stop.is_set():
             try:
                 last = self.run_cycle()
-            except (SourceError, DataValidationError, OSError) as exc:
+            except (MarketDataError, OSError) as exc:
                 # A cycle-level failure (e.g. the store's disk) must not end a long-running
                 # service: log it and try again after the re-poll interval.
                 logger.error("live ingest cycle failed: %s; retrying", exc)
@@ -428,6 +433,11 @@ class LiveIngest:
             series.error = str(exc)
             logger.error("%s %s: fetch [%s, %s) failed: %s", feed.name, asset, start, end, exc)
             return FetchOutcome(feed.name, asset, start, end, error=str(exc))
+        except Exception as exc:  # a malformed answer must not end a long-running service
+            series.error = f"unexpected answer ({type(exc).__name__}: {exc})"
+            self.metrics.failures.labels(feed.name, "unexpected").inc()
+            logger.exception("%s %s: %s", feed.name, asset, series.error)
+            return FetchOutcome(feed.name, asset, start, end, error=series.error)
         try:
             result = self.store.ingest_market(
                 _as_market(batch.frame, feed, self.config.interval),
