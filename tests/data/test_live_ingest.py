@@ -442,3 +442,42 @@ def test_request_faults_cost_a_retry_not_a_bar(
     assert f"binance-usdm GET /fapi/v1/klines ETHUSDT: {logged}" in caplog.text
     assert _quarantined(store).empty
     _assert_matches_dump_path(store, reference_store, DAY + H)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ('{"oops": 1}', "expected a JSON list"),
+        ("this is not JSON", "the answer is not JSON"),
+        ('[["1655078400000", "1"], null]', "quarantined"),
+    ],
+    ids=["object", "not-json", "malformed-rows"],
+)
+def test_a_malformed_venue_answer_is_a_clear_error_not_a_crash(
+    tmp_path: Path,
+    file_server,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+    expected: str,
+) -> None:
+    from features.sources.binance_rest import BinanceRestSource
+
+    venue = tmp_path / "venue" / "api" / "v3"
+    venue.mkdir(parents=True)
+    (venue / "time").write_text('{"serverTime": 1655085600000}')
+    listing = '{"symbols": [{"symbol": "BTCUSDT", "status": "TRADING"}]}'
+    (venue / "exchangeInfo").write_text(listing)
+    (venue / "klines").write_text(answer)
+    url, _ = file_server(tmp_path / "venue")
+    store = MarketStore(tmp_path / "store")
+    source = BinanceRestSource(url, url, usdm=False, retry=FAST_RETRY)
+    runner = LiveIngest(store, [source], ["BTCUSDT"], fast_config())
+    with caplog.at_level(logging.WARNING, logger="dynamargin"):
+        report = runner.run_cycle()
+    record = report.freshness["BTCUSDT"]
+    assert record.status == "stale"
+    assert expected in record.reason or expected in caplog.text
+    assert store.read_bars("1h", ["BTCUSDT"]).empty
+    if expected == "quarantined":
+        rejected = _quarantined(store)
+        assert sorted(rejected["reason"]) == ["2 fields, expected 12", "no fields, expected 12"]
