@@ -202,7 +202,7 @@ class EmulatorMarket:
                 "taker_buy_volume",
                 "taker_buy_quote_volume",
             ):
-                out.loc[rows, column] = 0.0
+                out.loc[rows, column] = 0  # nothing traded yet (0 fits int and float columns)
         for item in faults.items:
             if item.fault.kind == "bad_price":
                 hit = (_ms(out["ts"]) == _ms_of(item.bar)) & ~out["forming"].to_numpy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,7 @@ from features.emulator.control import EmulatorControl
 from features.emulator.data import EmulatorMarket
 from features.errors import ConflictingDuplicateError
 from features.live.freshness import freshness_path, read_freshness
-from features.live.ingest import LiveIngest
+from features.live.ingest import CycleReport, LiveIngest
 from features.live.metrics import LiveMetrics
 from features.live.venues import VenueEndpoints
 from features.market import MarketData
@@ -70,7 +71,7 @@ def _assert_matches_dump_path(
     )
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -162,14 +163,19 @@ def test_accelerated_day_then_outage_then_backfill_matches_the_dump_path(
 # --- each fault, bar by bar ------------------------------------------------------------
 
 
+Stepped = tuple[
+    LiveIngest, LiveMetrics, EmulatorControl, MarketStore, Callable[[float], CycleReport]
+]
+
+
 @pytest.fixture()
-def stepped(live_market: EmulatorMarket, tmp_path: Path):  # type: ignore[no-untyped-def]
+def stepped(live_market: EmulatorMarket, tmp_path: Path) -> Iterator[Stepped]:
     """A paused emulator at 2022-06-13 00:00:05, a runner on a fresh store, and a stepper."""
     store = MarketStore(tmp_path / "store")
     with running_emulator(live_market, DAY + SETTLE) as (server, control):
         runner, metrics = _runner(server.url, store, tmp_path)
 
-        def step(hours: float = 1.0):  # type: ignore[no-untyped-def]
+        def step(hours: float = 1.0) -> CycleReport:
             if hours:
                 control.advance(pd.Timedelta(hours=hours))
             return runner.run_cycle()
@@ -182,7 +188,9 @@ def _quarantined(store: MarketStore) -> pd.DataFrame:
     return pd.concat([pd.read_csv(f) for f in files]) if files else pd.DataFrame()
 
 
-def test_late_bar_is_waited_for_then_ingested(stepped, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_late_bar_is_waited_for_then_ingested(
+    stepped: Stepped, caplog: pytest.LogCaptureFixture
+) -> None:
     runner, metrics, control, store, step = stepped
     step(0)
     step(1)
@@ -200,9 +208,12 @@ def test_late_bar_is_waited_for_then_ingested(stepped, caplog) -> None:  # type:
     report = step(4 / 60)  # 02:04:05: published at 02:03
     assert report.freshness["BTCUSDT"].status == "ok"
     assert len(store.read_bars("1h", ["BTCUSDT"])) == 2
+    assert _quarantined(store).empty
 
 
-def test_missing_bar_becomes_a_hole_then_is_filled(stepped, reference_store, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_missing_bar_becomes_a_hole_then_is_filled(
+    stepped: Stepped, reference_store: MarketStore, caplog: pytest.LogCaptureFixture
+) -> None:
     _, metrics, control, store, step = stepped
     step(0)
     step(1)
@@ -220,11 +231,12 @@ def test_missing_bar_becomes_a_hole_then_is_filled(stepped, reference_store, cap
         >= 1
     )
     _assert_matches_dump_path(store, reference_store, DAY + 5 * H)
+    assert _quarantined(store).empty
 
 
 def test_bad_price_is_quarantined_and_the_good_bar_arrives(
-    stepped, reference_store, caplog
-) -> None:  # type: ignore[no-untyped-def]
+    stepped: Stepped, reference_store: MarketStore, caplog: pytest.LogCaptureFixture
+) -> None:
     _, metrics, control, store, step = stepped
     step(0)
     control.inject("bad_price", endpoint="/api/v3/klines", asset="BTCUSDT", times=1)
@@ -246,13 +258,19 @@ def test_bad_price_is_quarantined_and_the_good_bar_arrives(
     assert len(rejected) == 1 and rejected["close"].iloc[0] < 0  # only the bad version
 
 
-def test_stale_feed_then_recovery_with_backfill(stepped, reference_store) -> None:  # type: ignore[no-untyped-def]
+def test_stale_feed_then_recovery_with_backfill(
+    stepped: Stepped, reference_store: MarketStore, caplog: pytest.LogCaptureFixture
+) -> None:
     _, metrics, control, store, step = stepped
     step(0)
     step(1)
     fault = control.inject("stale", endpoint="/fapi", asset="ETHUSDT")
-    for _ in range(3):
-        report = step(1)
+    with caplog.at_level(logging.WARNING, logger="dynamargin.live"):
+        for _ in range(3):
+            report = step(1)
+    assert "binance-usdm ETHUSDT: stale: no bar after 2022-06-13 00:00" in caplog.text
+    eth_perp = {"feed": "binance-usdm", "asset": "ETHUSDT"}
+    assert metrics.value("dynamargin_live_feed_stale_total", **eth_perp) == 1
     feed = report.freshness["ETHUSDT"].feed("binance-usdm")
     assert feed.status == "stale" and "no bar after 2022-06-13 00:00" in feed.reason
     assert report.freshness["ETHUSDT"].status == "ok"  # perp is optional; spot is fine
@@ -265,11 +283,12 @@ def test_stale_feed_then_recovery_with_backfill(stepped, reference_store) -> Non
         == 2
     )
     _assert_matches_dump_path(store, reference_store, DAY + 4 * H)
+    assert _quarantined(store).empty
 
 
 def test_full_venue_outage_marks_every_asset_stale_and_nothing_crashes(
-    stepped, reference_store
-) -> None:  # type: ignore[no-untyped-def]
+    stepped: Stepped, reference_store: MarketStore
+) -> None:
     runner, _, control, store, step = stepped
     step(0)
     step(1)
@@ -288,8 +307,8 @@ def test_full_venue_outage_marks_every_asset_stale_and_nothing_crashes(
 
 
 def test_a_revised_bar_raises_the_dump_paths_conflict_error_and_keeps_the_store(
-    live_market, tmp_path, caplog
-) -> None:  # type: ignore[no-untyped-def]
+    live_market: EmulatorMarket, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = MarketStore(tmp_path / "store")
     with running_emulator(live_market, DAY + 2 * H + SETTLE) as (server, _):
         runner, metrics = _runner(server.url, store, tmp_path)
@@ -318,7 +337,9 @@ def test_a_revised_bar_raises_the_dump_paths_conflict_error_and_keeps_the_store(
     assert report.freshness["ETHUSDT"].status == "ok"  # the other asset goes on
 
 
-def test_restart_resumes_without_duplicates(live_market, reference_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_restart_resumes_without_duplicates(
+    live_market: EmulatorMarket, reference_store: MarketStore, tmp_path: Path
+) -> None:
     store = MarketStore(tmp_path / "store")
     with running_emulator(live_market, DAY + 3 * H + SETTLE) as (server, control):
         first, _ = _runner(server.url, store, tmp_path)
@@ -330,11 +351,12 @@ def test_restart_resumes_without_duplicates(live_market, reference_store, tmp_pa
     assert {f.asset: f.rows_added for f in spot} == {"BTCUSDT": 2, "ETHUSDT": 2}
     assert {f.start for f in spot} == {DAY + 1 * H}  # the last 2 stored bars, fetched again
     _assert_matches_dump_path(store, reference_store, DAY + 5 * H)
+    assert _quarantined(store).empty
 
 
 def test_oracle_median_from_three_feeds_and_a_guard_where_there_are_too_few(
-    live_market, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    live_market: EmulatorMarket, tmp_path: Path
+) -> None:
     store = MarketStore(tmp_path / "store")
     with running_emulator(live_market, DAY + 3 * H + SETTLE) as (server, _):
         runner, metrics = _runner(server.url, store, tmp_path, ("BTCUSDT", "SOLUSDT"))
@@ -354,8 +376,8 @@ def test_oracle_median_from_three_feeds_and_a_guard_where_there_are_too_few(
 
 
 def test_dump_daily_backfills_a_series_the_rest_api_cannot_serve(
-    live_market, reference_store, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    live_market: EmulatorMarket, reference_store: MarketStore, tmp_path: Path
+) -> None:
     store = MarketStore(tmp_path / "store")
     now = DAY + 26 * H + SETTLE  # 06-14 02:00: the daily file of 06-13 is published
     with running_emulator(live_market, now) as (server, control):
@@ -416,7 +438,7 @@ def test_emulator_control_rejects_bad_faults_clearly(live_market: EmulatorMarket
     ids=["429", "5xx", "timeout"],
 )
 def test_request_faults_cost_a_retry_not_a_bar(
-    stepped,  # type: ignore[no-untyped-def]
+    stepped: Stepped,
     reference_store: MarketStore,
     caplog: pytest.LogCaptureFixture,
     fault: dict[str, object],
@@ -455,7 +477,7 @@ def test_request_faults_cost_a_retry_not_a_bar(
 )
 def test_a_malformed_venue_answer_is_a_clear_error_not_a_crash(
     tmp_path: Path,
-    file_server,  # type: ignore[no-untyped-def]
+    file_server: Callable[[Path], tuple[str, object]],
     caplog: pytest.LogCaptureFixture,
     answer: str,
     expected: str,
