@@ -56,7 +56,14 @@ from features.live.freshness import (
 from features.live.metrics import LiveMetrics
 from features.market import MarketData
 from features.oracle_price import FeedPrice, MedianConfig, MedianPrice, median_price
-from features.sources.live import Feed, LiveSource, PerpSnapshot, epoch_ms
+from features.sources.live import (
+    Feed,
+    FeedBatch,
+    LiveSource,
+    PerpSnapshot,
+    epoch_ms,
+    fetch_label,
+)
 from features.store import MarketStore
 
 logger = logging.getLogger("dynamargin.live.ingest")
@@ -197,6 +204,19 @@ class _Series:
     late_seen: pd.Timestamp | None = None
     listed: bool = True
     new_holes: int = 0
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """One asset's fetched batch of one feed, with the window it was asked for."""
+
+    series: _Series
+    start: pd.Timestamp
+    end: pd.Timestamp
+    batch: FeedBatch
+
+
+_EMPTY_READBACK = pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]")})
 
 
 class LiveIngest:
@@ -373,20 +393,20 @@ class LiveIngest:
         listed = self._listed(source, feed)
         if listed is None:
             return []
-        outcomes = []
+        chosen = []
         for asset in self.assets:
             series = self._series_for(feed, asset)
             series.listed = asset in listed
             if series.listed:
-                outcomes.append(self._fetch_and_store(source, series, now))
-        return outcomes
+                chosen.append(series)
+        return self._run_feed(source, feed, chosen, now)
 
     def _backfill_feed(
         self, source: LiveSource, feed: Feed, now: pd.Timestamp
     ) -> list[FetchOutcome]:
         """Run a backfill feed for assets whose series of the same dataset is behind."""
         first = self._first(now)
-        outcomes = []
+        chosen: list[tuple[_Series, list[_Series]]] = []
         for asset in self.assets:
             twins = [
                 s
@@ -411,15 +431,45 @@ class LiveIngest:
                     )
                     series.holes = {h: t for s in twins for h, t in s.holes.items()}
                     series.loaded = True
-                outcome = self._fetch_and_store(source, series, now)
-                outcomes.append(outcome)
-                for twin in twins:
-                    self._absorb(twin, series)
+                chosen.append((series, twins))
+        outcomes = self._run_feed(source, feed, [series for series, _ in chosen], now)
+        for series, twins in chosen:
+            for twin in twins:
+                self._absorb(twin, series)
         return outcomes
 
-    def _fetch_and_store(
+    def _run_feed(
+        self, source: LiveSource, feed: Feed, chosen: list[_Series], now: pd.Timestamp
+    ) -> list[FetchOutcome]:
+        """Fetch each asset (failures isolated), store the batches together, account per asset."""
+        outcomes: list[FetchOutcome] = []
+        fetched: list[_Fetched] = []
+        for series in chosen:
+            result = self._fetch(source, series, now)
+            if isinstance(result, FetchOutcome):
+                outcomes.append(result)
+            else:
+                fetched.append(result)
+        if not fetched:
+            return outcomes
+        stored = self._store(feed, fetched, now)
+        good = [f for f in fetched if not isinstance(stored[f.series.asset], str)]
+        readback = self._read_back(feed, good)
+        for item in fetched:
+            outcome = stored[item.series.asset]
+            if isinstance(outcome, str):
+                item.series.error = outcome
+                outcomes.append(
+                    FetchOutcome(feed.name, item.series.asset, item.start, item.end, error=outcome)
+                )
+            else:
+                rows = readback.get(feed.store_asset(item.series.asset), _EMPTY_READBACK)
+                outcomes.append(self._account(item, outcome, rows, now))
+        return outcomes
+
+    def _fetch(
         self, source: LiveSource, series: _Series, now: pd.Timestamp
-    ) -> FetchOutcome:
+    ) -> _Fetched | FetchOutcome:
         feed, asset = series.feed, series.asset
         self._load(series, now)
         start, end = self._window(series, now)
@@ -428,7 +478,7 @@ class LiveIngest:
             series.checked_at = now
             return FetchOutcome(feed.name, asset, start, end)
         try:
-            batch = source.fetch(feed, asset, start, end)
+            return _Fetched(series, start, end, source.fetch(feed, asset, start, end))
         except SourceError as exc:
             series.error = str(exc)
             logger.error("%s %s: fetch [%s, %s) failed: %s", feed.name, asset, start, end, exc)
@@ -438,27 +488,75 @@ class LiveIngest:
             self.metrics.failures.labels(feed.name, "unexpected").inc()
             logger.exception("%s %s: %s", feed.name, asset, series.error)
             return FetchOutcome(feed.name, asset, start, end, error=series.error)
+
+    def _store(
+        self, feed: Feed, fetched: list[_Fetched], now: pd.Timestamp
+    ) -> dict[str, pd.DataFrame | str]:
+        """Validate and store the batches of one feed; per asset its quarantined rows or error.
+
+        All assets go through one :meth:`MarketStore.ingest_market` call (validation has a
+        fixed cost per call). A conflict or a rejected batch is then isolated by storing the
+        assets one by one: the store checks every partition before writing any, so the failed
+        joint call left it unchanged.
+        """
+        if len(fetched) > 1:
+            try:
+                report = self._ingest(feed, fetched, now)
+            except (ConflictingDuplicateError, DataValidationError):
+                pass  # isolate the culprit below; the store is unchanged
+            else:
+                return {f.series.asset: _rows_of(report, feed, f.series.asset) for f in fetched}
+        return {f.series.asset: self._store_one(feed, f, now) for f in fetched}
+
+    def _store_one(self, feed: Feed, item: _Fetched, now: pd.Timestamp) -> pd.DataFrame | str:
+        """Store one asset's batch; its quarantined rows, or the logged and counted error."""
+        asset = item.series.asset
         try:
-            result = self.store.ingest_market(
-                _as_market(batch.frame, feed, self.config.interval),
-                source=batch.source,
-                rejected=batch.rejected,
-            )
+            return _rows_of(self._ingest(feed, [item], now), feed, asset)
         except ConflictingDuplicateError as exc:
             self.metrics.conflicts.labels(feed.name, asset).inc()
-            series.error = f"conflicting revision, store unchanged: {exc}"
-            logger.error("%s %s: %s", feed.name, asset, series.error)
-            return FetchOutcome(feed.name, asset, start, end, error=series.error)
+            message = f"conflicting revision, store unchanged: {exc}"
         except DataValidationError as exc:
-            series.error = f"rows rejected as a whole: {exc}"
-            logger.error("%s %s: %s", feed.name, asset, series.error)
-            return FetchOutcome(feed.name, asset, start, end, error=series.error)
+            message = f"rows rejected as a whole: {exc}"
+        logger.error("%s %s: %s", feed.name, asset, message)
+        return message
+
+    def _ingest(self, feed: Feed, fetched: list[_Fetched], now: pd.Timestamp) -> pd.DataFrame:
+        frames = [f.batch.frame for f in fetched]
+        rejected = [f.batch.rejected for f in fetched if len(f.batch.rejected)]
+        label = (
+            fetched[0].batch.source
+            if len(fetched) == 1
+            else fetch_label(f"{feed.name} batch of {len(fetched)} assets", now)
+        )
+        result = self.store.ingest_market(
+            _as_market(pd.concat(frames, ignore_index=True), feed, self.config.interval),
+            source=label,
+            rejected=pd.concat(rejected, ignore_index=True) if rejected else None,
+        )
+        return result.report.quarantine
+
+    def _read_back(self, feed: Feed, fetched: list[_Fetched]) -> dict[str, pd.DataFrame]:
+        """The stored rows of every fetched window, one read for the feed, split by asset."""
+        if not fetched:
+            return {}
+        labels = [feed.store_asset(f.series.asset) for f in fetched]
+        start = min(f.start for f in fetched)
+        end = max(f.end for f in fetched)
+        rows = self._read_stored_labels(feed, labels, start, end)
+        return {str(label): part for label, part in rows.groupby(rows["asset"].astype(str))}
+
+    def _account(
+        self, item: _Fetched, quarantine: pd.DataFrame, stored: pd.DataFrame, now: pd.Timestamp
+    ) -> FetchOutcome:
+        series, feed, asset = item.series, item.series.feed, item.series.asset
+        stored = stored[(stored["ts"] >= item.start) & (stored["ts"] < item.end)]
         series.error = ""
-        series.checked_at = batch.server_time
-        quarantined = len(result.report.quarantine)
+        series.checked_at = item.batch.server_time
+        quarantined = len(quarantine)
         if quarantined:
             self.metrics.quarantined.labels(feed.name, asset).inc(quarantined)
-            reasons = result.report.quarantine["reason"].value_counts().to_dict()
+            reasons = quarantine["reason"].value_counts().to_dict()
             logger.warning(
                 "%s %s: %d row(s) quarantined (%s); they are fetched again next cycle",
                 feed.name,
@@ -466,9 +564,8 @@ class LiveIngest:
                 quarantined,
                 "; ".join(f"{r}: {n}" for r, n in reasons.items()),
             )
-        stored = self._read_stored(feed, asset, start, end)
         added = set(stored["ts"]) - series.known
-        backfilled = self._update(series, stored, start, now)
+        backfilled = self._update(series, stored, item.start, now)
         if added:
             self.metrics.bars_added.labels(feed.name, asset).inc(len(added))
         if backfilled:
@@ -477,12 +574,12 @@ class LiveIngest:
         return FetchOutcome(
             feed.name,
             asset,
-            start,
-            end,
+            item.start,
+            item.end,
             rows_added=len(added),
             backfilled=backfilled,
             quarantined=quarantined,
-            unclosed=batch.unclosed,
+            unclosed=item.batch.unclosed,
             new_holes=series.new_holes,
         )
 
@@ -596,12 +693,16 @@ class LiveIngest:
     def _read_stored(
         self, feed: Feed, asset: str, start: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:
-        label = feed.store_asset(asset)
+        return self._read_stored_labels(feed, [feed.store_asset(asset)], start, end)
+
+    def _read_stored_labels(
+        self, feed: Feed, labels: list[str], start: pd.Timestamp, end: pd.Timestamp
+    ) -> pd.DataFrame:
         if feed.dataset == "bars":
-            return self.store.read_bars(self.config.interval, [label], start, end)
+            return self.store.read_bars(self.config.interval, labels, start, end)
         if feed.dataset == "perp":
-            return self.store.read_perp(self.config.interval, [label], start, end)
-        return self.store.read_funding([label], start, end)
+            return self.store.read_perp(self.config.interval, labels, start, end)
+        return self.store.read_funding(labels, start, end)
 
     def _listed(self, source: LiveSource, feed: Feed) -> frozenset[str] | None:
         try:
@@ -739,6 +840,13 @@ class LiveIngest:
             self._guarded[asset] = result.guarded
             prices[asset] = result
         return prices
+
+
+def _rows_of(quarantine: pd.DataFrame, feed: Feed, asset: str) -> pd.DataFrame:
+    """The quarantined rows of one asset."""
+    if quarantine.empty:
+        return quarantine
+    return quarantine[quarantine["asset"].astype(str) == feed.store_asset(asset)]
 
 
 def _as_market(frame: pd.DataFrame, feed: Feed, interval: str) -> MarketData:

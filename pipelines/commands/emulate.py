@@ -49,6 +49,10 @@ def emulate(
     speed: Annotated[
         float, typer.Option(min=0.001, help="Simulated seconds per real second (3600: 1 h/s).")
     ] = 3600.0,
+    hour_every: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Real seconds per simulated hour (overrides --speed)."),
+    ] = None,
     paused: Annotated[
         bool, typer.Option(help="Start with the clock stopped (move it via /_emulator/clock).")
     ] = False,
@@ -79,6 +83,8 @@ def emulate(
     moves the clock and injects faults. SIGTERM or Ctrl-C stops it cleanly.
     """
     settings = settings_from(ctx)
+    if hour_every is not None:
+        speed = 3600.0 / hour_every
     begin = pd.Timestamp(start)
     begin = begin.tz_localize("UTC") if begin.tzinfo is None else begin.tz_convert("UTC")
     chosen = [a.strip().upper() for a in assets.split(",") if a.strip()] if assets else None

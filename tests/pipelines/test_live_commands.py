@@ -75,7 +75,7 @@ def test_emulate_and_ingest_live_run_together_and_stop_cleanly(tmp_path: Path) -
     emulate = [
         "--workdir", str(tmp_path / "emulator"), "emulate", "--synthetic",
         "--synthetic-assets", "2", "--start", START, "--history-days", "1", "--days", "3",
-        "--speed", "36000", "--port", "0", "--url-file", str(url_file),
+        "--hour-every", "0.1", "--port", "0", "--url-file", str(url_file),
     ]  # fmt: skip
     with _service(emulate, emulate_log) as emulator:
         _wait(url_file.exists, 60, "the emulator's URL", emulate_log, emulator)
