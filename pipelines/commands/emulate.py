@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -82,6 +83,9 @@ def emulate(
     under ``/bybit``, the public dump's daily files under ``/dump``; ``/_emulator/...``
     moves the clock and injects faults. SIGTERM or Ctrl-C stops it cleanly.
     """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     settings = settings_from(ctx)
     if hour_every is not None:
         speed = 3600.0 / hour_every

@@ -294,8 +294,8 @@ def ingest_live(
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
-        log.info("metrics on http://127.0.0.1:%d/metrics", metrics_port)
+        server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        log.info("metrics on http://127.0.0.1:%d/metrics", server.server_port)
     done = [0]
 
     def after_cycle(report: Any) -> None:

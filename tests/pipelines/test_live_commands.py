@@ -7,6 +7,7 @@ their log, and leave no process behind.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,7 +105,9 @@ def test_emulate_and_ingest_live_run_together_and_stop_cleanly(tmp_path: Path) -
     ingest_text = ingest_log.read_text()
     assert "ingest-live: SIGTERM received; shutting down" in ingest_text
     assert "ingest-live: stopped" in ingest_text
-    assert "BTCUSDT: ok; data through 2024-01-10" in ingest_text
+    assert re.search(r"BTCUSDT: ok; data through 2024-01-1\d \d\d:00", ingest_text)
+    port = re.search(r"metrics on http://127.0.0.1:(\d+)/metrics", ingest_text)
+    assert port is not None and int(port.group(1)) > 0
     emulate_text = emulate_log.read_text()
     assert "emulate: SIGINT received; shutting down" in emulate_text
     assert "emulate: stopped" in emulate_text
@@ -130,7 +133,13 @@ def test_emulate_stops_on_sigterm_while_a_client_waits_on_a_timeout_fault(tmp_pa
             stderr=subprocess.DEVNULL,
         )
         try:
-            time.sleep(1.0)  # the request is now held by the fault
+            _wait(
+                lambda: "fault #1 timeout on GET /api/v3/time" in log.read_text(),
+                60,
+                "the request to be held by the fault",
+                log,
+                emulator,
+            )
             started = time.monotonic()
             _stop(emulator, signal.SIGTERM, log)
             assert time.monotonic() - started < 20  # shut down, not after the 60 s delay
