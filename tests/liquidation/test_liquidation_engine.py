@@ -21,7 +21,7 @@ from liquidation.errors import (
 )
 from liquidation.events import Event, SQLiteEventStore
 from liquidation.money import MICRO, QTY_SCALE, price, qty, usd
-from tests.liquidation.liq_builders import HOUR_MS, simple_config, snapshot
+from tests.liquidation.liq_builders import HOUR_MS, fund_vault, simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 
@@ -30,6 +30,7 @@ def _engine(config=None, multiplier: float = 1.0, **kw) -> Engine:
     engine = Engine(config or simple_config(**kw))
     engine.update_price(BTC, price("50000"), ts=0)
     engine.apply_snapshot(snapshot(BTC, 1, multiplier), ts=0)
+    fund_vault(engine)
     return engine
 
 
@@ -113,16 +114,18 @@ def test_isolated_margin_returns_to_cross_on_close() -> None:
     assert engine.state.ledger.fees == usd("50.5")
 
 
-def test_funding_longs_pay_shorts_receive_and_ledger_balances() -> None:
+def test_funding_longs_pay_shorts_receive_and_is_zero_sum() -> None:
     engine = _engine()
     engine.deposit("long", usd("10000"), ts=0)
     engine.deposit("short", usd("10000"), ts=0)
     engine.trade("long", BTC, qty("1"), ts=0)
-    engine.trade("short", BTC, -qty("2"), ts=0)
-    assert engine.apply_funding(BTC, 0.0001, ts=1_000) == 2
+    engine.trade("short", BTC, -qty("2"), ts=0)  # the vault holds the other long BTC
+    assert engine.apply_funding(BTC, 0.0001, ts=1_000) == 3
+    # Longs pay 1 bp of 50,000 each; the short receives exactly what they pay.
     assert engine.state.buckets["long"].balance == usd("10000") - usd("5")
+    assert engine.state.buckets["vault"].balance == usd("10000000") - usd("5")
     assert engine.state.buckets["short"].balance == usd("10000") + usd("10")
-    assert engine.state.ledger.funding == usd("5")
+    assert engine.state.ledger.funding == 0
     assert engine.ledger_discrepancy() == 0
 
 
@@ -224,6 +227,7 @@ def test_sqlite_write_through_and_replay(tmp_path: Path) -> None:
         engine = Engine(config, store=store)
         engine.update_price(BTC, price("50000"), ts=0)
         engine.apply_snapshot(snapshot(BTC, 1, 1.0), ts=0)
+        fund_vault(engine)
         engine.deposit("a", usd("6000"), ts=0)
         engine.trade("a", BTC, qty("2"), ts=0)
         engine.update_price(BTC, price("48400"), ts=1_000)

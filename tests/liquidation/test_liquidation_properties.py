@@ -37,7 +37,7 @@ from liquidation.errors import (
 from liquidation.events import SQLiteEventStore
 from liquidation.money import MICRO, QTY_SCALE, usd
 from liquidation.valuation import maintenance_margin
-from tests.liquidation.liq_builders import simple_config, snapshot
+from tests.liquidation.liq_builders import fund_vault, simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 ACCOUNTS = ("a0", "a1", "a2", "a3")
@@ -76,6 +76,7 @@ class EngineMachine(RuleBasedStateMachine):
             self.engine.update_price(symbol, px, ts=0)
             self._snapshot(symbol, 1.0, "ok", 86_400_000)
         self.engine.seed_insurance(usd("2000"), ts=0)
+        fund_vault(self.engine, usd_amount=1_000_000)
         self.liquidations = 0
 
     @initialize(
@@ -307,9 +308,9 @@ class EngineMachine(RuleBasedStateMachine):
     def ramp_bounded_by_target(self) -> None:
         view = self.engine.view(self.ts)
         for margin in view.assets.values():
-            assert margin.existing <= margin.target + 1e-12
-            if self.ts >= margin.change_start_ms + CONFIG.ramp_ms:
-                assert margin.existing == margin.target
+            assert all(m <= margin.target + 1e-12 for m in margin.class_mult)
+            if self.ts >= margin.class_since[-1] + CONFIG.ramp_ms:
+                assert set(margin.class_mult) == {margin.target}
         # A bucket's MM never exceeds the MM of the same positions at target multipliers.
         for bucket in self.engine.state.buckets.values():
             if not bucket.positions or any(view.assets[a].price is None for a in bucket.positions):

@@ -38,7 +38,14 @@ from liquidation.money import (
     usd,
     value,
 )
-from liquidation.oracle import PriceObservation, check_observation, is_stale, update_twap
+from liquidation.oracle import (
+    PriceObservation,
+    ReferenceQuote,
+    check_observation,
+    is_stale,
+    reference_price,
+    update_twap,
+)
 from liquidation.portfolio import portfolio_requirement, scenario_directions, scenario_returns
 from liquidation.snapshot import MarginParameters, check_bounds, target_multiplier
 from tests.liquidation.liq_builders import HOUR_MS, snapshot
@@ -146,16 +153,44 @@ def test_target_multiplier_falls_back_conservatively() -> None:
 def test_guard_rejects_wide_band_and_deviation() -> None:
     cfg = OracleGuardConfig(max_deviation=0.05, max_confidence_ratio=0.01)
     px = price("100")
-    ok = check_observation(PriceObservation("X", px, 0, confidence=px // 200), None, cfg)
+    ok = check_observation(PriceObservation("X", px, 0, confidence=px // 200), None, (), cfg)
     assert ok.accepted
-    wide = check_observation(PriceObservation("X", px, 0, confidence=px // 50), None, cfg)
+    wide = check_observation(PriceObservation("X", px, 0, confidence=px // 50), None, (), cfg)
     assert (wide.accepted, wide.reason) == (False, "confidence")
-    far = check_observation(PriceObservation("X", px, 0, reference=price("90")), None, cfg)
+    far = check_observation(PriceObservation("X", px, 0, reference=price("90")), None, (), cfg)
     assert (far.accepted, far.reason) == (False, "deviation")
-    twap = check_observation(PriceObservation("X", px, 0), price("94"), cfg)
+    twap = check_observation(PriceObservation("X", px, 0), price("94"), (), cfg)
     assert not twap.accepted and "TWAP" in twap.detail
     # A reference overrides the TWAP: a confirmed large move is accepted.
-    assert check_observation(PriceObservation("X", px, 0, reference=px), price("80"), cfg).accepted
+    confirmed = PriceObservation("X", px, 0, reference=px)
+    assert check_observation(confirmed, price("80"), (), cfg).accepted
+
+
+def test_guard_reanchors_after_a_consistent_run_but_not_against_a_reference() -> None:
+    cfg = OracleGuardConfig(max_deviation=0.05, reanchor_prints=3, reanchor_band=0.02)
+    twap, run = price("100"), (price("90"), price("90.5"))
+    third = PriceObservation("X", price("90.2"), 0)
+    verdict = check_observation(third, twap, run, cfg)
+    assert verdict.accepted and verdict.reanchored
+    # One print short of the run, or a run wider than the band: still guarded.
+    assert not check_observation(third, twap, run[1:], cfg).accepted
+    assert not check_observation(third, twap, (price("85"), price("90.5")), cfg).accepted
+    # A fresh reference quorum that disagrees decides: no re-anchoring against it.
+    against = PriceObservation("X", price("90.2"), 0, reference=price("100"))
+    assert not check_observation(against, twap, run, cfg).accepted
+
+
+def test_reference_median_of_fresh_feeds() -> None:
+    cfg = OracleGuardConfig(reference_heartbeat_ms=1_000, min_reference_feeds=2)
+    quotes = {
+        "a": ReferenceQuote("a", 100, 9_500),
+        "b": ReferenceQuote("b", 104, 9_900),
+        "c": ReferenceQuote("c", 300, 8_000),  # stale: ignored
+    }
+    assert reference_price(quotes, 10_000, cfg) == 102
+    assert reference_price({"a": quotes["a"]}, 10_000, cfg) is None  # below the quorum
+    quotes["d"] = ReferenceQuote("d", 101, 10_000)
+    assert reference_price(quotes, 10_000, cfg) == 101
 
 
 def test_staleness_and_twap() -> None:
