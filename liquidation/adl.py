@@ -49,11 +49,13 @@ class AdlCandidate:
 
 @dataclass(frozen=True)
 class AdlFill:
-    """Lots (absolute) one counterparty takes and the concession it gives, micro-USD."""
+    """Lots (absolute) one counterparty takes, the concession it gives, and the concession it
+    could still give on those lots (``room``), micro-USD."""
 
     bucket: str
     lots: int
     concession: int
+    room: int = 0
 
 
 def rank_candidates(candidates: Sequence[AdlCandidate]) -> list[AdlCandidate]:
@@ -91,7 +93,6 @@ def allocate(
     if quantity <= 0 or deficit < 0:
         raise ValueError(f"allocate needs quantity > 0 and deficit >= 0, got {quantity}, {deficit}")
     fills: list[AdlFill] = []
-    spare: list[int] = []
     left_q, left_d = quantity, deficit
     for c in rank_candidates(candidates):
         if left_q == 0:
@@ -105,17 +106,15 @@ def allocate(
         capacity = min(c.upnl * take // held, c.equity)
         at_rate = left_d if take == left_q else left_d * take // left_q
         concession = min(at_rate, capacity)
-        fills.append(AdlFill(c.bucket, take, concession))
-        spare.append(capacity - concession)
+        fills.append(AdlFill(c.bucket, take, concession, capacity - concession))
         left_q -= take
         left_d -= concession
-    for i, extra in enumerate(spare):
+    for i, fill in enumerate(fills):
         if left_d == 0:
             break
-        more = min(extra, left_d)
+        more = min(fill.room, left_d)
         if more > 0:
-            fill = fills[i]
-            fills[i] = AdlFill(fill.bucket, fill.lots, fill.concession + more)
+            fills[i] = AdlFill(fill.bucket, fill.lots, fill.concession + more, fill.room - more)
             left_d -= more
     taken = {f.bucket: f.lots for f in fills}
     rest = sorted(candidates, key=lambda c: (-(abs(c.lots) - taken.get(c.bucket, 0)), c.bucket))

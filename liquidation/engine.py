@@ -43,7 +43,6 @@ import numpy as np
 from liquidation import inputs
 from liquidation.accounts import Bucket, bucket_id
 from liquidation.admission import (
-    admit,
     guarded_legs,
     margin_state,
     require_priced,
@@ -56,7 +55,6 @@ from liquidation.errors import (
     EventLogError,
     InputError,
     InsufficientBalanceError,
-    InsufficientLiquidityError,
     InsufficientMarginError,
     NotLiquidatableError,
     RateLimitedError,
@@ -65,24 +63,17 @@ from liquidation.errors import (
     WithdrawalRestrictedError,
 )
 from liquidation.events import Event, EventLog, SQLiteEventStore, split_commands
-from liquidation.fills import fill_events
 from liquidation.funding import funding_payments
+from liquidation.guard import plan_escalation, plan_print
 from liquidation.insurance import (
     GovernanceDecision,
     book_stressed_loss,
     historical_stressed_loss,
     review,
 )
-from liquidation.mark import decayed_basis, updated_basis
-from liquidation.money import MAX_AMOUNT, MAX_PRICE, MICRO, value
+from liquidation.money import MAX_AMOUNT, MAX_PRICE
 from liquidation.oracle import (
     GuardVerdict,
-    PriceObservation,
-    check_observation,
-    escalation,
-    next_window,
-    reference_price,
-    update_twap,
 )
 from liquidation.ramp import at_time, retarget
 from liquidation.scan import MarginArrays, ScanResult
@@ -94,6 +85,7 @@ from liquidation.state import (
     ledger_discrepancy,
     state_digest,
 )
+from liquidation.trading import Order, plan_trade
 from liquidation.transaction import Transaction
 from liquidation.valuation import (
     MarketView,
@@ -314,8 +306,8 @@ class Engine:
                     "reference",
                     {"asset": symbol, "feed": feed, "price": quote, "observed_ms": tx.ts},
                 )
-            verdict = self._print(tx, symbol, price, confidence)
-            self._escalate(tx, symbol)
+            verdict = plan_print(tx, symbol, price, confidence)
+            plan_escalation(tx, symbol)
             return verdict
 
         return self._run(ts, key, build)
@@ -362,7 +354,7 @@ class Engine:
                 "reference",
                 {"asset": symbol, "feed": feed, "price": price, "observed_ms": observed},
             )
-            self._escalate(tx, symbol)
+            plan_escalation(tx, symbol)
 
         self._run(ts, key, build)
 
@@ -385,7 +377,7 @@ class Engine:
 
         def build(tx: Transaction) -> None:
             for symbol in self.config.symbols:
-                self._escalate(tx, symbol)
+                plan_escalation(tx, symbol)
             if tx.ts > tx.state.clock_ms:
                 tx.emit("clock", {})
 
@@ -531,67 +523,8 @@ class Engine:
         if price is not None:
             inputs.price(price, f"{symbol} trade price")
 
-        def build(tx: Transaction) -> None:
-            cross = self._require_bucket(tx, account)
-            if tx.state.peek_bucket(maker) is None:
-                raise InsufficientLiquidityError(
-                    f"counterparty {maker!r} has no account; deposit collateral into it first"
-                )
-            view = tx.view()
-            require_priced(view, symbol, f"trade {symbol} for {account!r}")
-            mark, oracle = view.price(symbol), view.oracle(symbol)
-            exec_price = mark if price is None else self._checked_price(symbol, price, mark)
-            if abs(value(dq, exec_price)) < self.config.fees.min_order_notional_usd * MICRO:
-                raise InputError(
-                    f"order of {dq} lots of {symbol} at {exec_price} is worth less than the "
-                    f"minimum {self.config.fees.min_order_notional_usd} USD (dust)"
-                )
-            target = bucket_id(account, symbol if isolated else None)
-            if isolated and margin:
-                self._move_margin(tx, cross, symbol, margin)
-            basis = None
-            if price is not None:
-                asset = tx.state.assets[symbol]
-                basis = updated_basis(
-                    decayed_basis(asset.basis, asset.basis_ms, tx.ts, self.config.mark),
-                    exec_price - oracle,
-                    self.config.mark,
-                )
-            taker = tx.state.peek_bucket(target)
-            counter = tx.state.peek_bucket(maker)
-            assert counter is not None
-            fees = self.config.fees
-            filled = tx.savepoint()
-            for data in fill_events(
-                symbol,
-                dq,
-                exec_price,
-                tx.ts,
-                taker=(target, taker.positions.get(symbol) if taker else None),
-                maker=(maker, counter.positions.get(symbol)),
-                reason="trade",
-                taker_fee_rate=fees.taker_fee_rate,
-                fee_addon_rate=tx.state.insurance.fee_addon_bps / 10_000,
-                maker_fee_rate=fees.maker_fee_rate,
-                basis=basis,
-            ):
-                filled.emit("fill", data)
-            refused = admit(tx.state, filled.state, view, target)
-            if refused:
-                raise InsufficientMarginError(
-                    f"{target!r} trade of {dq} lots of {symbol} at ts={tx.ts} refused: "
-                    f"{refused}; deposit or trade smaller"
-                )
-            refused = admit(tx.state, filled.state, view, maker)
-            if refused:
-                raise InsufficientLiquidityError(
-                    f"counterparty {maker!r} cannot take {-dq} lots of {symbol} at ts={tx.ts}: "
-                    f"{refused}; deposit collateral into it or trade smaller"
-                )
-            tx.adopt(filled)
-            self._sweep(tx, target)
-
-        self._run(ts, key, build)
+        order = Order(account, symbol, dq, maker, isolated, margin, price)
+        self._run(ts, key, lambda tx: plan_trade(tx, order))
 
     def close(
         self,
@@ -872,122 +805,6 @@ class Engine:
             ) from exc
         finally:
             self._version += 1
-
-    def _print(self, tx: Transaction, symbol: str, price: int, confidence: int) -> GuardVerdict:
-        """Plan one print of the primary oracle: the verdict, the TWAP and guard changes."""
-        cfg = self.config.oracle
-        asset = tx.state.assets[symbol]
-        reference = reference_price(asset.references, tx.ts, cfg)
-        obs = PriceObservation(symbol, price, tx.ts, confidence, reference)
-        verdict = check_observation(obs, asset.twap, asset.window, cfg)
-        window = (
-            asset.window
-            if verdict.reason in ("confidence", "no_price")
-            else next_window(asset.window, price, cfg)
-        )
-        if verdict.reanchored:
-            twap = price
-        elif verdict.accepted:
-            twap = update_twap(asset.twap, asset.twap_ms, price, tx.ts, cfg.twap_window_ms)
-        else:
-            twap = asset.twap
-        tx.emit(
-            "price",
-            {
-                "asset": symbol,
-                "price": price,
-                "confidence": confidence,
-                "reference": reference,
-                "twap": twap,
-                "window": list(window),
-                "accepted": verdict.accepted,
-                "reanchored": verdict.reanchored,
-                "reason": verdict.detail or verdict.reason,
-            },
-        )
-        if verdict.accepted:
-            if asset.mark_source == "reference":
-                tx.emit(
-                    "mark_source",
-                    {"asset": symbol, "source": "oracle", "reason": "primary agrees again"},
-                )
-            if asset.guarded:
-                tx.emit("guard", {"asset": symbol, "guarded": False, "reason": "ok"})
-        elif not asset.guarded or asset.guard_reason != verdict.reason:
-            tx.emit("guard", {"asset": symbol, "guarded": True, "reason": verdict.reason})
-        return verdict
-
-    def _escalate(self, tx: Transaction, symbol: str) -> None:
-        """Log a newly stale oracle, then alert on a long guard and fall back to references."""
-        asset = tx.state.assets[symbol]
-        if asset.mark_source == "reference":
-            return
-        margin = tx.view().assets[symbol]
-        if margin.guarded and not asset.guarded:
-            tx.emit("guard", {"asset": symbol, "guarded": True, "reason": "stale"})
-            asset = tx.state.assets[symbol]
-        if not asset.guarded:
-            return
-        cfg = self.config.oracle
-        reference = reference_price(asset.references, tx.ts, cfg)
-        action = escalation(asset.guard_since_ms, asset.alerted, reference, tx.ts, cfg)
-        if action == "alert":
-            tx.emit(
-                "guard_alert",
-                {"asset": symbol, "since": asset.guard_since_ms, "reason": asset.guard_reason},
-            )
-        elif action == "fallback":
-            tx.emit(
-                "mark_source",
-                {
-                    "asset": symbol,
-                    "source": "reference",
-                    "reason": f"guarded ({asset.guard_reason}) since {asset.guard_since_ms}; "
-                    "the mark follows the reference median",
-                },
-            )
-
-    def _move_margin(self, tx: Transaction, cross: Bucket, symbol: str, amount: int) -> None:
-        """Move ``amount`` from the cross bucket into the isolated bucket of ``symbol``."""
-        view = tx.view()
-        require_unguarded(view, cross, f"move margin out of {cross.bucket_id!r}")
-        if amount > cross.balance:
-            raise InsufficientBalanceError(
-                f"moving {amount} into isolated {cross.account}:{symbol} at ts={tx.ts} exceeds "
-                f"the cross balance {cross.balance}"
-            )
-        tx.emit("transfer", {"account": cross.account, "asset": symbol, "amount": amount})
-        after = margin_state(tx.state, view, cross.bucket_id)
-        if after.equity < after.initial:
-            raise InsufficientMarginError(
-                f"moving {amount} into isolated {cross.account}:{symbol} at ts={tx.ts} leaves "
-                f"the cross bucket below initial margin ({after.equity} < {after.initial})"
-            )
-
-    def _checked_price(self, symbol: str, price: int, mark: int) -> int:
-        bound = self.config.mark.max_trade_deviation
-        if abs(price - mark) > bound * mark:
-            raise InputError(
-                f"{symbol} trade price {price} is more than {bound:.2%} from the mark {mark}"
-            )
-        return price
-
-    def _sweep(self, tx: Transaction, target: str) -> None:
-        bucket = tx.state.peek_bucket(target)
-        if (
-            bucket is not None
-            and bucket.is_isolated
-            and not bucket.positions
-            and bucket.balance > 0
-        ):
-            tx.emit(
-                "transfer",
-                {
-                    "account": bucket.account,
-                    "asset": bucket.isolated_asset,
-                    "amount": -bucket.balance,
-                },
-            )
 
     def _account_buckets(self, tx: Transaction, account: str) -> list[Bucket]:
         ids = [account] + [f"{account}:{s}" for s in self.config.symbols]

@@ -63,6 +63,7 @@ EVENT_FIELDS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         "funding": frozenset({"asset", "rate", "price", "payments"}),
         "penalty": frozenset({"bucket", "keeper", "keeper_amount", "fund_amount"}),
         "fund_cover": frozenset({"bucket", "amount"}),
+        "concession": frozenset({"bucket", "counterparty", "amount", "reason"}),
         "socialize": frozenset({"bucket", "charges", "written_off"}),
         "liquidation": frozenset(
             {
@@ -84,7 +85,7 @@ EVENT_FIELDS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
 
 #: Fields of each leg of a ``fill`` event.
 LEG_FIELDS: Final[frozenset[str]] = frozenset(
-    {"bucket", "dq", "fee", "fee_addon", "transfer", "realized_pnl", "cost_delta", "risk_since"}
+    {"bucket", "dq", "fee", "fee_addon", "realized_pnl", "cost_delta", "risk_since"}
 )
 
 

@@ -4,10 +4,9 @@ Opening or adding books the trade value as cost; reducing releases a pro-rata sh
 cost (truncated toward zero, all of it on a full close) and realizes ``value - cost share``.
 
 Every fill has two legs, a taker and a counterparty, at one price: ``+dq`` and ``-dq``. For each
-leg ``realized_pnl - cost_delta == -value(dq, price) + transfer`` exactly (``value`` truncates
-toward zero symmetrically), and the two legs' transfers cancel, so every fill is zero-sum to
-the micro-USD. A trade that would flip either side's position is split at the flip
-(:func:`segments`), because a leg never flips.
+leg ``realized_pnl - cost_delta == -value(dq, price)`` exactly (``value`` truncates toward zero
+symmetrically), so every fill is zero-sum to the micro-USD. A trade that would flip either
+side's position is split at the flip (:func:`segments`), because a leg never flips.
 """
 
 from __future__ import annotations
@@ -29,9 +28,7 @@ class FillAmounts:
     risk_since_ms: int
 
 
-def fill_amounts(
-    position: Position | None, dq: int, exec_price: int, ts_ms: int, adjustment: int = 0
-) -> FillAmounts:
+def fill_amounts(position: Position | None, dq: int, exec_price: int, ts_ms: int) -> FillAmounts:
     """Cost and PnL of changing ``position`` by ``dq`` lots at ``exec_price``.
 
     Parameters
@@ -43,21 +40,19 @@ def fill_amounts(
     exec_price : int
         Execution price, micro-USD per unit.
     ts_ms : int
-        Fill time (new risk restarts the position's ramp exemption clock).
-    adjustment : int
-        Extra realized PnL (ADL transfer at the bankruptcy price).
+        Fill time (new risk restarts the position's ramp class).
     """
     lots = position.lots if position is not None else 0
     if dq == 0:
         raise ValueError("a fill needs a non-zero quantity")
     if lots == 0 or (lots > 0) == (dq > 0):
-        return FillAmounts(value(dq, exec_price), adjustment, ts_ms)
+        return FillAmounts(value(dq, exec_price), 0, ts_ms)
     if abs(dq) > abs(lots):
         raise ValueError(f"fill of {dq} lots flips a position of {lots}; split it in two")
     assert position is not None
     closed = -dq
     cost_share = div_trunc(position.cost * closed, lots)
-    realized = value(closed, exec_price) - cost_share + adjustment
+    realized = value(closed, exec_price) - cost_share
     return FillAmounts(-cost_share, realized, position.risk_since_ms)
 
 
@@ -99,7 +94,6 @@ def fill_events(
     taker_fee_rate: float = 0.0,
     fee_addon_rate: float = 0.0,
     maker_fee_rate: float = 0.0,
-    transfer: int = 0,
     basis: int | None = None,
 ) -> list[dict[str, Any]]:
     """The ``fill`` event data of a matched trade: the taker buys ``dq`` from the maker.
@@ -119,16 +113,14 @@ def fill_events(
         ``trade``, ``liquidation``, ``backstop`` or ``adl``.
     taker_fee_rate, fee_addon_rate, maker_fee_rate : float
         Fees on the traded notional, rounded up per leg; the add-on goes to the fund.
-    transfer : int
-        Cash the maker pays the taker on top of the price (a bankruptcy-price concession).
     basis : int or None
         The mark basis after this fill, for a fill at a price the parties set.
 
     Returns
     -------
     list of dict
-        One event per segment (:func:`segments`), each with two legs whose ``dq`` and
-        ``transfer`` cancel; the transfer rides on the first segment, the basis on the last.
+        One event per segment (:func:`segments`), each with two legs whose ``dq`` cancel;
+        the basis rides on the last.
     """
     (taker_id, taker_pos), (maker_id, maker_pos) = taker, maker
     sides = [_Side(taker_id, taker_pos, asset), _Side(maker_id, maker_pos, asset)]
@@ -136,7 +128,6 @@ def fill_events(
     events = []
     for i, part in enumerate(parts):
         traded = abs(value(part, price))
-        moved = transfer if i == 0 else 0
         legs = [
             sides[0].leg(
                 part,
@@ -144,9 +135,8 @@ def fill_events(
                 ts_ms,
                 charge(traded, taker_fee_rate),
                 charge(traded, fee_addon_rate),
-                moved,
             ),
-            sides[1].leg(-part, price, ts_ms, charge(traded, maker_fee_rate), 0, -moved),
+            sides[1].leg(-part, price, ts_ms, charge(traded, maker_fee_rate), 0),
         ]
         events.append(
             {
@@ -170,11 +160,9 @@ class _Side:
         self.cost = position.cost if position is not None else 0
         self.since = position.risk_since_ms if position is not None else 0
 
-    def leg(
-        self, dq: int, price: int, ts_ms: int, fee: int, fee_addon: int, transfer: int
-    ) -> dict[str, Any]:
+    def leg(self, dq: int, price: int, ts_ms: int, fee: int, fee_addon: int) -> dict[str, Any]:
         current = Position(self.asset, self.lots, self.cost, self.since) if self.lots else None
-        amounts = fill_amounts(current, dq, price, ts_ms, adjustment=transfer)
+        amounts = fill_amounts(current, dq, price, ts_ms)
         self.lots += dq
         self.cost += amounts.cost_delta
         self.since = amounts.risk_since_ms
@@ -183,7 +171,6 @@ class _Side:
             "dq": dq,
             "fee": fee,
             "fee_addon": fee_addon,
-            "transfer": transfer,
             "realized_pnl": amounts.realized_pnl,
             "cost_delta": amounts.cost_delta,
             "risk_since": amounts.risk_since_ms,

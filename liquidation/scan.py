@@ -302,25 +302,20 @@ class PositionBook:
         prices = np.tile(price, k)
         requirement = (price[:, None] * rates).T.ravel()
         balance, cost = self.balance[:nb], exposure.cost[:nb]
-        gross = _matvec(abs_block, prices)
-        if detail or pm.size:
-            equity = balance - cost + _matvec(signed_block, prices)
-            maintenance = _matvec(abs_block, requirement)
-            if extra is not None:
-                maintenance += extra
-            if pm.size:
-                ratio = margin.class_mult / margin.mult_target[:, None]  # (na, K)
-                blocks = signed_block[pm].reshape(len(pm), k, na)
-                scaled = np.einsum("bka,ak->ba", blocks, ratio) * price
-                signed = blocks.sum(axis=1) * price
-                maintenance = _grid_maintenance(
-                    margin, scaled, signed, np.abs(signed), maintenance, pm
-                )
-            excess = equity - maintenance
-        else:
-            excess = balance - cost + _matvec(matrix, np.concatenate([prices, -requirement]))
-            if extra is not None:
-                excess -= extra
+        equity = balance - cost + _matvec(signed_block, prices)
+        maintenance = _matvec(abs_block, requirement)
+        # Sum of |q| p, bounded from the base requirement (no extra pass over the matrix).
+        gross = maintenance / rates.min()
+        if extra is not None:
+            maintenance += extra
+        if pm.size:
+            ratio = margin.class_mult / margin.mult_target[:, None]  # (na, K)
+            blocks = signed_block[pm].reshape(len(pm), k, na)
+            scaled = np.einsum("bka,ak->ba", blocks, ratio) * price
+            signed = blocks.sum(axis=1) * price
+            maintenance = _grid_maintenance(margin, scaled, signed, np.abs(signed), maintenance, pm)
+        excess = equity - maintenance
+        if not detail:
             equity = maintenance = np.empty(0)
         below = excess < _tolerance(self.count[:nb], balance, cost, gross)
         if margin.guarded.any():

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from liquidation.accounts import Bucket, Position, split_bucket_id
@@ -334,37 +334,53 @@ def ledger_discrepancy(state: EngineState) -> int:
     return sources - sinks
 
 
-def state_digest(state: EngineState) -> str:
-    """SHA-256 of a canonical serialisation of the state (the book index excluded)."""
-    payload = {
+def state_digest(state: EngineState, *, counters: bool = True) -> str:
+    """SHA-256 of a canonical serialisation of the state (the book index excluded).
+
+    ``counters=False`` leaves out the log's bookkeeping (event and command counts, keys), to
+    compare the economic state of two logs that differ only by void commands.
+    """
+    ledger, ins = state.ledger, state.insurance
+    payload: dict[str, Any] = {
         "clock_ms": state.clock_ms,
-        "n_events": state.n_events,
-        "n_commands": state.n_commands,
         "assets": {k: _asset_dict(v) for k, v in sorted(state.assets.items())},
         "buckets": {
-            k: {
-                **{f: getattr(b, f) for f in ("account", "isolated_asset", "balance")},
-                "portfolio": b.portfolio,
-                "last_liquidation_ms": b.last_liquidation_ms,
-                "positions": {a: asdict(p) for a, p in sorted(b.positions.items())},
-            }
+            k: [
+                b.account,
+                b.isolated_asset,
+                b.balance,
+                b.portfolio,
+                b.last_liquidation_ms,
+                [[a, p.lots, p.cost, p.risk_since_ms] for a, p in sorted(b.positions.items())],
+            ]
             for k, b in sorted(state.peek_buckets())
         },
-        "ledger": asdict(state.ledger),
-        "insurance": asdict(state.insurance),
+        "ledger": [
+            ledger.deposits,
+            ledger.withdrawals,
+            ledger.realized_pnl,
+            ledger.funding,
+            ledger.fees,
+            ledger.keeper_rewards,
+            ledger.socialized_charged,
+            ledger.socialized_credited,
+        ],
+        "insurance": [ins.fund, ins.fund_share, ins.fee_addon_bps, ins.coverage, ins.bad_debts],
         "liquidations": state.liquidations,
         "adl_fills": state.adl_fills,
         "keepers": dict(sorted(state.keepers.items())),
-        "keys": dict(sorted(state.keys.items())),
     }
+    if counters:
+        payload["log"] = [state.n_events, state.n_commands, dict(sorted(state.keys.items()))]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _asset_dict(asset: AssetState) -> dict[str, Any]:
-    data = asdict(asset)
-    data["params"] = asset.params.to_dict() if asset.params is not None else None
-    data["references"] = {k: asdict(v) for k, v in sorted(asset.references.items())}
+    data = {k: v for k, v in vars(asset).items() if k not in ("ramp", "params", "references")}
+    data["ramp"] = asset.ramp.to_dict()
+    data["params"] = dict(vars(asset.params)) if asset.params is not None else None
+    data["references"] = {k: [q.price, q.observed_ms] for k, q in sorted(asset.references.items())}
     return data
 
 
@@ -508,6 +524,11 @@ def _on_fund_cover(state: EngineState, ts: int, data: dict[str, Any]) -> None:
     _set_balance(state, state.buckets[data["bucket"]], data["amount"])
 
 
+def _on_concession(state: EngineState, ts: int, data: dict[str, Any]) -> None:
+    _set_balance(state, state.buckets[data["counterparty"]], -data["amount"])
+    _set_balance(state, state.buckets[data["bucket"]], data["amount"])
+
+
 def _on_socialize(state: EngineState, ts: int, data: dict[str, Any]) -> None:
     charged = 0
     for bucket, amount in data["charges"]:
@@ -551,6 +572,7 @@ _HANDLERS: dict[str, Callable[[EngineState, int, dict[str, Any]], None]] = {
     "funding": _on_funding,
     "penalty": _on_penalty,
     "fund_cover": _on_fund_cover,
+    "concession": _on_concession,
     "socialize": _on_socialize,
     "liquidation": _on_liquidation,
     "insurance": _on_insurance,

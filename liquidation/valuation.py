@@ -11,6 +11,7 @@ code as the real ones.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -124,9 +125,11 @@ def asset_margin(
     )
     since, multipliers = classes(ramp, ts_ms, config.ramp_ms)
     if asset_state.mark_source == "reference":
-        oracle = reference_price(asset_state.references, ts_ms, config.oracle)
-        guarded = oracle is None
+        median = reference_price(asset_state.references, ts_ms, config.oracle)
+        guarded = median is None
         reason = "stale" if guarded else "reference"
+        # Without a quorum the last primary price is shown, guarded (nothing acts on it).
+        oracle = median if median is not None else asset_state.price
     else:
         oracle = asset_state.price
         stale = is_stale(asset_state.price_ms, ts_ms, config.oracle)
@@ -158,9 +161,7 @@ def market_view(
         a.symbol: asset_margin(asset_states[a.symbol], a, config, ts_ms) for a in config.assets
     }
     sigmas = np.array([assets[s].sigma * assets[s].target for s in config.symbols])
-    corr = config.portfolio.correlation
-    correlation = np.eye(len(sigmas)) if corr is None else np.array(corr, dtype=np.float64)
-    returns, vol_level = scenario_returns(sigmas, correlation, config.portfolio)
+    returns, vol_level = scenario_returns(sigmas, _correlation(config), config.portfolio)
     liquidity = np.array(
         [
             slippage_rate(
@@ -174,6 +175,13 @@ def market_view(
         ]
     )
     return MarketView(ts_ms, config, assets, returns, vol_level, liquidity)
+
+
+@functools.lru_cache(maxsize=64)
+def _correlation(config: EngineConfig) -> NDArray[np.float64]:
+    corr = config.portfolio.correlation
+    n = len(config.assets)
+    return np.eye(n) if corr is None else np.array(corr, dtype=np.float64)
 
 
 def equity(balance: int, positions: Iterable[Position], view: MarketView) -> int:

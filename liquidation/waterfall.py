@@ -48,6 +48,7 @@ from liquidation.errors import (
 from liquidation.fills import close_price, fill_amounts, fill_events
 from liquidation.money import MICRO, charge, div_trunc, split_pro_rata, value
 from liquidation.socialization import socialize
+from liquidation.trading import sweep_isolated
 from liquidation.transaction import Transaction
 from liquidation.valuation import MarketView, equity, maintenance_margin, notional
 
@@ -216,12 +217,10 @@ def _full_closeout(
     if market_debt <= fund_available and _take_by_vault(tx, bucket, market, "liquidation"):
         step, bad_debt = "full", market_debt
     else:
-        # The bankruptcy transfer at the mark: the deficit beyond the fund's share goes with
-        # the positions as a price concession, to the backstop vault first, then to ADL.
         bad_debt = max(0, -eq)
-        deficit = max(0, bad_debt - fund_available)
-        backstop = _backstop(tx, bucket_id, deficit)
-        adl = _deleverage(tx, bucket_id, deficit - backstop)
+        backstop, adl = _bankruptcy(
+            tx, bucket_id, max(0, bad_debt - fund_available), fund_available
+        )
         step = "adl" if _adl_happened(tx) else "backstop"
     penalty = 0
     balance = _balance(tx, bucket_id)
@@ -240,29 +239,62 @@ def _full_closeout(
     )  # fmt: skip
 
 
+def _bankruptcy(
+    tx: Transaction, bucket_id: str, deficit: int, fund_available: int
+) -> tuple[int, int]:
+    """Transfer every position at the mark, with concessions covering ``deficit`` (the
+    bankruptcy price): the backstop vault first, then ADL. Returns what each absorbed.
+
+    The concessions are then settled exactly: the fills split positions into segments whose
+    values truncate separately, so the planned concessions can miss the bucket's shortfall
+    beyond the fund by a few micro-USD; counterparties with room left pay the difference.
+    """
+    backstop = _backstop(tx, bucket_id, deficit)
+    rooms: list[tuple[str, int]] = []
+    adl = _deleverage(tx, bucket_id, deficit - backstop, rooms)
+    short = -_balance(tx, bucket_id) - fund_available
+    for counterparty, room in rooms:
+        payer = tx.state.peek_bucket(counterparty)
+        if short <= 0 or payer is None or (payer.is_isolated and not payer.positions):
+            continue
+        extra = min(room, short)
+        if extra > 0:
+            _concede(tx, bucket_id, counterparty, extra, "adl")
+            adl += extra
+            short -= extra
+    if short > 0 and backstop > 0:
+        child = tx.savepoint()
+        _concede(child, bucket_id, tx.config.vault, short, "backstop")
+        if _vault_admits(tx, child):
+            tx.adopt(child)
+            backstop += short
+    return backstop, adl
+
+
 def _backstop(tx: Transaction, bucket_id: str, deficit: int) -> int:
     """The vault takes the largest fraction of every position it can; returns its concession.
 
     The fraction is found by bisection on the vault's admission (its margin after taking the
-    positions at the mark and giving that fraction of ``deficit``) and checked exactly.
+    positions at the mark and paying that fraction of ``deficit``) and checked exactly.
     """
     vault = tx.config.vault
     bucket = tx.state.peek_bucket(bucket_id)
     assert bucket is not None
     if bucket.account == vault or tx.state.peek_bucket(vault) is None:
         return 0
+    positions = _ordered(bucket)
 
     def attempt(ppm: int) -> tuple[Transaction, int] | None:
         child = tx.savepoint()
-        view = child.view()
-        positions = _ordered(bucket)
-        lots = [div_trunc(p.lots * ppm, FRACTION_SCALE) for p in positions]
-        weights = [abs(value(q, view.price(p.asset))) for p, q in zip(positions, lots, strict=True)]
+        for p in positions:
+            lots = div_trunc(p.lots * ppm, FRACTION_SCALE)
+            if lots:
+                _fill(
+                    child, bucket_id, vault, p.asset, -lots, child.view().price(p.asset), "backstop"
+                )
         share = deficit * ppm // FRACTION_SCALE
-        parts = split_pro_rata(share, weights) if share and sum(weights) else [0] * len(lots)
-        for p, q, part in zip(positions, lots, parts, strict=True):
-            if q:
-                _transfer(child, bucket_id, vault, p.asset, q, part, "backstop")
+        if share:
+            _concede(child, bucket_id, vault, share, "backstop")
         return (child, share) if _vault_admits(tx, child) else None
 
     best = attempt(FRACTION_SCALE)
@@ -282,8 +314,11 @@ def _backstop(tx: Transaction, bucket_id: str, deficit: int) -> int:
     return absorbed
 
 
-def _deleverage(tx: Transaction, bucket_id: str, deficit: int) -> int:
-    """Transfer every remaining position to opposite positions (ADL); returns the concession."""
+def _deleverage(tx: Transaction, bucket_id: str, deficit: int, rooms: list[tuple[str, int]]) -> int:
+    """Transfer every remaining position to opposite positions (ADL); returns the concession.
+
+    Appends to ``rooms`` each counterparty and the concession it could still give.
+    """
     bucket = tx.state.peek_bucket(bucket_id)
     assert bucket is not None
     positions = _ordered(bucket)
@@ -295,15 +330,16 @@ def _deleverage(tx: Transaction, bucket_id: str, deficit: int) -> int:
     absorbed = 0
     for position, share in zip(positions, shares, strict=True):
         side = 1 if position.lots > 0 else -1
-        fills, _ = allocate(
-            _candidates(tx, bucket_id, position.asset, -side), abs(position.lots), share
-        )
+        mark = view.price(position.asset)
+        candidates = _candidates(tx, bucket_id, position.asset, -side)
+        fills, _ = allocate(candidates, abs(position.lots), share)
         for fill in fills:
-            _transfer(
-                tx, bucket_id, fill.bucket, position.asset, side * fill.lots, fill.concession, "adl"
-            )
-            _sweep(tx, fill.bucket)
+            _fill(tx, bucket_id, fill.bucket, position.asset, -side * fill.lots, mark, "adl")
+            if fill.concession:
+                _concede(tx, bucket_id, fill.bucket, fill.concession, "adl")
+            sweep_isolated(tx, fill.bucket)
             absorbed += fill.concession
+            rooms.append((fill.bucket, fill.room))
     return absorbed
 
 
@@ -360,7 +396,7 @@ def _take_by_vault(tx: Transaction, bucket: Bucket, fills: list[_PlannedFill], r
         return False
     child = tx.savepoint()
     for fill in fills:
-        _fill(child, bucket.bucket_id, vault, fill.asset, fill.dq, fill.exec_price, 0, reason)
+        _fill(child, bucket.bucket_id, vault, fill.asset, fill.dq, fill.exec_price, reason)
     if not _vault_admits(tx, child):
         return False
     tx.adopt(child)
@@ -372,20 +408,6 @@ def _vault_admits(before: Transaction, after: Transaction) -> bool:
     return admit(before.state, after.state, before.view(), vault) is None
 
 
-def _transfer(
-    tx: Transaction,
-    bucket_id: str,
-    taker: str,
-    symbol: str,
-    lots: int,
-    concession: int,
-    reason: str,
-) -> None:
-    """``taker`` takes ``lots`` (the bucket's sign) of the bucket's position at the mark, and
-    pays the bucket ``concession`` on top (the bankruptcy price)."""
-    _fill(tx, bucket_id, taker, symbol, -lots, tx.view().price(symbol), concession, reason)
-
-
 def _fill(
     tx: Transaction,
     bucket_id: str,
@@ -393,7 +415,6 @@ def _fill(
     symbol: str,
     dq: int,
     price: int,
-    transfer: int,
     reason: str,
 ) -> None:
     """Emit the matched fill of ``dq`` lots of the bucket against ``counterparty``, no fees."""
@@ -408,22 +429,18 @@ def _fill(
         taker=(bucket_id, taker.positions.get(symbol)),
         maker=(counterparty, maker.positions.get(symbol)),
         reason=reason,
-        transfer=transfer,
     ):
         tx.emit("fill", data)
 
 
-def _sweep(tx: Transaction, bucket_id: str) -> None:
-    """Return the balance of an emptied isolated bucket to its cross bucket."""
-    bucket = tx.state.peek_bucket(bucket_id)
-    if bucket is not None and bucket.is_isolated and not bucket.positions and bucket.balance > 0:
-        tx.emit(
-            "transfer",
-            {"account": bucket.account, "asset": bucket.isolated_asset, "amount": -bucket.balance},
-        )
+def _concede(tx: Transaction, bucket_id: str, counterparty: str, amount: int, reason: str) -> None:
+    """``counterparty`` pays the bankrupt bucket ``amount`` on top of the mark."""
+    tx.emit(
+        "concession",
+        {"bucket": bucket_id, "counterparty": counterparty, "amount": amount, "reason": reason},
+    )
 
 
-# -- shared helpers --------------------------------------------------------------------------
 def _finish(
     tx: Transaction,
     bucket_id: str,
@@ -465,7 +482,7 @@ def _finish(
         "socialized": socialized,
     }
     tx.emit("liquidation", data)
-    _sweep(tx, bucket_id)
+    sweep_isolated(tx, bucket_id)
     return LiquidationReport(
         bucket=bucket_id,
         step=step,

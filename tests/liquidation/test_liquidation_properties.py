@@ -196,6 +196,10 @@ class EngineMachine(RuleBasedStateMachine):
         )
         if verdict.accepted:
             self.prices[symbol] = new
+        elif self.engine.state.assets[symbol].mark_source == "reference":
+            # A guard that lasted past the escalation bound: the mark follows the fresh
+            # reference quote, so the market is priced (and liquidations may go ahead).
+            assert not self.engine.view(self.ts).assets[symbol].guarded
         else:
             # Property: a deviating or wide price trips the guard and liquidates nobody.
             assert self.engine.state.assets[symbol].guarded

@@ -129,7 +129,11 @@ def test_adl_event_ranks_by_pnl_times_leverage() -> None:
         ["bob", "dave"],  # dave first
         ["bob", "carol"],
     ]
-    assert [f["legs"][0]["transfer"] for f in fills] == [usd("400"), usd("400")]
+    concessions = [e.data for e in engine.log if e.kind == "concession"]
+    assert [(c["counterparty"], c["amount"]) for c in concessions] == [
+        ("dave", usd("400")),
+        ("carol", usd("400")),
+    ]
     # Bob: -6,000 + 800 = -5,200 realized -> balance -100 -> fund pays 100 -> 0.
     assert engine.state.buckets["bob"].balance == 0
     # Dave: 3,000 + (49,000 - 47,000) - 400 = 4,600; Carol: 10,000 + 3,000 - 400 = 12,600.
