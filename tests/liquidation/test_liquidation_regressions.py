@@ -32,9 +32,9 @@ from tests.liquidation.liq_builders import HOUR_MS, simple_config, snapshot
 
 BTC, ETH, SOL = "BTCUSDT", "ETHUSDT", "SOLUSDT"
 MINUTE = 60_000
-GUARD = OracleGuardConfig()
-REANCHOR_PRINTS = GUARD.reanchor_prints  # N of the guard's liveness bound
-REANCHOR_BAND = GUARD.reanchor_band  # x of the guard's liveness bound
+# The guard's stated liveness bound: N prints within a relative band x clear it (the
+# defaults of OracleGuardConfig; test_d1_guard_liveness_bound checks they still are).
+REANCHOR_PRINTS, REANCHOR_BAND = 5, 0.05
 
 
 def _engine(
@@ -122,6 +122,8 @@ def test_d1_guard_liveness_bound(
     asset = engine.state.assets[BTC]
     assert not asset.guarded
     assert engine.view(ts).price(BTC) == prints[-1]
+    guard = OracleGuardConfig()
+    assert (guard.reanchor_prints, guard.reanchor_band) == (REANCHOR_PRINTS, REANCHOR_BAND)
 
 
 # -- 2. new risk backed by a guarded price -------------------------------------------------------
