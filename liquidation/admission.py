@@ -13,8 +13,10 @@ mode switch, a vault taking a liquidated position) may happen:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from liquidation.accounts import Bucket
-from liquidation.errors import GuardedAssetError, StaleOracleError
+from liquidation.errors import GuardedAssetError, InsufficientMarginError, StaleOracleError
 from liquidation.margin import MarginState, may_update
 from liquidation.money import value
 from liquidation.state import EngineState
@@ -36,6 +38,26 @@ def margin_state(state: EngineState, view: MarketView, bucket_id: str) -> Margin
         initial_margin(positions, bucket.portfolio, view, oi),
         maintenance_margin(positions, bucket.portfolio, view),
     )
+
+
+def require_initial_margin(
+    state: EngineState,
+    view: MarketView,
+    bucket_id: str,
+    action: str,
+    advice: Callable[[MarginState], str] = lambda _: "deposit first",
+) -> None:
+    """Raise :class:`InsufficientMarginError` unless the bucket covers its initial margin.
+
+    For changes that must leave the bucket fully margined (a withdrawal, a transfer out of a
+    cross bucket, a margin-mode switch); ``advice(margin)`` ends the message.
+    """
+    margin = margin_state(state, view, bucket_id)
+    if margin.equity < margin.initial:
+        raise InsufficientMarginError(
+            f"{action} at ts={view.ts_ms} would leave {bucket_id!r} with equity "
+            f"{margin.equity} below its initial margin {margin.initial}; {advice(margin)}"
+        )
 
 
 def guarded_legs(view: MarketView, bucket: Bucket | None) -> list[str]:

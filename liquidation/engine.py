@@ -44,7 +44,7 @@ from liquidation import inputs
 from liquidation.accounts import Bucket, bucket_id
 from liquidation.admission import (
     guarded_legs,
-    margin_state,
+    require_initial_margin,
     require_priced,
     require_unguarded,
 )
@@ -55,7 +55,6 @@ from liquidation.errors import (
     EventLogError,
     InputError,
     InsufficientBalanceError,
-    InsufficientMarginError,
     NotLiquidatableError,
     RateLimitedError,
     SnapshotValidationError,
@@ -247,13 +246,13 @@ class Engine:
                     f"balance {cross.balance}"
                 )
             tx.emit("withdraw", {"account": account, "amount": amount})
-            after = margin_state(tx.state, view, account)
-            if after.equity < after.initial:
-                raise InsufficientMarginError(
-                    f"withdrawal of {amount} from {account!r} at ts={tx.ts} would leave equity "
-                    f"{after.equity} below initial margin {after.initial}; withdraw at most "
-                    f"{max(0, after.equity + amount - after.initial)}"
-                )
+            require_initial_margin(
+                tx.state,
+                view,
+                account,
+                f"withdrawal of {amount} from {account!r}",
+                lambda m: f"withdraw at most {max(0, m.equity + amount - m.initial)}",
+            )
 
         self._run(ts, key, build)
 
@@ -449,13 +448,8 @@ class Engine:
             view = tx.view()
             require_unguarded(view, bucket, f"switch the margin mode of {account!r}")
             tx.emit("margin_mode", {"account": account, "portfolio": portfolio})
-            after = margin_state(tx.state, view, account)
-            if after.equity < after.initial:
-                raise InsufficientMarginError(
-                    f"{account!r} at ts={tx.ts}: equity {after.equity} below the "
-                    f"{after.initial} initial margin of "
-                    f"{'portfolio' if portfolio else 'standard'} mode"
-                )
+            mode = "portfolio" if portfolio else "standard"
+            require_initial_margin(tx.state, view, account, f"switching to {mode} margin")
 
         self._run(ts, key, build)
 

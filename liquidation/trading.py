@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from liquidation.accounts import bucket_id
-from liquidation.admission import admit, margin_state, require_priced, require_unguarded
+from liquidation.admission import (
+    admit,
+    require_initial_margin,
+    require_priced,
+    require_unguarded,
+)
 from liquidation.errors import (
     InputError,
     InsufficientBalanceError,
@@ -145,9 +150,6 @@ def _move_margin(tx: Transaction, account: str, symbol: str, amount: int) -> Non
             f"balance {cross.balance}"
         )
     tx.emit("transfer", {"account": account, "asset": symbol, "amount": amount})
-    after = margin_state(tx.state, view, account)
-    if after.equity < after.initial:
-        raise InsufficientMarginError(
-            f"moving {amount} into isolated {account}:{symbol} at ts={tx.ts} leaves the cross "
-            f"bucket below initial margin ({after.equity} < {after.initial})"
-        )
+    require_initial_margin(
+        tx.state, view, account, f"moving {amount} into isolated {account}:{symbol}"
+    )

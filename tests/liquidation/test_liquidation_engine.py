@@ -294,13 +294,17 @@ def test_batch_price_update_reports_each_verdict() -> None:
     assert verdicts[BTC].reason == "deviation" and engine.state.assets[BTC].guarded
 
 
+def _store_with_a_deposit(path: Path) -> None:
+    with SQLiteEventStore(path) as store:
+        engine = Engine(simple_config(), store=store)
+        engine.update_price(BTC, price("50000"), ts=0)
+        engine.deposit("a", usd("100"), ts=0)
+
+
 def test_resume_continues_the_same_store(tmp_path: Path) -> None:
     path = tmp_path / "events.sqlite"
     config = simple_config()
-    with SQLiteEventStore(path) as store:
-        engine = Engine(config, store=store)
-        engine.update_price(BTC, price("50000"), ts=0)
-        engine.deposit("a", usd("100"), ts=0)
+    _store_with_a_deposit(path)
     with SQLiteEventStore(path) as store:
         resumed = Engine.resume(store, config)
         resumed.deposit("a", usd("5"), ts=1_000)
@@ -309,3 +313,22 @@ def test_resume_continues_the_same_store(tmp_path: Path) -> None:
     final = Engine.from_store(path, config)
     assert final.state.buckets["a"].balance == usd("105")
     assert final.digest() == resumed.digest()
+
+
+def test_resume_closes_a_torn_command_with_an_abort(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite"
+    config = simple_config()
+    _store_with_a_deposit(path)
+    # A writer without transactions crashed after the first of two events of a command.
+    torn = Event(3, 1_000, "deposit", {"account": "a", "amount": usd("5")}, cmd=2, last=False)
+    with SQLiteEventStore(path) as store:
+        store.append([torn])
+    assert Engine.from_store(path, config).torn_tail == [torn]
+    with SQLiteEventStore(path) as store:
+        resumed = Engine.resume(store, config)
+        assert resumed.state.buckets["a"].balance == usd("100")  # the torn deposit is void
+        assert resumed.log[-1].kind == "abort"
+        resumed.deposit("a", usd("7"), ts=2_000)
+    final = Engine.from_store(path, config)
+    assert final.state.buckets["a"].balance == usd("107") and final.digest() == resumed.digest()
+    assert final.state.clock_ms == 2_000

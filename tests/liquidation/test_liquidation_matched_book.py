@@ -3,8 +3,6 @@ reference feeds and the guard's escalation, idempotency keys and the resume chec
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from liquidation.engine import Engine
@@ -14,9 +12,8 @@ from liquidation.errors import (
     InsufficientLiquidityError,
     InsufficientMarginError,
 )
-from liquidation.events import Event, SQLiteEventStore
 from liquidation.invariants import violations
-from liquidation.money import MICRO, price, qty, usd
+from liquidation.money import price, qty, usd
 from tests.liquidation.liq_builders import HOUR_MS, fund_vault, simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
@@ -169,26 +166,3 @@ def test_idempotency_key_applies_a_command_once() -> None:
     assert "big" not in engine.state.keys
     replayed = Engine.replay(list(engine.log), engine.config)
     assert replayed.state.keys == engine.state.keys
-
-
-def test_resume_closes_a_torn_command_with_an_abort(tmp_path: Path) -> None:
-    path = tmp_path / "events.sqlite"
-    config = simple_config()
-    with SQLiteEventStore(path) as store:
-        engine = Engine(config, store=store)
-        engine.update_price(BTC, price("50000"), ts=0)
-        engine.deposit("a", usd("100"), ts=0)
-        n = len(engine.log)
-    # A writer without transactions crashed after the first of two events of a command.
-    torn = Event(n, 1_000, "deposit", {"account": "a", "amount": usd("5")}, cmd=2, last=False)
-    with SQLiteEventStore(path) as store:
-        store.append([torn])
-    assert Engine.from_store(path, config).torn_tail == [torn]
-    with SQLiteEventStore(path) as store:
-        resumed = Engine.resume(store, config)
-        assert resumed.state.buckets["a"].balance == usd("100")  # the torn deposit is void
-        assert resumed.log[-1].kind == "abort"
-        resumed.deposit("a", usd("7"), ts=2_000)
-    final = Engine.from_store(path, config)
-    assert final.state.buckets["a"].balance == usd("107") and final.digest() == resumed.digest()
-    assert final.state.clock_ms == 2_000 and MICRO == 10**6

@@ -25,30 +25,19 @@ from hypothesis.stateful import (
 from liquidation.engine import Engine
 from liquidation.errors import (
     GuardedAssetError,
-    InsufficientBalanceError,
-    InsufficientMarginError,
     NotLiquidatableError,
     RateLimitedError,
     SnapshotValidationError,
     StaleOracleError,
-    UnknownAccountError,
-    WithdrawalRestrictedError,
 )
 from liquidation.events import SQLiteEventStore
+from liquidation.fuzz import REFUSALS  # the refusals a valid command may meet
 from liquidation.money import MICRO, QTY_SCALE, usd
 from liquidation.valuation import maintenance_margin
 from tests.liquidation.liq_builders import fund_vault, simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 ACCOUNTS = ("a0", "a1", "a2", "a3")
-REFUSALS = (
-    InsufficientMarginError,
-    InsufficientBalanceError,
-    WithdrawalRestrictedError,
-    GuardedAssetError,
-    StaleOracleError,
-    UnknownAccountError,
-)
 CONFIG = simple_config(
     (BTC, ETH),
     correlation=((1.0, 0.8), (0.8, 1.0)),
