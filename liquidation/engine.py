@@ -88,6 +88,7 @@ from liquidation.trading import Order, plan_trade
 from liquidation.transaction import Transaction
 from liquidation.valuation import (
     MarketView,
+    below_maintenance,
     equity,
     initial_margin,
     liquidation_prices,
@@ -600,15 +601,8 @@ class Engine:
         at = self._ts(ts)
         view = self._view(at)
         ids = self.state.book.bucket_ids  # type: ignore[union-attr]
-        found = []
-        for index in self.scan(at).liquidatable:
-            bucket = self.state.buckets[ids[index]]
-            if bucket.positions and not guarded_legs(view, bucket):
-                positions = bucket.positions.values()
-                eq = equity(bucket.balance, positions, view)
-                if eq < maintenance_margin(positions, bucket.portfolio, view):
-                    found.append(bucket.bucket_id)
-        return sorted(found)
+        flagged = (self.state.buckets[ids[i]] for i in self.scan(at).liquidatable)
+        return sorted(b.bucket_id for b in flagged if below_maintenance(b, view))
 
     def run_liquidations(
         self, *, keeper: str, ts: int, exhaustive: bool = False
@@ -626,10 +620,7 @@ class Engine:
             candidates = [
                 b
                 for b, bucket in sorted(self.state.buckets.items())
-                if bucket.positions
-                and not guarded_legs(view, bucket)
-                and equity(bucket.balance, bucket.positions.values(), view)
-                < maintenance_margin(bucket.positions.values(), bucket.portfolio, view)
+                if below_maintenance(bucket, view)
             ]
         else:
             candidates = self.liquidatable(ts)

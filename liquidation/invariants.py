@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from liquidation.admission import guarded_legs
 from liquidation.money import value
-from liquidation.valuation import equity, maintenance_margin
+from liquidation.valuation import below_maintenance
 
 if TYPE_CHECKING:
     from liquidation.engine import Engine
@@ -60,14 +59,7 @@ def violations(engine: Engine, ts: int | None = None) -> list[str]:
             total = sum(value(q, mark) for q in holders)
             if abs(total) > len(holders):
                 found.append(f"{symbol}: positions at the mark sum to {total}, not ~0")
-    exact = sorted(
-        bucket_id
-        for bucket_id, bucket in state.buckets.items()
-        if bucket.positions
-        and not guarded_legs(view, bucket)
-        and equity(bucket.balance, bucket.positions.values(), view)
-        < maintenance_margin(bucket.positions.values(), bucket.portfolio, view)
-    )
+    exact = sorted(b for b, bucket in state.buckets.items() if below_maintenance(bucket, view))
     scanned = engine.liquidatable(ts)
     if scanned != exact:
         found.append(f"scan finds {scanned}, the exact check {exact}")

@@ -189,6 +189,16 @@ def equity(balance: int, positions: Iterable[Position], view: MarketView) -> int
     return balance + sum(value(p.lots, view.price(p.asset)) - p.cost for p in positions)
 
 
+def below_maintenance(bucket: Bucket, view: MarketView) -> bool:
+    """The exact liquidation test: positions, no guarded leg, and equity below maintenance."""
+    if not bucket.positions or any(view.assets[a].guarded for a in bucket.positions):
+        return False
+    positions = bucket.positions.values()
+    return equity(bucket.balance, positions, view) < maintenance_margin(
+        positions, bucket.portfolio, view
+    )
+
+
 def notional(position: Position, view: MarketView) -> int:
     """Absolute notional of a position at its oracle price, micro-USD."""
     return abs(value(position.lots, view.price(position.asset)))
