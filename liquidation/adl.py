@@ -14,8 +14,10 @@ gives a concession of at most its profit on the lots taken and its equity. What 
 absorb raises the rate of the lots left for the next. If a deficit remains when the lots are
 placed, the counterparties that took lots give more, in ranking order, up to their capacity on
 those lots; only then is anything left over. Lots still unplaced when the eligible
-counterparties are exhausted go, with no concession, to the other opposite positions (in a
-matched book they always suffice); the deficit left is the caller's to socialize.
+counterparties are exhausted go, with no concession, to the other opposite positions, solvent
+ones first (in a matched book they always suffice); the deficit left is the caller's to
+socialize. A counterparty that is itself bankrupt and is closed out this way realizes its own
+debt; the caller settles it in the same step.
 """
 
 from __future__ import annotations
@@ -117,7 +119,11 @@ def allocate(
             fills[i] = AdlFill(fill.bucket, fill.lots, fill.concession + more, fill.room - more)
             left_d -= more
     taken = {f.bucket: f.lots for f in fills}
-    rest = sorted(candidates, key=lambda c: (-(abs(c.lots) - taken.get(c.bucket, 0)), c.bucket))
+    # Solvent holders first, the largest first; a bankrupt one only if nobody else is left.
+    rest = sorted(
+        candidates,
+        key=lambda c: (c.equity <= 0, -(abs(c.lots) - taken.get(c.bucket, 0)), c.bucket),
+    )
     for c in rest:
         if left_q == 0:
             break

@@ -597,12 +597,17 @@ class Engine:
         return self.state.book.scan(self.margin_arrays(ts))  # type: ignore[union-attr]
 
     def liquidatable(self, ts: int | None = None) -> list[str]:
-        """Buckets below maintenance at ``ts`` and not guarded, by scan and exact check."""
+        """Buckets below maintenance at ``ts`` and not guarded, by scan and exact check.
+
+        Most at risk first (lowest ``equity / MM``): a keeper pass in this order liquidates a
+        bankrupt account before its counterparties.
+        """
         at = self._ts(ts)
         view = self._view(at)
         ids = self.state.book.bucket_ids  # type: ignore[union-attr]
         flagged = (self.state.buckets[ids[i]] for i in self.scan(at).liquidatable)
-        return sorted(b.bucket_id for b in flagged if below_maintenance(b, view))
+        found = [b.bucket_id for b in flagged if below_maintenance(b, view)]
+        return sorted(found, key=lambda b: (self.health(b, at), b))
 
     def run_liquidations(
         self, *, keeper: str, ts: int, exhaustive: bool = False
@@ -617,11 +622,10 @@ class Engine:
         self.tick(ts)
         if exhaustive:
             view = self._view(ts)
-            candidates = [
-                b
-                for b, bucket in sorted(self.state.buckets.items())
-                if below_maintenance(bucket, view)
+            found = [
+                b for b, bucket in self.state.buckets.items() if below_maintenance(bucket, view)
             ]
+            candidates = sorted(found, key=lambda b: (self.health(b, ts), b))
         else:
             candidates = self.liquidatable(ts)
         reports = []

@@ -60,7 +60,7 @@ def violations(engine: Engine, ts: int | None = None) -> list[str]:
             if abs(total) > len(holders):
                 found.append(f"{symbol}: positions at the mark sum to {total}, not ~0")
     exact = sorted(b for b, bucket in state.buckets.items() if below_maintenance(bucket, view))
-    scanned = engine.liquidatable(ts)
+    scanned = sorted(engine.liquidatable(ts))
     if scanned != exact:
         found.append(f"scan finds {scanned}, the exact check {exact}")
     return found

@@ -227,12 +227,20 @@ def _full_closeout(
     if balance > 0:
         penalty = min(charge(closed_notional, cfg.penalty_rate), balance)
         _charge_penalty(tx, bucket_id, keeper, penalty)
-    fund_paid = min(max(0, -_balance(tx, bucket_id)), fund_available)
-    if fund_paid:
-        tx.emit("fund_cover", {"bucket": bucket_id, "amount": fund_paid})
-    socialized = max(0, -_balance(tx, bucket_id))
-    if socialized:
-        _socialize(tx, bucket_id, socialized)
+    fund_paid = socialized = 0
+    # The bucket, then any counterparty that ADL closed out while it was bankrupt itself
+    # (its debt is realized now): the fund within its cap for the event, then socialization.
+    for debtor in [bucket_id, *_bankrupt_counterparties(tx, bucket_id)]:
+        debt = max(0, -_balance(tx, debtor))
+        if debtor != bucket_id:
+            bad_debt += debt
+        cover = min(debt, fund_available - fund_paid)
+        if cover:
+            tx.emit("fund_cover", {"bucket": debtor, "amount": cover})
+            fund_paid += cover
+        if debt > cover:
+            _socialize(tx, debtor, debt - cover)
+            socialized += debt - cover
     return _finish(
         tx, bucket_id, keeper, step, 1.0, eq, mm, penalty, bad_debt, fund_paid,
         backstop=backstop, adl=adl, socialized=socialized,
@@ -341,6 +349,24 @@ def _deleverage(tx: Transaction, bucket_id: str, deficit: int, rooms: list[tuple
             absorbed += fill.concession
             rooms.append((fill.bucket, fill.room))
     return absorbed
+
+
+def _bankrupt_counterparties(tx: Transaction, bucket_id: str) -> list[str]:
+    """ADL counterparties of this step left without positions and with a negative balance."""
+    found = []
+    for event in tx.events:
+        if event.kind == "fill" and event.data["reason"] == "adl":
+            for leg in event.data["legs"]:
+                other = tx.state.peek_bucket(leg["bucket"])
+                if (
+                    leg["bucket"] != bucket_id
+                    and leg["bucket"] not in found
+                    and other is not None
+                    and not other.positions
+                    and other.balance < 0
+                ):
+                    found.append(leg["bucket"])
+    return found
 
 
 def _adl_happened(tx: Transaction) -> bool:

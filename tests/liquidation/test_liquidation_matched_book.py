@@ -166,3 +166,33 @@ def test_idempotency_key_applies_a_command_once() -> None:
     assert "big" not in engine.state.keys
     replayed = Engine.replay(list(engine.log), engine.config)
     assert replayed.state.keys == engine.state.keys
+
+
+def test_adl_against_a_bankrupt_counterparty_settles_its_debt_in_the_same_step() -> None:
+    """Found by the fuzzer (seed 713): two mirror accounts, one bankrupt, and no vault
+    capacity. Liquidating the solvent one closes the bankrupt one's position by ADL: its
+    realized debt goes to the fund and socialization at once, never left without positions."""
+    engine = _engine(ramp_ms=HOUR_MS)
+    engine.seed_insurance(usd("100"), ts=0)
+    engine.deposit("long", usd("3000"), ts=0)
+    engine.deposit("short", usd("2600"), ts=0)
+    engine.trade("long", BTC, qty("1"), ts=0, counterparty="short")
+    engine.withdraw("vault", engine.state.buckets["vault"].balance, ts=0)
+    engine.update_price(BTC, price("52800"), ts=1_000, reference=price("52800"))
+    assert engine.equity("short") == -usd("200") and engine.equity("long") == usd("5800")
+    # A tightening to 5x: once ramped in, the solvent long is below maintenance too.
+    engine.apply_snapshot(snapshot(BTC, 2, 5.0, as_of_ms=1_000, valid_ms=HOUR_MS * 10), ts=1_000)
+    ts = 1_000 + HOUR_MS
+    engine.update_price(BTC, price("52800"), ts=ts, reference=price("52800"))
+    # A keeper's pass takes the most at risk first: the bankrupt short.
+    assert engine.liquidatable(ts) == ["short", "long"]
+    report = engine.liquidate("long", keeper="k", ts=ts)
+    assert report.step == "adl" and report.closed and report.penalty == usd("528")
+    # The short's 200 of debt: 100 from the fund, 100 written off (nobody holds a position).
+    assert (report.bad_debt, report.fund_paid, report.socialized) == (usd("200"),) + (
+        usd("100"),
+    ) * 2
+    assert not engine.state.buckets["short"].positions
+    assert engine.state.buckets["short"].balance == 0
+    assert engine.state.ledger.socialized_loss == -usd("100")
+    assert violations(engine) == []
