@@ -605,7 +605,9 @@ class Engine:
         at = self._ts(ts)
         view = self._view(at)
         ids = self.state.book.bucket_ids  # type: ignore[union-attr]
-        flagged = (self.state.buckets[ids[i]] for i in self.scan(at).liquidatable)
+        margin = self.margin_arrays(at)
+        scanned = self.state.book.scan(margin, detail=False)  # type: ignore[union-attr]
+        flagged = (self.state.buckets[ids[i]] for i in scanned.liquidatable)
         found = [b.bucket_id for b in flagged if below_maintenance(b, view)]
         return sorted(found, key=lambda b: (self.health(b, at), b))
 

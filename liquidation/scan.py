@@ -302,22 +302,34 @@ class PositionBook:
         prices = np.tile(price, k)
         requirement = (price[:, None] * rates).T.ravel()
         balance, cost = self.balance[:nb], exposure.cost[:nb]
-        equity = balance - cost + _matvec(signed_block, prices)
-        maintenance = _matvec(abs_block, requirement)
-        # Sum of |q| p, bounded from the base requirement (no extra pass over the matrix).
-        gross = maintenance / rates.min()
-        if extra is not None:
-            maintenance += extra
-        if pm.size:
-            ratio = margin.class_mult / margin.mult_target[:, None]  # (na, K)
-            blocks = signed_block[pm].reshape(len(pm), k, na)
-            scaled = np.einsum("bka,ak->ba", blocks, ratio) * price
-            signed = blocks.sum(axis=1) * price
-            maintenance = _grid_maintenance(margin, scaled, signed, np.abs(signed), maintenance, pm)
-        excess = equity - maintenance
-        if not detail:
+        tolerance = _tolerance(self.count[:nb], balance, cost)
+        if detail or pm.size:
+            equity = balance - cost + _matvec(signed_block, prices)
+            maintenance = _matvec(abs_block, requirement)
+            # The relative float error scales with sum |q| p, bounded from the requirement.
+            tolerance += TOLERANCE_RELATIVE * maintenance / rates.min()
+            if extra is not None:
+                maintenance += extra
+            if pm.size:
+                ratio = margin.class_mult / margin.mult_target[:, None]  # (na, K)
+                blocks = signed_block[pm].reshape(len(pm), k, na)
+                scaled = np.einsum("bka,ak->ba", blocks, ratio) * price
+                signed = blocks.sum(axis=1) * price
+                maintenance = _grid_maintenance(
+                    margin, scaled, signed, np.abs(signed), maintenance, pm
+                )
+            excess = equity - maintenance
+            if not detail:
+                equity = maintenance = np.empty(0)
+        else:
+            # One pass over the matrix; the relative tolerance rides on the rates, so a bucket
+            # is flagged when its excess is below the tolerance plus ``rel * sum |q| p``.
+            vector = np.concatenate([prices, -(requirement + TOLERANCE_RELATIVE * prices)])
+            excess = balance - cost + _matvec(matrix, vector)
+            if extra is not None:
+                excess -= extra
             equity = maintenance = np.empty(0)
-        below = excess < _tolerance(self.count[:nb], balance, cost, gross)
+        below = excess < tolerance
         if margin.guarded.any():
             cols = np.flatnonzero(margin.guarded)
             held = (abs_block.reshape(nb, k, na)[:, :, cols] != 0).any(axis=(1, 2))
@@ -382,7 +394,7 @@ class PositionBook:
             pnl -= required
             excess = balance + np.bincount(bucket, weights=pnl, minlength=nb)
             equity = maintenance = np.empty(0)
-        below = excess < _tolerance(self.count[:nb], balance, cost, gross)
+        below = excess < _tolerance(self.count[:nb], balance, cost) + TOLERANCE_RELATIVE * gross
         if margin.guarded.any():
             guarded = np.bincount(
                 bucket,
@@ -538,14 +550,13 @@ def _class_rates(margin: MarginArrays) -> NDArray[np.float64]:
 
 
 def _tolerance(
-    count: NDArray[np.int64],
-    balance: NDArray[np.float64],
-    cost: NDArray[np.float64],
-    gross: NDArray[np.float64],
+    count: NDArray[np.int64], balance: NDArray[np.float64], cost: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """Per-bucket margin of the float filter over the exact check (USD)."""
-    scale = np.abs(balance) + np.abs(cost) + gross
-    return TOLERANCE_PER_POSITION_USD * (count + 1) + TOLERANCE_RELATIVE * scale
+    """Per-bucket margin of the float filter over the exact check (USD), before the part
+    proportional to the gross notional, which the callers add."""
+    return TOLERANCE_PER_POSITION_USD * (count + 1) + TOLERANCE_RELATIVE * (
+        np.abs(balance) + np.abs(cost)
+    )
 
 
 def _size_coefficients(margin: MarginArrays) -> NDArray[np.float64]:
