@@ -9,7 +9,7 @@ DATA ?=
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench fuzz lint clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# The liquidation engine under >= 1M seeded random commands, every invariant checked
+# (about 15 minutes on 2 cores; CI runs a short version in tests/liquidation).
+FUZZ_COMMANDS ?= 1000000
+fuzz: install
+	nice -n 10 $(PY) scripts/fuzz_liquidation.py --commands $(FUZZ_COMMANDS) --workers 2
 
 lint: install
 	$(VENV)/bin/ruff check .

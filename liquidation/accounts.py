@@ -7,7 +7,7 @@ the margin moved into it. Margin, health and liquidation are per bucket.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from liquidation.errors import UnknownAccountError
 
@@ -43,6 +43,10 @@ class Bucket:
     def is_isolated(self) -> bool:
         """True for an isolated-margin bucket."""
         return self.isolated_asset is not None
+
+    def copy(self) -> Bucket:
+        """An independent copy (positions copied too)."""
+        return replace(self, positions={a: replace(p) for a, p in self.positions.items()})
 
 
 def bucket_id(account: str, isolated_asset: str | None = None) -> str:

@@ -102,25 +102,52 @@ class AssetConfig:
 
 @dataclass(frozen=True)
 class OracleGuardConfig:
-    """Oracle guard rails (Drift v2 style).
+    """Oracle guard rails (Drift v2 style) with a stated liveness bound.
+
+    A print is accepted if its confidence band is narrow enough and it lies within
+    ``max_deviation`` of the reference: the median of the fresh reference feeds when at least
+    ``min_reference_feeds`` of them are fresh, else the TWAP of accepted prints.
+
+    **Liveness bound.** Without a reference quorum, ``reanchor_prints`` (N) consecutive
+    prints that pass the confidence check and stay within a relative band ``reanchor_band``
+    (x: ``max <= (1 + x) * min``) clear the guard at the N-th print, whatever the TWAP, and
+    the TWAP re-anchors to it. With a quorum, a print within ``max_deviation`` of its median
+    clears the guard at once. A guard that lasts ``alert_after_ms`` is logged as an alert;
+    one that lasts ``fallback_after_ms`` switches the mark to the reference median (if a
+    quorum is fresh) until the primary feed agrees with it again.
 
     Parameters
     ----------
     heartbeat_ms : int
         A price older than this is stale (120 s; a bar replay sets it to a bar or two).
     max_deviation : float
-        Largest relative distance from the reference price, or from the TWAP of accepted
-        prices when the update carries no reference (0.05).
+        Largest relative distance from the reference price (0.05).
     max_confidence_ratio : float
         Largest ``confidence / price`` band (0.01).
     twap_window_ms : int
         Time constant of the TWAP of accepted prices (1 h).
+    reanchor_prints : int
+        N of the liveness bound (5).
+    reanchor_band : float
+        x of the liveness bound (0.05).
+    reference_heartbeat_ms : int
+        A reference quote observed longer ago than this is ignored (120 s).
+    min_reference_feeds : int
+        Fresh reference feeds needed for a reference median (1).
+    alert_after_ms, fallback_after_ms : int
+        Escalation of a long guard: alert after 5 minutes, reference mark after 15.
     """
 
     heartbeat_ms: int = 120_000
     max_deviation: float = 0.05
     max_confidence_ratio: float = 0.01
     twap_window_ms: int = 3_600_000
+    reanchor_prints: int = 5
+    reanchor_band: float = 0.05
+    reference_heartbeat_ms: int = 120_000
+    min_reference_feeds: int = 1
+    alert_after_ms: int = 300_000
+    fallback_after_ms: int = 900_000
 
     def __post_init__(self) -> None:
         _check(self.heartbeat_ms > 0, "OracleGuardConfig.heartbeat_ms must be > 0")
@@ -130,16 +157,57 @@ class OracleGuardConfig:
             "OracleGuardConfig.max_confidence_ratio must be in (0, 1)",
         )
         _check(self.twap_window_ms > 0, "OracleGuardConfig.twap_window_ms must be > 0")
+        _check(self.reanchor_prints >= 2, "OracleGuardConfig.reanchor_prints must be >= 2")
+        _check(0 < self.reanchor_band < 1, "OracleGuardConfig.reanchor_band must be in (0, 1)")
+        _check(self.reference_heartbeat_ms > 0, "reference_heartbeat_ms must be > 0")
+        _check(self.min_reference_feeds >= 1, "min_reference_feeds must be >= 1")
+        _check(
+            0 < self.alert_after_ms <= self.fallback_after_ms,
+            "OracleGuardConfig: need 0 < alert_after_ms <= fallback_after_ms",
+        )
+
+
+@dataclass(frozen=True)
+class MarkConfig:
+    """The mark price: the guarded oracle plus a bounded basis learned from traded prices.
+
+    ``mark = oracle + clip(basis, +/- basis_cap * oracle)``. Each fill at a price the
+    counterparties set (not at the mark) moves the basis toward ``price - oracle`` by
+    ``basis_weight``; the basis decays linearly to zero over ``basis_window_ms`` without
+    such fills. Margin, equity, funding and liquidation use the mark; the guard uses the
+    oracle. ``max_trade_deviation`` bounds a trade price around the mark, so wash trades at
+    absurd prices cannot move value between accounts.
+    """
+
+    basis_cap: float = 0.005
+    basis_weight: float = 0.1
+    basis_window_ms: int = 3_600_000
+    max_trade_deviation: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.basis_cap < 0.1, "MarkConfig.basis_cap must be in [0, 0.1)")
+        _check(0 <= self.basis_weight <= 1, "MarkConfig.basis_weight must be in [0, 1]")
+        _check(self.basis_window_ms > 0, "MarkConfig.basis_window_ms must be > 0")
+        _check(0 < self.max_trade_deviation < 0.5, "MarkConfig.max_trade_deviation in (0, 0.5)")
 
 
 @dataclass(frozen=True)
 class FeeConfig:
-    """Trading fees. ``taker_fee_rate`` (5 bps) is charged on open and close notional."""
+    """Trading fees and order limits.
+
+    ``taker_fee_rate`` (5 bps) is charged to the taker on traded notional, ``maker_fee_rate``
+    (0) to the counterparty. An order worth less than ``min_order_notional_usd`` (1 USD) is
+    refused: below a micro-USD of value a fill would book no cost and no fee.
+    """
 
     taker_fee_rate: float = 0.0005
+    maker_fee_rate: float = 0.0
+    min_order_notional_usd: float = 1.0
 
     def __post_init__(self) -> None:
         _check(0 <= self.taker_fee_rate < 0.01, "FeeConfig.taker_fee_rate must be in [0, 0.01)")
+        _check(0 <= self.maker_fee_rate < 0.01, "FeeConfig.maker_fee_rate must be in [0, 0.01)")
+        _check(self.min_order_notional_usd > 0, "FeeConfig.min_order_notional_usd must be > 0")
 
 
 @dataclass(frozen=True)
@@ -200,6 +268,7 @@ class InsuranceConfig:
     target_coverage: float = 1.0
     comfort_coverage: float = 2.0
     stress_quantile: float = 0.99
+    history_size: int = 10_000
 
     def __post_init__(self) -> None:
         _check(
@@ -215,6 +284,7 @@ class InsuranceConfig:
             "InsuranceConfig: need 0 < target_coverage < comfort_coverage",
         )
         _check(0.5 <= self.stress_quantile < 1, "InsuranceConfig.stress_quantile in [0.5, 1)")
+        _check(self.history_size >= 1, "InsuranceConfig.history_size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -259,21 +329,37 @@ class EngineConfig:
     ramp_ms : int
         Multiplier ramp: when a multiplier rises, existing positions' maintenance follows it
         linearly over this time (8 h); new positions pay it at once.
+    vault : str
+        Account of the liquidity vault: the default counterparty of every trade, the market
+        that partial liquidations and close-outs trade against, and the backstop that takes
+        over a bankrupt position before ADL (Hyperliquid's HLP). It is an ordinary account
+        with its own collateral and margin; it takes a fill only if its margin allows.
+    max_funding_rate : float
+        Largest absolute funding rate per settlement (0.04).
+    max_ramp_classes : int
+        Most distinct ramp classes kept per asset (8); beyond, the two closest merge upward.
     """
 
     assets: tuple[AssetConfig, ...]
     oracle: OracleGuardConfig = field(default_factory=OracleGuardConfig)
+    mark: MarkConfig = field(default_factory=MarkConfig)
     fees: FeeConfig = field(default_factory=FeeConfig)
     liquidation: LiquidationConfig = field(default_factory=LiquidationConfig)
     insurance: InsuranceConfig = field(default_factory=InsuranceConfig)
     portfolio: PortfolioMarginConfig = field(default_factory=PortfolioMarginConfig)
     ramp_ms: int = 8 * 3_600_000
+    vault: str = "vault"
+    max_funding_rate: float = 0.04
+    max_ramp_classes: int = 8
 
     def __post_init__(self) -> None:
         symbols = [a.symbol for a in self.assets]
         _check(len(symbols) > 0, "EngineConfig.assets is empty")
         _check(len(set(symbols)) == len(symbols), f"EngineConfig.assets repeats: {symbols}")
         _check(self.ramp_ms >= 0, "EngineConfig.ramp_ms must be >= 0")
+        _check(bool(self.vault) and ":" not in self.vault, "EngineConfig.vault: account id")
+        _check(0 < self.max_funding_rate < 1, "EngineConfig.max_funding_rate in (0, 1)")
+        _check(self.max_ramp_classes >= 3, "EngineConfig.max_ramp_classes must be >= 3")
         corr = self.portfolio.correlation
         if corr is not None:
             n = len(symbols)

@@ -1,9 +1,19 @@
-"""The liquidation engine: commands, queries and replay over an event-sourced state.
+"""The liquidation engine: atomic commands, queries and replay over an event-sourced state.
 
-Commands validate against the current state and emit events; only the fold
-(:func:`liquidation.state.apply_event`) changes state. Every command takes the venue time
-``ts`` (epoch ms), which may not go backwards. Money is integer micro-USD, quantities integer
-lots of 1e-8 (see :mod:`liquidation.money`).
+Every command runs the same way: its arguments are validated (integer money and quantities,
+finite bounded rates, a time in range), its events are planned on a fork of the state
+(:class:`~liquidation.transaction.Transaction`) and checked there, then the whole batch is
+persisted in one store transaction and folded (:func:`liquidation.state.apply_command`). A
+refused command or a failed write leaves the engine and its log exactly as they were. A
+command may carry an idempotency ``key``; a second command with the same key is refused with
+:class:`~liquidation.errors.DuplicateCommandError` and changes nothing.
+
+The book is matched: every fill has a taker and a counterparty account, by default the
+liquidity vault (``EngineConfig.vault``), which is also the market of liquidations and their
+backstop. Long open interest equals short open interest, and PnL and funding are zero-sum.
+
+Every command takes the venue time ``ts`` (epoch ms), which may not go backwards. Money is
+integer micro-USD, quantities integer lots of 1e-8 (see :mod:`liquidation.money`).
 
 Examples
 --------
@@ -11,8 +21,11 @@ Examples
 >>> from liquidation.money import usd, qty, price
 >>> engine = Engine(EngineConfig(assets=(AssetConfig("BTCUSDT"),)))
 >>> _ = engine.update_price("BTCUSDT", price("60000"), ts=1_000)
+>>> engine.deposit("vault", usd("1000000"), ts=1_000)
 >>> engine.deposit("alice", usd("10000"), ts=1_000)
 >>> engine.trade("alice", "BTCUSDT", qty("1"), ts=1_000)
+>>> engine.state.buckets["vault"].positions["BTCUSDT"].lots == -qty("1")
+True
 >>> engine.maintenance_margin("alice") > 0
 True
 """
@@ -20,58 +33,71 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from liquidation.accounts import Bucket, Position, bucket_id
+from liquidation import inputs
+from liquidation.accounts import Bucket, bucket_id
+from liquidation.admission import (
+    guarded_legs,
+    require_initial_margin,
+    require_priced,
+    require_unguarded,
+)
 from liquidation.config import EngineConfig
 from liquidation.errors import (
     ClockError,
+    DuplicateCommandError,
     EventLogError,
-    GuardedAssetError,
+    InputError,
     InsufficientBalanceError,
-    InsufficientMarginError,
     NotLiquidatableError,
     RateLimitedError,
     SnapshotValidationError,
-    StaleOracleError,
     UnknownAccountError,
     WithdrawalRestrictedError,
 )
-from liquidation.events import Event, EventLog, SQLiteEventStore
-from liquidation.fills import fill_amounts
+from liquidation.events import Event, EventLog, SQLiteEventStore, split_commands
+from liquidation.funding import funding_payments
+from liquidation.guard import plan_escalation, plan_print
 from liquidation.insurance import (
     GovernanceDecision,
     book_stressed_loss,
     historical_stressed_loss,
     review,
 )
-from liquidation.money import charge, value
-from liquidation.oracle import GuardVerdict, PriceObservation, check_observation, update_twap
+from liquidation.money import MAX_AMOUNT, MAX_PRICE
+from liquidation.oracle import (
+    GuardVerdict,
+)
+from liquidation.ramp import at_time, retarget
 from liquidation.scan import MarginArrays, ScanResult
-from liquidation.snapshot import MarginParameters, check_bounds
+from liquidation.snapshot import MarginParameters, check_bounds, target_multiplier
 from liquidation.state import (
     EngineState,
-    apply_event,
+    apply_command,
     initial_state,
     ledger_discrepancy,
     state_digest,
 )
+from liquidation.trading import Order, plan_trade
+from liquidation.transaction import Transaction
 from liquidation.valuation import (
     MarketView,
+    below_maintenance,
     equity,
     initial_margin,
     liquidation_prices,
     maintenance_margin,
     market_view,
 )
-from liquidation.waterfall import LiquidationReport, liquidate_bucket
+from liquidation.waterfall import LiquidationReport, liquidate
 
-_MARKET_KINDS = frozenset({"price", "guard", "snapshot"})
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -88,36 +114,43 @@ class BucketSummary:
 
 
 class Engine:
-    """Deterministic, event-sourced margin and liquidation engine.
+    """Deterministic, event-sourced, matched-book margin and liquidation engine.
 
     Parameters
     ----------
     config : EngineConfig
-        Assets, guard, fees, liquidation, insurance and portfolio parameters.
+        Assets, guard, mark, fees, liquidation, insurance and portfolio parameters.
     store : SQLiteEventStore, optional
-        Write-through persistence of every event.
+        Persistence: every command is written to it in one transaction before it applies.
     """
 
     def __init__(self, config: EngineConfig, store: SQLiteEventStore | None = None) -> None:
         self.config = config
         self.state: EngineState = initial_state(config)
         self.log = EventLog(store)
-        self._market_version = 0
+        self.torn_tail: list[Event] = []
+        self._version = 0
         self._view_cache: tuple[int, int, MarketView] | None = None
 
-    # -- replay --------------------------------------------------------------------------
+    # -- replay and recovery ------------------------------------------------------------------
     @classmethod
     def replay(cls, events: Iterable[Event], config: EngineConfig) -> Engine:
-        """Rebuild an engine by folding ``events`` from an empty state."""
+        """Rebuild an engine by folding ``events`` command by command from an empty state.
+
+        A torn tail (a last command without its final event) is not applied; it is kept in
+        :attr:`torn_tail`, and the engine continues from the last whole command.
+
+        Raises
+        ------
+        EventLogError
+            On a gap, events out of order, or an unfinished command in the middle of the log.
+        """
+        commands, torn = split_commands(list(events))
         engine = cls(config)
-        for event in events:
-            if event.seq != len(engine.log):
-                raise EventLogError(
-                    f"replay got event #{event.seq} ({event.kind}) where #{len(engine.log)} "
-                    "was due; replay the log from its first event, in order, without gaps"
-                )
-            engine.log.append(event.ts_ms, event.kind, event.data)
-            engine._apply(engine.log[-1])
+        for command in commands:
+            apply_command(engine.state, command)
+            engine.log.commit(command)
+        engine.torn_tail = torn
         return engine
 
     @classmethod
@@ -129,8 +162,27 @@ class Engine:
 
     @classmethod
     def resume(cls, store: SQLiteEventStore, config: EngineConfig) -> Engine:
-        """Replay ``store`` and keep writing new events through to it (a restart)."""
+        """Replay ``store`` and keep writing new commands to it (a restart).
+
+        The resume check: if the log ends in a command without its final event (a torn
+        write), that command is closed with an ``abort`` event, so it never takes effect, and
+        the engine continues after it.
+        """
         engine = cls.replay(store.load(), config)
+        torn = engine.torn_tail
+        if torn:
+            abort = Event(
+                seq=torn[-1].seq + 1,
+                ts_ms=max(e.ts_ms for e in torn),
+                kind="abort",
+                data={"events": len(torn)},
+                cmd=torn[0].cmd,
+                last=True,
+            )
+            store.append([abort])
+            apply_command(engine.state, [*torn, abort])
+            engine.log.commit([*torn, abort])
+            engine.torn_tail = []
         engine.log.attach(store)
         return engine
 
@@ -142,53 +194,70 @@ class Engine:
         """Ledger identity residual (0 when value is conserved to the unit)."""
         return ledger_discrepancy(self.state)
 
-    # -- collateral ----------------------------------------------------------------------
-    def deposit(self, account: str, amount: int, *, ts: int) -> None:
-        """Credit ``amount`` micro-USD of collateral to the account's escrow (cross bucket)."""
-        bucket_id(account)
-        _positive(amount, f"deposit to {account!r}")
-        self._emit(ts, "deposit", {"account": account, "amount": amount})
+    # -- collateral ---------------------------------------------------------------------------
+    def deposit(self, account: str, amount: int, *, ts: int, key: str | None = None) -> None:
+        """Credit ``amount`` micro-USD of collateral to the account's cross bucket."""
+        inputs.name(account, "account")
+        inputs.amount(amount, f"deposit to {account!r}")
 
-    def seed_insurance(self, amount: int, *, ts: int) -> None:
+        def build(tx: Transaction) -> None:
+            tx.emit("deposit", {"account": account, "amount": amount})
+
+        self._run(ts, key, build)
+
+    def seed_insurance(self, amount: int, *, ts: int, key: str | None = None) -> None:
         """Deposit ``amount`` micro-USD into the insurance fund."""
-        _positive(amount, "insurance seed")
-        self._emit(ts, "fund_deposit", {"amount": amount})
+        inputs.amount(amount, "insurance seed")
 
-    def withdraw(self, account: str, amount: int, *, ts: int) -> None:
-        """Withdraw collateral if equity stays at or above initial margin afterwards.
+        def build(tx: Transaction) -> None:
+            tx.emit("fund_deposit", {"amount": amount})
+
+        self._run(ts, key, build)
+
+    def withdraw(self, account: str, amount: int, *, ts: int, key: str | None = None) -> None:
+        """Withdraw collateral from the cross bucket if equity stays at or above IM.
+
+        Collateral leaves only through the cross bucket (isolated margin returns to it when
+        its position closes), and not while any bucket of the account holds a position on a
+        guarded asset: its equity could not be valued.
 
         Raises
         ------
         WithdrawalRestrictedError
-            If the cross bucket holds a position on a guarded asset.
+            A bucket of the account holds a position on a guarded asset.
         InsufficientBalanceError, InsufficientMarginError
         """
-        _positive(amount, f"withdrawal from {account!r}")
-        bucket = self._bucket(account)
-        self._clock(ts)
-        for symbol in sorted(bucket.positions):
-            if self._refresh_guard(symbol, ts):
-                raise WithdrawalRestrictedError(
-                    f"withdrawal of {amount} from {account!r} at ts={ts} refused: it holds "
-                    f"{symbol}, whose oracle is guarded "
-                    f"({self.state.assets[symbol].guard_reason}); retry after a valid price"
-                )
-        if amount > bucket.balance:
-            raise InsufficientBalanceError(
-                f"withdrawal of {amount} from {account!r} at ts={ts} exceeds its balance "
-                f"{bucket.balance}"
-            )
-        view = self._view(ts)
-        after = equity(bucket.balance - amount, bucket.positions.values(), view)
-        im = initial_margin(bucket.positions.values(), bucket.portfolio, view, self._oi())
-        if after < im:
-            raise InsufficientMarginError(
-                f"withdrawal of {amount} from {account!r} at ts={ts} would leave equity "
-                f"{after} below initial margin {im}; withdraw at most {max(0, after + amount - im)}"
-            )
-        self._emit(ts, "withdraw", {"account": account, "amount": amount})
+        inputs.name(account, "account (withdrawals are from the cross bucket)")
+        inputs.amount(amount, f"withdrawal from {account!r}")
 
-    # -- oracle and risk parameters -------------------------------------------------------
+        def build(tx: Transaction) -> None:
+            cross = self._require_bucket(tx, account)
+            view = tx.view()
+            for bucket in self._account_buckets(tx, account):
+                legs = guarded_legs(view, bucket)
+                if legs:
+                    raise WithdrawalRestrictedError(
+                        f"withdrawal of {amount} from {account!r} at ts={tx.ts} refused: "
+                        f"{bucket.bucket_id!r} holds {', '.join(legs)}, whose oracle is "
+                        "guarded; retry after a valid price"
+                    )
+            if amount > cross.balance:
+                raise InsufficientBalanceError(
+                    f"withdrawal of {amount} from {account!r} at ts={tx.ts} exceeds its "
+                    f"balance {cross.balance}"
+                )
+            tx.emit("withdraw", {"account": account, "amount": amount})
+            require_initial_margin(
+                tx.state,
+                view,
+                account,
+                f"withdrawal of {amount} from {account!r}",
+                lambda m: f"withdraw at most {max(0, m.equity + amount - m.initial)}",
+            )
+
+        self._run(ts, key, build)
+
+    # -- oracle, reference feeds and risk parameters ---------------------------------------------
     def update_price(
         self,
         asset: str,
@@ -197,45 +266,105 @@ class Engine:
         ts: int,
         confidence: int = 0,
         reference: int | None = None,
+        references: Mapping[str, int] | None = None,
+        key: str | None = None,
     ) -> GuardVerdict:
-        """Submit an oracle price; the guard accepts it or trips the asset.
+        """Submit a print of the primary oracle; the guard accepts it or trips the asset.
+
+        Parameters
+        ----------
+        asset : str
+        price, confidence : int
+            The print and its confidence band, micro-USD (``price > 0``, ``confidence >= 0``).
+        ts : int
+        references : mapping of str to int, optional
+            Quotes of named reference feeds observed at ``ts`` (see :meth:`update_reference`
+            for quotes with their own observation times), recorded before the check.
+        reference : int, optional
+            Shorthand for ``references={"reference": reference}``.
+        key : str, optional
+            Idempotency key.
 
         Returns
         -------
         GuardVerdict
-            Also recorded in the log (a ``price`` event, and a ``guard`` event on change).
+            Also recorded in the log (a ``price`` event, a ``guard`` event on change).
         """
-        state = self.state.assets[self.config.asset(asset).symbol]
-        obs = PriceObservation(asset, price, ts, confidence, reference)
-        verdict = check_observation(obs, state.twap, self.config.oracle)
-        twap = (
-            update_twap(state.twap, state.twap_ms, price, ts, self.config.oracle.twap_window_ms)
-            if verdict.accepted
-            else state.twap
-        )
-        self._emit(
-            ts,
-            "price",
-            {
-                "asset": asset,
-                "price": price,
-                "confidence": confidence,
-                "reference": reference,
-                "twap": twap,
-                "accepted": verdict.accepted,
-                "reason": verdict.reason if not verdict.detail else verdict.detail,
-            },
-        )
-        if verdict.accepted and state.guarded:
-            self._emit(ts, "guard", {"asset": asset, "guarded": False, "reason": "ok"})
-        elif not verdict.accepted and (not state.guarded or state.guard_reason != verdict.reason):
-            self._emit(ts, "guard", {"asset": asset, "guarded": True, "reason": verdict.reason})
-        return verdict
+        symbol = self.config.asset(asset).symbol
+        inputs.price(price, f"{symbol} price")
+        inputs.integer(confidence, f"{symbol} confidence", low=0, high=MAX_PRICE)
+        quotes = dict(references or {})
+        if reference is not None:
+            quotes["reference"] = reference
+        for feed, quote in quotes.items():
+            inputs.name(feed, "reference feed")
+            inputs.price(quote, f"{symbol} reference {feed!r}")
+
+        def build(tx: Transaction) -> GuardVerdict:
+            for feed, quote in sorted(quotes.items()):
+                tx.emit(
+                    "reference",
+                    {"asset": symbol, "feed": feed, "price": quote, "observed_ms": tx.ts},
+                )
+            verdict = plan_print(tx, symbol, price, confidence)
+            plan_escalation(tx, symbol)
+            return verdict
+
+        return self._run(ts, key, build)
+
+    def update_reference(
+        self,
+        asset: str,
+        feed: str,
+        price: int,
+        *,
+        ts: int,
+        observed_ms: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Record a quote of the named reference feed ``feed``, observed at ``observed_ms``.
+
+        Reference feeds are any number of independent sources (other venues, an index); the
+        guard compares the primary oracle with the median of the fresh ones, and an escalated
+        guard falls back to that median as the mark.
+
+        Raises
+        ------
+        InputError
+            A quote observed after ``ts``, or older than the feed's last quote.
+        """
+        symbol = self.config.asset(asset).symbol
+        inputs.name(feed, "reference feed")
+        inputs.price(price, f"{symbol} reference {feed!r}")
+        observed = inputs.timestamp(ts if observed_ms is None else observed_ms)
+
+        def build(tx: Transaction) -> None:
+            if observed > tx.ts:
+                raise InputError(
+                    f"{symbol} reference {feed!r} observed at {observed}, after ts={tx.ts}; "
+                    "check the feed's clock"
+                )
+            last = tx.state.assets[symbol].references.get(feed)
+            if last is not None and observed < last.observed_ms:
+                raise InputError(
+                    f"{symbol} reference {feed!r} observed at {observed} is older than its last "
+                    f"quote ({last.observed_ms}); quotes of a feed must come in time order"
+                )
+            tx.emit(
+                "reference",
+                {"asset": symbol, "feed": feed, "price": price, "observed_ms": observed},
+            )
+            plan_escalation(tx, symbol)
+
+        self._run(ts, key, build)
 
     def update_prices(
         self, prices: Mapping[str, int], *, ts: int, references: Mapping[str, int] | None = None
     ) -> dict[str, GuardVerdict]:
-        """Submit one tick of prices (a bar of a replay), in configuration order."""
+        """Submit one tick of prices (a bar of a replay), in configuration order.
+
+        ``references`` gives each asset's reference quote (feed ``"reference"``).
+        """
         refs = references or {}
         return {
             symbol: self.update_price(symbol, prices[symbol], ts=ts, reference=refs.get(symbol))
@@ -243,16 +372,25 @@ class Engine:
             if symbol in prices
         }
 
-    def tick(self, ts: int) -> None:
-        """Advance the clock to ``ts`` and trip the guard of every asset gone stale."""
-        self._clock(ts)
-        for symbol in self.config.symbols:
-            self._refresh_guard(symbol, ts)
-        if ts > self.state.clock_ms:
-            self._emit(ts, "clock", {})
+    def tick(self, ts: int, *, key: str | None = None) -> None:
+        """Advance the clock to ``ts``: log newly stale oracles and escalate long guards."""
 
-    def apply_snapshot(self, snapshot: Mapping[str, Any], *, ts: int) -> MarginParameters:
-        """Apply a RiskSnapshot v1 dict: validate it and start the multiplier ramp.
+        def build(tx: Transaction) -> None:
+            for symbol in self.config.symbols:
+                plan_escalation(tx, symbol)
+            if tx.ts > tx.state.clock_ms:
+                tx.emit("clock", {})
+
+        self._run(ts, key, build)
+
+    def apply_snapshot(
+        self, snapshot: Mapping[str, Any], *, ts: int, key: str | None = None
+    ) -> MarginParameters:
+        """Apply a RiskSnapshot v1 dict: validate it and retarget the multiplier ramp.
+
+        The ramp restarts only if the effective target changes: republishing the same
+        multiplier changes no one's margin. A stale, halted or expired snapshot can only
+        tighten (see :func:`liquidation.snapshot.target_multiplier`).
 
         Raises
         ------
@@ -262,48 +400,61 @@ class Engine:
         params = MarginParameters.from_risk_snapshot(snapshot)
         asset_cfg = self.config.asset(params.asset)
         check_bounds(params, asset_cfg)
-        current = self.state.assets[params.asset].params
-        if current is not None and params.update_id <= current.update_id:
-            raise SnapshotValidationError(
-                f"RiskSnapshot(asset={params.asset!r}, update_id={params.update_id}) is not "
-                f"newer than the applied update_id {current.update_id}; updates must increase"
-            )
-        self._clock(ts)
-        before = self._view(ts).assets[params.asset]
-        self._emit(
-            ts,
-            "snapshot",
-            {
-                "asset": params.asset,
-                "params": params.to_dict(),
-                "ramp_from": before.existing,
-                "ramp_start": ts,
-            },
-        )
-        return params
 
-    def set_margin_mode(self, account: str, portfolio: bool, *, ts: int) -> None:
+        def build(tx: Transaction) -> MarginParameters:
+            asset = tx.state.assets[params.asset]
+            current = asset.params
+            if current is not None and params.update_id <= current.update_id:
+                raise SnapshotValidationError(
+                    f"RiskSnapshot(asset={params.asset!r}, update_id={params.update_id}) is "
+                    f"not newer than the applied update_id {current.update_id}; updates must "
+                    "increase"
+                )
+            cfg = self.config
+            ramp = at_time(
+                asset.ramp, current, asset.trusted, asset_cfg, tx.ts, cfg.ramp_ms,
+                cfg.max_ramp_classes,
+            )  # fmt: skip
+            trusted = params.multiplier if params.is_usable(tx.ts) else asset.trusted
+            target = target_multiplier(params, asset_cfg, tx.ts, trusted)
+            ramp = retarget(ramp, target, tx.ts, cfg.ramp_ms, cfg.max_ramp_classes)
+            tx.emit(
+                "snapshot",
+                {
+                    "asset": params.asset,
+                    "params": params.to_dict(),
+                    "ramp": ramp.to_dict(),
+                    "trusted": trusted,
+                },
+            )
+            return params
+
+        return self._run(ts, key, build)
+
+    def set_margin_mode(
+        self, account: str, portfolio: bool, *, ts: int, key: str | None = None
+    ) -> None:
         """Switch the cross bucket between standard and portfolio margin.
 
         Allowed only if equity covers the initial margin in the new mode.
         """
-        bucket = self._bucket(account)
-        if bucket.portfolio == portfolio:
-            return
-        self._clock(ts)
-        for symbol in sorted(bucket.positions):
-            self._require_unguarded(symbol, ts, f"switch margin mode of {account!r}")
-        view = self._view(ts)
-        im = initial_margin(bucket.positions.values(), portfolio, view, self._oi())
-        eq = equity(bucket.balance, bucket.positions.values(), view)
-        if eq < im:
-            raise InsufficientMarginError(
-                f"{account!r} at ts={ts}: equity {eq} below the {im} initial margin of "
-                f"{'portfolio' if portfolio else 'standard'} mode"
-            )
-        self._emit(ts, "margin_mode", {"account": account, "portfolio": portfolio})
+        inputs.name(account, "account")
+        if not isinstance(portfolio, bool):
+            raise InputError(f"portfolio must be a bool, got {portfolio!r}")
 
-    # -- trading -------------------------------------------------------------------------
+        def build(tx: Transaction) -> None:
+            bucket = self._require_bucket(tx, account)
+            if bucket.portfolio == portfolio:
+                return
+            view = tx.view()
+            require_unguarded(view, bucket, f"switch the margin mode of {account!r}")
+            tx.emit("margin_mode", {"account": account, "portfolio": portfolio})
+            mode = "portfolio" if portfolio else "standard"
+            require_initial_margin(tx.state, view, account, f"switching to {mode} margin")
+
+        self._run(ts, key, build)
+
+    # -- trading ---------------------------------------------------------------------------------
     def trade(
         self,
         account: str,
@@ -313,214 +464,229 @@ class Engine:
         ts: int,
         isolated: bool = False,
         margin: int = 0,
+        counterparty: str | None = None,
+        price: int | None = None,
+        key: str | None = None,
     ) -> None:
-        """Buy (``dq > 0``) or sell ``dq`` lots at the oracle price, paying the taker fee.
+        """``account`` buys (``dq > 0``) or sells ``dq`` lots from ``counterparty``.
 
-        A trade that adds risk must leave the bucket's equity at or above its initial margin
-        (new risk pays the target multiplier at once). For an isolated position ``margin``
-        micro-USD moves from the cross bucket into the isolated bucket first, and the cross
-        bucket must still cover its own initial margin. A trade that only reduces is always
-        allowed unless it would leave the bucket bankrupt (that is the waterfall's job).
-        No trading happens at a guarded price.
+        Parameters
+        ----------
+        account : str
+            The taker; pays the taker fee (and the governed add-on, to the fund).
+        asset : str
+        dq : int
+            Signed lots, non-zero; the order must be worth at least the minimum notional.
+        ts : int
+        isolated : bool
+            Trade in the account's isolated bucket of ``asset``.
+        margin : int
+            Micro-USD moved from the cross bucket into the isolated bucket first; the cross
+            bucket must still cover its own initial margin.
+        counterparty : str, optional
+            The maker account (its cross bucket), default the liquidity vault.
+        price : int, optional
+            The matched price, within ``MarkConfig.max_trade_deviation`` of the mark; default
+            the mark. A set price feeds the mark's basis.
+        key : str, optional
+            Idempotency key.
+
+        Each side's change must pass the dYdX rule (:func:`liquidation.margin.may_update`):
+        it meets initial margin afterwards, or it lowers maintenance without lowering
+        health. No trade happens at a guarded price, and no margin check values a guarded
+        leg (:mod:`liquidation.admission`).
+
+        Raises
+        ------
+        InsufficientMarginError
+            The taker's side fails the rule.
+        InsufficientLiquidityError
+            The counterparty's side fails it (deposit into the vault).
+        GuardedAssetError, StaleOracleError, InputError, UnknownAccountError
         """
         symbol = self.config.asset(asset).symbol
-        cross = self._bucket(account)
-        if dq == 0:
-            raise ValueError(f"trade of zero lots for {account!r} {symbol}")
-        if margin < 0 or (margin and not isolated):
-            raise ValueError("margin must be >= 0 and only given for isolated positions")
-        self._clock(ts)
-        self._require_unguarded(symbol, ts, f"trade {symbol} for {account!r}")
-        target_id = bucket_id(account, symbol if isolated else None)
-        bucket = self.state.buckets.get(target_id)
-        view = self._view(ts)
-        price = view.price(symbol)
-        position = bucket.positions.get(symbol) if bucket is not None else None
-        old = position.lots if position is not None else 0
-        legs = _split_flip(old, dq)
-        adds_risk = abs(old + dq) > abs(old) or len(legs) == 2
-        fills, sim, cash = self._plan_trade(target_id, symbol, position, legs, price, ts)
-        others = [p for a, p in (bucket.positions.items() if bucket else ()) if a != symbol]
-        after_positions = others + ([sim] if sim.lots else [])
-        balance = (bucket.balance if bucket else 0) + (margin if isolated else 0) + cash
-        after_equity = equity(balance, after_positions, view)
-        if adds_risk:
-            oi = self._oi()
-            oi[symbol] = oi.get(symbol, 0) + max(old + dq, 0) - max(old, 0)
-            portfolio = bucket.portfolio if bucket else False
-            im = initial_margin(after_positions, portfolio, view, oi)
-            if after_equity < im:
-                raise InsufficientMarginError(
-                    f"{target_id!r} {symbol} trade of {dq} lots at ts={ts}: equity after "
-                    f"{after_equity} < initial margin {im}; deposit or trade smaller"
-                )
-        elif after_equity < 0:
-            raise InsufficientMarginError(
-                f"{target_id!r} {symbol} reduction at ts={ts} would leave equity {after_equity} "
-                "< 0; the bucket must go through liquidation"
-            )
-        if isolated and margin:
-            cross_equity = equity(cross.balance - margin, cross.positions.values(), view)
-            cross_im = initial_margin(cross.positions.values(), cross.portfolio, view, self._oi())
-            if margin > cross.balance or cross_equity < cross_im:
-                raise InsufficientMarginError(
-                    f"moving {margin} into isolated {target_id!r} at ts={ts} leaves the "
-                    f"cross bucket of {account!r} below initial margin ({cross_equity} < "
-                    f"{cross_im}) or exceeds its balance {cross.balance}"
-                )
-            self._emit(ts, "transfer", {"account": account, "asset": symbol, "amount": margin})
-        for fill in fills:
-            self._emit(ts, "fill", fill)
-        self.sweep_isolated(target_id, ts)
+        inputs.name(account, "account")
+        inputs.lots(dq, f"trade quantity of {account!r} in {symbol}")
+        inputs.integer(margin, "margin", low=0, high=MAX_AMOUNT)
+        if not isinstance(isolated, bool):
+            raise InputError(f"isolated must be a bool, got {isolated!r}")
+        if margin and not isolated:
+            raise InputError("margin must be >= 0 and only given for isolated positions")
+        maker = inputs.name(counterparty or self.config.vault, "counterparty")
+        if maker == account:
+            raise InputError(f"{account!r} cannot trade with itself")
+        if price is not None:
+            inputs.price(price, f"{symbol} trade price")
 
-    def _plan_trade(
+        order = Order(account, symbol, dq, maker, isolated, margin, price)
+        self._run(ts, key, lambda tx: plan_trade(tx, order))
+
+    def close(
         self,
-        target_id: str,
-        symbol: str,
-        position: Position | None,
-        legs: list[int],
-        price: int,
+        account: str,
+        asset: str,
+        *,
         ts: int,
-    ) -> tuple[list[dict[str, Any]], Position, int]:
-        """Fill events of a trade's legs, the resulting position and the cash it books."""
-        fee_rate = self.config.fees.taker_fee_rate
-        addon_rate = self.state.insurance.fee_addon_bps / 10_000
-        sim = (
-            Position(symbol, position.lots, position.cost, position.risk_since_ms)
-            if position is not None
-            else Position(symbol, 0, 0, ts)
-        )
-        fills: list[dict[str, Any]] = []
-        cash = 0
-        for leg in legs:
-            amounts = fill_amounts(sim if sim.lots else None, leg, price, ts)
-            traded = abs(value(leg, price))
-            fee, addon = charge(traded, fee_rate), charge(traded, addon_rate)
-            fills.append(
-                {
-                    "bucket": target_id,
-                    "asset": symbol,
-                    "dq": leg,
-                    "price": price,
-                    "fee": fee,
-                    "fee_addon": addon,
-                    "realized_pnl": amounts.realized_pnl,
-                    "cost_delta": amounts.cost_delta,
-                    "risk_since": amounts.risk_since_ms,
-                    "reason": "trade",
-                }
-            )
-            sim = Position(
-                symbol, sim.lots + leg, sim.cost + amounts.cost_delta, amounts.risk_since_ms
-            )
-            cash += amounts.realized_pnl - fee - addon
-        return fills, sim, cash
-
-    def close(self, account: str, asset: str, *, ts: int, isolated: bool = False) -> None:
-        """Close the whole position of ``account`` in ``asset``."""
-        target = self._bucket(bucket_id(account, asset if isolated else None))
-        position = target.positions.get(asset)
+        isolated: bool = False,
+        counterparty: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Close the whole position of ``account`` in ``asset`` (against the vault)."""
+        inputs.name(account, "account")
+        symbol = self.config.asset(asset).symbol
+        target = self.state.buckets.get(bucket_id(account, symbol if isolated else None))
+        position = target.positions.get(symbol) if target is not None else None
         if position is None:
-            raise UnknownAccountError(f"{target.bucket_id!r} holds no {asset} position to close")
-        self.trade(account, asset, -position.lots, ts=ts, isolated=isolated)
+            raise UnknownAccountError(f"{account!r} holds no {symbol} position to close")
+        self.trade(
+            account,
+            symbol,
+            -position.lots,
+            ts=ts,
+            isolated=isolated,
+            counterparty=counterparty,
+            key=key,
+        )
 
-    def apply_funding(self, asset: str, rate: float, *, ts: int) -> int:
-        """Apply one funding payment: longs pay ``rate * notional`` to shorts' side.
+    def apply_funding(self, asset: str, rate: float, *, ts: int, key: str | None = None) -> int:
+        """Settle one funding payment at the mark: longs pay ``rate * notional`` to shorts.
 
-        Each position's payment is truncated toward zero. Returns the number of positions
-        charged or credited.
+        Zero-sum to the micro-USD (see :mod:`liquidation.funding`). Returns the number of
+        positions charged or credited.
         """
         symbol = self.config.asset(asset).symbol
-        self._clock(ts)
-        self._require_unguarded(symbol, ts, f"apply funding on {symbol}")
-        price = self._view(ts).price(symbol)
-        payments = []
-        for bid in sorted(self.state.buckets):
-            position = self.state.buckets[bid].positions.get(symbol)
-            if position is not None:
-                amount = -int(value(position.lots, price) * rate)
-                if amount:
-                    payments.append([bid, amount])
-        self._emit(
-            ts, "funding", {"asset": symbol, "rate": rate, "price": price, "payments": payments}
-        )
-        return len(payments)
+        rate = inputs.rate(rate, f"{symbol} funding rate", bound=self.config.max_funding_rate)
 
-    # -- liquidation -----------------------------------------------------------------------
-    def liquidate(self, bucket: str, *, keeper: str, ts: int) -> LiquidationReport:
+        def build(tx: Transaction) -> int:
+            view = tx.view()
+            require_priced(view, symbol, f"apply funding on {symbol}")
+            mark = view.price(symbol)
+            holders = [
+                (b, bucket.positions[symbol].lots)
+                for b, bucket in sorted(tx.state.peek_buckets())
+                if symbol in bucket.positions
+            ]
+            payments = funding_payments(holders, mark, rate)
+            tx.emit(
+                "funding",
+                {
+                    "asset": symbol,
+                    "rate": rate,
+                    "price": mark,
+                    "payments": [[b, amount] for b, amount in payments],
+                },
+            )
+            return len(payments)
+
+        return self._run(ts, key, build)
+
+    # -- liquidation -----------------------------------------------------------------------------
+    def liquidate(
+        self, bucket: str, *, keeper: str, ts: int, key: str | None = None
+    ) -> LiquidationReport:
         """Run one waterfall step on ``bucket`` (see :mod:`liquidation.waterfall`)."""
-        self._clock(ts)
-        return liquidate_bucket(self, bucket, keeper, ts)
+        inputs.name(keeper, "keeper")
+        return self._run(ts, key, lambda tx: liquidate(tx, bucket, keeper))
 
     def scan(self, ts: int | None = None) -> ScanResult:
-        """Vectorised health scan of every bucket at the engine's prices at ``ts``."""
-        return self.state.book.scan(self.margin_arrays(ts))
+        """Vectorised health scan of every bucket at the engine's prices at ``ts``.
+
+        The result is a superset of the liquidatable buckets (a rounding tolerance);
+        :meth:`liquidatable` confirms each one exactly.
+        """
+        return self.state.book.scan(self.margin_arrays(ts))  # type: ignore[union-attr]
+
+    def liquidatable(self, ts: int | None = None) -> list[str]:
+        """Buckets below maintenance at ``ts`` and not guarded, by scan and exact check.
+
+        Most at risk first (lowest ``equity / MM``): a keeper pass in this order liquidates a
+        bankrupt account before its counterparties.
+        """
+        at = self._ts(ts)
+        view = self._view(at)
+        ids = self.state.book.bucket_ids  # type: ignore[union-attr]
+        margin = self.margin_arrays(at)
+        scanned = self.state.book.scan(margin, detail=False)  # type: ignore[union-attr]
+        flagged = (self.state.buckets[ids[i]] for i in scanned.liquidatable)
+        found = [b.bucket_id for b in flagged if below_maintenance(b, view)]
+        return sorted(found, key=lambda b: (self.health(b, at), b))
 
     def run_liquidations(
         self, *, keeper: str, ts: int, exhaustive: bool = False
     ) -> list[LiquidationReport]:
-        """Scan, then liquidate every flagged bucket that the exact check confirms.
+        """Advance the clock, then liquidate every bucket the scan and the exact check flag.
 
-        Rate-limited and (after exact check) healthy buckets are skipped. ``exhaustive`` checks
-        every bucket with positions exactly instead of trusting the float scan as a filter.
+        Each liquidation is its own command. Rate-limited buckets are left for a later call,
+        and buckets of the keeper's own account for another keeper. ``exhaustive`` checks
+        every bucket with positions exactly instead of filtering with the scan.
         """
+        inputs.name(keeper, "keeper")
         self.tick(ts)
         if exhaustive:
-            candidates = [b for b in sorted(self.state.buckets) if self.state.buckets[b].positions]
+            view = self._view(ts)
+            found = [
+                b for b, bucket in self.state.buckets.items() if below_maintenance(bucket, view)
+            ]
+            candidates = sorted(found, key=lambda b: (self.health(b, ts), b))
         else:
-            result = self.scan(ts)
-            ids = self.state.book.bucket_ids
-            candidates = sorted(ids[i] for i in result.liquidatable)
+            candidates = self.liquidatable(ts)
         reports = []
         for bid in candidates:
             bucket = self.state.buckets.get(bid)
-            if bucket is None or not bucket.positions:
-                continue
-            view = self._view(ts)
-            if any(view.assets[a].guarded for a in bucket.positions):
+            if bucket is None or not bucket.positions or bucket.account == keeper:
                 continue
             try:
                 reports.append(self.liquidate(bid, keeper=keeper, ts=ts))
             except (NotLiquidatableError, RateLimitedError):
-                continue
+                continue  # healthy after an earlier step, or in its cooldown: a later pass
         return reports
 
-    # -- insurance governance ---------------------------------------------------------------
+    # -- insurance governance ----------------------------------------------------------------------
     def review_insurance(
-        self, *, ts: int, stressed_loss: int | None = None, k_sigma: float = 3.0
+        self,
+        *,
+        ts: int,
+        stressed_loss: int | None = None,
+        k_sigma: float = 3.0,
+        key: str | None = None,
     ) -> GovernanceDecision:
         """Coverage review: adjust the fund's penalty share and the fee add-on, log it.
 
         ``stressed_loss`` defaults to the larger of the bad-debt history quantile and the
         book's bad debt under a joint ``k_sigma`` move.
         """
-        self._clock(ts)
+        inputs.timestamp(ts)
         if stressed_loss is None:
             stressed_loss = max(
                 historical_stressed_loss(
                     self.state.insurance.bad_debts, self.config.insurance.stress_quantile
                 ),
-                book_stressed_loss(self.state.book, self.margin_arrays(ts), k_sigma),
+                book_stressed_loss(self.state.book, self.margin_arrays(ts), k_sigma),  # type: ignore[arg-type]
             )
-        ins = self.state.insurance
-        decision = review(
-            ins.fund, stressed_loss, ins.fund_share, ins.fee_addon_bps, self.config.insurance
-        )
-        self._emit(
-            ts,
-            "insurance",
-            {
-                "fund_share": decision.fund_share,
-                "fee_addon_bps": decision.fee_addon_bps,
-                "coverage": decision.coverage,
-                "stressed_loss": decision.stressed_loss,
-            },
-        )
-        return decision
+        else:
+            inputs.integer(stressed_loss, "stressed_loss", low=0, high=MAX_AMOUNT)
 
-    # -- queries ---------------------------------------------------------------------------
+        def build(tx: Transaction) -> GovernanceDecision:
+            ins = tx.state.insurance
+            decision = review(
+                ins.fund, stressed_loss, ins.fund_share, ins.fee_addon_bps, self.config.insurance
+            )
+            tx.emit(
+                "insurance",
+                {
+                    "fund_share": decision.fund_share,
+                    "fee_addon_bps": decision.fee_addon_bps,
+                    "coverage": decision.coverage,
+                    "stressed_loss": decision.stressed_loss,
+                },
+            )
+            return decision
+
+        return self._run(ts, key, build)
+
+    # -- queries -----------------------------------------------------------------------------------
     def equity(self, bucket: str, ts: int | None = None) -> int:
-        """Collateral plus unrealized PnL at oracle prices, micro-USD."""
+        """Collateral plus unrealized PnL at mark prices, micro-USD."""
         b = self._bucket(bucket)
         return equity(b.balance, b.positions.values(), self._view(self._ts(ts)))
 
@@ -567,6 +733,9 @@ class Engine:
         view = self._view(self._ts(ts))
         cfgs = self.config.assets
         margins = [view.assets[a.symbol] for a in cfgs]
+        since, mult = MarginArrays.class_arrays(
+            [m.class_since for m in margins], [m.class_mult for m in margins]
+        )
         return MarginArrays(
             price=np.array([m.price / 1e6 if m.price else 0.0 for m in margins]),
             guarded=np.array([m.guarded or m.price is None for m in margins]),
@@ -576,8 +745,8 @@ class Engine:
             size_reference_usd=np.array([a.size_reference_usd for a in cfgs]),
             imf_cap=np.array([a.imf_cap for a in cfgs]),
             mult_target=np.array([m.target for m in margins]),
-            mult_existing=np.array([m.existing for m in margins]),
-            change_start_ms=np.array([m.change_start_ms for m in margins], dtype=np.int64),
+            class_since=since,
+            class_mult=mult,
             sigma=np.array([m.sigma * m.target for m in margins]),
             returns=view.returns,
             vol_level=view.vol_level,
@@ -589,49 +758,68 @@ class Engine:
         """The frozen per-asset margin inputs at ``ts`` (default: engine clock)."""
         return self._view(self._ts(ts))
 
-    # -- internals used by the waterfall ---------------------------------------------------
-    def emit(self, ts: int, kind: str, data: dict[str, Any]) -> Event:
-        """Append an event and fold it (the waterfall's only way to change state)."""
-        return self._emit(ts, kind, data)
-
-    def sweep_isolated(self, bucket: str, ts: int) -> None:
-        """Return the balance of an emptied isolated bucket to its cross bucket."""
-        b = self.state.buckets.get(bucket)
-        if b is not None and b.is_isolated and not b.positions and b.balance > 0:
-            self._emit(
-                ts,
-                "transfer",
-                {"account": b.account, "asset": b.isolated_asset, "amount": -b.balance},
-            )
-
-    def require_unguarded(self, symbol: str, ts: int, action: str) -> None:
-        """Raise if ``symbol`` is guarded at ``ts`` (recording a newly stale guard)."""
-        self._require_unguarded(symbol, ts, action)
-
-    def _emit(self, ts: int, kind: str, data: dict[str, Any]) -> Event:
+    # -- internals ---------------------------------------------------------------------------------
+    def _run(self, ts: int, key: str | None, build: Callable[[Transaction], R]) -> R:
+        """Validate the time and key, plan the command, persist and apply it as one batch."""
+        ts = inputs.timestamp(ts)
         self._clock(ts)
-        event = self.log.append(ts, kind, data)
-        self._apply(event)
-        return event
+        if key is not None:
+            if not isinstance(key, str) or not key or len(key) > 200:
+                raise InputError(
+                    f"idempotency key must be a non-empty str of <= 200 chars: {key!r}"
+                )
+            if key in self.state.keys:
+                command = self.state.keys[key]
+                raise DuplicateCommandError(
+                    f"a command with key {key!r} was already applied (command #{command}); "
+                    "nothing was done",
+                    key,
+                    command,
+                )
+        tx = Transaction(self.state, self.config, ts)
+        result = build(tx)
+        events = tx.finish(key)
+        if events:
+            self._commit(events)
+        return result
 
-    def _apply(self, event: Event) -> None:
-        apply_event(self.state, event)
-        if event.kind in _MARKET_KINDS:
-            self._market_version += 1
+    def _commit(self, events: list[Event]) -> None:
+        self.log.commit(events)  # raises, having written and kept nothing, on a failed write
+        try:
+            apply_command(self.state, events)
+        except Exception as exc:
+            # The same events folded on the fork: this is a bug, never a bad input. The log
+            # holds them, so a restart from the store reproduces and reports it.
+            raise EventLogError(
+                f"command {events[0].cmd} was persisted but could not be applied ({exc}); "
+                "restart the engine from its store (Engine.resume) and report this"
+            ) from exc
+        finally:
+            self._version += 1
+
+    def _account_buckets(self, tx: Transaction, account: str) -> list[Bucket]:
+        ids = [account] + [f"{account}:{s}" for s in self.config.symbols]
+        return [b for b in (tx.state.peek_bucket(i) for i in ids) if b is not None]
+
+    def _require_bucket(self, tx: Transaction, bucket: str) -> Bucket:
+        found = tx.state.peek_bucket(bucket)
+        if found is None:
+            raise UnknownAccountError(f"no margin bucket {bucket!r}; deposit to the account first")
+        return found
 
     def _view(self, ts: int) -> MarketView:
         cached = self._view_cache
-        if cached is not None and cached[0] == ts and cached[1] == self._market_version:
+        if cached is not None and cached[0] == ts and cached[1] == self._version:
             return cached[2]
         view = market_view(self.state.assets, self.config, ts)
-        self._view_cache = (ts, self._market_version, view)
+        self._view_cache = (ts, self._version, view)
         return view
 
     def _oi(self) -> dict[str, int]:
         return {s: a.long_oi_lots for s, a in self.state.assets.items()}
 
     def _ts(self, ts: int | None) -> int:
-        return self.state.clock_ms if ts is None else ts
+        return self.state.clock_ms if ts is None else inputs.timestamp(ts)
 
     def _clock(self, ts: int) -> None:
         if ts < self.state.clock_ms:
@@ -645,37 +833,3 @@ class Engine:
         if found is None:
             raise UnknownAccountError(f"no margin bucket {bucket!r}; deposit to the account first")
         return found
-
-    def _refresh_guard(self, symbol: str, ts: int) -> bool:
-        """Record a newly stale oracle as a guard event; return whether it is guarded."""
-        margin = self._view(ts).assets[symbol]
-        asset = self.state.assets[symbol]
-        if margin.guarded and not asset.guarded:
-            self._emit(ts, "guard", {"asset": symbol, "guarded": True, "reason": "stale"})
-        return margin.guarded
-
-    def _require_unguarded(self, symbol: str, ts: int, action: str) -> None:
-        if self._refresh_guard(symbol, ts):
-            asset = self.state.assets[symbol]
-            if asset.price is None or asset.guard_reason in ("stale", "no_price"):
-                raise StaleOracleError(
-                    f"cannot {action} at ts={ts}: {symbol} oracle is stale (last accepted "
-                    f"price at {asset.price_ms}, heartbeat {self.config.oracle.heartbeat_ms} ms)"
-                )
-            raise GuardedAssetError(
-                f"cannot {action} at ts={ts}: {symbol} oracle guard tripped "
-                f"({asset.guard_reason}); wait for a price within the guard rails"
-            )
-
-
-def _split_flip(old: int, dq: int) -> list[int]:
-    """Split a trade that flips the position's side into a full close and an open."""
-    new = old + dq
-    if old != 0 and new != 0 and (old > 0) != (new > 0):
-        return [-old, new]
-    return [dq]
-
-
-def _positive(amount: int, what: str) -> None:
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        raise ValueError(f"{what}: amount must be a positive int of micro-USD, got {amount!r}")

@@ -33,6 +33,10 @@ class UnknownAccountError(LiquidationCoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class InputError(LiquidationCoreError, ValueError):
+    """A command argument has the wrong type or lies outside its allowed range."""
+
+
 class ClockError(LiquidationCoreError, ValueError):
     """A command carries a timestamp earlier than the engine clock (the log is append-only)."""
 
@@ -49,12 +53,16 @@ class InsufficientMarginError(LiquidationCoreError):
     """A trade, transfer or withdrawal would leave equity below the initial margin."""
 
 
+class InsufficientLiquidityError(InsufficientMarginError):
+    """The counterparty of a fill (by default the liquidity vault) cannot take it."""
+
+
 class InsufficientBalanceError(LiquidationCoreError):
     """A withdrawal or transfer exceeds the collateral balance held in escrow."""
 
 
 class WithdrawalRestrictedError(LiquidationCoreError):
-    """A withdrawal is blocked because the bucket holds a position on a guarded asset."""
+    """A withdrawal is blocked because the account holds a position on a guarded asset."""
 
 
 class NotLiquidatableError(LiquidationCoreError):
@@ -67,3 +75,15 @@ class RateLimitedError(LiquidationCoreError):
 
 class EventLogError(LiquidationCoreError):
     """The event log is malformed, out of order, or the store refused an append."""
+
+
+class DuplicateCommandError(LiquidationCoreError):
+    """A command carries an idempotency key that an earlier command already used.
+
+    Nothing was done: the earlier command's effects stand. ``command`` is its number.
+    """
+
+    def __init__(self, message: str, key: str, command: int) -> None:
+        super().__init__(message)
+        self.key = key
+        self.command = command

@@ -12,9 +12,37 @@ Formulas (notional ``N`` in USD, multiplier ``m``):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from liquidation.config import AssetConfig
 from liquidation.money import MICRO, charge
+
+
+@dataclass(frozen=True)
+class MarginState:
+    """A bucket's equity and requirements at one instant, micro-USD."""
+
+    equity: int
+    initial: int
+    maintenance: int
+
+
+def may_update(before: MarginState, after: MarginState) -> bool:
+    """The dYdX v4 rule for a change to a bucket (a trade leg, a margin-mode switch).
+
+    Allowed if the bucket meets its initial margin afterwards; otherwise only if it moves
+    to a less-or-equally risky state: maintenance does not rise and ``equity / MM`` does
+    not fall (compared as ``equity_after * MM_before >= equity_before * MM_after`` to stay
+    in integers). With no maintenance on either side only an equity gain is allowed.
+    Removing one leg of a portfolio-margined hedge raises maintenance, so it must meet IM.
+    """
+    if after.equity >= after.initial:
+        return True
+    if after.maintenance > before.maintenance:
+        return False
+    if after.maintenance == 0 or before.maintenance == 0:
+        return after.maintenance == before.maintenance == 0 and after.equity > before.equity
+    return after.equity * before.maintenance >= before.equity * after.maintenance
 
 
 def position_fraction(notional_usd: float, multiplier: float, asset: AssetConfig) -> float:

@@ -11,6 +11,12 @@ zero (:func:`value`). Rates (fees, margin fractions, funding) are floats from co
 snapshots; applying one to money rounds in the venue's favour where the result is a charge
 (:func:`charge`) and toward zero where it is a transfer (:func:`apply_rate_trunc`). Each rounded
 amount is what is booked, so the ledger stays exact to the unit.
+
+Inputs are bounded (:data:`MAX_PRICE`, :data:`MAX_LOTS`, :data:`MAX_AMOUNT`, :data:`MAX_TS_MS`)
+so every derived amount stays a modest Python int and every value mirrored into the float64 /
+int64 arrays of the scan stays representable. A notional ``lots * price`` can exceed int64
+(one BTC is 1e8 lots; 1e8 x 1e11 micro-USD = 1e19): it is only ever formed as a Python int,
+never in a numpy integer array.
 """
 
 from __future__ import annotations
@@ -21,6 +27,14 @@ from typing import Final
 
 MICRO: Final[int] = 10**6
 QTY_SCALE: Final[int] = 10**8
+#: Largest accepted price: 1e9 USD per unit, in micro-USD.
+MAX_PRICE: Final[int] = 10**15
+#: Largest quantity of one order or position: 1e10 units, in lots.
+MAX_LOTS: Final[int] = 10**18
+#: Largest single amount of money (a deposit, a withdrawal): 1e12 USD, in micro-USD.
+MAX_AMOUNT: Final[int] = 10**18
+#: Latest accepted engine time: 2200-01-01T00:00:00Z in epoch ms (int64 holds it with room).
+MAX_TS_MS: Final[int] = 7_258_118_400_000
 
 
 def usd(amount: str | int | Decimal) -> int:

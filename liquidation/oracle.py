@@ -1,25 +1,40 @@
-"""Oracle guard rails: staleness, deviation from a reference or TWAP, confidence band.
+"""Oracle guard rails: staleness, confidence band, deviation from a reference or the TWAP,
+re-anchoring after a consistent run of prints, and escalation of a long guard.
 
 Pure functions: the engine calls them and records their verdicts as events, so the guard state
 is part of the log and a replay never re-evaluates a price.
+
+The reference is the median of *reference feeds*: any number of named feeds, each quote
+carrying the time it was observed. A quote older than ``reference_heartbeat_ms`` is ignored;
+with fewer than ``min_reference_feeds`` fresh quotes there is no reference and prints are
+compared with the TWAP of accepted prints instead.
+
+**Liveness bound** (the parameters of :class:`~liquidation.config.OracleGuardConfig`): with a
+reference, a print within ``max_deviation`` of it is accepted. Without one, ``N =
+reanchor_prints`` consecutive prints that pass the confidence check and lie within a relative
+band ``x = reanchor_band`` (``max <= (1 + x) * min``) are accepted at the N-th, which
+re-anchors the TWAP: a genuine move, one jump or a slide, clears the guard after N prints.
+A single wild print, or a feed oscillating beyond the band, never does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from liquidation.config import OracleGuardConfig
 
 GuardReason = Literal["ok", "stale", "deviation", "confidence", "no_price"]
+Escalation = Literal["none", "alert", "fallback"]
 
 
 @dataclass(frozen=True)
 class PriceObservation:
-    """One oracle update. Prices are integer micro-USD per base unit; ``ts_ms`` epoch ms.
+    """One print of the primary oracle. Prices are integer micro-USD per unit.
 
-    ``reference`` is an independent source (another venue, a TWAP feed); without it the guard
-    compares against the engine's TWAP of previously accepted prices.
+    ``reference`` is the reference price the print is checked against (the median of the
+    fresh reference feeds), or None to check it against the TWAP.
     """
 
     asset: str
@@ -30,30 +45,49 @@ class PriceObservation:
 
 
 @dataclass(frozen=True)
+class ReferenceQuote:
+    """The last price of one named reference feed and when that feed observed it."""
+
+    feed: str
+    price: int
+    observed_ms: int
+
+
+@dataclass(frozen=True)
 class GuardVerdict:
-    """Result of checking one observation: ``accepted`` and the reason if not."""
+    """Result of checking one print: ``accepted``, the reason if not, and whether the print
+    was accepted by the re-anchoring rule rather than by its distance to the reference."""
 
     accepted: bool
     reason: GuardReason
     detail: str = ""
+    reanchored: bool = False
 
 
 def check_observation(
-    obs: PriceObservation, twap: int | None, config: OracleGuardConfig
+    obs: PriceObservation,
+    twap: int | None,
+    window: tuple[int, ...],
+    config: OracleGuardConfig,
 ) -> GuardVerdict:
-    """Accept or reject a price by its confidence band and its deviation from a reference.
+    """Accept or reject a print by its band, its deviation, and the re-anchoring rule.
 
     Parameters
     ----------
     obs : PriceObservation
-        The update.
+        The print (``price > 0`` and ``confidence >= 0``, validated by the caller).
     twap : int or None
-        Current TWAP of accepted prices (micro-USD), used when ``obs.reference`` is None.
+        TWAP of accepted prints, used when ``obs.reference`` is None.
+    window : tuple of int
+        The previous confidence-passing prints, most recent last (see :func:`next_window`).
     config : OracleGuardConfig
 
     Returns
     -------
     GuardVerdict
+        Accepted if within ``max_deviation`` of the reference (or of the TWAP without one, or
+        the first price ever); else, without a reference, accepted with ``reanchored`` when
+        this print completes a run of ``reanchor_prints`` within ``reanchor_band``.
     """
     if obs.price <= 0:
         return GuardVerdict(False, "no_price", f"non-positive price {obs.price}")
@@ -63,16 +97,72 @@ def check_observation(
             False, "confidence", f"confidence band {band:.4%} > {config.max_confidence_ratio:.4%}"
         )
     reference = obs.reference if obs.reference is not None else twap
-    if reference is not None and reference > 0:
-        deviation = abs(obs.price - reference) / reference
-        if deviation > config.max_deviation:
-            source = "reference" if obs.reference is not None else "TWAP"
-            return GuardVerdict(
-                False,
-                "deviation",
-                f"{deviation:.4%} from {source} {reference} > {config.max_deviation:.4%}",
-            )
-    return GuardVerdict(True, "ok")
+    if reference is None:
+        return GuardVerdict(True, "ok")
+    deviation = abs(obs.price - reference) / reference
+    if deviation <= config.max_deviation:
+        return GuardVerdict(True, "ok")
+    source = "reference median" if obs.reference is not None else "TWAP"
+    detail = f"{deviation:.4%} from {source} {reference} > {config.max_deviation:.4%}"
+    if obs.reference is None:
+        run = next_window(window, obs.price, config)
+        if len(run) == config.reanchor_prints and consistent(run, config.reanchor_band):
+            return GuardVerdict(True, "ok", f"re-anchored: {detail}", reanchored=True)
+    return GuardVerdict(False, "deviation", detail)
+
+
+def next_window(window: tuple[int, ...], price: int, config: OracleGuardConfig) -> tuple[int, ...]:
+    """The last ``reanchor_prints`` confidence-passing prints after ``price`` joins them."""
+    return (*window, price)[-config.reanchor_prints :]
+
+
+def consistent(prints: tuple[int, ...], band: float) -> bool:
+    """True if ``max(prints) <= (1 + band) * min(prints)``."""
+    return max(prints) <= (1.0 + band) * min(prints)
+
+
+def reference_price(
+    quotes: Mapping[str, ReferenceQuote], now_ms: int, config: OracleGuardConfig
+) -> int | None:
+    """Median of the fresh reference quotes at ``now_ms``, or None without a quorum.
+
+    A quote is fresh if it was observed at most ``reference_heartbeat_ms`` before
+    ``now_ms``. With an even count the median is the floor of the two middle quotes' mean.
+    """
+    fresh = sorted(
+        q.price
+        for q in quotes.values()
+        if 0 <= now_ms - q.observed_ms <= config.reference_heartbeat_ms
+    )
+    if len(fresh) < config.min_reference_feeds or not fresh:
+        return None
+    middle = len(fresh) // 2
+    if len(fresh) % 2:
+        return fresh[middle]
+    return (fresh[middle - 1] + fresh[middle]) // 2
+
+
+def escalation(
+    guarded_since_ms: int | None,
+    alerted: bool,
+    reference: int | None,
+    now_ms: int,
+    config: OracleGuardConfig,
+) -> Escalation:
+    """What a guard that started at ``guarded_since_ms`` calls for at ``now_ms``.
+
+    ``"fallback"`` once it has lasted ``fallback_after_ms`` and a reference quorum exists
+    (the mark then follows the reference median); else ``"alert"`` once it has lasted
+    ``alert_after_ms`` and no alert was logged yet; else ``"none"``.
+    """
+    if guarded_since_ms is None:
+        return "none"
+    elapsed = now_ms - guarded_since_ms
+    if elapsed >= config.fallback_after_ms and reference is not None:
+        return "fallback"
+    if elapsed >= config.alert_after_ms and not alerted:
+        return "alert"
+    return "none"
 
 
 def is_stale(last_accepted_ms: int | None, now_ms: int, config: OracleGuardConfig) -> bool:

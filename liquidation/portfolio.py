@@ -16,6 +16,8 @@ floor being a fraction of the standard (isolated-sum) requirement, against procy
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -55,7 +57,7 @@ def scenario_returns(
     returns : ndarray, shape (n, n_scenarios)
     vol_level : ndarray, shape (n_scenarios,)
     """
-    directions = scenario_directions(correlation)
+    directions = _directions(np.asarray(correlation, dtype=np.float64).tobytes(), len(sigmas))
     levels = np.asarray(config.price_levels, dtype=np.float64)
     vols = np.asarray(config.vol_levels, dtype=np.float64)
     grid_scale = (vols[:, None, None] * levels[None, :, None]).reshape(-1, 1)  # (V*P, 1)
@@ -67,6 +69,12 @@ def scenario_returns(
     )
     vol_level = np.repeat(vol_of, directions.shape[1])
     return returns, vol_level
+
+
+@functools.lru_cache(maxsize=64)
+def _directions(correlation: bytes, n: int) -> NDArray[np.float64]:
+    """:func:`scenario_directions` cached by the matrix (an eigendecomposition per view)."""
+    return scenario_directions(np.frombuffer(correlation, dtype=np.float64).reshape(n, n))
 
 
 def portfolio_requirement(

@@ -8,9 +8,14 @@ updated in O(1) per position change) and a price tick is one matrix-vector produ
 under a millisecond for 100,000 buckets x 10 assets. :meth:`PositionBook.scan_rows` is the
 row-wise path (gather + ``np.bincount``) for books too wide for a dense matrix.
 
-The scan is a *filter*: the engine re-checks each flagged bucket with exact integer money
-before it liquidates (a float rounding at the boundary can only delay a liquidation by one
-tick, never cause a wrong one).
+The scan is a *filter* that never misses: it flags every bucket whose float margin excess is
+below a tolerance covering the exact check's rounding (a truncation of value and a round-up of
+requirement per position, plus float error relative to the amounts involved), and the engine
+re-checks each flagged bucket with exact integer money before it liquidates. So the buckets
+liquidated are exactly those the integer check finds below maintenance.
+
+Positions pay the multiplier of their *ramp class* (:mod:`liquidation.ramp`): per asset, the
+classes are intervals of ``risk_since``; the exposure matrix keeps one quantity block per class.
 """
 
 from __future__ import annotations
@@ -24,17 +29,24 @@ from liquidation.money import MICRO, QTY_SCALE
 
 #: Largest bucket x asset matrix the scan keeps dense (40 MB per float64 matrix).
 DENSE_CELL_LIMIT = 5_000_000
+#: Tolerance of the scan filter: USD per position (the exact check rounds each position's
+#: value and requirement by under one micro-USD each) and relative float error.
+TOLERANCE_PER_POSITION_USD = 1e-5
+TOLERANCE_RELATIVE = 1e-12
+_NO_CLASS = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
 class MarginArrays:
     """Per-asset margin inputs of a scan, aligned with the engine's asset order.
 
-    ``guarded`` marks assets whose oracle is stale or tripped: buckets holding them are never
-    reported liquidatable. ``mult_target`` applies to positions whose risk was added at or after
-    ``change_start_ms``; older positions use the ramped ``mult_existing``. The portfolio fields
-    (``returns``, ``vol_level``, ``liquidity_cost``, ``floor_fraction``) are used for buckets in
-    portfolio-margin mode; ``sigma`` is the multiplier-scaled horizon sigma per asset.
+    ``price`` is the mark. ``guarded`` marks assets whose oracle is stale or tripped: buckets
+    holding them are never reported liquidatable. Ramp classes: a position of asset ``a``
+    whose risk dates from ``class_since[a, k] <= risk_since < class_since[a, k + 1]`` pays
+    multiplier ``class_mult[a, k]`` (``class_since[a, 0]`` is the smallest int64; unused
+    classes start at the largest). The portfolio fields (``returns``, ``vol_level``,
+    ``liquidity_cost``, ``floor_fraction``) are built at ``mult_target``; ``sigma`` is the
+    multiplier-scaled horizon sigma per asset.
     """
 
     price: NDArray[np.float64]
@@ -45,13 +57,27 @@ class MarginArrays:
     size_reference_usd: NDArray[np.float64]
     imf_cap: NDArray[np.float64]
     mult_target: NDArray[np.float64]
-    mult_existing: NDArray[np.float64]
-    change_start_ms: NDArray[np.int64]
+    class_since: NDArray[np.int64]
+    class_mult: NDArray[np.float64]
     sigma: NDArray[np.float64]
     returns: NDArray[np.float64]
     vol_level: NDArray[np.float64]
     liquidity_cost: NDArray[np.float64]
     floor_fraction: float
+
+    @classmethod
+    def class_arrays(
+        cls, since: list[tuple[int, ...]], multipliers: list[tuple[float, ...]]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Pad per-asset class tuples into ``(n_assets, K)`` arrays (empty classes last)."""
+        width = max(len(s) for s in since)
+        since_array = np.full((len(since), width), _NO_CLASS, dtype=np.int64)
+        mult_array = np.zeros((len(since), width))
+        for a, (bounds, mults) in enumerate(zip(since, multipliers, strict=True)):
+            since_array[a, : len(bounds)] = bounds
+            mult_array[a, : len(mults)] = mults
+            mult_array[a, len(mults) :] = mults[-1]
+        return since_array, mult_array
 
     def parameter_key(self) -> bytes:
         """Bytes of every price-independent per-asset input (the scan's cache key)."""
@@ -62,8 +88,8 @@ class MarginArrays:
             self.size_reference_usd,
             self.imf_cap,
             self.mult_target,
-            self.mult_existing,
-            self.change_start_ms,
+            self.class_since,
+            self.class_mult,
         )
         return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
 
@@ -71,13 +97,23 @@ class MarginArrays:
         """Same parameters at another price vector (one tick of a replay)."""
         return MarginArrays(**{**self.__dict__, "price": np.asarray(price, dtype=np.float64)})
 
+    def classes_of(self, asset: NDArray[np.int64], since: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Ramp class of each (asset, risk_since) pair."""
+        result = np.zeros(len(asset), dtype=np.int64)
+        for a in np.unique(asset):
+            rows = np.flatnonzero(asset == a)
+            result[rows] = np.searchsorted(self.class_since[a], since[rows], side="right") - 1
+        return result
+
 
 @dataclass(frozen=True)
 class ScanResult:
     """Outcome of one scan.
 
-    ``liquidatable`` holds bucket indices (ascending) with equity below maintenance and no
-    guarded asset; ``equity`` and ``maintenance`` are per bucket index, in USD.
+    ``liquidatable`` holds bucket indices (ascending) whose float excess ``equity -
+    maintenance`` is below the rounding tolerance and that hold no guarded asset: a superset
+    of the buckets the exact integer check finds below maintenance. ``equity`` and
+    ``maintenance`` are per bucket index, in USD.
     """
 
     liquidatable: NDArray[np.int64]
@@ -106,6 +142,7 @@ class PositionBook:
         self.bucket_index: dict[str, int] = {}
         self.balance = np.zeros(capacity)
         self.portfolio = np.zeros(capacity, dtype=bool)
+        self.count = np.zeros(capacity, dtype=np.int64)
         self.row_index: dict[tuple[int, int], int] = {}
         self._free_rows: list[int] = []
         self.n_rows = 0
@@ -145,6 +182,7 @@ class PositionBook:
         if portfolio is not None:
             book.portfolio[: len(bucket_ids)] = portfolio
         book.row_bucket[:n_rows] = row_bucket
+        book.count[: len(bucket_ids)] = np.bincount(row_bucket, minlength=len(bucket_ids))
         book.row_asset[:n_rows] = row_asset
         book.qty[:n_rows] = qty
         book.cost[:n_rows] = cost_usd
@@ -167,6 +205,7 @@ class PositionBook:
             if index >= len(self.balance):
                 self.balance = _grow(self.balance)
                 self.portfolio = _grow(self.portfolio)
+                self.count = _grow(self.count)
                 self._exposure = None  # sized to the old capacity
             self.bucket_ids.append(bucket_id)
             self.bucket_index[bucket_id] = index
@@ -196,10 +235,12 @@ class PositionBook:
                 self.cost[row] = 0.0
                 del self.row_index[key]
                 self._free_rows.append(row)
+                self.count[index] -= 1
         else:
             if row is None:
                 row = self._free_rows.pop() if self._free_rows else self._new_row()
                 self.row_index[key] = row
+                self.count[index] += 1
                 self.row_bucket[row] = index
                 self.row_asset[row] = asset
             self.qty[row] = lots / QTY_SCALE
@@ -224,17 +265,16 @@ class PositionBook:
 
     # -- the scan ---------------------------------------------------------------------------
     def scan(self, margin: MarginArrays, detail: bool = True) -> ScanResult:
-        """Value every position at ``margin.price`` and flag buckets below maintenance.
+        """Value every position at ``margin.price`` and flag buckets at or below maintenance.
 
-        A bucket's margin excess is linear in prices and in the per-asset maintenance rates:
-        ``excess = balance - C + [Q_new | Q_old | |Q_new| | |Q_old|] @ [p, p, -p r_new,
-        -p r_old]`` where ``Q`` are bucket x asset net quantities split by ramp class (risk
-        added before or after the last multiplier change) and ``r`` the target and ramped
-        maintenance rates. That matrix is built once with ``np.bincount``-style aggregation
-        and kept current by :meth:`set_position`, so a price tick is one matrix-vector product.
-        Positions large enough for the size scaling to bind are fixed up column by column, only
-        for assets whose price crosses the smallest such threshold. Books wider than
-        ``DENSE_CELL_LIMIT`` cells use :meth:`scan_rows` (gather + ``np.bincount``).
+        A bucket's margin excess is linear in prices and in the per-class maintenance rates:
+        ``excess = balance - C + [Q_0 .. Q_K-1 | |Q_0| .. |Q_K-1|] @ [p .. p | -p r_0 ..
+        -p r_K-1]`` where ``Q_k`` are bucket x asset net quantities of ramp class ``k`` and
+        ``r_k`` its maintenance rate. That matrix is built once with ``np.bincount``-style
+        aggregation and kept current by :meth:`set_position`, so a price tick is a few
+        matrix-vector products. Positions large enough for the size scaling to bind are fixed
+        up column by column, only for assets whose price crosses the smallest such threshold.
+        Books wider than ``DENSE_CELL_LIMIT`` cells use :meth:`scan_rows`.
 
         Parameters
         ----------
@@ -252,37 +292,48 @@ class PositionBook:
         if nb * na > DENSE_CELL_LIMIT:
             return self.scan_rows(margin, detail)
         exposure = self._exposure_for(margin)
+        k = exposure.n_classes
         price = margin.price
-        rate_new, rate_old = _class_rates(margin)
+        rates = _class_rates(margin)  # (na, K)
         matrix = exposure.matrix[:nb]
+        signed_block, abs_block = matrix[:, : k * na], matrix[:, k * na :]
         pm = np.flatnonzero(self.portfolio[:nb])
-        extra = exposure.size_excess(margin, rate_new, rate_old, nb)
+        extra = exposure.size_excess(margin, rates, nb)
+        prices = np.tile(price, k)
+        requirement = (price[:, None] * rates).T.ravel()
+        balance, cost = self.balance[:nb], exposure.cost[:nb]
+        tolerance = _tolerance(self.count[:nb], balance, cost)
         if detail or pm.size:
-            equity = self.balance[:nb] - exposure.cost[:nb]
-            equity += _matvec(matrix[:, : 2 * na], np.concatenate([price, price]))
-            maintenance = _matvec(
-                matrix[:, 2 * na :], np.concatenate([price * rate_new, price * rate_old])
-            )
+            equity = balance - cost + _matvec(signed_block, prices)
+            maintenance = _matvec(abs_block, requirement)
+            # The relative float error scales with sum |q| p, bounded from the requirement.
+            tolerance += TOLERANCE_RELATIVE * maintenance / rates.min()
             if extra is not None:
                 maintenance += extra
             if pm.size:
-                new_q, old_q = matrix[pm, :na], matrix[pm, na : 2 * na]
-                ratio = margin.mult_existing / margin.mult_target
-                scaled = (new_q + old_q * ratio) * price
-                signed = (new_q + old_q) * price
+                ratio = margin.class_mult / margin.mult_target[:, None]  # (na, K)
+                blocks = signed_block[pm].reshape(len(pm), k, na)
+                scaled = np.einsum("bka,ak->ba", blocks, ratio) * price
+                signed = blocks.sum(axis=1) * price
                 maintenance = _grid_maintenance(
                     margin, scaled, signed, np.abs(signed), maintenance, pm
                 )
-            below = equity < maintenance
+            excess = equity - maintenance
+            if not detail:
+                equity = maintenance = np.empty(0)
         else:
-            vector = np.concatenate([price, price, -price * rate_new, -price * rate_old])
-            excess = self.balance[:nb] - exposure.cost[:nb] + _matvec(matrix, vector)
-            below = excess < (extra if extra is not None else 0.0)
+            # One pass over the matrix; the relative tolerance rides on the rates, so a bucket
+            # is flagged when its excess is below the tolerance plus ``rel * sum |q| p``.
+            vector = np.concatenate([prices, -(requirement + TOLERANCE_RELATIVE * prices)])
+            excess = balance - cost + _matvec(matrix, vector)
+            if extra is not None:
+                excess -= extra
             equity = maintenance = np.empty(0)
+        below = excess < tolerance
         if margin.guarded.any():
             cols = np.flatnonzero(margin.guarded)
-            holds = (matrix[:, cols] != 0).any(axis=1) | (matrix[:, na + cols] != 0).any(axis=1)
-            below &= ~holds
+            held = (abs_block.reshape(nb, k, na)[:, :, cols] != 0).any(axis=(1, 2))
+            below &= ~held
         return ScanResult(np.flatnonzero(below), equity, maintenance)
 
     def scan_rows(self, margin: MarginArrays, detail: bool = True) -> ScanResult:
@@ -299,6 +350,7 @@ class PositionBook:
         np.take(margin.price, self.row_asset[:n], out=signed)
         np.multiply(signed, self.qty[:n], out=signed)
         notional = np.abs(signed, out=required)
+        gross = np.bincount(bucket, weights=notional, minlength=nb)
         rows = np.flatnonzero(notional > rates.threshold) if rates.any_size else None
         if rows is not None and rows.size:
             big = notional[rows]
@@ -310,6 +362,8 @@ class PositionBook:
         if rows is not None and rows.size:
             required[rows] = big * scaled
         pm_buckets = np.flatnonzero(self.portfolio[:nb])
+        balance = self.balance[:nb]
+        cost = np.bincount(bucket, weights=self.cost[:n], minlength=nb)
         if detail or pm_buckets.size:
             maintenance = np.bincount(bucket, weights=required, minlength=nb)
             if pm_buckets.size:
@@ -333,14 +387,14 @@ class PositionBook:
                     pm_buckets,
                 )
             pnl = np.subtract(signed, self.cost[:n], out=signed)
-            equity = self.balance[:nb] + np.bincount(bucket, weights=pnl, minlength=nb)
-            below = equity < maintenance
+            equity = balance + np.bincount(bucket, weights=pnl, minlength=nb)
+            excess = equity - maintenance
         else:
             pnl = np.subtract(signed, self.cost[:n], out=signed)
             pnl -= required
-            excess = self.balance[:nb] + np.bincount(bucket, weights=pnl, minlength=nb)
-            below = excess < 0
+            excess = balance + np.bincount(bucket, weights=pnl, minlength=nb)
             equity = maintenance = np.empty(0)
+        below = excess < _tolerance(self.count[:nb], balance, cost) + TOLERANCE_RELATIVE * gross
         if margin.guarded.any():
             guarded = np.bincount(
                 bucket,
@@ -354,7 +408,7 @@ class PositionBook:
     def _exposure_for(self, margin: MarginArrays) -> _Exposure:
         """The exposure matrix for ``margin``'s ramp classes, rebuilt only when they change."""
         exposure = self._exposure
-        if exposure is None or not np.array_equal(exposure.change_start, margin.change_start_ms):
+        if exposure is None or not np.array_equal(exposure.class_since, margin.class_since):
             exposure = _Exposure.build(self, margin)
             self._exposure = exposure
         return exposure
@@ -370,9 +424,8 @@ class PositionBook:
         if self._rates is not None and self._rates[0] == key:
             return self._rates[1]
         asset = self.row_asset[: self.n_rows]
-        is_new = self.risk_since[: self.n_rows] >= margin.change_start_ms.take(asset)
-        rate_new, rate_old = _class_rates(margin)
-        rate = np.where(is_new, rate_new.take(asset), rate_old.take(asset))
+        klass = margin.classes_of(asset, self.risk_since[: self.n_rows])
+        rate = _class_rates(margin)[asset, klass]
         coef = _size_coefficients(margin)
         size_coef = coef.take(asset)
         with np.errstate(divide="ignore"):
@@ -380,10 +433,10 @@ class PositionBook:
             threshold = np.where(
                 size_coef > 0, (rate / np.where(size_coef > 0, size_coef, 1.0)) ** 2, np.inf
             )
-        ratio_asset = margin.mult_existing / margin.mult_target
+        ratio = margin.class_mult[asset, klass] / margin.mult_target.take(asset)
         rates = _RowRates(
             rate=rate,
-            ratio=np.where(is_new, 1.0, ratio_asset.take(asset)),
+            ratio=ratio,
             cap=(margin.imf_cap * margin.maintenance_fraction).take(asset),
             size_coef=size_coef,
             any_size=bool((coef > 0).any()),
@@ -397,38 +450,37 @@ def scan(book: PositionBook, prices: NDArray[np.float64], margin: MarginArrays) 
     """Liquidatable buckets of ``book`` at ``prices`` (USD per unit, engine asset order).
 
     Shorthand for ``book.scan(margin.with_prices(prices))``; ``margin`` carries the multipliers,
-    ramp state, guard flags and portfolio grid (see :meth:`Engine.margin_arrays`).
+    ramp classes, guard flags and portfolio grid (see :meth:`Engine.margin_arrays`).
     """
     return book.scan(margin.with_prices(prices))
 
 
 class _Exposure:
-    """Bucket x asset quantities ``[Q_new | Q_old | |Q_new| | |Q_old|]`` and entry costs.
+    """Bucket x asset quantities per ramp class ``[Q_0 .. Q_K-1 | |Q_0| .. |Q_K-1|]``.
 
-    ``Q_new`` holds positions whose risk was added at or after their asset's last multiplier
-    change (they pay the target multiplier), ``Q_old`` the others (they ride the ramp). One
-    position per (bucket, asset), so each cell is one position.
+    ``Q_k`` holds positions of ramp class ``k`` (see :class:`MarginArrays`). One position per
+    (bucket, asset), so each position fills one cell of one class block.
     """
 
-    def __init__(self, n_assets: int, capacity: int, change_start: NDArray[np.int64]) -> None:
+    def __init__(self, n_assets: int, capacity: int, class_since: NDArray[np.int64]) -> None:
         self.n_assets = n_assets
-        self.change_start = change_start.copy()
-        self.matrix = np.zeros((capacity, 4 * n_assets))
+        self.n_classes = class_since.shape[1]
+        self.class_since = class_since.copy()
+        self.matrix = np.zeros((capacity, 2 * self.n_classes * n_assets))
         self.cost = np.zeros(capacity)
         # Upper bound of |Q| per (class, asset) column, to skip the size fix-up cheaply.
-        self.col_max = np.zeros(2 * n_assets)
+        self.col_max = np.zeros(self.n_classes * n_assets)
 
     @classmethod
     def build(cls, book: PositionBook, margin: MarginArrays) -> _Exposure:
         na, n = book.n_assets, book.n_rows
-        exposure = cls(na, len(book.balance), margin.change_start_ms)
+        exposure = cls(na, len(book.balance), margin.class_since)
         active = np.flatnonzero(book.qty[:n] != 0)
         bucket, asset = book.row_bucket[active], book.row_asset[active]
         qty = book.qty[active]
-        is_old = (book.risk_since[active] < margin.change_start_ms.take(asset)).astype(np.int64)
-        column = asset + na * is_old
+        column = asset + na * margin.classes_of(asset, book.risk_since[active])
         exposure.matrix[bucket, column] = qty
-        exposure.matrix[bucket, column + 2 * na] = np.abs(qty)
+        exposure.matrix[bucket, column + exposure.n_classes * na] = np.abs(qty)
         exposure.cost[: len(book.balance)] = np.bincount(
             bucket, weights=book.cost[active], minlength=len(book.balance)
         )
@@ -437,46 +489,45 @@ class _Exposure:
 
     def update(self, bucket: int, asset: int, qty: float, bucket_cost: float, since: int) -> None:
         """Set the cell of (bucket, asset) to ``qty`` (0 closes it) and the bucket's cost."""
-        na = self.n_assets
+        na, k = self.n_assets, self.n_classes
         row = self.matrix[bucket]
-        for block in range(4):
-            row[asset + block * na] = 0.0
-        column = asset + (na if since < self.change_start[asset] else 0)
+        row[asset : 2 * k * na : na] = 0.0
+        klass = int(np.searchsorted(self.class_since[asset], since, side="right")) - 1
+        column = asset + na * klass
         row[column] = qty
-        row[column + 2 * na] = abs(qty)
+        row[column + k * na] = abs(qty)
         self.cost[bucket] = bucket_cost
         self.col_max[column] = max(self.col_max[column], abs(qty))
 
     def size_excess(
-        self,
-        margin: MarginArrays,
-        rate_new: NDArray[np.float64],
-        rate_old: NDArray[np.float64],
-        nb: int,
+        self, margin: MarginArrays, rates: NDArray[np.float64], nb: int
     ) -> NDArray[np.float64] | None:
         """Extra maintenance of positions whose size scaling binds (None if there are none)."""
         coef = _size_coefficients(margin)
         if not (coef > 0).any():
             return None
-        na = self.n_assets
+        na, k = self.n_assets, self.n_classes
         extra: NDArray[np.float64] | None = None
         cap = margin.imf_cap * margin.maintenance_fraction
-        for klass, rates in enumerate((rate_new, rate_old)):
+        for klass in range(k):
+            class_rates = rates[:, klass]
             with np.errstate(divide="ignore"):
-                threshold = np.where(coef > 0, (rates / np.where(coef > 0, coef, 1.0)) ** 2, np.inf)
+                threshold = np.where(
+                    coef > 0, (class_rates / np.where(coef > 0, coef, 1.0)) ** 2, np.inf
+                )
             hot = self.col_max[klass * na : (klass + 1) * na] * margin.price > threshold
             for asset in np.flatnonzero(hot):
-                notional = self.matrix[:nb, 2 * na + klass * na + asset] * margin.price[asset]
+                notional = self.matrix[:nb, k * na + klass * na + asset] * margin.price[asset]
                 rows = np.flatnonzero(notional > threshold[asset])
                 if not rows.size:
                     continue
                 big = notional[rows]
                 fraction = np.minimum(
-                    np.maximum(rates[asset], coef[asset] * np.sqrt(big)), cap[asset]
+                    np.maximum(class_rates[asset], coef[asset] * np.sqrt(big)), cap[asset]
                 )
                 if extra is None:
                     extra = np.zeros(nb)
-                extra[rows] += big * (fraction - rates[asset])
+                extra[rows] += big * (fraction - class_rates[asset])
         return extra
 
 
@@ -492,13 +543,20 @@ class _RowRates:
     threshold: NDArray[np.float64]
 
 
-def _class_rates(margin: MarginArrays) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-asset maintenance rates (fraction of notional) of new and ramping positions."""
-    cap = margin.imf_cap
-    mf = margin.maintenance_fraction
-    rate_new = np.minimum(margin.base_imf * margin.mult_target, cap) * mf
-    rate_old = np.minimum(margin.base_imf * margin.mult_existing, cap) * mf
-    return rate_new, rate_old
+def _class_rates(margin: MarginArrays) -> NDArray[np.float64]:
+    """Maintenance rate (fraction of notional) of each asset's ramp classes, ``(na, K)``."""
+    base = np.minimum(margin.base_imf[:, None] * margin.class_mult, margin.imf_cap[:, None])
+    return base * margin.maintenance_fraction[:, None]
+
+
+def _tolerance(
+    count: NDArray[np.int64], balance: NDArray[np.float64], cost: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Per-bucket margin of the float filter over the exact check (USD), before the part
+    proportional to the gross notional, which the callers add."""
+    return TOLERANCE_PER_POSITION_USD * (count + 1) + TOLERANCE_RELATIVE * (
+        np.abs(balance) + np.abs(cost)
+    )
 
 
 def _size_coefficients(margin: MarginArrays) -> NDArray[np.float64]:

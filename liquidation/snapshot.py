@@ -123,18 +123,24 @@ class MarginParameters:
         return cls(**dict(data))
 
 
-def target_multiplier(params: MarginParameters | None, asset: AssetConfig, ts_ms: int) -> float:
+def target_multiplier(
+    params: MarginParameters | None,
+    asset: AssetConfig,
+    ts_ms: int,
+    trusted: float | None = None,
+) -> float:
     """The multiplier new risk pays at ``ts_ms``.
 
     A usable snapshot gives its multiplier. An absent, expired, ``stale`` or ``halted`` one
-    gives the conservative fallback: the larger of the configured fallback multiplier and the
-    last snapshot's multiplier, so expiry can only tighten margin.
+    gives the conservative fallback: the largest of the configured fallback multiplier, the
+    ``trusted`` multiplier (that of the last usable snapshot) and the snapshot's own. So only
+    a fresh, usable snapshot can relax margin; expiry and bad status only tighten it.
     """
     if params is None:
-        return asset.fallback_multiplier
+        return max(asset.fallback_multiplier, trusted or 0.0)
     if params.is_usable(ts_ms):
         return params.multiplier
-    return max(asset.fallback_multiplier, params.multiplier)
+    return max(asset.fallback_multiplier, trusted or 0.0, params.multiplier)
 
 
 def check_bounds(params: MarginParameters, asset: AssetConfig) -> None:

@@ -1,13 +1,17 @@
 """Exact per-bucket valuation: equity, IM, MM, health and liquidation price.
 
-A :class:`MarketView` freezes, for one engine time, what margin needs of each asset: the oracle
-price, the guard status, the target and ramped multipliers and the liquidity and scenario
-inputs. The functions here take positions and a view, so the waterfall can value hypothetical
-positions (a planned partial liquidation) with the very same code as the real ones.
+A :class:`MarketView` freezes, for one engine time, what margin needs of each asset: the
+mark price (the guarded oracle plus a bounded basis, or the reference median after an
+escalated guard), the guard status, the target multiplier and the ramp classes, and the
+liquidity and scenario inputs. The functions here take positions and a view, so the
+waterfall can value hypothetical positions (a planned partial liquidation) with the very same
+code as the real ones.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,13 +26,13 @@ from liquidation.margin import (
     initial_requirement,
     maintenance_requirement,
     position_fraction,
-    ramped_multiplier,
     slippage_rate,
 )
+from liquidation.mark import decayed_basis, mark_price
 from liquidation.money import MICRO, QTY_SCALE, value
-from liquidation.oracle import is_stale
+from liquidation.oracle import is_stale, reference_price
 from liquidation.portfolio import portfolio_requirement, scenario_returns
-from liquidation.snapshot import target_multiplier
+from liquidation.ramp import at_time, classes
 from liquidation.state import AssetState
 
 
@@ -36,25 +40,34 @@ from liquidation.state import AssetState
 class AssetMargin:
     """Margin inputs of one asset at one time.
 
-    ``target`` is paid by new risk; positions whose risk predates ``change_start_ms`` pay the
-    ramped ``existing`` (always ``<= target``).
+    ``price`` is the mark (what margin, equity and liquidation use), ``oracle`` the guarded
+    index it derives from. ``target`` is paid by new risk; a position pays the multiplier of
+    its ramp class (``class_since[k] <= risk_since < class_since[k + 1]`` pays
+    ``class_mult[k]``, always ``<= target``; see :mod:`liquidation.ramp`).
     """
 
     config: AssetConfig
     price: int | None
+    oracle: int | None
     guarded: bool
     guard_reason: str
     target: float
-    existing: float
-    change_start_ms: int
+    class_since: tuple[int, ...]
+    class_mult: tuple[float, ...]
     sigma: float
     spread_bps: float
     slippage_bps: float
     standard_size_usd: float
 
+    @property
+    def existing(self) -> float:
+        """Multiplier of the oldest positions (the ramp's base level)."""
+        return self.class_mult[0]
+
     def multiplier_for(self, position: Position) -> float:
-        """Multiplier of a position's maintenance (ramped if its risk is older)."""
-        return self.target if position.risk_since_ms >= self.change_start_ms else self.existing
+        """Maintenance multiplier of a position (its ramp class's)."""
+        k = bisect.bisect_right(self.class_since, position.risk_since_ms) - 1
+        return self.class_mult[k]
 
     def close_cost_rate(self, notional: int) -> float:
         """Modelled close-out slippage (fraction of notional) for ``notional`` micro-USD."""
@@ -79,7 +92,7 @@ class MarketView:
     liquidity_cost: NDArray[np.float64]
 
     def price(self, symbol: str) -> int:
-        """Oracle price of ``symbol``; raises :class:`StaleOracleError` if it has none."""
+        """Mark price of ``symbol``; raises :class:`StaleOracleError` if it has none."""
         price = self.assets[symbol].price
         if price is None:
             raise StaleOracleError(
@@ -88,32 +101,51 @@ class MarketView:
             )
         return price
 
+    def oracle(self, symbol: str) -> int:
+        """Guarded oracle (index) price of ``symbol``, the base of its mark."""
+        oracle = self.assets[symbol].oracle
+        if oracle is None:
+            raise StaleOracleError(f"{symbol} has no accepted oracle price at ts={self.ts_ms}")
+        return oracle
+
 
 def asset_margin(
     asset_state: AssetState, asset: AssetConfig, config: EngineConfig, ts_ms: int
 ) -> AssetMargin:
     """Build the :class:`AssetMargin` of one asset's oracle, snapshot and ramp state."""
     params = asset_state.params
-    target = target_multiplier(params, asset, ts_ms)
-    ramp_from, start = asset_state.ramp_from, asset_state.ramp_start_ms
-    if params is not None and params.status in ("ok", "fallback") and ts_ms > params.valid_until_ms:
-        # Expiry is a tightening that happens without an event: ramp to the fallback from
-        # the value in force at the expiry instant.
-        at_expiry = ramped_multiplier(
-            ramp_from, params.multiplier, start, config.ramp_ms, params.valid_until_ms
-        )
-        ramp_from, start = at_expiry, params.valid_until_ms
-    existing = ramped_multiplier(ramp_from, target, start, config.ramp_ms, ts_ms)
-    stale = is_stale(asset_state.price_ms, ts_ms, config.oracle)
+    ramp = at_time(
+        asset_state.ramp,
+        params,
+        asset_state.trusted,
+        asset,
+        ts_ms,
+        config.ramp_ms,
+        config.max_ramp_classes,
+    )
+    since, multipliers = classes(ramp, ts_ms, config.ramp_ms)
+    if asset_state.mark_source == "reference":
+        median = reference_price(asset_state.references, ts_ms, config.oracle)
+        guarded = median is None
+        reason = "stale" if guarded else "reference"
+        # Without a quorum the last primary price is shown, guarded (nothing acts on it).
+        oracle = median if median is not None else asset_state.price
+    else:
+        oracle = asset_state.price
+        stale = is_stale(asset_state.price_ms, ts_ms, config.oracle)
+        guarded = asset_state.guarded or stale
+        reason = "stale" if stale and not asset_state.guarded else asset_state.guard_reason
+    basis = decayed_basis(asset_state.basis, asset_state.basis_ms, ts_ms, config.mark)
     usable = params is not None
     return AssetMargin(
         config=asset,
-        price=asset_state.price,
-        guarded=asset_state.guarded or stale,
-        guard_reason="stale" if stale and not asset_state.guarded else asset_state.guard_reason,
-        target=target,
-        existing=existing,
-        change_start_ms=start,
+        price=mark_price(oracle, basis, config.mark) if oracle is not None else None,
+        oracle=oracle,
+        guarded=guarded,
+        guard_reason=reason,
+        target=ramp.target,
+        class_since=since,
+        class_mult=multipliers,
         sigma=max(params.sigma if usable else asset.fallback_sigma, asset.stress_sigma_floor),
         spread_bps=params.spread_bps if usable else asset.default_spread_bps,
         slippage_bps=params.slippage_bps if usable else asset.default_slippage_bps,
@@ -129,9 +161,7 @@ def market_view(
         a.symbol: asset_margin(asset_states[a.symbol], a, config, ts_ms) for a in config.assets
     }
     sigmas = np.array([assets[s].sigma * assets[s].target for s in config.symbols])
-    corr = config.portfolio.correlation
-    correlation = np.eye(len(sigmas)) if corr is None else np.array(corr, dtype=np.float64)
-    returns, vol_level = scenario_returns(sigmas, correlation, config.portfolio)
+    returns, vol_level = scenario_returns(sigmas, _correlation(config), config.portfolio)
     liquidity = np.array(
         [
             slippage_rate(
@@ -147,9 +177,26 @@ def market_view(
     return MarketView(ts_ms, config, assets, returns, vol_level, liquidity)
 
 
+@functools.lru_cache(maxsize=64)
+def _correlation(config: EngineConfig) -> NDArray[np.float64]:
+    corr = config.portfolio.correlation
+    n = len(config.assets)
+    return np.eye(n) if corr is None else np.array(corr, dtype=np.float64)
+
+
 def equity(balance: int, positions: Iterable[Position], view: MarketView) -> int:
     """Collateral plus unrealized PnL at oracle prices, micro-USD."""
     return balance + sum(value(p.lots, view.price(p.asset)) - p.cost for p in positions)
+
+
+def below_maintenance(bucket: Bucket, view: MarketView) -> bool:
+    """The exact liquidation test: positions, no guarded leg, and equity below maintenance."""
+    if not bucket.positions or any(view.assets[a].guarded for a in bucket.positions):
+        return False
+    positions = bucket.positions.values()
+    return equity(bucket.balance, positions, view) < maintenance_margin(
+        positions, bucket.portfolio, view
+    )
 
 
 def notional(position: Position, view: MarketView) -> int:

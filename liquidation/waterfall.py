@@ -1,53 +1,69 @@
-"""The liquidation waterfall, one step per call.
+"""The liquidation waterfall, one step per command, planned on a :class:`Transaction`.
 
-Order (DESIGN.md):
+Order (DESIGN.md), in a matched book where every fill has a counterparty account:
 
 1. **Partial liquidation**, rate-limited: every position of the bucket is reduced by the same
    fraction ``f`` (so a portfolio-margined hedge is never unbalanced), the smallest that brings
    ``equity >= (1 + buffer) * MM`` after costs, capped at ``max_step_fraction`` per step and
    one step per ``cooldown_ms``. Small buckets, deep shortfalls (``equity < emergency_health *
    MM``) and steps that would not strictly improve ``equity - MM`` go to a full close-out.
-2. **Close-out** against the market at the oracle price moved by the snapshot's slippage model
-   (half spread + square-root impact of the closed size).
+   The cooldown binds every step after a step, a full close-out of a small bucket included;
+   only an emergency skips it.
+2. **Close-out against the market**: the liquidity vault (``EngineConfig.vault``) takes the
+   positions at the mark moved by the snapshot's slippage model (half spread + square-root
+   impact of the closed size), if its own margin allows (:mod:`liquidation.admission`).
 3. **Penalty** on the closed notional, paid from remaining equity only, split between the
    keeper and the insurance fund by the governed fund share.
 4. **Insurance fund** pays the bad debt, at most ``insurance_cap_per_event_usd`` per event.
-5. **ADL**: if the market close-out would leave more bad debt than the fund may pay, the
-   positions are instead transferred to the most profitable, most levered opposite positions at
-   the bankruptcy price (the fund's share is taken first); each counterparty gives up at most
-   its profit on the quantity taken and never more than its equity. Any unmatched quantity
-   is closed in the market.
-6. **Socialized loss**: what is still negative is charged pro rata to every other bucket's
-   positive balance; if even that is not enough the rest is written off (and shows in the
-   ledger's ``socialized_loss``).
+   The market close-out is taken only if its bad debt fits in what the fund may pay.
+5. **Backstop vault**: otherwise the positions are transferred at the mark with a price
+   concession (the bankruptcy price) covering the deficit beyond the fund's share; the vault
+   takes the largest fraction of them its margin allows and absorbs that share of the deficit.
+6. **ADL**: the rest goes to ranked opposite positions, each absorbing only what it can
+   (:func:`liquidation.adl.allocate`).
+7. **Socialized loss**: what is still negative is charged pro rata to the positive equity of
+   the buckets holding positions (:func:`liquidation.socialization.socialize`); what even that
+   cannot cover is written off (the ledger's ``socialized_loss``).
 
 Each step is logged as ``fill``/``penalty``/``fund_cover``/``socialize`` events and closed by a
-``liquidation`` event carrying equity and MM before and after.
+``liquidation`` event carrying equity and MM before and after; the engine persists the whole
+step as one command.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from liquidation.accounts import Bucket, Position
-from liquidation.adl import AdlCandidate, rank_candidates
-from liquidation.errors import NotLiquidatableError, RateLimitedError, UnknownAccountError
-from liquidation.fills import FillAmounts, close_price, fill_amounts
+from liquidation.adl import AdlCandidate, allocate
+from liquidation.admission import admit, guarded_legs, require_priced
+from liquidation.errors import (
+    InputError,
+    NotLiquidatableError,
+    RateLimitedError,
+    UnknownAccountError,
+)
+from liquidation.fills import close_price, fill_amounts, fill_events
 from liquidation.money import MICRO, charge, div_trunc, split_pro_rata, value
+from liquidation.socialization import socialize
+from liquidation.trading import sweep_isolated
+from liquidation.transaction import Transaction
 from liquidation.valuation import MarketView, equity, maintenance_margin, notional
 
-if TYPE_CHECKING:
-    from liquidation.engine import Engine
-
 FRACTION_SCALE = 1_000_000
-Step = Literal["partial", "full", "adl"]
+Step = Literal["partial", "full", "backstop", "adl"]
 
 
 @dataclass(frozen=True)
 class LiquidationReport:
-    """Outcome of one waterfall step (money in micro-USD)."""
+    """Outcome of one waterfall step (money in micro-USD).
+
+    ``bad_debt`` is the bucket's shortfall at the close-out chosen (before anyone covers it);
+    ``fund_paid``, ``backstop_absorbed``, ``adl_absorbed`` and ``socialized`` say who covered
+    it, in waterfall order.
+    """
 
     bucket: str
     step: Step
@@ -62,6 +78,7 @@ class LiquidationReport:
     fund_paid: int
     adl_absorbed: int
     socialized: int
+    backstop_absorbed: int = 0
 
     @property
     def improved(self) -> bool:
@@ -82,63 +99,71 @@ class _PlannedFill:
     closed_notional: int
 
 
-def liquidate_bucket(engine: Engine, bucket_id: str, keeper: str, ts: int) -> LiquidationReport:
-    """One waterfall step on ``bucket_id`` at ``ts``; see the module docstring.
+def liquidate(tx: Transaction, bucket_id: str, keeper: str) -> LiquidationReport:
+    """Plan one waterfall step on ``bucket_id``; see the module docstring.
 
     Raises
     ------
+    UnknownAccountError
+        No such bucket.
+    InputError
+        The keeper is the bucket's own account.
     NotLiquidatableError
         The bucket has no positions or its equity is at or above maintenance.
     GuardedAssetError, StaleOracleError
         A position's oracle is guarded: nothing is liquidated on a guarded price.
     RateLimitedError
-        A partial step came within the cooldown of the previous one.
+        A step came within the cooldown of the previous one (and it is no emergency).
     """
-    bucket = engine.state.buckets.get(bucket_id)
+    bucket = tx.state.peek_bucket(bucket_id)
     if bucket is None:
         raise UnknownAccountError(f"no margin bucket {bucket_id!r} to liquidate")
+    if keeper == bucket.account:
+        raise InputError(
+            f"keeper {keeper!r} cannot liquidate its own account's bucket {bucket_id!r}; "
+            "another keeper must"
+        )
     if not bucket.positions:
-        raise NotLiquidatableError(f"{bucket_id!r} holds no positions at ts={ts}")
+        raise NotLiquidatableError(f"{bucket_id!r} holds no positions at ts={tx.ts}")
+    view = tx.view()
     for symbol in sorted(bucket.positions):
-        engine.require_unguarded(symbol, ts, f"liquidate {bucket_id!r}")
-    view = engine.view(ts)
+        require_priced(view, symbol, f"liquidate {bucket_id!r}")
     positions = _ordered(bucket)
     eq = equity(bucket.balance, positions, view)
     mm = maintenance_margin(positions, bucket.portfolio, view)
     if eq >= mm:
         raise NotLiquidatableError(
-            f"{bucket_id!r} at ts={ts}: equity {eq} >= maintenance {mm}; not liquidatable"
+            f"{bucket_id!r} at ts={tx.ts}: equity {eq} >= maintenance {mm}; not liquidatable"
         )
-    cfg = engine.config.liquidation
+    cfg = tx.config.liquidation
     gross = sum(notional(p, view) for p in positions)
     full_cost = sum(charge(notional(p, view), _slip(view, p, p.lots)) for p in positions)
     emergency = eq < cfg.emergency_health * mm or eq - full_cost <= 0
+    last = bucket.last_liquidation_ms
+    if not emergency and last is not None and tx.ts - last < cfg.cooldown_ms:
+        raise RateLimitedError(
+            f"{bucket_id!r} at ts={tx.ts}: last liquidation step at {last}, cooldown "
+            f"{cfg.cooldown_ms} ms; retry at {last + cfg.cooldown_ms}"
+        )
     if not emergency and gross >= cfg.min_partial_notional_usd * MICRO:
-        last = bucket.last_liquidation_ms
-        if last is not None and ts - last < cfg.cooldown_ms:
-            raise RateLimitedError(
-                f"{bucket_id!r} at ts={ts}: last liquidation step at {last}, cooldown "
-                f"{cfg.cooldown_ms} ms; retry at {last + cfg.cooldown_ms}"
-            )
-        plan = _plan_partial(engine, bucket, positions, view, eq, mm)
-        if plan is not None:
-            fraction, fills, penalty = plan
-            return _execute_partial(
-                engine, bucket, keeper, ts, view, eq, mm, fraction, fills, penalty
-            )
-    return _full_closeout(engine, bucket, keeper, ts, view, positions, eq, mm)
+        plan = _plan_partial(tx, bucket, positions, view, eq, mm)
+        if plan is not None and _take_by_vault(tx, bucket, plan[1], "liquidation"):
+            fraction, _, penalty = plan
+            _charge_penalty(tx, bucket_id, keeper, penalty)
+            return _finish(tx, bucket_id, keeper, "partial", fraction, eq, mm, penalty, 0, 0)
+    return _full_closeout(tx, bucket, keeper, positions, eq, mm)
 
 
 # -- partial ---------------------------------------------------------------------------------
 def _plan_partial(
-    engine: Engine,
+    tx: Transaction,
     bucket: Bucket,
     positions: list[Position],
     view: MarketView,
     eq: int,
     mm: int,
 ) -> tuple[float, list[_PlannedFill], int] | None:
-    cfg = engine.config.liquidation
+    cfg = tx.config.liquidation
     target = (1.0 + cfg.health_buffer) * mm
     # Cost of closing everything (slippage at full size is an upper bound per unit closed).
     cost = sum(notional(p, view) * (_slip(view, p, p.lots) + cfg.penalty_rate) for p in positions)
@@ -155,7 +180,7 @@ def _plan_partial(
         closed = div_trunc(p.lots * ppm, FRACTION_SCALE)
         if closed == 0:
             continue
-        fills.append(_market_fill(view, p, -closed, ts=view.ts_ms))
+        fills.append(_market_fill(view, p, -closed, tx.ts))
     if not fills:
         return None
     after_positions, balance = _simulate(bucket, positions, fills)
@@ -168,195 +193,284 @@ def _plan_partial(
     return ppm / FRACTION_SCALE, fills, penalty
 
 
-def _execute_partial(
-    engine: Engine,
-    bucket: Bucket,
-    keeper: str,
-    ts: int,
-    view: MarketView,
-    eq: int,
-    mm: int,
-    fraction: float,
-    fills: list[_PlannedFill],
-    penalty: int,
-) -> LiquidationReport:
-    for fill in fills:
-        _emit_fill(engine, bucket.bucket_id, fill, ts, "liquidation")
-    _charge_penalty(engine, bucket, keeper, ts, penalty)
-    return _finish(
-        engine, bucket, keeper, ts, view, "partial", fraction, eq, mm, penalty, 0, 0, 0, 0
-    )
-
-
-# -- full close-out, fund, ADL, socialization --------------------------------------------------
+# -- full close-out, fund, backstop, ADL, socialization ---------------------------------------
 def _full_closeout(
-    engine: Engine,
+    tx: Transaction,
     bucket: Bucket,
     keeper: str,
-    ts: int,
-    view: MarketView,
     positions: list[Position],
     eq: int,
     mm: int,
 ) -> LiquidationReport:
-    cfg = engine.config.liquidation
+    cfg = tx.config.liquidation
+    view = tx.view()
+    bucket_id = bucket.bucket_id
     fund_available = min(
-        engine.state.insurance.fund, math.floor(cfg.insurance_cap_per_event_usd * MICRO)
+        tx.state.insurance.fund, math.floor(cfg.insurance_cap_per_event_usd * MICRO)
     )
-    # Measured before any fill: the fills shrink the state's Position objects in place.
     closed_notional = sum(notional(p, view) for p in positions)
-    market = [_market_fill(view, p, -p.lots, ts) for p in positions]
+    market = [_market_fill(view, p, -p.lots, tx.ts) for p in positions]
     _, balance_after_market = _simulate(bucket, positions, market)
-    step: Step = "full"
-    adl_absorbed = 0
-    if -balance_after_market > fund_available:
-        step = "adl"
-        adl_absorbed = _deleverage(engine, bucket, ts, view, positions, eq, fund_available)
+    market_debt = max(0, -balance_after_market)
+    step: Step
+    backstop = adl = 0
+    if market_debt <= fund_available and _take_by_vault(tx, bucket, market, "liquidation"):
+        step, bad_debt = "full", market_debt
     else:
-        for fill in market:
-            _emit_fill(engine, bucket.bucket_id, fill, ts, "liquidation")
+        bad_debt = max(0, -eq)
+        backstop, adl = _bankruptcy(
+            tx, bucket_id, max(0, bad_debt - fund_available), fund_available
+        )
+        step = "adl" if _adl_happened(tx) else "backstop"
     penalty = 0
-    if bucket.balance > 0:
-        penalty = min(charge(closed_notional, cfg.penalty_rate), bucket.balance)
-        _charge_penalty(engine, bucket, keeper, ts, penalty)
-    bad_debt = max(0, -bucket.balance)
-    fund_paid = min(bad_debt, fund_available)
-    if fund_paid:
-        engine.emit(ts, "fund_cover", {"bucket": bucket.bucket_id, "amount": fund_paid})
-    socialized = max(0, -bucket.balance)
-    if socialized:
-        _socialize(engine, bucket, ts, socialized)
+    balance = _balance(tx, bucket_id)
+    if balance > 0:
+        penalty = min(charge(closed_notional, cfg.penalty_rate), balance)
+        _charge_penalty(tx, bucket_id, keeper, penalty)
+    fund_paid = socialized = 0
+    # The bucket, then any counterparty that ADL closed out while it was bankrupt itself
+    # (its debt is realized now): the fund within its cap for the event, then socialization.
+    for debtor in [bucket_id, *_bankrupt_counterparties(tx, bucket_id)]:
+        debt = max(0, -_balance(tx, debtor))
+        if debtor != bucket_id:
+            bad_debt += debt
+        cover = min(debt, fund_available - fund_paid)
+        if cover:
+            tx.emit("fund_cover", {"bucket": debtor, "amount": cover})
+            fund_paid += cover
+        if debt > cover:
+            _socialize(tx, debtor, debt - cover)
+            socialized += debt - cover
     return _finish(
-        engine,
-        bucket,
-        keeper,
-        ts,
-        view,
-        step,
-        1.0,
-        eq,
-        mm,
-        penalty,
-        bad_debt + adl_absorbed,
-        fund_paid,
-        adl_absorbed,
-        socialized,
-    )
+        tx, bucket_id, keeper, step, 1.0, eq, mm, penalty, bad_debt, fund_paid,
+        backstop=backstop, adl=adl, socialized=socialized,
+    )  # fmt: skip
 
 
-def _deleverage(
-    engine: Engine,
-    bucket: Bucket,
-    ts: int,
-    view: MarketView,
-    positions: list[Position],
-    eq: int,
-    fund_available: int,
-) -> int:
-    """Close ``positions`` against ranked opposite positions at the bankruptcy price.
+def _bankruptcy(
+    tx: Transaction, bucket_id: str, deficit: int, fund_available: int
+) -> tuple[int, int]:
+    """Transfer every position at the mark, with concessions covering ``deficit`` (the
+    bankruptcy price): the backstop vault first, then ADL. Returns what each absorbed.
 
-    The deficit at oracle prices beyond what the fund may pay is spread over the positions in
-    proportion to notional and passed to counterparties as a price concession, capped by
-    their profit on the quantity taken. Returns the total concession (loss absorbed by ADL).
+    The concessions are then settled exactly: the fills split positions into segments whose
+    values truncate separately, so the planned concessions can miss the bucket's shortfall
+    beyond the fund by a few micro-USD; counterparties with room left pay the difference.
     """
-    deficit = max(0, -eq)
-    to_counterparties = max(0, deficit - fund_available)
-    notionals = [notional(p, view) for p in positions]
-    shares = (
-        split_pro_rata(to_counterparties, notionals)
-        if to_counterparties and sum(notionals) > 0
-        else [0] * len(positions)
-    )
-    absorbed = 0
-    for position, share in zip(positions, shares, strict=True):
-        original = abs(position.lots)  # the state's Position object shrinks as fills land
-        remaining = original
-        sign = 1 if position.lots > 0 else -1
-        price = view.price(position.asset)
-        for candidate in _candidates(engine, bucket, position.asset, -sign, view):
-            if remaining == 0:
-                break
-            take = min(remaining, abs(candidate.lots))
-            concession = share * take // original
-            cp = engine.state.buckets[candidate.bucket].positions[position.asset]
-            cp_amounts = fill_amounts(cp, sign * take, price, ts)
-            # A counterparty gives up at most its profit on the quantity taken, and never so
-            # much that its own equity turns negative (fees may have drawn its balance down).
-            concession = max(0, min(concession, cp_amounts.realized_pnl, candidate.equity))
-            own = engine.state.buckets[bucket.bucket_id].positions[position.asset]
-            own_amounts = fill_amounts(own, -sign * take, price, ts, adjustment=concession)
-            _emit_raw(
-                engine, bucket.bucket_id, position.asset, -sign * take, price, own_amounts, ts
-            )
-            _emit_raw(
-                engine,
-                candidate.bucket,
-                position.asset,
-                sign * take,
-                price,
-                fill_amounts(cp, sign * take, price, ts, adjustment=-concession),
-                ts,
-            )
-            engine.sweep_isolated(candidate.bucket, ts)
-            absorbed += concession
-            remaining -= take
-        if remaining:
-            own = engine.state.buckets[bucket.bucket_id].positions[position.asset]
-            fill = _market_fill(view, own, -own.lots, ts)
-            _emit_fill(engine, bucket.bucket_id, fill, ts, "liquidation")
+    backstop = _backstop(tx, bucket_id, deficit)
+    rooms: list[tuple[str, int]] = []
+    adl = _deleverage(tx, bucket_id, deficit - backstop, rooms)
+    short = -_balance(tx, bucket_id) - fund_available
+    for counterparty, room in rooms:
+        payer = tx.state.peek_bucket(counterparty)
+        if short <= 0 or payer is None or (payer.is_isolated and not payer.positions):
+            continue
+        extra = min(room, short)
+        if extra > 0:
+            _concede(tx, bucket_id, counterparty, extra, "adl")
+            adl += extra
+            short -= extra
+    if short > 0 and backstop > 0:
+        child = tx.savepoint()
+        _concede(child, bucket_id, tx.config.vault, short, "backstop")
+        if _vault_admits(tx, child):
+            tx.adopt(child)
+            backstop += short
+    return backstop, adl
+
+
+def _backstop(tx: Transaction, bucket_id: str, deficit: int) -> int:
+    """The vault takes the largest fraction of every position it can; returns its concession.
+
+    The fraction is found by bisection on the vault's admission (its margin after taking the
+    positions at the mark and paying that fraction of ``deficit``) and checked exactly.
+    """
+    vault = tx.config.vault
+    bucket = tx.state.peek_bucket(bucket_id)
+    assert bucket is not None
+    if bucket.account == vault or tx.state.peek_bucket(vault) is None:
+        return 0
+    positions = _ordered(bucket)
+
+    def attempt(ppm: int) -> tuple[Transaction, int] | None:
+        child = tx.savepoint()
+        for p in positions:
+            lots = div_trunc(p.lots * ppm, FRACTION_SCALE)
+            if lots:
+                _fill(
+                    child, bucket_id, vault, p.asset, -lots, child.view().price(p.asset), "backstop"
+                )
+        share = deficit * ppm // FRACTION_SCALE
+        if share:
+            _concede(child, bucket_id, vault, share, "backstop")
+        return (child, share) if _vault_admits(tx, child) else None
+
+    best = attempt(FRACTION_SCALE)
+    if best is None:
+        low, high = 0, FRACTION_SCALE
+        while high - low > 1_000:  # 0.1% resolution is enough; the rest goes to ADL
+            middle = (low + high) // 2
+            if attempt(middle) is not None:
+                low = middle
+            else:
+                high = middle
+        best = attempt(low) if low else None
+    if best is None:
+        return 0
+    child, absorbed = best
+    tx.adopt(child)
     return absorbed
 
 
-def _candidates(
-    engine: Engine, bucket: Bucket, symbol: str, side: int, view: MarketView
-) -> list[AdlCandidate]:
+def _deleverage(tx: Transaction, bucket_id: str, deficit: int, rooms: list[tuple[str, int]]) -> int:
+    """Transfer every remaining position to opposite positions (ADL); returns the concession.
+
+    Appends to ``rooms`` each counterparty and the concession it could still give.
+    """
+    bucket = tx.state.peek_bucket(bucket_id)
+    assert bucket is not None
+    positions = _ordered(bucket)
+    if not positions:
+        return 0
+    view = tx.view()
+    weights = [notional(p, view) for p in positions]
+    shares = split_pro_rata(deficit, weights) if deficit and sum(weights) else [0] * len(positions)
+    absorbed = 0
+    for position, share in zip(positions, shares, strict=True):
+        side = 1 if position.lots > 0 else -1
+        mark = view.price(position.asset)
+        candidates = _candidates(tx, bucket_id, position.asset, -side)
+        fills, _ = allocate(candidates, abs(position.lots), share)
+        for fill in fills:
+            _fill(tx, bucket_id, fill.bucket, position.asset, -side * fill.lots, mark, "adl")
+            if fill.concession:
+                _concede(tx, bucket_id, fill.bucket, fill.concession, "adl")
+            sweep_isolated(tx, fill.bucket)
+            absorbed += fill.concession
+            rooms.append((fill.bucket, fill.room))
+    return absorbed
+
+
+def _bankrupt_counterparties(tx: Transaction, bucket_id: str) -> list[str]:
+    """ADL counterparties of this step left without positions and with a negative balance."""
     found = []
-    price = view.price(symbol)
-    for other_id, other in engine.state.buckets.items():
-        if other_id == bucket.bucket_id:
-            continue
+    for event in tx.events:
+        if event.kind == "fill" and event.data["reason"] == "adl":
+            for leg in event.data["legs"]:
+                other = tx.state.peek_bucket(leg["bucket"])
+                if (
+                    leg["bucket"] != bucket_id
+                    and leg["bucket"] not in found
+                    and other is not None
+                    and not other.positions
+                    and other.balance < 0
+                ):
+                    found.append(leg["bucket"])
+    return found
+
+
+def _adl_happened(tx: Transaction) -> bool:
+    return any(e.kind == "fill" and e.data["reason"] == "adl" for e in tx.events)
+
+
+def _candidates(tx: Transaction, bucket_id: str, symbol: str, side: int) -> list[AdlCandidate]:
+    """Opposite positions in ``symbol`` (``side`` is theirs); unvaluable ones give nothing."""
+    view = tx.view()
+    mark = view.price(symbol)
+    found = []
+    for other_id, other in tx.state.peek_buckets():
         position = other.positions.get(symbol)
-        if position is None or (position.lots > 0) != (side > 0):
+        if other_id == bucket_id or position is None or (position.lots > 0) != (side > 0):
             continue
+        valued = not guarded_legs(view, other)
         found.append(
             AdlCandidate(
                 bucket=other_id,
                 lots=position.lots,
                 cost=position.cost,
-                upnl=value(position.lots, price) - position.cost,
-                notional=abs(value(position.lots, price)),
-                equity=equity(other.balance, other.positions.values(), view),
+                upnl=value(position.lots, mark) - position.cost,
+                notional=abs(value(position.lots, mark)),
+                equity=equity(other.balance, other.positions.values(), view) if valued else 0,
             )
         )
-    return rank_candidates(found)
+    return found
 
 
-def _socialize(engine: Engine, bucket: Bucket, ts: int, amount: int) -> None:
-    payers = sorted(
-        (b.bucket_id, b.balance)
-        for b in engine.state.buckets.values()
-        if b.bucket_id != bucket.bucket_id and b.balance > 0
-    )
-    total = sum(balance for _, balance in payers)
-    charged = min(amount, total)
-    charges = []
-    if charged:
-        parts = split_pro_rata(charged, [balance for _, balance in payers])
-        charges = [[bid, part] for (bid, _), part in zip(payers, parts, strict=True) if part]
-    engine.emit(
-        ts,
+def _socialize(tx: Transaction, bucket_id: str, amount: int) -> None:
+    view = tx.view()
+    holders = [
+        (b, equity(bucket.balance, bucket.positions.values(), view))
+        for b, bucket in sorted(tx.state.peek_buckets())
+        if b != bucket_id and bucket.positions and not guarded_legs(view, bucket)
+    ]
+    charges, written_off = socialize(amount, holders)
+    tx.emit(
         "socialize",
-        {"bucket": bucket.bucket_id, "charges": charges, "written_off": amount - charged},
+        {
+            "bucket": bucket_id,
+            "charges": [[b, part] for b, part in charges],
+            "written_off": written_off,
+        },
     )
 
 
-# -- shared helpers --------------------------------------------------------------------------
+# -- fills against the vault and counterparties -----------------------------------------------
+def _take_by_vault(tx: Transaction, bucket: Bucket, fills: list[_PlannedFill], reason: str) -> bool:
+    """Fill ``fills`` against the vault at their planned prices if its margin allows."""
+    vault = tx.config.vault
+    if bucket.account == vault or tx.state.peek_bucket(vault) is None:
+        return False
+    child = tx.savepoint()
+    for fill in fills:
+        _fill(child, bucket.bucket_id, vault, fill.asset, fill.dq, fill.exec_price, reason)
+    if not _vault_admits(tx, child):
+        return False
+    tx.adopt(child)
+    return True
+
+
+def _vault_admits(before: Transaction, after: Transaction) -> bool:
+    vault = before.config.vault
+    return admit(before.state, after.state, before.view(), vault) is None
+
+
+def _fill(
+    tx: Transaction,
+    bucket_id: str,
+    counterparty: str,
+    symbol: str,
+    dq: int,
+    price: int,
+    reason: str,
+) -> None:
+    """Emit the matched fill of ``dq`` lots of the bucket against ``counterparty``, no fees."""
+    taker = tx.state.peek_bucket(bucket_id)
+    maker = tx.state.peek_bucket(counterparty)
+    assert taker is not None and maker is not None
+    for data in fill_events(
+        symbol,
+        dq,
+        price,
+        tx.ts,
+        taker=(bucket_id, taker.positions.get(symbol)),
+        maker=(counterparty, maker.positions.get(symbol)),
+        reason=reason,
+    ):
+        tx.emit("fill", data)
+
+
+def _concede(tx: Transaction, bucket_id: str, counterparty: str, amount: int, reason: str) -> None:
+    """``counterparty`` pays the bankrupt bucket ``amount`` on top of the mark."""
+    tx.emit(
+        "concession",
+        {"bucket": bucket_id, "counterparty": counterparty, "amount": amount, "reason": reason},
+    )
+
+
 def _finish(
-    engine: Engine,
-    bucket: Bucket,
+    tx: Transaction,
+    bucket_id: str,
     keeper: str,
-    ts: int,
-    view: MarketView,
     step: Step,
     fraction: float,
     eq: int,
@@ -364,15 +478,20 @@ def _finish(
     penalty: int,
     bad_debt: int,
     fund_paid: int,
-    adl_absorbed: int,
-    socialized: int,
+    *,
+    backstop: int = 0,
+    adl: int = 0,
+    socialized: int = 0,
 ) -> LiquidationReport:
+    bucket = tx.state.peek_bucket(bucket_id)
+    assert bucket is not None
+    view = tx.view()
     positions = _ordered(bucket)
     eq_after = equity(bucket.balance, positions, view)
     mm_after = maintenance_margin(positions, bucket.portfolio, view)
     closed = not positions
     data: dict[str, Any] = {
-        "bucket": bucket.bucket_id,
+        "bucket": bucket_id,
         "keeper": keeper,
         "step": step,
         "fraction": fraction,
@@ -384,13 +503,14 @@ def _finish(
         "closed": closed,
         "penalty": penalty,
         "fund_paid": fund_paid,
-        "adl_absorbed": adl_absorbed,
+        "backstop_absorbed": backstop,
+        "adl_absorbed": adl,
         "socialized": socialized,
     }
-    engine.emit(ts, "liquidation", data)
-    engine.sweep_isolated(bucket.bucket_id, ts)
+    tx.emit("liquidation", data)
+    sweep_isolated(tx, bucket_id)
     return LiquidationReport(
-        bucket=bucket.bucket_id,
+        bucket=bucket_id,
         step=step,
         fraction=fraction,
         equity_before=eq,
@@ -401,25 +521,31 @@ def _finish(
         penalty=penalty,
         bad_debt=bad_debt,
         fund_paid=fund_paid,
-        adl_absorbed=adl_absorbed,
+        adl_absorbed=adl,
         socialized=socialized,
+        backstop_absorbed=backstop,
     )
 
 
-def _charge_penalty(engine: Engine, bucket: Bucket, keeper: str, ts: int, penalty: int) -> None:
+def _charge_penalty(tx: Transaction, bucket_id: str, keeper: str, penalty: int) -> None:
     if penalty <= 0:
         return
-    fund_amount = int(penalty * engine.state.insurance.fund_share)
-    engine.emit(
-        ts,
+    fund_amount = int(penalty * tx.state.insurance.fund_share)
+    tx.emit(
         "penalty",
         {
-            "bucket": bucket.bucket_id,
+            "bucket": bucket_id,
             "keeper": keeper,
             "keeper_amount": penalty - fund_amount,
             "fund_amount": fund_amount,
         },
     )
+
+
+def _balance(tx: Transaction, bucket_id: str) -> int:
+    bucket = tx.state.peek_bucket(bucket_id)
+    assert bucket is not None
+    return bucket.balance
 
 
 def _slip(view: MarketView, position: Position, lots: int) -> float:
@@ -428,9 +554,9 @@ def _slip(view: MarketView, position: Position, lots: int) -> float:
 
 
 def _market_fill(view: MarketView, position: Position, dq: int, ts: int) -> _PlannedFill:
-    oracle = view.price(position.asset)
+    mark = view.price(position.asset)
     rate = _slip(view, position, dq)
-    exec_price = close_price(oracle, -dq, rate)
+    exec_price = close_price(mark, -dq, rate)
     amounts = fill_amounts(position, dq, exec_price, ts)
     return _PlannedFill(
         asset=position.asset,
@@ -439,7 +565,7 @@ def _market_fill(view: MarketView, position: Position, dq: int, ts: int) -> _Pla
         realized=amounts.realized_pnl,
         cost_delta=amounts.cost_delta,
         risk_since=amounts.risk_since_ms,
-        closed_notional=abs(value(dq, oracle)),
+        closed_notional=abs(value(dq, mark)),
     )
 
 
@@ -459,52 +585,6 @@ def _simulate(
         if lots:
             after.append(Position(p.asset, lots, p.cost + fill.cost_delta, fill.risk_since))
     return after, balance
-
-
-def _emit_fill(engine: Engine, bucket: str, fill: _PlannedFill, ts: int, reason: str) -> None:
-    engine.emit(
-        ts,
-        "fill",
-        {
-            "bucket": bucket,
-            "asset": fill.asset,
-            "dq": fill.dq,
-            "price": fill.exec_price,
-            "fee": 0,
-            "fee_addon": 0,
-            "realized_pnl": fill.realized,
-            "cost_delta": fill.cost_delta,
-            "risk_since": fill.risk_since,
-            "reason": reason,
-        },
-    )
-
-
-def _emit_raw(
-    engine: Engine,
-    bucket: str,
-    asset: str,
-    dq: int,
-    price: int,
-    amounts: FillAmounts,
-    ts: int,
-) -> None:
-    engine.emit(
-        ts,
-        "fill",
-        {
-            "bucket": bucket,
-            "asset": asset,
-            "dq": dq,
-            "price": price,
-            "fee": 0,
-            "fee_addon": 0,
-            "realized_pnl": amounts.realized_pnl,
-            "cost_delta": amounts.cost_delta,
-            "risk_since": amounts.risk_since_ms,
-            "reason": "adl",
-        },
-    )
 
 
 def _ordered(bucket: Bucket) -> list[Position]:

@@ -19,6 +19,7 @@ from liquidation.config import (
 )
 
 HOUR_MS = 3_600_000
+VAULT_USD = 10_000_000
 
 
 def iso(ms: int) -> str:
@@ -107,3 +108,8 @@ def simple_config(
         portfolio=PortfolioMarginConfig(correlation=correlation),
         ramp_ms=ramp_ms,
     )
+
+
+def fund_vault(engine: Any, ts: int = 0, usd_amount: int = VAULT_USD) -> None:
+    """Deposit into the liquidity vault, the default counterparty of every trade."""
+    engine.deposit(engine.config.vault, usd_amount * 1_000_000, ts=ts)

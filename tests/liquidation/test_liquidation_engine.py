@@ -21,7 +21,7 @@ from liquidation.errors import (
 )
 from liquidation.events import Event, SQLiteEventStore
 from liquidation.money import MICRO, QTY_SCALE, price, qty, usd
-from tests.liquidation.liq_builders import HOUR_MS, simple_config, snapshot
+from tests.liquidation.liq_builders import HOUR_MS, fund_vault, simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 
@@ -30,6 +30,7 @@ def _engine(config=None, multiplier: float = 1.0, **kw) -> Engine:
     engine = Engine(config or simple_config(**kw))
     engine.update_price(BTC, price("50000"), ts=0)
     engine.apply_snapshot(snapshot(BTC, 1, multiplier), ts=0)
+    fund_vault(engine)
     return engine
 
 
@@ -113,16 +114,18 @@ def test_isolated_margin_returns_to_cross_on_close() -> None:
     assert engine.state.ledger.fees == usd("50.5")
 
 
-def test_funding_longs_pay_shorts_receive_and_ledger_balances() -> None:
+def test_funding_longs_pay_shorts_receive_and_is_zero_sum() -> None:
     engine = _engine()
     engine.deposit("long", usd("10000"), ts=0)
     engine.deposit("short", usd("10000"), ts=0)
     engine.trade("long", BTC, qty("1"), ts=0)
-    engine.trade("short", BTC, -qty("2"), ts=0)
-    assert engine.apply_funding(BTC, 0.0001, ts=1_000) == 2
+    engine.trade("short", BTC, -qty("2"), ts=0)  # the vault holds the other long BTC
+    assert engine.apply_funding(BTC, 0.0001, ts=1_000) == 3
+    # Longs pay 1 bp of 50,000 each; the short receives exactly what they pay.
     assert engine.state.buckets["long"].balance == usd("10000") - usd("5")
+    assert engine.state.buckets["vault"].balance == usd("10000000") - usd("5")
     assert engine.state.buckets["short"].balance == usd("10000") + usd("10")
-    assert engine.state.ledger.funding == usd("5")
+    assert engine.state.ledger.funding == 0
     assert engine.ledger_discrepancy() == 0
 
 
@@ -224,6 +227,7 @@ def test_sqlite_write_through_and_replay(tmp_path: Path) -> None:
         engine = Engine(config, store=store)
         engine.update_price(BTC, price("50000"), ts=0)
         engine.apply_snapshot(snapshot(BTC, 1, 1.0), ts=0)
+        fund_vault(engine)
         engine.deposit("a", usd("6000"), ts=0)
         engine.trade("a", BTC, qty("2"), ts=0)
         engine.update_price(BTC, price("48400"), ts=1_000)
@@ -290,13 +294,17 @@ def test_batch_price_update_reports_each_verdict() -> None:
     assert verdicts[BTC].reason == "deviation" and engine.state.assets[BTC].guarded
 
 
+def _store_with_a_deposit(path: Path) -> None:
+    with SQLiteEventStore(path) as store:
+        engine = Engine(simple_config(), store=store)
+        engine.update_price(BTC, price("50000"), ts=0)
+        engine.deposit("a", usd("100"), ts=0)
+
+
 def test_resume_continues_the_same_store(tmp_path: Path) -> None:
     path = tmp_path / "events.sqlite"
     config = simple_config()
-    with SQLiteEventStore(path) as store:
-        engine = Engine(config, store=store)
-        engine.update_price(BTC, price("50000"), ts=0)
-        engine.deposit("a", usd("100"), ts=0)
+    _store_with_a_deposit(path)
     with SQLiteEventStore(path) as store:
         resumed = Engine.resume(store, config)
         resumed.deposit("a", usd("5"), ts=1_000)
@@ -305,3 +313,22 @@ def test_resume_continues_the_same_store(tmp_path: Path) -> None:
     final = Engine.from_store(path, config)
     assert final.state.buckets["a"].balance == usd("105")
     assert final.digest() == resumed.digest()
+
+
+def test_resume_closes_a_torn_command_with_an_abort(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite"
+    config = simple_config()
+    _store_with_a_deposit(path)
+    # A writer without transactions crashed after the first of two events of a command.
+    torn = Event(3, 1_000, "deposit", {"account": "a", "amount": usd("5")}, cmd=2, last=False)
+    with SQLiteEventStore(path) as store:
+        store.append([torn])
+    assert Engine.from_store(path, config).torn_tail == [torn]
+    with SQLiteEventStore(path) as store:
+        resumed = Engine.resume(store, config)
+        assert resumed.state.buckets["a"].balance == usd("100")  # the torn deposit is void
+        assert resumed.log[-1].kind == "abort"
+        resumed.deposit("a", usd("7"), ts=2_000)
+    final = Engine.from_store(path, config)
+    assert final.state.buckets["a"].balance == usd("107") and final.digest() == resumed.digest()
+    assert final.state.clock_ms == 2_000

@@ -10,7 +10,7 @@ from liquidation.engine import Engine
 from liquidation.errors import InsufficientMarginError
 from liquidation.money import MICRO, QTY_SCALE
 from liquidation.scan import PositionBook, scan
-from tests.liquidation.liq_builders import HOUR_MS, simple_config, snapshot
+from tests.liquidation.liq_builders import HOUR_MS, fund_vault, simple_config, snapshot
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 START = {"BTCUSDT": 50_000, "ETHUSDT": 2_500, "SOLUSDT": 150}
@@ -28,6 +28,7 @@ def _random_engine(seed: int) -> Engine:
     for i, s in enumerate(SYMBOLS):
         engine.update_price(s, START[s] * MICRO, ts=0)
         engine.apply_snapshot(snapshot(s, 1, 1.0, sigma=0.02 + 0.01 * i), ts=0)
+    fund_vault(engine, usd_amount=10**9)
     for a in range(60):
         account = f"acct{a:02d}"
         engine.deposit(account, int(rng.uniform(1e3, 5e6)) * MICRO, ts=0)

@@ -12,7 +12,7 @@ import math
 
 from liquidation.engine import Engine
 from liquidation.money import MICRO, QTY_SCALE, charge, price, qty, usd, value
-from tests.liquidation.liq_builders import simple_config, snapshot
+from tests.liquidation.liq_builders import fund_vault, simple_config, snapshot
 
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 
@@ -21,6 +21,7 @@ def _engine(config=None, fund: str | None = None) -> Engine:
     engine = Engine(config or simple_config())
     engine.update_price(BTC, price("50000"), ts=0)
     engine.apply_snapshot(snapshot(BTC, 1, 1.0), ts=0)
+    fund_vault(engine)
     if fund:
         engine.seed_insurance(usd(fund), ts=0)
     return engine
@@ -93,7 +94,7 @@ def test_bad_debt_covered_by_insurance_fund() -> None:
     assert report.penalty == 0  # no equity left to pay a penalty from
     assert engine.state.buckets["bob"].balance == 0
     assert engine.state.insurance.fund == usd("100000") - 932_455_884
-    assert engine.state.insurance.bad_debts == [932_455_884]
+    assert engine.state.insurance.bad_debts == (932_455_884,)
     assert engine.ledger_discrepancy() == 0
 
 
@@ -106,10 +107,12 @@ def test_adl_event_ranks_by_pnl_times_leverage() -> None:
     engine.update_price(BTC, price("49000"), ts=1_000, reference=price("49000"))
     engine.deposit("dave", usd("3000"), ts=1_000)
     engine.trade("dave", BTC, -qty("1"), ts=1_000)  # short 1 at 49,000
+    # The vault, flat again, withdraws everything: it cannot take Bob's position.
+    engine.withdraw("vault", engine.state.buckets["vault"].balance, ts=1_000)
     engine.update_price(BTC, price("47000"), ts=2_000, reference=price("47000"))
     # Bob's equity -900. A market close-out would leave 932.46 of bad debt > the fund's 100,
-    # so ADL: the fund's 100 is used first, the other 800 goes to counterparties as a price
-    # concession (bankruptcy price 47,400 instead of 47,000).
+    # and the vault has no margin to back it, so ADL: the fund's 100 is used first, the other
+    # 800 goes to counterparties as a price concession (bankruptcy price 47,400, not 47,000).
     # Scores = (upnl / |cost|) * (notional / equity):
     #   carol: (3,000 / 50,000) * (47,000 / 13,000) = 0.2169
     #   dave:  (2,000 / 49,000) * (47,000 / 5,000)  = 0.3837  -> deleveraged first.
@@ -122,12 +125,21 @@ def test_adl_event_ranks_by_pnl_times_leverage() -> None:
     assert report.fund_paid == usd("100")
     assert report.socialized == 0
     fills = [e.data for e in engine.log if e.kind == "fill" and e.data["reason"] == "adl"]
-    assert [f["bucket"] for f in fills] == ["bob", "dave", "bob", "carol"]  # dave first
+    assert [[leg["bucket"] for leg in f["legs"]] for f in fills] == [
+        ["bob", "dave"],  # dave first
+        ["bob", "carol"],
+    ]
+    concessions = [e.data for e in engine.log if e.kind == "concession"]
+    assert [(c["counterparty"], c["amount"]) for c in concessions] == [
+        ("dave", usd("400")),
+        ("carol", usd("400")),
+    ]
     # Bob: -6,000 + 800 = -5,200 realized -> balance -100 -> fund pays 100 -> 0.
     assert engine.state.buckets["bob"].balance == 0
     # Dave: 3,000 + (49,000 - 47,000) - 400 = 4,600; Carol: 10,000 + 3,000 - 400 = 12,600.
     assert engine.state.buckets["dave"].balance == usd("4600")
     assert engine.state.buckets["carol"].balance == usd("12600")
+    assert all(not b.positions for b in engine.state.buckets.values())
     assert engine.state.insurance.fund == 0
     assert engine.ledger_discrepancy() == 0
 
@@ -138,6 +150,7 @@ def test_portfolio_margin_hedge_needs_less_than_isolated() -> None:
     for symbol, px in ((BTC, "50000"), (ETH, "2500")):
         engine.update_price(symbol, price(px), ts=0)
         engine.apply_snapshot(snapshot(symbol, 1, 1.0, sigma=0.03), ts=0)
+    fund_vault(engine)
     engine.deposit("hedger", usd("10000"), ts=0)
     engine.trade("hedger", BTC, qty("1"), ts=0)  # long 50,000 USD of BTC
     engine.trade("hedger", ETH, -qty("20"), ts=0)  # short 50,000 USD of ETH
@@ -158,7 +171,8 @@ def test_portfolio_margin_hedge_needs_less_than_isolated() -> None:
     assert abs(engine.maintenance_margin("hedger") - 0.6 * expected_im) <= 2
     # The vectorised scan gives the same portfolio maintenance.
     scan = engine.scan()
-    assert abs(scan.maintenance[0] * MICRO - engine.maintenance_margin("hedger")) < 1.0
+    index = engine.state.book.bucket_index["hedger"]
+    assert abs(scan.maintenance[index] * MICRO - engine.maintenance_margin("hedger")) < 1.0
 
 
 def test_emergency_closeout_penalty_is_capped_by_remaining_equity() -> None:

@@ -10,23 +10,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from liquidation.accounts import Position
+from liquidation.adl import AdlCandidate, AdlFill, allocate, rank_candidates
 from liquidation.config import (
     AssetConfig,
     EngineConfig,
     InsuranceConfig,
+    MarkConfig,
     OracleGuardConfig,
     PortfolioMarginConfig,
 )
 from liquidation.errors import ConfigError, SnapshotValidationError, UnknownAssetError
+from liquidation.fills import fill_events, segments
+from liquidation.funding import funding_payments
 from liquidation.insurance import historical_stressed_loss, review
 from liquidation.margin import (
+    MarginState,
     initial_requirement,
     maintenance_requirement,
+    may_update,
     oi_scaled_fraction,
     position_fraction,
     ramped_multiplier,
     slippage_rate,
 )
+from liquidation.mark import decayed_basis, mark_price, updated_basis
 from liquidation.money import (
     MICRO,
     charge,
@@ -38,9 +46,18 @@ from liquidation.money import (
     usd,
     value,
 )
-from liquidation.oracle import PriceObservation, check_observation, is_stale, update_twap
+from liquidation.oracle import (
+    PriceObservation,
+    ReferenceQuote,
+    check_observation,
+    is_stale,
+    reference_price,
+    update_twap,
+)
 from liquidation.portfolio import portfolio_requirement, scenario_directions, scenario_returns
+from liquidation.ramp import RampState, classes, multiplier, retarget
 from liquidation.snapshot import MarginParameters, check_bounds, target_multiplier
+from liquidation.socialization import socialize
 from tests.liquidation.liq_builders import HOUR_MS, snapshot
 
 BTC = AssetConfig("BTCUSDT")
@@ -146,16 +163,44 @@ def test_target_multiplier_falls_back_conservatively() -> None:
 def test_guard_rejects_wide_band_and_deviation() -> None:
     cfg = OracleGuardConfig(max_deviation=0.05, max_confidence_ratio=0.01)
     px = price("100")
-    ok = check_observation(PriceObservation("X", px, 0, confidence=px // 200), None, cfg)
+    ok = check_observation(PriceObservation("X", px, 0, confidence=px // 200), None, (), cfg)
     assert ok.accepted
-    wide = check_observation(PriceObservation("X", px, 0, confidence=px // 50), None, cfg)
+    wide = check_observation(PriceObservation("X", px, 0, confidence=px // 50), None, (), cfg)
     assert (wide.accepted, wide.reason) == (False, "confidence")
-    far = check_observation(PriceObservation("X", px, 0, reference=price("90")), None, cfg)
+    far = check_observation(PriceObservation("X", px, 0, reference=price("90")), None, (), cfg)
     assert (far.accepted, far.reason) == (False, "deviation")
-    twap = check_observation(PriceObservation("X", px, 0), price("94"), cfg)
+    twap = check_observation(PriceObservation("X", px, 0), price("94"), (), cfg)
     assert not twap.accepted and "TWAP" in twap.detail
     # A reference overrides the TWAP: a confirmed large move is accepted.
-    assert check_observation(PriceObservation("X", px, 0, reference=px), price("80"), cfg).accepted
+    confirmed = PriceObservation("X", px, 0, reference=px)
+    assert check_observation(confirmed, price("80"), (), cfg).accepted
+
+
+def test_guard_reanchors_after_a_consistent_run_but_not_against_a_reference() -> None:
+    cfg = OracleGuardConfig(max_deviation=0.05, reanchor_prints=3, reanchor_band=0.02)
+    twap, run = price("100"), (price("90"), price("90.5"))
+    third = PriceObservation("X", price("90.2"), 0)
+    verdict = check_observation(third, twap, run, cfg)
+    assert verdict.accepted and verdict.reanchored
+    # One print short of the run, or a run wider than the band: still guarded.
+    assert not check_observation(third, twap, run[1:], cfg).accepted
+    assert not check_observation(third, twap, (price("85"), price("90.5")), cfg).accepted
+    # A fresh reference quorum that disagrees decides: no re-anchoring against it.
+    against = PriceObservation("X", price("90.2"), 0, reference=price("100"))
+    assert not check_observation(against, twap, run, cfg).accepted
+
+
+def test_reference_median_of_fresh_feeds() -> None:
+    cfg = OracleGuardConfig(reference_heartbeat_ms=1_000, min_reference_feeds=2)
+    quotes = {
+        "a": ReferenceQuote("a", 100, 9_500),
+        "b": ReferenceQuote("b", 104, 9_900),
+        "c": ReferenceQuote("c", 300, 8_000),  # stale: ignored
+    }
+    assert reference_price(quotes, 10_000, cfg) == 102
+    assert reference_price({"a": quotes["a"]}, 10_000, cfg) is None  # below the quorum
+    quotes["d"] = ReferenceQuote("d", 101, 10_000)
+    assert reference_price(quotes, 10_000, cfg) == 101
 
 
 def test_staleness_and_twap() -> None:
@@ -257,3 +302,152 @@ def test_governance_stays_in_bounds(steps: list[tuple[int, int]]) -> None:
 def test_historical_stressed_loss_quantile() -> None:
     assert historical_stressed_loss([], 0.99) == 0
     assert historical_stressed_loss([10, 20, 30, 40, 1000], 0.5) == 30
+
+
+# -- ramp -------------------------------------------------------------------------------------
+@given(
+    changes=st.lists(
+        st.tuples(st.sampled_from([0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0]), st.integers(1, 5_000)),
+        min_size=1,
+        max_size=12,
+    ),
+    ramp=st.sampled_from([0, 1_000, 4_000]),
+)
+def test_ramp_classes_never_fall_and_never_exceed_the_target(
+    changes: list[tuple[float, int]], ramp: int
+) -> None:
+    state, ts = RampState.start(2.0), 0
+    for target, gap in changes:
+        before = classes(state, ts, ramp)[1]
+        paid = {s: multiplier(state, s, ts, ramp) for s in range(0, ts + 1, max(1, ts // 7 or 1))}
+        new = retarget(state, target, ts, ramp, max_classes=5)
+        if target == state.target:
+            assert new is state  # republishing changes nothing
+        for since, old in paid.items():
+            now = multiplier(new, since, ts, ramp)
+            # A tightening keeps what each position paid; a relaxation caps it at the target.
+            assert now == pytest.approx(min(old, target)) or (target > state.target and now >= old)
+        assert len(classes(new, ts, ramp)[0]) <= 5 and before
+        mults = classes(new, ts + gap, ramp)[1]
+        assert all(m <= target + 1e-12 for m in mults) and list(mults) == sorted(mults)
+        assert classes(new, ts + ramp, ramp)[1] == (target,) * len(mults)
+        state, ts = new, ts + gap
+
+
+# -- ADL, socialization, funding -------------------------------------------------------------
+candidate = st.builds(
+    AdlCandidate,
+    bucket=st.sampled_from(["p", "q", "r", "s", "t"]),
+    lots=st.integers(1, 10**9),
+    cost=st.integers(1, 10**11),
+    upnl=st.integers(-(10**9), 10**10),
+    notional=st.integers(1, 10**11),
+    equity=st.integers(-(10**9), 10**10),
+)
+
+
+@given(
+    candidates=st.lists(candidate, min_size=1, max_size=5, unique_by=lambda c: c.bucket),
+    quantity=st.integers(1, 10**9),
+    deficit=st.integers(0, 10**10),
+)
+def test_adl_allocation_respects_every_capacity(
+    candidates: list[AdlCandidate], quantity: int, deficit: int
+) -> None:
+    fills, left = allocate(candidates, quantity, deficit)
+    by_bucket = {c.bucket: c for c in candidates}
+    taken: dict[str, int] = {}
+    for fill in fills:
+        c = by_bucket[fill.bucket]
+        taken[fill.bucket] = taken.get(fill.bucket, 0) + fill.lots
+        assert fill.lots > 0 and fill.concession >= 0
+        if fill.concession:
+            assert c.eligible
+            assert fill.concession <= c.upnl * fill.lots // abs(c.lots)
+            assert fill.concession <= c.equity
+    assert all(taken[b] <= abs(by_bucket[b].lots) for b in taken)
+    held = sum(abs(c.lots) for c in candidates)
+    assert sum(taken.values()) == min(quantity, held)
+    assert 0 <= left <= deficit
+    assert sum(f.concession for f in fills) == deficit - left
+
+
+def test_adl_low_equity_counterparty_takes_only_what_it_can_absorb() -> None:
+    poor = AdlCandidate("poor", lots=-100, cost=-5_000, upnl=300, notional=4_700, equity=10)
+    rich = AdlCandidate("rich", lots=-100, cost=-5_180, upnl=480, notional=4_700, equity=2_000)
+    fills, left = allocate([rich, poor], quantity=200, deficit=80)
+    assert rank_candidates([rich, poor])[0].bucket == "poor"
+    assert fills[0] == AdlFill("poor", 25, 10, 0)  # 10 of equity covers 25 lots at 0.4 each
+    assert fills[1].bucket == "rich" and fills[1].concession == 70 and left == 0
+
+
+@given(
+    amount=st.integers(0, 10**12),
+    holders=st.lists(
+        st.tuples(st.text(min_size=1, max_size=3), st.integers(-(10**9), 10**10)),
+        unique_by=lambda h: h[0],
+    ),
+)
+def test_socialized_charges_stay_within_each_holders_equity(
+    amount: int, holders: list[tuple[str, int]]
+) -> None:
+    charges, written_off = socialize(amount, holders)
+    equity = dict(holders)
+    assert sum(c for _, c in charges) + written_off == amount
+    assert all(0 < c <= equity[b] for b, c in charges)
+    assert written_off == max(0, amount - sum(max(e, 0) for _, e in holders))
+
+
+@given(
+    lots=st.lists(st.integers(-(10**10), 10**10), min_size=1, max_size=8),
+    mark=st.integers(1, 10**12),
+    rate=st.floats(-0.04, 0.04),
+)
+def test_funding_is_zero_sum_and_longs_pay_a_positive_rate(
+    lots: list[int], mark: int, rate: float
+) -> None:
+    positions = [(f"b{i}", q) for i, q in enumerate(lots)]
+    payments = funding_payments(positions, mark, rate)
+    assert sum(a for _, a in payments) == 0
+    side = dict(positions)
+    for bucket, amount in payments:
+        assert (amount < 0) == ((side[bucket] > 0) == (rate > 0))
+
+
+# -- fills, the dYdX rule, the mark ------------------------------------------------------------
+@given(
+    dq=st.integers(-(10**9), 10**9).filter(bool),
+    taker=st.integers(-(10**9), 10**9),
+    maker=st.integers(-(10**9), 10**9),
+    px=st.integers(1, 10**12),
+)
+def test_matched_fills_never_flip_a_leg_and_are_zero_sum(
+    dq: int, taker: int, maker: int, px: int
+) -> None:
+    parts = segments(dq, taker, maker)
+    assert sum(parts) == dq and len(parts) <= 3
+    t = Position("X", taker, value(taker, px), 0) if taker else None
+    m = Position("X", maker, value(maker, px), 0) if maker else None
+    for data in fill_events("X", dq, px, 1, taker=("t", t), maker=("m", m), reason="trade"):
+        legs = data["legs"]
+        assert sum(leg["dq"] for leg in legs) == 0
+        assert sum(leg["realized_pnl"] - leg["cost_delta"] for leg in legs) == 0
+
+
+def test_dydx_rule() -> None:
+    above_im = MarginState(equity=120, initial=100, maintenance=60)
+    assert may_update(MarginState(50, 100, 60), above_im)
+    # Below IM after: only a change that lowers MM without lowering equity / MM.
+    assert may_update(MarginState(50, 100, 60), MarginState(45, 80, 50))
+    assert not may_update(MarginState(50, 100, 60), MarginState(40, 80, 50))
+    assert not may_update(MarginState(50, 100, 60), MarginState(70, 140, 80))  # MM rises
+    assert not may_update(MarginState(-5, 0, 0), MarginState(-5, 0, 0))
+    assert may_update(MarginState(-5, 0, 0), MarginState(-4, 0, 0))
+
+
+def test_mark_is_the_oracle_plus_a_capped_decaying_basis() -> None:
+    cfg = MarkConfig(basis_cap=0.005, basis_weight=0.5, basis_window_ms=1_000)
+    assert mark_price(100_000, 10_000, cfg) == 100_500
+    assert mark_price(100_000, -200, cfg) == 99_800
+    assert updated_basis(0, 300, cfg) == 150
+    assert decayed_basis(150, 0, 500, cfg) == 75 and decayed_basis(150, 0, 1_000, cfg) == 0

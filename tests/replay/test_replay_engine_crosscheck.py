@@ -39,6 +39,7 @@ BARS = np.array(
 # in full, a 9.5x long that goes bankrupt (bad debt paid by the fund), a 5x short untouched.
 TRADERS = [(1, 10_000.0, 6.5), (1, 10_000.0, 8.0), (1, 10_000.0, 9.5), (-1, 10_000.0, 5.0)]
 FALLBACK = 2.0  # the engine's multiplier without a snapshot; the replay path uses the same
+VAULT_MICRO = 10**9 * MICRO  # a deep liquidity vault: the market the replay assumes
 
 
 def _config() -> ReplayConfig:
@@ -118,6 +119,7 @@ def _engine_run() -> tuple[list[int], list[float], list[float]]:
         engine.update_price("BTCUSDT", round(o * MICRO), ts=ts)
         if t == 0:
             engine.seed_insurance(round(cfg.fund_seed_usd * MICRO), ts=ts)
+            engine.deposit(config.vault, VAULT_MICRO, ts=ts)  # the traders' counterparty
             for i, (side, collateral, leverage) in enumerate(TRADERS):
                 notional = collateral * min(leverage, 1.0 / (imf + fee))
                 engine.deposit(f"t{i}", round(collateral * MICRO), ts=ts)
@@ -224,6 +226,7 @@ def test_multiplier_ramp_liquidates_like_the_engine() -> None:
             )  # fmt: skip
         if t == 0:
             engine.seed_insurance(round(cfg.fund_seed_usd * MICRO), ts=ts)
+            engine.deposit(config.vault, VAULT_MICRO, ts=ts)  # the traders' counterparty
         for i in np.flatnonzero(book.arrival == t):
             imf = cfg.asset.base_imf * path[0, t]
             notional = book.collateral[i] * min(book.leverage[i], 1.0 / (imf + fee))

@@ -1,0 +1,96 @@
+"""Planning of oracle prints and of the guard's escalation on a transaction.
+
+The pure decisions live in :mod:`liquidation.oracle`; this module turns them into events:
+a ``price`` event with the verdict, the TWAP and the re-anchoring window; ``guard`` events
+when the guard trips or clears; a ``guard_alert`` once a guard has lasted
+``alert_after_ms``; and ``mark_source`` events when a guard that lasted ``fallback_after_ms``
+hands the mark to the reference median, and back when the primary feed agrees again.
+"""
+
+from __future__ import annotations
+
+from liquidation.oracle import (
+    GuardVerdict,
+    PriceObservation,
+    check_observation,
+    escalation,
+    next_window,
+    reference_price,
+    update_twap,
+)
+from liquidation.transaction import Transaction
+
+
+def plan_print(tx: Transaction, symbol: str, price: int, confidence: int) -> GuardVerdict:
+    """Plan one print of the primary oracle: the verdict, the TWAP and guard changes."""
+    cfg = tx.config.oracle
+    asset = tx.state.assets[symbol]
+    reference = reference_price(asset.references, tx.ts, cfg)
+    obs = PriceObservation(symbol, price, tx.ts, confidence, reference)
+    verdict = check_observation(obs, asset.twap, asset.window, cfg)
+    window = (
+        asset.window
+        if verdict.reason in ("confidence", "no_price")
+        else next_window(asset.window, price, cfg)
+    )
+    if verdict.reanchored:
+        twap = price
+    elif verdict.accepted:
+        twap = update_twap(asset.twap, asset.twap_ms, price, tx.ts, cfg.twap_window_ms)
+    else:
+        twap = asset.twap
+    tx.emit(
+        "price",
+        {
+            "asset": symbol,
+            "price": price,
+            "confidence": confidence,
+            "reference": reference,
+            "twap": twap,
+            "window": list(window),
+            "accepted": verdict.accepted,
+            "reanchored": verdict.reanchored,
+            "reason": verdict.detail or verdict.reason,
+        },
+    )
+    if verdict.accepted:
+        if asset.mark_source == "reference":
+            tx.emit(
+                "mark_source",
+                {"asset": symbol, "source": "oracle", "reason": "the primary agrees again"},
+            )
+        if asset.guarded:
+            tx.emit("guard", {"asset": symbol, "guarded": False, "reason": "ok"})
+    elif not asset.guarded or asset.guard_reason != verdict.reason:
+        tx.emit("guard", {"asset": symbol, "guarded": True, "reason": verdict.reason})
+    return verdict
+
+
+def plan_escalation(tx: Transaction, symbol: str) -> None:
+    """Log a newly stale oracle, then alert on a long guard and fall back to references."""
+    asset = tx.state.assets[symbol]
+    if asset.mark_source == "reference":
+        return
+    if tx.view().assets[symbol].guarded and not asset.guarded:
+        tx.emit("guard", {"asset": symbol, "guarded": True, "reason": "stale"})
+        asset = tx.state.assets[symbol]
+    if not asset.guarded:
+        return
+    cfg = tx.config.oracle
+    reference = reference_price(asset.references, tx.ts, cfg)
+    action = escalation(asset.guard_since_ms, asset.alerted, reference, tx.ts, cfg)
+    if action == "alert":
+        tx.emit(
+            "guard_alert",
+            {"asset": symbol, "since": asset.guard_since_ms, "reason": asset.guard_reason},
+        )
+    elif action == "fallback":
+        tx.emit(
+            "mark_source",
+            {
+                "asset": symbol,
+                "source": "reference",
+                "reason": f"guarded ({asset.guard_reason}) since {asset.guard_since_ms}; "
+                "the mark follows the reference median",
+            },
+        )

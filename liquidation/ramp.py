@@ -1,0 +1,177 @@
+"""The maintenance ramp: how a tightened multiplier reaches positions that already exist.
+
+New risk pays the target multiplier at once. A position that existed when the target rose
+pays it gradually: its multiplier climbs linearly to the target over ``ramp_ms`` from what it
+paid before. A relaxation applies to everyone at once. Positions are told apart only by when
+their risk was last added (``risk_since_ms``), so the state is per asset and small:
+
+* ``target`` and ``changed_ms``: the target in force, and when it last changed. A position
+  with ``risk_since_ms >= changed_ms`` pays the target.
+* the *base*: the path of the oldest positions, from ``base_from`` at ``base_start_ms``
+  linearly to ``target`` over ``ramp_ms``.
+* ``floors``: ``(since_ms, floor)`` pairs, ascending in both. A position whose risk dates
+  from ``[since_k, since_k+1)`` paid ``floor_k`` when the target last changed, so it pays
+  ``min(target, max(base, floor_k))``: never less than before, never more than the target,
+  and the target itself once the base arrives, at most ``ramp_ms`` after the last change.
+
+The ramp restarts only when the effective target changes (:func:`retarget` returns its input
+unchanged otherwise), so republishing the same multiplier changes no one's margin, and a
+position that pays the target keeps paying it. These are pure functions of immutable values,
+shared by the engine (one position at a time) and the vectorised scan (class arrays).
+
+Invariants (checked by the property tests):
+
+* ``min(floors) > base(t)`` at each change, floors ascending, at most ``max_classes - 2``;
+* every class multiplier lies in ``[base(t), target]`` and is non-decreasing in ``t`` while
+  the target is unchanged;
+* a class's multiplier just after :func:`retarget` is ``min(new_target, its multiplier just
+  before)`` for a relaxation and equal to it for a tightening.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+from liquidation.config import AssetConfig
+from liquidation.margin import ramped_multiplier
+from liquidation.snapshot import MarginParameters, target_multiplier
+
+
+@dataclass(frozen=True)
+class RampState:
+    """Ramp state of one asset (see the module docstring). Times are epoch ms."""
+
+    target: float
+    base_from: float
+    base_start_ms: int
+    changed_ms: int
+    floors: tuple[tuple[int, float], ...] = ()
+
+    @classmethod
+    def start(cls, target: float) -> RampState:
+        """A state where every position pays ``target`` (no snapshot seen yet)."""
+        return cls(target=target, base_from=target, base_start_ms=0, changed_ms=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form (for the event log)."""
+        return {
+            "target": self.target,
+            "base_from": self.base_from,
+            "base_start_ms": self.base_start_ms,
+            "changed_ms": self.changed_ms,
+            "floors": [[since, floor] for since, floor in self.floors],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RampState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            target=data["target"],
+            base_from=data["base_from"],
+            base_start_ms=data["base_start_ms"],
+            changed_ms=data["changed_ms"],
+            floors=tuple((int(s), float(f)) for s, f in data["floors"]),
+        )
+
+
+def base_level(state: RampState, ts_ms: int, ramp_ms: int) -> float:
+    """Multiplier of the oldest positions at ``ts_ms`` (``<= target``)."""
+    return ramped_multiplier(state.base_from, state.target, state.base_start_ms, ramp_ms, ts_ms)
+
+
+def classes(
+    state: RampState, ts_ms: int, ramp_ms: int
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Class boundaries and multipliers at ``ts_ms``.
+
+    Returns
+    -------
+    since : tuple of int
+        Lower bound of each class's ``risk_since_ms`` (the first class has none: its entry
+        is the smallest int64); class ``i`` covers ``[since[i], since[i + 1])``.
+    multiplier : tuple of float
+        The multiplier each class pays, non-decreasing, the last one the target.
+    """
+    base = base_level(state, ts_ms, ramp_ms)
+    since = [_MIN_SINCE] + [s for s, _ in state.floors] + [state.changed_ms]
+    paid = [base] + [min(state.target, max(base, f)) for _, f in state.floors] + [state.target]
+    return tuple(since), tuple(paid)
+
+
+def multiplier(state: RampState, risk_since_ms: int, ts_ms: int, ramp_ms: int) -> float:
+    """Maintenance multiplier of a position whose risk dates from ``risk_since_ms``."""
+    if risk_since_ms >= state.changed_ms:
+        return state.target
+    base = base_level(state, ts_ms, ramp_ms)
+    k = bisect.bisect_right([s for s, _ in state.floors], risk_since_ms) - 1
+    if k < 0:
+        return base
+    return min(state.target, max(base, state.floors[k][1]))
+
+
+def retarget(
+    state: RampState, target: float, ts_ms: int, ramp_ms: int, max_classes: int
+) -> RampState:
+    """The state after the effective target becomes ``target`` at ``ts_ms``.
+
+    Pre: ``ts_ms >= state.changed_ms``. Post: unchanged if ``target == state.target``;
+    otherwise every existing class keeps paying what it paid (capped at ``target`` for a
+    relaxation), the base restarts from its current level, positions opened from ``ts_ms``
+    on pay ``target``, and at most ``max_classes`` classes remain (the two closest floors
+    merge into the higher one, which can only raise a requirement).
+    """
+    if target == state.target:
+        return state
+    base = base_level(state, ts_ms, ramp_ms)
+    paying = [(s, min(state.target, max(base, f))) for s, f in state.floors]
+    paying.append((state.changed_ms, state.target))
+    if target < state.target:
+        base = min(base, target)
+        paying = [(s, min(f, target)) for s, f in paying]
+    floors: list[tuple[int, float]] = []
+    for since, floor in paying:
+        if floor <= base or since >= ts_ms:
+            continue  # dominated by the base, or an empty class
+        if floors and floors[-1][1] == floor:
+            continue  # same level as the class before: one class
+        floors.append((since, floor))
+    while len(floors) > max(1, max_classes - 2):
+        gaps = [floors[i + 1][1] - floors[i][1] for i in range(len(floors) - 1)]
+        i = gaps.index(min(gaps))
+        floors[i : i + 2] = [(floors[i][0], floors[i + 1][1])]
+    return RampState(
+        target=target,
+        base_from=base,
+        base_start_ms=ts_ms,
+        changed_ms=ts_ms,
+        floors=tuple(floors),
+    )
+
+
+def at_time(
+    state: RampState,
+    params: MarginParameters | None,
+    trusted: float | None,
+    asset: AssetConfig,
+    ts_ms: int,
+    ramp_ms: int,
+    max_classes: int,
+) -> RampState:
+    """The ramp in force at ``ts_ms``, with an expiry since the last snapshot applied.
+
+    A usable snapshot that expires at ``valid_until`` turns the target into the conservative
+    fallback at that instant, without an event; this applies that change (a tightening or
+    nothing: expiry never relaxes) so every reader sees the same ramp at ``ts_ms``.
+    """
+    if params is None or params.status not in ("ok", "fallback"):
+        return state
+    expiry = params.valid_until_ms
+    if ts_ms <= expiry or state.changed_ms > expiry:
+        return state
+    fallback = target_multiplier(params, asset, expiry + 1, trusted)
+    return retarget(state, max(fallback, state.target), expiry, ramp_ms, max_classes)
+
+
+_MIN_SINCE = -(2**63)
