@@ -28,11 +28,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from contracts.forecast import FORECAST_COLUMNS, empty_forecasts, validate_forecasts
 from features.bars import interval_to_timedelta
 from features.build import FeatureSet
 from features.market import MarketData
 from models.conformal import CalibrationError, calibrate
-from models.forecast import FORECAST_COLUMNS, validate_forecast_frame
 from models.review import FORECAST_COLUMN, REALIZED_COLUMN
 from pipelines.flows.config import PublishConfig
 from pipelines.settings import Settings
@@ -84,16 +84,6 @@ def publication_time(feature_set: FeatureSet, mode: Literal["now", "data-end"]) 
         return datetime.now(UTC)
     step = interval_to_timedelta(feature_set.interval)
     return (feature_set.frame["ts"].max() + step).to_pydatetime()
-
-
-def empty_forecasts() -> pd.DataFrame:
-    """A Forecast-contract frame with no rows."""
-    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in FORECAST_COLUMNS})
-    frame["ts"] = pd.Series(dtype="datetime64[ns, UTC]")
-    frame["asset"] = pd.Series(dtype="object")
-    frame["model"] = pd.Series(dtype="object")
-    frame["model_version"] = pd.Series(dtype="object")
-    return frame[list(FORECAST_COLUMNS)]
 
 
 def fallback_bundle(note: str, feature_set: FeatureSet | None = None) -> ForecastBundle:
@@ -311,7 +301,7 @@ def _calibrated(
         frame[column] = np.where(finite, applied[column].to_numpy(), np.nan)
     frame["model"] = model
     frame["model_version"] = str(version)
-    validate_forecast_frame(frame)
+    validate_forecasts(frame)
     return frame[list(FORECAST_COLUMNS)]
 
 
@@ -406,7 +396,7 @@ def policy_replay_stats(
         Per asset: changes per week, time at floor and cap, fallback share, mean multiplier,
         median lead hours before the largest realized-vol spikes, spikes led / found.
     """
-    from models.forecast import to_forecast_frame
+    from contracts.forecast import forecast_frame
     from models.walkforward import run_evaluation
     from serving.policy_replay import replay_policy
 
@@ -418,7 +408,7 @@ def policy_replay_stats(
     result = run_evaluation(
         market, scored_from, stop, models=[kind], horizon=settings.horizon_hours
     )
-    forecasts = to_forecast_frame(result.forecasts, f"baseline-{kind}")
+    forecasts = forecast_frame(result.forecasts, f"baseline-{kind}")
     realized = result.forecasts[["ts", "asset", "rv"]].rename(columns={"rv": "rv_fwd"})
     forecasts = forecasts.merge(realized, on=["ts", "asset"], how="left")
     book = load_policy_book(_policy_path(settings, config.policy_config))

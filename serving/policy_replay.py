@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.errors import ForecastContractError
+from contracts.errors import ForecastContractError
+from contracts.forecast import validate_forecasts
 from serving.policy import MultiplierPolicy, PolicyBook, rolling_sigma_ref
-from serving.risk_metrics import validate_forecasts
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from contracts.forecast import validate_forecasts
 from serving.errors import OperatorActionError, PublishError, ServingError
 from serving.policy import (
     AuditRecord,
@@ -29,7 +30,7 @@ from serving.policy import (
     PolicyState,
     trailing_sigma_ref,
 )
-from serving.risk_metrics import TailMetrics, tail_metrics, validate_forecasts
+from serving.risk_metrics import TailMetrics, tail_metrics
 from serving.signing import SnapshotSigner
 from serving.standard import RiskSnapshot, format_time, parse_time, reference_id
 from serving.store import BatchReceipt, PublicationRecord, PublicationStore

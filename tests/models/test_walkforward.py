@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contracts.forecast import forecast_frame
 from features.market import MarketData
-from models.forecast import to_forecast_frame
 from models.walkforward import EvaluationConfig, EvaluationInputError, run_evaluation
 
 MODELS = ("ewma", "har", "harq", "garch", "lgbm")
@@ -46,7 +46,7 @@ def test_forecasts_cover_only_the_test_period_and_meet_the_contract(result) -> N
     fc = result.forecasts
     assert fc["ts"].min() >= pd.Timestamp("2024-06-01", tz="UTC")
     assert fc["ts"].max() < pd.Timestamp("2024-08-01", tz="UTC")
-    contract = to_forecast_frame(fc, "test")
+    contract = forecast_frame(fc, "test")
     assert len(contract) == len(fc.dropna(subset=["sigma"]))
     assert contract["var_99"].notna().all()
 

@@ -164,12 +164,12 @@ def test_training_panel_targets_are_the_forward_sum(feature_set) -> None:  # typ
 
 
 def test_baseline_forecasts_meet_the_contract(feature_set) -> None:  # type: ignore[no-untyped-def]
-    from models.forecast import validate_forecast_frame
+    from contracts.forecast import validate_forecasts
     from pipelines.publish import baseline_forecasts
 
     bundle = baseline_forecasts("har", feature_set, 24, history_days=10, calibration_days=30)
     frame = bundle.forecasts
-    validate_forecast_frame(frame)
+    validate_forecasts(frame)
     assert bundle.source == "baseline:har" and not bundle.is_fallback
     assert frame["ts"].max() == feature_set.frame["ts"].max()
     assert (frame["sigma_lower"] <= frame["sigma"]).all()
@@ -178,8 +178,8 @@ def test_baseline_forecasts_meet_the_contract(feature_set) -> None:  # type: ign
 
 
 def test_fallback_bundle_is_a_valid_empty_forecast(feature_set) -> None:  # type: ignore[no-untyped-def]
+    from contracts.forecast import validate_forecasts
     from pipelines.publish import fallback_bundle, publication_time
-    from serving.risk_metrics import validate_forecasts
 
     bundle = fallback_bundle("no champion", feature_set)
     assert bundle.is_fallback and bundle.forecasts.empty
