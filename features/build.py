@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contracts.files import atomic_write, atomic_write_text
 from features import cross_asset
 from features.bars import REQUIRED_COLUMNS
 from features.columns.asset_columns import asset_columns
@@ -142,9 +141,9 @@ class FeatureSet:
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), b"dynamargin.feature_set_hash": self.feature_set_hash}
         )
-        _atomic_write(directory / FRAME_FILE, lambda path: pq.write_table(table, path))
+        atomic_write(directory / FRAME_FILE, lambda path: pq.write_table(table, path))
         text = json.dumps(manifest, indent=2, sort_keys=True)
-        _atomic_write(directory / CATALOG_FILE, lambda path: Path(path).write_text(text))
+        atomic_write_text(directory / CATALOG_FILE, text)
         return directory
 
     @classmethod
@@ -468,14 +467,3 @@ def _hash(version: str, interval: str, config: FeatureConfig, catalog: list[Feat
 
 def _iso(ts: pd.Timestamp) -> str:
     return pd.Timestamp(ts).isoformat()
-
-
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -34,7 +34,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,10 +46,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contracts.files import atomic_write, atomic_write_bytes
+from contracts.timestamps import optional_utc_timestamp
 from features.bars import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, empty_bars, interval_to_timedelta
 from features.errors import ConflictingDuplicateError, StoreError
 from features.market import FUNDING_COLUMNS, MarketData
-from features.sources import as_utc
 from features.sources.binance import DumpFile
 from features.sources.dump import OnFileError, read_batch, select_files
 from features.sources.perp import read_perp_csv, scan_perp_dir
@@ -353,7 +353,7 @@ class MarketStore:
                 plans.append((path, merged, added))
         for path, merged, _ in plans:
             table = pa.Table.from_pandas(merged, preserve_index=False)
-            atomic_write_parquet(path, table.replace_schema_metadata(None))
+            _write_parquet(path, table.replace_schema_metadata(None))
         return sum(added for _, _, added in plans), len(plans)
 
     @_exclusive
@@ -561,7 +561,7 @@ class MarketStore:
         start: pd.Timestamp | str | None,
         end: pd.Timestamp | str | None,
     ) -> pd.DataFrame:
-        start_ts, end_ts = as_utc(start), as_utc(end)
+        start_ts, end_ts = optional_utc_timestamp(start), optional_utc_timestamp(end)
         parts = self._partitions(dataset, interval, assets, start_ts, end_ts)
         frames = []
         for asset, path in parts:
@@ -639,32 +639,8 @@ class MarketStore:
         atomic_write_bytes(self.root / MANIFEST_NAME, payload)
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically (temp file in the same dir + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    """Write a Parquet file atomically (temp file in the same dir + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -779,6 +755,4 @@ __all__ = [
     "DATASETS",
     "IngestResult",
     "MarketStore",
-    "atomic_write_bytes",
-    "atomic_write_parquet",
 ]

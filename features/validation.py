@@ -32,6 +32,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from contracts.files import atomic_write_bytes
 from features.bars import FLOAT_COLUMNS, REQUIRED_COLUMNS, interval_to_timedelta
 from features.errors import ConflictingDuplicateError, DataValidationError
 from features.market import FUNDING_COLUMNS
@@ -235,8 +236,6 @@ class ValidationReport:
         """
         if self.quarantine.empty:
             return None
-        from features.store import atomic_write_bytes  # local: the store imports this module
-
         payload = self.quarantine.to_csv(index=False).encode()
         path = Path(directory) / f"quarantine-{hashlib.sha256(payload).hexdigest()[:16]}.csv"
         atomic_write_bytes(path, payload)

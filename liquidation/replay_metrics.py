@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.timestamps import utc_timestamp
 from liquidation.simulate import ReplayInputError, ReplaySeries
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -36,11 +37,6 @@ METRIC_KEYS: tuple[str, ...] = (
 """Stable metric names (JSON keys) produced by :func:`window_metrics`."""
 
 
-def _utc(text: str) -> pd.Timestamp:
-    ts = pd.Timestamp(text)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 @dataclass(frozen=True)
 class Window:
     """A named UTC window ``[start, end)``."""
@@ -52,8 +48,8 @@ class Window:
     @classmethod
     def from_dates(cls, name: str, first_day: str, last_day: str) -> Window:
         """Window covering whole days ``first_day .. last_day`` (both inclusive)."""
-        start = _utc(first_day)
-        end = _utc(last_day) + pd.Timedelta(days=1)
+        start = utc_timestamp(first_day)
+        end = utc_timestamp(last_day) + pd.Timedelta(days=1)
         if end <= start:
             raise ReplayInputError(f"window {name!r}: {last_day} is before {first_day}")
         return cls(name, start, end)

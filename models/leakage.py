@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from contracts.timestamps import utc_timestamp
+
 Perturbation = Literal["shuffle", "truncate"]
 
 
@@ -104,7 +106,7 @@ def check_no_lookahead(
         qs = np.linspace(0.4, 0.8, cutoffs)
         points = [times[int(q * (len(times) - 1))] for q in qs]
     else:
-        points = [_utc(c) for c in cutoffs]
+        points = [utc_timestamp(c) for c in cutoffs]
     baseline = _keyed(build(data))
     wanted = (
         list(columns)
@@ -206,8 +208,3 @@ def _input_times(data: Any) -> pd.DatetimeIndex:
         raise LeakageError("no input frame with a ts column to cut")
     stamps = pd.concat([f["ts"] for f in frames], ignore_index=True)
     return pd.DatetimeIndex(stamps.drop_duplicates().sort_values())
-
-
-def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -36,6 +36,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from contracts.timestamps import aware_utc
+
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 EXPERIMENT_NAME: Final = "dynamargin-vol"
@@ -418,7 +420,7 @@ class ChampionRegistry:
         if override_reason is not None and info.gates_passed is not True:
             action = "override"
         event = AuditEvent(
-            at=_utc(now),
+            at=_decision_time(now),
             action=action,
             version=info.version,
             by=by,
@@ -452,7 +454,7 @@ class ChampionRegistry:
         if info.decision == "rejected":
             raise DecisionError(f"{self.model_name} v{info.version} is already rejected")
         event = AuditEvent(
-            at=_utc(now),
+            at=_decision_time(now),
             action="reject",
             version=info.version,
             by=by,
@@ -489,7 +491,7 @@ class ChampionRegistry:
                 "version explicitly to re-establish the record"
             )
         event = AuditEvent(
-            at=_utc(now),
+            at=_decision_time(now),
             action="rollback",
             version=lineage[-2],
             by=by,
@@ -605,9 +607,5 @@ def _require_text(**fields: str) -> None:
             raise DecisionError(f"--{name} must not be empty: every decision names who and why")
 
 
-def _utc(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None:
-        raise ValueError(f"decision time must be timezone-aware (UTC), got {now!r}")
-    return now.astimezone(UTC)
+def _decision_time(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else aware_utc(now, "decision time")

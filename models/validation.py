@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from contracts.timestamps import utc_timestamp
 from features.bars import interval_to_timedelta
 
 WindowKind = Literal["expanding", "rolling"]
@@ -112,7 +113,7 @@ class WalkForwardSplitter:
 
     def folds(self) -> list[Fold]:
         """Return the folds in time order, one per refit."""
-        start, end = _utc(self.test_start), _utc(self.test_end)
+        start, end = utc_timestamp(self.test_start), utc_timestamp(self.test_end)
         bounds = pd.date_range(start, end, freq=self.refit, inclusive="both")
         edges = sorted({start, end, *[b for b in bounds if start < b < end]})
         folds = []
@@ -168,7 +169,7 @@ class WalkForwardSplitter:
 
     def preceding(self, months: int) -> WalkForwardSplitter:
         """The same configuration over the ``months`` before ``test_start`` (for tuning)."""
-        start = _utc(self.test_start)
+        start = utc_timestamp(self.test_start)
         return WalkForwardSplitter(
             start - pd.DateOffset(months=months),
             start,
@@ -198,8 +199,8 @@ class WalkForwardSplitter:
     def describe(self) -> dict[str, object]:
         """A JSON-able description of the configuration (for reports)."""
         return {
-            "test_start": _utc(self.test_start).isoformat(),
-            "test_end": _utc(self.test_end).isoformat(),
+            "test_start": utc_timestamp(self.test_start).isoformat(),
+            "test_end": utc_timestamp(self.test_end).isoformat(),
             "horizon": self.horizon,
             "interval": self.interval,
             "refit": self.refit,
@@ -212,7 +213,7 @@ class WalkForwardSplitter:
     # -- helpers ----------------------------------------------------------------------------
 
     def _validate(self) -> None:
-        start, end = _utc(self.test_start), _utc(self.test_end)
+        start, end = utc_timestamp(self.test_start), utc_timestamp(self.test_end)
         if end <= start:
             raise SplitError(f"test_end {end} must be after test_start {start}")
         if self.horizon < 1:
@@ -261,11 +262,6 @@ def purged_holdout(
             "use a longer training window"
         )
     return fit, val
-
-
-def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _ts_values(ts: pd.Series) -> pd.DatetimeIndex:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.timestamps import utc_timestamp
 from features.bars import interval_to_timedelta
 from features.market import MarketData
 from models.baselines import VarianceForecaster, make_forecaster
@@ -205,7 +206,7 @@ def run_evaluation(
     timing["tuning"] = time.perf_counter() - started - timing["features"]
 
     warm = WalkForwardSplitter(
-        pd.Timestamp(_utc(test_start)) - pd.DateOffset(months=cfg.warmup_months),
+        utc_timestamp(test_start) - pd.DateOffset(months=cfg.warmup_months),
         test_end,
         horizon=cfg.horizon,
         interval=cfg.interval,
@@ -222,7 +223,9 @@ def run_evaluation(
             importance = fitted.feature_importances_
         timing[f"model.{name}"] = time.perf_counter() - t0
     forecasts = pd.concat(oos, ignore_index=True)
-    in_test = (forecasts["ts"] >= _utc(test_start)) & (forecasts["ts"] < _utc(test_end))
+    in_test = (forecasts["ts"] >= utc_timestamp(test_start)) & (
+        forecasts["ts"] < utc_timestamp(test_end)
+    )
     forecasts = forecasts.loc[in_test].reset_index(drop=True)
 
     say("scoring")
@@ -230,8 +233,8 @@ def run_evaluation(
     timing["total"] = time.perf_counter() - started
     metrics["config"] = {
         **cfg.describe(),
-        "test_start": _utc(test_start).isoformat(),
-        "test_end": _utc(test_end).isoformat(),
+        "test_start": utc_timestamp(test_start).isoformat(),
+        "test_end": utc_timestamp(test_end).isoformat(),
         "models": list(models),
         "splitter": warm.describe(),
     }
@@ -399,7 +402,7 @@ def _attach_targets(frame: pd.DataFrame, cfg: EvaluationConfig) -> pd.DataFrame:
 
 
 def _check_coverage(panel: pd.DataFrame, test: WalkForwardSplitter) -> None:
-    start = _utc(test.test_start)
+    start = utc_timestamp(test.test_start)
     first = panel["ts"].min()
     if first >= start:
         raise EvaluationInputError(
@@ -422,7 +425,7 @@ def _tune_har_windows(
     tune = WalkForwardSplitter(
         tune.test_start, tune.test_end, horizon=cfg.horizon, interval=cfg.interval, refit=cfg.refit
     )
-    start = _utc(test.test_start)
+    start = utc_timestamp(test.test_start)
     rows = panel.loc[panel["ts"] < start].copy()
     # A target whose window reaches into the test period is test data: hide it from tuning.
     reaches_test = rows["ts"] + cfg.horizon * interval_to_timedelta(cfg.interval) >= start
@@ -596,8 +599,3 @@ def _data_ranges(panel: pd.DataFrame) -> dict[str, Any]:
         }
         for a, r in ranges.iterrows()
     }
-
-
-def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

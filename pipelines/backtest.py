@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.timestamps import utc_timestamp
 from features.market import MarketData
 from liquidation.replay_metrics import (
     STRESS_WINDOWS,
@@ -472,7 +473,7 @@ def _load(request: BacktestRequest, say: Say) -> tuple[MarketData, pd.Timestamp,
             market = _subset(market, request.assets)
         first = market.bars["ts"].min()
         start = (
-            _utc(request.start)
+            utc_timestamp(request.start)
             if request.start
             else first + pd.Timedelta(days=request.synthetic_history_days)
         )
@@ -486,9 +487,9 @@ def _load(request: BacktestRequest, say: Say) -> tuple[MarketData, pd.Timestamp,
             list(request.assets) if request.assets else None,
             end=request.end,
         )
-        start = _utc(request.start) if request.start else market.bars["ts"].min()
+        start = utc_timestamp(request.start) if request.start else market.bars["ts"].min()
     last = market.bars["ts"].max() + pd.Timedelta(market.interval)
-    end = min(_utc(request.end), last) if request.end else last
+    end = min(utc_timestamp(request.end), last) if request.end else last
     if end <= start:
         raise ReplayInputError(f"replay window [{start}, {end}) is empty")
     return market, start, end
@@ -573,8 +574,3 @@ def _bar_progress(say: Say, what: str) -> Callable[[int, int], None]:
             say(f"{what}: bar {done}/{total}")
 
     return report
-
-
-def _utc(text: str) -> pd.Timestamp:
-    ts = pd.Timestamp(text)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

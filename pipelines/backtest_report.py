@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from contracts.files import atomic_write_text
 from pipelines.backtest import POLICIES, BacktestResult
 
 EXPERIMENT = "dynamargin-backtest"
@@ -67,7 +68,7 @@ img{{max-width:100%}}</style></head><body>
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
     """Write the JSON summary (numpy scalars become plain numbers)."""
-    path.write_text(json.dumps(summary, indent=2, default=_json_default), encoding="utf-8")
+    atomic_write_text(path, json.dumps(summary, indent=2, default=_json_default))
 
 
 def price_multiplier_figure(result: BacktestResult) -> Figure:

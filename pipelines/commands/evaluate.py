@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from contracts.timestamps import utc_timestamp
 from pipelines.commands.context import settings_from
 
 # A table of seven models needs more than 80 columns when the output is piped or logged.
@@ -171,8 +172,8 @@ def _write_report(
 
 
 def _period(test_start: str, test_end: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    start = _utc(test_start)
-    end = _utc(test_end)
+    start = utc_timestamp(test_start)
+    end = utc_timestamp(test_end)
     # A bare date names a whole day: the test runs through its last hour.
     if len(test_end.strip()) <= 10:
         end = end + pd.Timedelta(days=1)
@@ -194,8 +195,3 @@ def _split(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [part.strip().upper() for value in values for part in value.split(",") if part.strip()]
-
-
-def _utc(value: str) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from contracts.timestamps import utc_timestamp
 from pipelines.commands.context import settings_from
 from pipelines.settings import Settings
 
@@ -117,7 +118,6 @@ def refresh(
     ] = None,
 ) -> None:
     """Re-run the gates of VERSION against the current champion and rewrite its report."""
-    import pandas as pd
 
     from models.registry import TAG_GATES_JSON, RegistryError
     from models.review import GateConfig, ReviewInputError
@@ -128,8 +128,7 @@ def refresh(
     registry = _registry(settings)
     reference = None
     if reference_time is not None:
-        stamp = pd.Timestamp(reference_time)
-        reference = (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).to_pydatetime()
+        reference = utc_timestamp(reference_time).to_pydatetime()
     try:
         info = registry.version(version)
         recorded = info.tags.get(TAG_GATES_JSON)

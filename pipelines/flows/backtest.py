@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from contracts.files import atomic_write_text
 from pipelines.backtest import BacktestRequest, run_backtest
 from pipelines.flows.config import BacktestConfig, DataConfig
 from pipelines.flows.runtime import IO_TASK, flow_settings
@@ -78,11 +79,7 @@ def replay(workdir: str, request: BacktestRequest) -> dict[str, Any]:
 @task(**IO_TASK)
 def write_summary(path: Path, summary: dict[str, Any]) -> Path:
     """Write the summary as JSON, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    partial.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True, default=str))
 
 
 @flow(name="backtest", log_prints=True)
