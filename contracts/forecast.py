@@ -18,6 +18,7 @@ allowed too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -145,3 +146,24 @@ def empty_forecasts() -> pd.DataFrame:
     for column in ("asset", "model", "model_version"):
         frame[column] = pd.Series(dtype="object")
     return frame[list(FORECAST_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class ProvenanceInfo:
+    """Where a batch of forecasts came from; model name/version default to the forecast columns.
+
+    Attributes
+    ----------
+    model_name, model_version
+        Override the forecast's ``model`` / ``model_version`` columns (e.g. the registry's
+        champion name and version).
+    mlflow_run_id
+        MLflow run that produced the model.
+    feature_set_hash
+        Hash of the feature set definition (``sha256:...``).
+    """
+
+    model_name: str | None = None
+    model_version: str | None = None
+    mlflow_run_id: str | None = None
+    feature_set_hash: str | None = None

@@ -26,6 +26,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -36,7 +37,7 @@ import pyarrow.parquet as pq
 
 from contracts.files import atomic_write, atomic_write_text
 from features import cross_asset
-from features.bars import REQUIRED_COLUMNS
+from features.bars import REQUIRED_COLUMNS, interval_to_timedelta
 from features.columns.asset_columns import asset_columns
 from features.columns.config import FeatureConfig, FeatureConfigError
 from features.columns.cross_columns import cross_columns
@@ -112,6 +113,11 @@ class FeatureSet:
     def feature_names(self) -> list[str]:
         """Feature column names in catalog order."""
         return [spec.name for spec in self.catalog]
+
+    @property
+    def data_end(self) -> datetime:
+        """Close of the last bar (UTC): the time the newest row's information is known."""
+        return (self.frame["ts"].max() + interval_to_timedelta(self.interval)).to_pydatetime()
 
     def to_parquet(self, directory: Path | str) -> Path:
         """Write ``features.parquet`` and ``catalog.json`` into ``directory``, atomically.

@@ -20,10 +20,12 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from scipy.special import xlogy
 
+from models.errors import ModelsError
+
 Zone = Literal["green", "yellow", "red"]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ModelsError, ValueError):
     """Inputs to an evaluation statistic are unusable (shape, sign, too few points)."""
 
 

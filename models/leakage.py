@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from contracts.timestamps import utc_timestamp
+from models.errors import ModelsError
 
 Perturbation = Literal["shuffle", "truncate"]
 
 
-class LeakageError(AssertionError):
+class LeakageError(ModelsError, AssertionError):
     """A pipeline output at time t depends on data after t."""
 
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from contracts.timestamps import aware_utc
+from models.errors import ModelsError
 from models.evaluation import EvaluationError, diebold_mariano, qlike
 from models.registry import TAG_GATES_JSON, TAG_GATES_PASSED
 
@@ -43,7 +44,7 @@ FORECAST_COLUMN: Final = "variance"
 REALIZED_COLUMN: Final = "rv"
 
 
-class ReviewInputError(ValueError):
+class ReviewInputError(ModelsError, ValueError):
     """Evidence handed to the review is malformed (missing columns, models or keys)."""
 
 

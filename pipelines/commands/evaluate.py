@@ -60,9 +60,14 @@ def evaluate_command(
     models: Annotated[
         str, typer.Option(help="Comma-separated models: ewma,ewma_rm,har,harq,garch,gjr,lgbm.")
     ] = "ewma,har,harq,garch,gjr,lgbm",
-    horizon: Annotated[int, typer.Option(help="Forecast window in bars.")] = 24,
+    horizon: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Forecast window in bars (default: DYNAMARGIN_HORIZON_HOURS, 24)."
+        ),
+    ] = None,
     interval: Annotated[str, typer.Option(help="Bar interval.")] = "1h",
-    lgbm_threads: Annotated[int, typer.Option(help="LightGBM threads.")] = 1,
+    lgbm_threads: Annotated[int, typer.Option(min=1, help="LightGBM threads.")] = 1,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write metrics JSON here.")
     ] = None,
@@ -72,30 +77,30 @@ def evaluate_command(
 ) -> None:
     """Walk-forward evaluation: per-asset QLIKE, DM p-values and VaR backtests."""
     from features.errors import MarketDataError
+    from features.market_source import read_market
+    from models.spec import LGBMParams, TargetSpec
     from models.walkforward import EvaluationConfig, EvaluationInputError, run_evaluation
+    from pipelines.stores import market_store
 
     settings = settings_from(ctx)
     chosen = _split(assets)
     names = [m.strip() for m in models.split(",") if m.strip()]
     start, end = _period(test_start, test_end)
+    target = TargetSpec(horizon=horizon or settings.horizon_hours)
     try:
+        config = EvaluationConfig(
+            estimators={"lgbm": LGBMParams(n_jobs=lgbm_threads)} if "lgbm" in names else {}
+        ).with_models(names)
         with console.status("loading market data") as status:
-            market = _load(data, settings.store_dir, interval, chosen)
+            market = read_market(data, market_store(settings), interval, chosen)
             status.update("evaluating")
-            config = EvaluationConfig(
-                horizon=horizon,
-                interval=interval,
-                primary="lgbm" if "lgbm" in names else names[-1],
-                model_params={"lgbm": {"n_jobs": lgbm_threads}},
-            )
             result = run_evaluation(
                 market,
                 start,
                 end,
+                config,
+                target=target,
                 assets=chosen,
-                models=names,
-                horizon=horizon,
-                config=config,
                 progress=lambda msg: status.update(escape(msg)),
             )
     except (MarketDataError, EvaluationInputError, ValueError, FileNotFoundError) as exc:
@@ -178,17 +183,6 @@ def _period(test_start: str, test_end: str) -> tuple[pd.Timestamp, pd.Timestamp]
     if len(test_end.strip()) <= 10:
         end = end + pd.Timedelta(days=1)
     return start, end
-
-
-def _load(data: Path | None, store: Path, interval: str, assets: list[str] | None) -> Any:
-    if data is not None:
-        from features.sources import load_market
-
-        market, _report = load_market(data, interval, assets)
-        return market
-    from features.store import MarketStore
-
-    return MarketStore(store).read_market(interval, assets, None, None)
 
 
 def _split(values: list[str] | None) -> list[str] | None:

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
 
 def _registry(settings: Settings) -> Any:
     # Imported lazily: MLflow takes seconds to import and most commands never need it.
-    from models.registry import ChampionRegistry, MlflowStore, registered_model_name
+    from models.mlflow_store import MlflowStore
+    from models.registry import ChampionRegistry, registered_model_name
 
     store = MlflowStore.for_workdir(settings.workdir, settings.mlflow_uri)
     return ChampionRegistry(store, registered_model_name(settings.horizon_hours))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import MlflowStore, registered_model_name
+from models.mlflow_store import MlflowStore
+from models.registry import registered_model_name
 from tests.registry.factory import Backend, ReviewedStore
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
 
-from models.registry import ChampionRegistry, MlflowStore
+from models.mlflow_store import MlflowStore
+from models.registry import ChampionRegistry
 from models.submission import Submission, submit_candidate
 from models.tracking import TrainingRun
 

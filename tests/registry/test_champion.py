@@ -14,7 +14,7 @@ from models.champion import (
     default_cache_dir,
     load_champion,
 )
-from models.registry import MlflowStore
+from models.mlflow_store import MlflowStore
 from tests.registry.factory import FEATURES, Backend
 
 

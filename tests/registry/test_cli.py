@@ -131,7 +131,8 @@ def test_review_refresh_reruns_gates_and_rewrites_the_report(cli_workdir: Path) 
 def test_decision_resumes_a_paused_review_flow(
     cli_workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from models.registry import TAG_REVIEW_FLOW_RUN, ChampionRegistry, MlflowStore
+    from models.mlflow_store import MlflowStore
+    from models.registry import TAG_REVIEW_FLOW_RUN, ChampionRegistry
     from pipelines.flows import review as review_flow
 
     store = MlflowStore.for_workdir(cli_workdir)

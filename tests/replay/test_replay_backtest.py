@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from liquidation.equal_margin import EqualMarginConfig, equal_margin_levels
 from liquidation.replay_metrics import (
     STRESS_WINDOWS,
     Window,
@@ -26,14 +27,11 @@ from liquidation.simulate import (
     constant_multiplier,
     simulate,
 )
-from pipelines.backtest import (
-    BacktestRequest,
-    equal_margin_levels,
-    load_replay_config,
-    run_backtest,
-)
-from pipelines.backtest_report import EXPERIMENT
+from pipelines.backtest import run_backtest
 from pipelines.cli import app
+from pipelines.commands.backtest import EXPERIMENT
+from pipelines.flows.config import BacktestConfig, DataConfig, replay_config_from_toml
+from serving.policy import PolicyConfig
 from tests.replay.replay_builders import random_walk_market
 
 SEEDS = [0, 1, 2]
@@ -46,17 +44,16 @@ def replay_config(n_traders: int) -> ReplayConfig:
 
 def test_bisection_hits_the_target_mean_im() -> None:
     market = random_walk_market(5, n_bars=400)
-    request = BacktestRequest(replay=replay_config(2_000), bisection_tol=0.002)
+    replay = replay_config(2_000)
     runs = simulate(
-        market,
-        [Scenario("ref", s, constant_multiplier(market, 1.7)) for s in SEEDS],
-        request.replay,
+        market, [Scenario("ref", s, constant_multiplier(market, 1.7)) for s in SEEDS], replay
     )
     target = float(np.mean([window_metrics(r)["mean_im"] for r in runs]))
-    found = equal_margin_levels(market, {"ref": target}, SEEDS, request, lambda _m: None)
-    assert abs(found["ref"]["achieved"] / target - 1) <= 0.002
-    assert found["ref"]["level"] == pytest.approx(1.7, rel=0.03)
-    assert len(found["ref"]["series"]) == len(SEEDS)
+    config = EqualMarginConfig(tolerance=0.002)
+    found = equal_margin_levels(market, {"ref": target}, SEEDS, replay, config)
+    assert abs(found["ref"].achieved / target - 1) <= 0.002
+    assert found["ref"].level == pytest.approx(1.7, rel=0.03)
+    assert len(found["ref"].series) == len(SEEDS)
 
 
 @pytest.mark.parametrize("rule", ["follow", "stress"])
@@ -65,14 +62,14 @@ def test_oracle_is_never_worse_than_static_at_equal_margin(tmp_path: Path, rule:
     # ``initial-only`` removes it, and then even perfect foresight of the 24h volatility
     # need not beat a static level on bad debt: the losses come from jumps that a calm
     # market's margin must already cover (see the backtest module docstring).
-    request = BacktestRequest(
+    config = BacktestConfig(
         policies=("static", "oracle"),
         seeds=len(SEEDS),
         replay=replace(replay_config(15_000), maintenance_rule=rule, stress_threshold=1.5),
-        synthetic_days=120,
-        synthetic_history_days=10,
+        history_days=10,
     )
-    result = run_backtest(request, tmp_path / "cache")
+    market = DataConfig(synthetic_assets=3, synthetic_days=120)
+    result = run_backtest(market, config, 24, PolicyConfig(), tmp_path / "cache")
     oracle = result.series["oracle"]
     static = result.equal_margin_series["oracle"]
     assert (oracle[0].multiplier >= 1.5).any(), "the stress branch must be exercised"
@@ -80,7 +77,7 @@ def test_oracle_is_never_worse_than_static_at_equal_margin(tmp_path: Path, rule:
         assert o.seed == s.seed
         assert o.bad_debt.sum() <= s.bad_debt.sum(), f"seed {o.seed}: the simulator is wrong"
     em = result.summary["equal_margin"]["oracle"]
-    assert abs(em["achieved_mean_im"] / em["target_mean_im"] - 1) <= request.bisection_tol
+    assert abs(em["achieved_mean_im"] / em["target_mean_im"] - 1) <= config.equal_margin.tolerance
     assert em["ratio"]["bad_debt"] <= 1.0
 
 
@@ -161,16 +158,15 @@ def test_cli_stress_rule_reaches_the_replay_config(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_real_btc_covid_crash(shared_data: Path, tmp_path: Path) -> None:
-    request = BacktestRequest(
-        data=shared_data,
-        assets=("BTCUSDT",),
+    config = BacktestConfig(
         start="2020-02-01",
         end="2020-05-01",
         policies=("static", "ewma", "oracle"),
         seeds=2,
         replay=replay_config(20_000),
     )
-    result = run_backtest(request, tmp_path / "cache")
+    market = DataConfig(data=shared_data, assets=("BTCUSDT",))
+    result = run_backtest(market, config, 24, PolicyConfig(), tmp_path / "cache")
     static = result.summary["policies"]["static"]
     covid = static["windows"]["2020-03-covid"]
     assert covid["n_bars"] == 48
@@ -186,14 +182,14 @@ def test_real_btc_covid_crash(shared_data: Path, tmp_path: Path) -> None:
 def test_replay_config_is_read_from_toml_and_errors_name_the_file(tmp_path: Path) -> None:
     good = tmp_path / "replay.toml"
     good.write_text(
-        "[replay]\nfund_seed_usd = 1000.0\nramp_hours = 2\n"
+        "[replay]\nfund_seed_usd = 1000.0\nramp_ms = 7200000\n"
         "[replay.book]\nn_traders = 123\n[replay.asset]\nbase_imf = 0.1\n"
     )
-    config = load_replay_config(good)
+    config = replay_config_from_toml(good)
     assert config.fund_seed_usd == 1000.0 and config.ramp_ms == 2 * 3_600_000
     assert config.book.n_traders == 123 and config.asset.base_imf == 0.1
-    assert load_replay_config(None) == ReplayConfig()
+    assert replay_config_from_toml(None) == ReplayConfig()
     bad = tmp_path / "bad.toml"
     bad.write_text("[replay.book]\nleverage_min = 0.5\n")
     with pytest.raises(ReplayInputError, match=r"bad\.toml.*leverage_min"):
-        load_replay_config(bad)
+        replay_config_from_toml(bad)

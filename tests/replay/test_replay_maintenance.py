@@ -20,7 +20,7 @@ from liquidation.simulate import (
     maintenance_multipliers,
     simulate,
 )
-from pipelines.backtest import load_replay_config
+from pipelines.flows.config import replay_config_from_toml
 from tests.replay.replay_builders import flat_market, random_walk_market, small_config
 
 HOUR = 3_600_000
@@ -78,7 +78,7 @@ def test_unknown_rule_and_bad_threshold_are_refused() -> None:
 def test_maintenance_rule_is_read_from_the_replay_toml(tmp_path) -> None:
     path = tmp_path / "replay.toml"
     path.write_text('[replay]\nmaintenance_rule = "stress"\nstress_threshold = 2.5\n')
-    config = load_replay_config(path)
+    config = replay_config_from_toml(path)
     assert (config.maintenance_rule, config.stress_threshold) == ("stress", 2.5)
     assert ReplayConfig().maintenance_rule == "follow"  # the engine's rule stays the default
 
@@ -155,7 +155,8 @@ def test_zero_volatility_gives_no_liquidations_under_every_rule() -> None:
 def test_pinned_forecasts_land_on_the_grid_and_errors_name_the_file(tmp_path) -> None:
     import pandas as pd
 
-    from pipelines.backtest_inputs import grid_index, pinned_sigma
+    from liquidation.market_paths import grid_index
+    from models.replay_forecasts import PinnedForecastsError, SigmaGrid, pinned_sigma
 
     market = random_walk_market(7, n_assets=2, n_bars=50)
     index = grid_index(market)
@@ -169,15 +170,16 @@ def test_pinned_forecasts_land_on_the_grid_and_errors_name_the_file(tmp_path) ->
     frame = pd.DataFrame(rows)
     path = tmp_path / "pinned.parquet"
     frame.to_parquet(path)
-    sigma, info = pinned_sigma(path, market, ("model",))
-    assert set(sigma) == {"model"} and info["pinned"] is True
-    assert sigma["model"].shape == market.open.shape
-    assert np.isnan(sigma["model"][:, :5]).all()
+    grid = SigmaGrid(market.assets, index)
+    sigma, info = pinned_sigma(path, grid, ("lgbm",))
+    assert set(sigma) == {"lgbm"} and info["pinned"] is True
+    assert sigma["lgbm"].shape == market.open.shape
+    assert np.isnan(sigma["lgbm"][:, :5]).all()
     expected = frame.loc[(frame["model"] == "lgbm") & (frame["asset"] == market.assets[1])]
-    np.testing.assert_array_equal(sigma["model"][1, 5:], expected["sigma"].to_numpy())
+    np.testing.assert_array_equal(sigma["lgbm"][1, 5:], expected["sigma"].to_numpy())
     frame.loc[frame["asset"] != market.assets[0]].to_parquet(path)
-    with pytest.raises(ReplayInputError, match=r"pinned\.parquet.*A0USDT"):
-        pinned_sigma(path, market, ("ewma",))
+    with pytest.raises(PinnedForecastsError, match=r"pinned\.parquet.*A0USDT"):
+        pinned_sigma(path, grid, ("ewma",))
     frame.drop(columns="sigma").to_parquet(path)
-    with pytest.raises(ReplayInputError, match=r"pinned\.parquet lack columns \['sigma'\]"):
-        pinned_sigma(path, market)
+    with pytest.raises(PinnedForecastsError, match=r"pinned\.parquet lack columns \['sigma'\]"):
+        pinned_sigma(path, grid, ("ewma", "lgbm"))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.validation import SplitError, WalkForwardSplitter
+from models.splitter import SplitError, WalkForwardSplitter
 
 HOUR = pd.Timedelta("1h")
 

@@ -17,7 +17,7 @@ chosen by walk-forward on 2023-07..2024-06, before the public test period; they 
 tuned on it.
 
 Early stopping uses the last part of the training period, purged exactly like a test
-block (:func:`models.validation.purged_holdout`); the model is then refit on
+block (:func:`models.splitter.purged_holdout`); the model is then refit on
 all training rows with the chosen number of trees.
 """
 
@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from features.bars import interval_to_timedelta
-from models.baselines import ForecasterInputError, VarianceForecaster
+from models.estimators.base import ForecasterInputError, VarianceForecaster
+from models.splitter import purged_holdout
 from models.targets import TARGET_VALUE_COLUMNS
-from models.validation import purged_holdout
 
 GBMObjective = Literal["qlike", "log_l2", "blend"]
 
@@ -85,7 +85,7 @@ class GBMForecaster(VarianceForecaster):
     'blend'
     """
 
-    required_columns: ClassVar[tuple[str, ...]] = ()
+    _tags: ClassVar[dict[str, Any]] = {"feature_importance": True}
 
     def __init__(
         self,
@@ -202,6 +202,11 @@ class GBMForecaster(VarianceForecaster):
             reg_lambda=self.reg_lambda,
             n_jobs=self.n_jobs,
             random_state=self.random_state,
+            # Reproducible runs: LightGBM otherwise times row- against column-wise histogram
+            # building on the first iteration and keeps the faster, so machine load could
+            # pick the layout (and, with several threads, the summation order).
+            deterministic=True,
+            force_col_wise=True,
             verbose=-1,
         )
 

@@ -27,11 +27,12 @@ import pandas as pd
 
 from contracts.timestamps import utc_timestamp
 from features.bars import interval_to_timedelta
+from models.errors import ModelsError
 
 WindowKind = Literal["expanding", "rolling"]
 
 
-class SplitError(ValueError):
+class SplitError(ModelsError, ValueError):
     """A walk-forward configuration or a frame handed to the splitter is unusable."""
 
 
@@ -269,3 +270,17 @@ def _ts_values(ts: pd.Series) -> pd.DatetimeIndex:
     if values.tz is None:
         raise SplitError("ts must be tz-aware UTC bar-open times")
     return values
+
+
+def target_known(
+    ts: pd.Series, as_of: pd.Timestamp, horizon: int, step: pd.Timedelta
+) -> np.ndarray:
+    """Mask of rows whose ``H``-bar target is known at ``as_of`` (a bar-open time).
+
+    A row ``t`` carries ``RV(t, t+H]``, complete at the close of bar ``t + H``; a forecast for
+    the bar opening at ``as_of`` is made at its close, so the target is usable iff
+    ``t + H * step <= as_of``. The splitter's purge, the conformal calibration window and
+    every fit-before-a-date use this one rule.
+    """
+    values = _ts_values(ts)
+    return np.asarray(values + horizon * step <= as_of)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from models.estimators.gbm import GBMForecaster
 from models.evaluation import qlike
-from models.gbm import GBMForecaster
 from models.targets import forward_targets
 
 

@@ -1,8 +1,9 @@
-"""Backtest outputs: a self-contained HTML report (base64 PNG plots) and MLflow logging.
+"""The replay's outputs: the result, a self-contained HTML report and the JSON summary.
 
 The report shows, per policy: the price and the multiplier path, cumulative liquidations and
 bad debt over time (mean over seeds), a bar chart of the headline metrics at the base IMF
-and at equal margin, and the tables of the JSON summary.
+and at equal margin, and the tables of the JSON summary (:mod:`liquidation.replay_summary`).
+matplotlib is imported only when a report is drawn, so the core stays light.
 """
 
 from __future__ import annotations
@@ -11,28 +12,48 @@ import base64
 import html
 import io
 import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: the report is written to files, never shown
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from contracts.files import atomic_write_text
-from pipelines.backtest import POLICIES, BacktestResult
+from liquidation.simulate import MarketPaths, ReplaySeries
 
-EXPERIMENT = "dynamargin-backtest"
-"""MLflow experiment of every backtest run."""
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+POLICY_ORDER: tuple[str, ...] = ("static", "ewma", "model", "oracle")
+"""Report order of the known policies."""
 _COLORS = {"static": "#555555", "ewma": "#1f77b4", "model": "#d62728", "oracle": "#2ca02c"}
 _HEADLINE = ("bad_debt", "liquidations", "insurance_drawdown", "mean_im")
 
 
-def write_report(result: BacktestResult, report_dir: Path) -> Path:
+@dataclass
+class ReplayResult:
+    """A finished margin replay: the JSON-able summary plus the per-bar series for plots.
+
+    Attributes
+    ----------
+    summary
+        The summary (:func:`liquidation.replay_summary.summarise` plus data and config).
+    paths
+        The market replayed.
+    series
+        Runs per policy, one per seed.
+    equal_margin_series
+        Per dynamic policy, the static runs at its equal-margin level.
+    """
+
+    summary: dict[str, Any]
+    paths: MarketPaths
+    series: dict[str, list[ReplaySeries]]
+    equal_margin_series: dict[str, list[ReplaySeries]]
+
+
+def write_report(result: ReplayResult, report_dir: Path) -> Path:
     """Write ``backtest.html`` (and ``backtest.json``) into ``report_dir``; return the HTML path."""
     report_dir.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -57,11 +78,10 @@ img{{max-width:100%}}</style></head><body>
 {html.escape(str(summary["forecasts"].get("model_source", "not used")))}.</p>
 <h2>Same base parameters (mean over seeds)</h2>{_policy_table(summary)}
 <h2>Equal mean margin (policy / static at the calibrated level)</h2>{_equal_table(summary)}
-<h2>Aim</h2><pre>{html.escape(json.dumps(summary["aim"], indent=2))}</pre>
+<h2>Model against EWMA</h2><pre>{html.escape(json.dumps(summary["comparison"], indent=2))}</pre>
 {images}
 </body></html>"""
-    path = report_dir / "backtest.html"
-    path.write_text(body, encoding="utf-8")
+    path = atomic_write_text(report_dir / "backtest.html", body)
     write_summary(summary, report_dir / "backtest.json")
     return path
 
@@ -71,8 +91,9 @@ def write_summary(summary: dict[str, Any], path: Path) -> None:
     atomic_write_text(path, json.dumps(summary, indent=2, default=_json_default))
 
 
-def price_multiplier_figure(result: BacktestResult) -> Figure:
+def price_multiplier_figure(result: ReplayResult) -> Figure:
     """Close price of each asset (top) and the multiplier of each policy (bottom, seed 0)."""
+    plt = _pyplot()
     paths = result.paths
     index = pd.to_datetime(paths.ts_ms, unit="ms", utc=True)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
@@ -89,8 +110,9 @@ def price_multiplier_figure(result: BacktestResult) -> Figure:
     return fig
 
 
-def cumulative_figure(result: BacktestResult) -> Figure:
+def cumulative_figure(result: ReplayResult) -> Figure:
     """Cumulative liquidation steps and bad debt per policy (base IMF and equal margin)."""
+    plt = _pyplot()
     index = pd.to_datetime(result.paths.ts_ms, unit="ms", utc=True)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in result.series.items():
@@ -114,10 +136,11 @@ def cumulative_figure(result: BacktestResult) -> Figure:
     return fig
 
 
-def bar_figure(result: BacktestResult) -> Figure:
+def bar_figure(result: ReplayResult) -> Figure:
     """Bars of the headline metrics per policy, with the min-max range over seeds."""
+    plt = _pyplot()
     policies = result.summary["policies"]
-    names = [p for p in POLICIES if p in policies]
+    names = [p for p in POLICY_ORDER if p in policies]
     fig, axes = plt.subplots(1, len(_HEADLINE), figsize=(12, 3.2))
     for ax, key in zip(axes, _HEADLINE, strict=True):
         means = [policies[n][key] for n in names]
@@ -128,63 +151,6 @@ def bar_figure(result: BacktestResult) -> Figure:
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
-
-
-def log_to_mlflow(
-    result: BacktestResult, tracking_uri: str, artifact_root: Path, files: list[Path]
-) -> str:
-    """Log params, flattened metrics and the report files to ``dynamargin-backtest``.
-
-    Returns
-    -------
-    str
-        The MLflow run id.
-    """
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        artifact_root.mkdir(parents=True, exist_ok=True)
-        experiment_id = client.create_experiment(
-            EXPERIMENT, artifact_location=artifact_root.resolve().as_uri()
-        )
-    else:
-        experiment_id = experiment.experiment_id
-    summary = result.summary
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params(
-            {
-                "assets": ",".join(summary["data"]["assets"]),
-                "start": summary["data"]["start"],
-                "end": summary["data"]["end"],
-                "seeds": summary["seeds"],
-                "policies": ",".join(summary["policies"]),
-                "n_traders": summary["config"]["replay"]["book"]["n_traders"],
-                "base_imf": summary["config"]["replay"]["asset"]["base_imf"],
-                "model_source": summary["forecasts"].get("model_source", "none"),
-            }
-        )
-        mlflow.log_metrics(flatten_metrics(summary))
-        for path in files:
-            mlflow.log_artifact(str(path), artifact_path="backtest")
-        return run.info.run_id
-
-
-def flatten_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """``policies.<p>.<metric>`` and ``equal_margin.<p>.ratio.<metric>`` as MLflow metrics."""
-    out: dict[str, float] = {}
-    for name, block in summary["policies"].items():
-        for key, value in block.items():
-            if isinstance(value, int | float):
-                out[_key(f"policies.{name}.{key}")] = float(value)
-    for name, block in summary["equal_margin"].items():
-        out[_key(f"equal_margin.{name}.static_level")] = float(block["static_level"])
-        for key, value in block["ratio"].items():
-            if value is not None:
-                out[_key(f"equal_margin.{name}.ratio.{key}")] = float(value)
-    return out
 
 
 def _policy_table(summary: dict[str, Any]) -> str:
@@ -228,16 +194,21 @@ def _fmt(value: Any) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: the report is written to files, never shown
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig: Figure) -> str:
+    plt = _pyplot()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _key(text: str) -> str:
-    # MLflow keys allow alphanumerics, _ - . / and spaces only.
-    return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", text)
 
 
 def _json_default(value: Any) -> Any:

@@ -1,38 +1,18 @@
-"""Baseline forecasters: estimator contract, hand-checked recursions, HAR recovery."""
+"""Baseline estimators: hand-checked recursions, HAR recovery, GARCH against ``arch``."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import clone
 
-from models.baselines import (
-    EWMAForecaster,
-    ForecasterInputError,
-    GARCHForecaster,
-    HARForecaster,
-    make_forecaster,
-)
+from models.estimators.base import ForecasterInputError
+from models.estimators.ewma import EWMAForecaster
+from models.estimators.garch import GARCHForecaster
+from models.estimators.har import HARForecaster
+from models.factory import build_estimator
+from models.spec import named_spec
 from models.targets import forward_targets
-
-KINDS = ("ewma", "ewma_rm", "har", "harq", "garch", "gjr", "lgbm")
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_forecaster_follows_the_sklearn_contract(kind: str) -> None:
-    model = make_forecaster(kind, horizon=12)  # type: ignore[arg-type]
-    params = model.get_params()
-    twin = clone(model)
-    assert twin.get_params() == params and twin is not model
-    assert not any(k.endswith("_") for k in vars(model)), "fitted state before fit"
-    with pytest.raises(ForecasterInputError, match="not fitted"):
-        model.predict(pd.DataFrame({"ts": [], "asset": []}))
-
-
-def test_unknown_kind_is_rejected_with_the_choices() -> None:
-    with pytest.raises(ForecasterInputError, match="choose one of"):
-        make_forecaster("svm")  # type: ignore[arg-type]
 
 
 def _panel(synthetic_features: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -58,7 +38,7 @@ def test_ewma_matches_the_riskmetrics_recursion_by_hand(synthetic_features: pd.D
 def test_estimated_ewma_picks_a_decay_from_its_grid(synthetic_features: pd.DataFrame) -> None:
     frame, y = _panel(synthetic_features)
     ok = np.isfinite(y)
-    model = make_forecaster("ewma").fit(frame.loc[ok], y[ok])
+    model = build_estimator(named_spec("ewma"), "1h").fit(frame.loc[ok], y[ok])
     assert model.lam_ in model.grid and len(model.scores_) == len(model.grid)
 
 
@@ -82,7 +62,7 @@ def test_har_recovers_known_log_coefficients() -> None:
 def test_harq_needs_quarticity() -> None:
     X = pd.DataFrame({"ts": [], "asset": [], "har_d": [], "har_w": [], "har_m": []})
     with pytest.raises(ForecasterInputError, match="rq_24h"):
-        make_forecaster("harq").fit(X, np.array([]))
+        build_estimator(named_spec("harq"), "1h").fit(X, np.array([]))
 
 
 def test_garch_horizon_sum_matches_arch_analytic_forecast() -> None:
@@ -106,7 +86,7 @@ def test_garch_fits_per_asset_and_forecasts_positive_variance(
     synthetic_features: pd.DataFrame,
 ) -> None:
     frame, y = _panel(synthetic_features)
-    model = make_forecaster("gjr").fit(frame, y)
+    model = build_estimator(named_spec("gjr"), "1h").fit(frame, y)
     assert set(model.params_) == set(frame["asset"].astype(str))
     out = model.predict(frame)
     assert out.shape == (len(frame),) and np.all(out > 0)
