@@ -203,27 +203,6 @@ class ValidationReport:
             unverified_files=[*self.unverified_files, *other.unverified_files],
         )
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per series: dataset, asset, interval, first, last, rows, gaps, ..."""
-        rows = [
-            {
-                "dataset": r.dataset,
-                "asset": r.asset,
-                "interval": r.interval,
-                "first": r.first,
-                "last": r.last,
-                "rows": r.rows,
-                "gaps": len(r.gaps),
-                "missing_bars": r.missing_bars,
-                "duplicates_dropped": r.duplicates_dropped,
-                "reordered": r.reordered,
-                "quarantined": r.quarantined,
-                "spikes": len(r.spikes),
-            }
-            for r in sorted(self.series.values(), key=lambda r: (r.dataset, r.asset, r.interval))
-        ]
-        return pd.DataFrame(rows)
-
     def write_quarantine(self, directory: Path) -> Path | None:
         """Write the quarantined rows to ``directory/quarantine-<hash>.csv``.
 

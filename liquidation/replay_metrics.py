@@ -61,7 +61,7 @@ STRESS_WINDOWS: tuple[Window, ...] = (
     Window.from_dates("2022-06-celsius", "2022-06-13", "2022-06-18"),
     Window.from_dates("2022-11-ftx", "2022-11-08", "2022-11-10"),
 )
-"""The stress windows named in the issue (March 2020, May 2021, June 2022, November 2022)."""
+"""The stress windows of the evaluation protocol (March 2020, May 2021, June 2022, Nov 2022)."""
 
 
 def parse_window(text: str) -> Window:

@@ -4,7 +4,7 @@ Pure functions on numpy arrays. Variance forecasts are compared with realized va
 (QLIKE, the primary loss, is robust to noise in the realized proxy; Patton 2011). VaR and
 ES are positive loss numbers in the same units as the losses they are tested against.
 
-The registry (issue 7) imports :func:`qlike`, :func:`diebold_mariano` and :func:`basel_zone`
+The registry review imports :func:`qlike`, :func:`diebold_mariano` and :func:`basel_zone`
 from here: keep those names and signatures.
 """
 

@@ -51,6 +51,17 @@ class LeakageReport:
         """True when no column used the future."""
         return not self.leaky_columns
 
+    def summary(self) -> str:
+        """One line for logs and the review's leakage gate."""
+        if self.passed:
+            cuts = ", ".join(str(c) for c in self.cutoffs)
+            return (
+                f"check_no_lookahead: {self.rows_checked} rows unchanged when data after "
+                f"{cuts} are shuffled"
+            )
+        listed = ", ".join(f"{c} (first at {w})" for c, w in self.leaky_columns.items())
+        return f"check_no_lookahead: look-ahead in {listed}"
+
     def raise_if_leaky(self) -> None:
         """Raise :class:`LeakageError` naming the leaky columns."""
         if self.leaky_columns:

@@ -38,6 +38,7 @@ from liquidation.simulate import (
     MarketPaths,
     ReplayInputError,
     Scenario,
+    constant_multiplier,
     maintenance_multipliers,
     simulate,
 )
@@ -105,7 +106,7 @@ def run_backtest(
     say("multiplier paths")
     index = grid_index(paths)
     multipliers = {
-        name: np.ones(paths.open.shape)
+        name: constant_multiplier(paths, 1.0)
         if name == "static"
         else multipliers_in_force(sigma[name], index, MultiplierPolicy(policy), paths.assets)
         for name in config.run_policies

@@ -19,7 +19,7 @@ from liquidation.replay_report import write_report, write_summary
 from liquidation.replay_summary import summary_metrics, summary_params
 from models.tracking import log_summary_run
 from pipelines.backtest import run_backtest
-from pipelines.commands.context import settings_from
+from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.flows.config import (
     POLICIES,
     BacktestConfig,
@@ -110,7 +110,7 @@ def backtest(
         )
         source = DataConfig(
             data=data,
-            assets=tuple(a.strip().upper() for a in assets.split(",")) if assets else None,
+            assets=tuple(parse_symbols(assets) or ()) or None,
             synthetic_assets=synthetic_assets,
             synthetic_days=SYNTHETIC_DAYS,
         )

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from contracts.timestamps import utc_timestamp
-from pipelines.commands.context import settings_from
+from pipelines.commands.context import parse_symbols, settings_from
 
 # A table of seven models needs more than 80 columns when the output is piped or logged.
 console = Console(width=None if sys.stdout.isatty() else 170)
@@ -83,7 +83,7 @@ def evaluate_command(
     from pipelines.stores import market_store
 
     settings = settings_from(ctx)
-    chosen = _split(assets)
+    chosen = parse_symbols(assets)
     names = [m.strip() for m in models.split(",") if m.strip()]
     start, end = _period(test_start, test_end)
     target = TargetSpec(horizon=horizon or settings.horizon_hours)
@@ -183,9 +183,3 @@ def _period(test_start: str, test_end: str) -> tuple[pd.Timestamp, pd.Timestamp]
     if len(test_end.strip()) <= 10:
         end = end + pd.Timedelta(days=1)
     return start, end
-
-
-def _split(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [part.strip().upper() for value in values for part in value.split(",") if part.strip()]

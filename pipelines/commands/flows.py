@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.commands.context import settings_from
+from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.settings import Settings
 
 console = Console()
@@ -106,7 +106,7 @@ def publish(
 
     try:
         config = PublishConfig(model=model, publish_time=at, policy_config=policy_config)
-        source = DataConfig(data=data, assets=_symbols(assets), start=start, end=end)
+        source = DataConfig(data=data, assets=parse_symbols(assets), start=start, end=end)
     except (FlowConfigError, ValueError) as exc:
         raise fail(str(exc)) from exc
     if replay:
@@ -270,7 +270,9 @@ def run_pipeline(
 ) -> None:
     """ingest -> features -> train -> review -> publish -> backtest."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed)
+    config = _flow_config(
+        settings, data, parse_symbols(assets), synthetic_assets, synthetic_days, seed
+    )
 
     def call() -> Any:
         from pipelines.flows.pipeline import pipeline_flow
@@ -298,7 +300,9 @@ def run_ingest(
 ) -> None:
     """Market data into the work dir's store."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed)
+    config = _flow_config(
+        settings, data, parse_symbols(assets), synthetic_assets, synthetic_days, seed
+    )
 
     def call() -> Any:
         from pipelines.flows.ingest import ingest_flow
@@ -318,7 +322,7 @@ def run_features(
 ) -> None:
     """The feature matrix of the stored market, per asset in parallel."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, parse_symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.featurize import features_flow
@@ -338,7 +342,7 @@ def run_train(
 ) -> None:
     """Features, then walk-forward, final fit and registration as @challenger."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, parse_symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.featurize import features_flow
@@ -392,7 +396,7 @@ def run_publish(
 ) -> None:
     """The publish flow: features, forecasts, policy, one signed batch."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, parse_symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.config import PublishConfig
@@ -417,7 +421,7 @@ def run_backtest(
 ) -> None:
     """The liquidation replay of static vs dynamic margin."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, data, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, data, parse_symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.backtest import backtest_flow
@@ -465,7 +469,7 @@ def deploy(
             raise fail(str(exc)) from exc
     else:
         config = _flow_config(
-            settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed
+            settings, data, parse_symbols(assets), synthetic_assets, synthetic_days, seed
         )
     if backtest_seeds is not None:
         backtest = config.backtest.model_copy(update={"seeds": backtest_seeds})
@@ -478,9 +482,3 @@ def deploy(
     console.print(table)
     console.print("watch them: `prefect server start`, PREFECT_API_URL=http://127.0.0.1:4200/api")
     serve_deployments(str(settings.workdir), config, lambda line: errors.print(escape(line)))
-
-
-def _symbols(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    return [s.strip().upper() for s in text.split(",") if s.strip()]

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from features.errors import MarketDataError
 from features.store import SUMMARY_COLUMNS, IngestResult, MarketStore
-from pipelines.commands.context import settings_from
+from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.stores import market_store
 
 ingest_app = typer.Typer(
@@ -82,7 +82,7 @@ def ingest_binance_dir(
         result = store.ingest_dump(
             path,
             intervals=_intervals(interval),
-            symbols=_symbols(symbols),
+            symbols=parse_symbols(symbols),
             funding=funding,
             months=month_range,
             verify_checksums=verify,
@@ -113,7 +113,7 @@ def ingest_binance_url(
         parse_months,
     )
 
-    chosen = _symbols(symbols)
+    chosen = parse_symbols(symbols)
     if not chosen or months is None:
         err_console.print(
             "[red]binance-url needs --symbols and --months[/red] (the dump has no listing "
@@ -163,7 +163,7 @@ def ingest_perp_dir(
     store = market_store(settings_from(ctx))
     with _progress("reading perp files") as advance, _data_errors():
         result = store.ingest_perp_dir(
-            path, interval, _symbols(symbols), on_file=lambda _: advance()
+            path, interval, parse_symbols(symbols), on_file=lambda _: advance()
         )
     _report(result, store, as_json)
 
@@ -226,12 +226,6 @@ def data_summary(ctx: typer.Context, as_json: JsonOption = False) -> None:
 # --- helpers ---------------------------------------------------------------------------
 
 _NUMERIC = {"rows", "gaps", "missing_bars", "quarantined"}
-
-
-def _symbols(values: Sequence[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [s.strip().upper() for v in values for s in v.split(",") if s.strip()]
 
 
 def _intervals(values: Sequence[str] | None) -> list[str]:

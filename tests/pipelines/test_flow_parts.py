@@ -120,7 +120,7 @@ def test_a_pipeline_config_round_trips_through_json_and_toml(tmp_path: Path) -> 
         load_pipeline_config(toml)
 
 
-def test_deployments_follow_the_issue_schedules(tmp_path: Path) -> None:
+def test_deployments_follow_the_documented_schedules(tmp_path: Path) -> None:
     from pipelines.flows.deploy import SCHEDULES, build_deployments, deployment_parameters
 
     crons = {s.name: s.cron for s in SCHEDULES}

@@ -1,6 +1,6 @@
 """The flows under a real Prefect test server, on a small synthetic market.
 
-Covers the issue's acceptance: the full pipeline leaves a champion in MLflow and a signed
+The full pipeline leaves a champion in MLflow and a signed
 batch in the store; a corrupt input fails with a clear message and publishes nothing; a
 missing champion publishes fallback snapshots; a review pauses and resumes on approval;
 the Dask runner (2-worker LocalCluster) gives the same features as the thread pool.

@@ -1,4 +1,4 @@
-"""Tests of the websocket-capture parser, book reconstruction, OFI and trade-level VPIN."""
+"""The L2 modules: capture parser, book reconstruction, OFI, trade-level VPIN, the CLI."""
 
 from __future__ import annotations
 
@@ -385,3 +385,26 @@ def test_real_sample_vpin_is_a_probability(capture: list) -> None:
     assert len(values) > 100
     assert ((values >= 0) & (values <= 1)).all()
     assert vpin["ts"].is_monotonic_increasing
+
+
+def test_the_orderbook_command_summarises_the_real_capture(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    capture_path = shared_data / "l2_ws_sample" / "usdm_btcusdt_20240808.gz"
+    args = ["--workdir", str(tmp_path / "w"), "features", "orderbook", str(capture_path)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["resyncs"] == 0 and payload["diffs_applied"] > 1000
+    assert payload["book_ticker_agreement"] > 0.99
+    assert 0.0 <= payload["vpin_last"] <= 1.0
+    ofi = pd.read_parquet(tmp_path / "out" / "ofi.parquet")
+    assert len(ofi) == payload["ofi_buckets"] and "ofi_1" in ofi.columns
+    broken = tmp_path / "broken.txt"
+    broken.write_text("not a capture line\n")
+    bad = CliRunner().invoke(app, [*args[:-1], str(broken)])
+    assert bad.exit_code == 1 and "orderbook failed" in bad.output
