@@ -28,7 +28,7 @@ from models.mlflow_store import MlflowStore
 from models.registry import registered_model_name
 from models.submission import submit_candidate
 from models.tracking import pip_requirements
-from tests.registry.factory import DATA_THROUGH, training_run
+from tests.models.registry_factory import DATA_THROUGH, training_run
 
 REPEATS = 3
 

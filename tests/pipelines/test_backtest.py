@@ -1,4 +1,4 @@
-"""The backtest pipeline: equal-margin bisection, oracle bound, windows, CLI, real data."""
+"""The backtest wiring: the oracle bound at equal margin, the CLI, the replay TOML, real data."""
 
 from __future__ import annotations
 
@@ -7,32 +7,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from liquidation.equal_margin import EqualMarginConfig, equal_margin_levels
-from liquidation.replay_metrics import (
-    STRESS_WINDOWS,
-    Window,
-    parse_window,
-    series_metrics,
-    window_metrics,
-)
 from liquidation.simulate import (
     ReplayConfig,
     ReplayInputError,
-    Scenario,
-    constant_multiplier,
-    simulate,
 )
 from pipelines.backtest import run_backtest
 from pipelines.cli import app
 from pipelines.commands.backtest import EXPERIMENT
 from pipelines.flows.config import BacktestConfig, DataConfig, replay_config_from_toml
 from serving.policy import PolicyConfig
-from tests.replay.replay_builders import random_walk_market
 
 SEEDS = [0, 1, 2]
 
@@ -40,20 +27,6 @@ SEEDS = [0, 1, 2]
 def replay_config(n_traders: int) -> ReplayConfig:
     base = ReplayConfig()
     return replace(base, book=replace(base.book, n_traders=n_traders))
-
-
-def test_bisection_hits_the_target_mean_im() -> None:
-    market = random_walk_market(5, n_bars=400)
-    replay = replay_config(2_000)
-    runs = simulate(
-        market, [Scenario("ref", s, constant_multiplier(market, 1.7)) for s in SEEDS], replay
-    )
-    target = float(np.mean([window_metrics(r)["mean_im"] for r in runs]))
-    config = EqualMarginConfig(tolerance=0.002)
-    found = equal_margin_levels(market, {"ref": target}, SEEDS, replay, config)
-    assert abs(found["ref"].achieved / target - 1) <= 0.002
-    assert found["ref"].level == pytest.approx(1.7, rel=0.03)
-    assert len(found["ref"].series) == len(SEEDS)
 
 
 @pytest.mark.parametrize("rule", ["follow", "stress"])
@@ -79,26 +52,6 @@ def test_oracle_is_never_worse_than_static_at_equal_margin(tmp_path: Path, rule:
     em = result.summary["equal_margin"]["oracle"]
     assert abs(em["achieved_mean_im"] / em["target_mean_im"] - 1) <= config.equal_margin.tolerance
     assert em["ratio"]["bad_debt"] <= 1.0
-
-
-def test_stress_windows_score_only_their_bars() -> None:
-    market = random_walk_market(6, n_bars=500)
-    [run] = simulate(
-        market, [Scenario("s", 0, constant_multiplier(market, 1.0))], replay_config(3_000)
-    )
-    start = pd.Timestamp(int(market.ts_ms[100]), unit="ms", tz="UTC")
-    window = Window("mid", start, start + pd.Timedelta(hours=300))
-    inside = window_metrics(run, window)
-    assert inside["n_bars"] == 300
-    assert inside["liquidations"] == run.liquidations[100:400].sum()
-    assert inside["bad_debt"] == pytest.approx(run.bad_debt[100:400].sum())
-    assert inside["mean_im"] == pytest.approx(run.initial_margin[100:400].mean())
-    blocks = series_metrics(run, STRESS_WINDOWS)
-    assert set(blocks["windows"]) == {w.name for w in STRESS_WINDOWS}
-    assert all(b["n_bars"] == 0 for b in blocks["windows"].values())  # 1970 has no crash
-    assert parse_window("luna=2022-05-09..2022-05-12").end == pd.Timestamp("2022-05-13", tz="UTC")
-    with pytest.raises(ReplayInputError, match="expected NAME"):
-        parse_window("2022-05-09")
 
 
 @pytest.mark.slow

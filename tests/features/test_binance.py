@@ -21,7 +21,7 @@ from features.sources.binance import (
     scan_dump,
 )
 from features.sources.perp import read_perp_csv, scan_perp_dir
-from tests.data.dump_helpers import KLINE_HEADER, kline_lines, kline_zip_path, write_zip
+from tests.features.dump_helpers import KLINE_HEADER, kline_lines, kline_zip_path, write_zip
 
 SPOT = "binance/data/spot/monthly/klines"
 FUNDING = "binance/data/futures/um/monthly/fundingRate"

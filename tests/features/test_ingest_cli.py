@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from tests.data.dump_helpers import kline_lines, kline_zip_path, write_zip
+from tests.features.dump_helpers import kline_lines, kline_zip_path, write_zip
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ from models.review import (
     freshness_gate,
     var_zones,
 )
-from tests.registry.factory import DATA_THROUGH, evaluation_dict, forecasts_frame
+from tests.models.registry_factory import DATA_THROUGH, evaluation_dict, forecasts_frame
 
 
 def evidence(

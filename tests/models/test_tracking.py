@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.tracking import evaluation_metrics, feature_set_hash, sanitize_key
-from tests.registry.factory import DATA_THROUGH, ReviewedStore, training_run
+from tests.models.registry_factory import DATA_THROUGH, ReviewedStore, training_run
 
 
 @pytest.fixture(scope="module")

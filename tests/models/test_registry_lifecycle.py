@@ -16,7 +16,7 @@ from models.registry import (
     NoPreviousChampionError,
 )
 from models.submission import review_version
-from tests.registry.factory import DATA_THROUGH, FEATURES, Backend
+from tests.models.registry_factory import DATA_THROUGH, FEATURES, Backend
 
 
 def test_register_gates_approve_moves_champion(backend: Backend) -> None:

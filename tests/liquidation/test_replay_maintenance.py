@@ -21,7 +21,7 @@ from liquidation.simulate import (
     simulate,
 )
 from pipelines.flows.config import replay_config_from_toml
-from tests.replay.replay_builders import flat_market, random_walk_market, small_config
+from tests.liquidation.replay_builders import flat_market, random_walk_market, small_config
 
 HOUR = 3_600_000
 

@@ -18,7 +18,7 @@ from features.errors import ConflictingDuplicateError, StoreError
 from features.market import MarketData
 from features.store import MarketStore
 from features.validation import validate_bars
-from tests.data.dump_helpers import kline_lines, kline_zip_path, write_zip
+from tests.features.dump_helpers import kline_lines, kline_zip_path, write_zip
 
 
 def make_bars(start: str, n: int, asset: str = "BTCUSDT", price: float = 100.0) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from models.champion import (
     load_champion,
 )
 from models.mlflow_store import MlflowStore
-from tests.registry.factory import FEATURES, Backend
+from tests.models.registry_factory import FEATURES, Backend
 
 
 def broken_stores(backend: Backend) -> list[MlflowStore]:

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from models.champion import default_cache_dir, load_champion
-from tests.registry.factory import Backend
+from tests.models.registry_factory import Backend
 
 
 def test_register_review_approve_and_serve_stay_in_the_workdir(

@@ -14,7 +14,7 @@ import pytest
 from models.evaluation import qlike
 from models.registry import TAG_REPORT_HTML
 from models.review_report import format_qlike
-from tests.registry.factory import IN_CI, PROJECT_ROOT, ReviewedStore, training_run
+from tests.models.registry_factory import IN_CI, PROJECT_ROOT, ReviewedStore, training_run
 
 
 def expected_pooled_qlike(reviewed: ReviewedStore) -> dict[str, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.dump_helpers import ServerControl, handler_for
+from tests.features.dump_helpers import ServerControl, handler_for
 
 
 @pytest.fixture()

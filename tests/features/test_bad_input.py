@@ -17,7 +17,7 @@ from features.errors import ChecksumMismatchError, ConflictingDuplicateError, Ma
 from features.sources import load_market
 from features.sources.binance import read_klines
 from features.store import MarketStore
-from tests.data.dump_helpers import (
+from tests.features.dump_helpers import (
     KLINE_HEADER,
     kline_lines,
     kline_zip_path,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pipelines.commands import review
 from pipelines.commands.review import mlflow_ui_command
 from pipelines.settings import get_settings
-from tests.registry.factory import ReviewedStore
+from tests.models.registry_factory import ReviewedStore
 
 
 def make_app() -> typer.Typer:

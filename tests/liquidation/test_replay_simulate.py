@@ -22,7 +22,7 @@ from liquidation.simulate import (
     simulate,
 )
 from liquidation.trader_book import BookConfig, draw_book
-from tests.replay.replay_builders import flat_market, random_walk_market, small_config
+from tests.liquidation.replay_builders import flat_market, random_walk_market, small_config
 
 HOUR = 3_600_000
 
