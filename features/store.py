@@ -53,8 +53,6 @@ from features import ingest
 from features.bars import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, empty_bars, interval_to_timedelta
 from features.errors import ConflictingDuplicateError, StoreError
 from features.market import FUNDING_COLUMNS, MarketData
-from features.sources.binance import DumpFile
-from features.sources.dump import OnFileError
 from features.validation import (
     PROVENANCE_COLUMNS,
     find_gaps,
@@ -319,53 +317,10 @@ class MarketStore:
             _write_parquet(path, table.replace_schema_metadata(None))
         return sum(added for _, _, added in plans), len(plans)
 
-    @_exclusive
-    def ingest_dump(
-        self,
-        root: Path,
-        intervals: Sequence[str] = ("1h",),
-        symbols: Sequence[str] | None = None,
-        *,
-        funding: bool = True,
-        months: tuple[str, str] | None = None,
-        verify_checksums: bool = True,
-        on_file_error: OnFileError = "raise",
-        workers: int = 2,
-        on_file: Callable[[DumpFile], None] | None = None,
-    ) -> IngestResult:
-        """Ingest Binance dump files incrementally, under the writer lock.
-
-        See :func:`features.ingest.ingest_dump` for the parameters.
-        """
-        return ingest.ingest_dump(
-            self,
-            root,
-            intervals,
-            symbols,
-            funding=funding,
-            months=months,
-            verify_checksums=verify_checksums,
-            on_file_error=on_file_error,
-            workers=workers,
-            on_file=on_file,
-        )
-
-    @_exclusive
-    def ingest_perp_dir(
-        self,
-        root: Path,
-        interval: str = "1h",
-        symbols: Sequence[str] | None = None,
-        *,
-        on_file: Callable[[Path], None] | None = None,
-    ) -> IngestResult:
-        """Ingest perp OHLCV CSVs incrementally (:func:`features.ingest.ingest_perp_dir`)."""
-        return ingest.ingest_perp_dir(self, root, interval, symbols, on_file=on_file)
-
-    @_exclusive
-    def ingest_market(self, market: MarketData, source: str | None = None) -> IngestResult:
-        """Validate and store an in-memory bundle (:func:`features.ingest.ingest_market`)."""
-        return ingest.ingest_market(self, market, source)
+    # Ingesting is features.ingest; as methods they hold the writer lock for the whole ingest.
+    ingest_dump = _exclusive(ingest.ingest_dump)
+    ingest_perp_dir = _exclusive(ingest.ingest_perp_dir)
+    ingest_market = _exclusive(ingest.ingest_market)
 
     # --- internals -------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -161,14 +160,3 @@ def equal_margin_levels(
         )
         open_names = still_open
     return best
-
-
-def describe_level(level: EqualMarginLevel) -> dict[str, Any]:
-    """JSON-able fields of a level (without its runs)."""
-    return {
-        "level": level.level,
-        "target": level.target,
-        "achieved": level.achieved,
-        "error": level.error,
-        "iterations": level.iterations,
-    }

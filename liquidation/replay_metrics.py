@@ -141,16 +141,18 @@ def across_seeds(per_seed: Sequence[Mapping[str, float]]) -> dict[str, dict[str,
     """Mean, standard deviation (ddof 1; 0 for one seed), min and max of each metric."""
     if not per_seed:
         raise ReplayInputError("across_seeds needs at least one seed's metrics")
-    out: dict[str, dict[str, float]] = {}
-    for key in per_seed[0]:
-        values = np.array([float(m[key]) for m in per_seed])
-        out[key] = {
-            "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "min": float(values.min()),
-            "max": float(values.max()),
-        }
-    return out
+    return {key: spread([float(m[key]) for m in per_seed]) for key in per_seed[0]}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, standard deviation (ddof 1; 0 for one value), min and max of ``values``."""
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "min": float(array.min()),
+        "max": float(array.max()),
+    }
 
 
 def _mask(ts_ms: np.ndarray, window: Window | None) -> np.ndarray:

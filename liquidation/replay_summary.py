@@ -23,10 +23,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from liquidation.equal_margin import EqualMarginLevel
-from liquidation.replay_metrics import Window, across_seeds, series_metrics
+from liquidation.replay_metrics import Window, across_seeds, series_metrics, spread
 from liquidation.simulate import ReplaySeries
 
 RATIO_KEYS: tuple[str, ...] = (
@@ -138,13 +136,7 @@ def paired_ratios(
         if not pairs or any(float(s[key]) <= 0 for _, s in pairs):
             out[key] = None
             continue
-        values = np.array([float(p[key]) / float(s[key]) for p, s in pairs])
-        out[key] = {
-            "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "min": float(values.min()),
-            "max": float(values.max()),
-        }
+        out[key] = spread([float(p[key]) / float(s[key]) for p, s in pairs])
     return out
 
 

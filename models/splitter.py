@@ -171,31 +171,11 @@ class WalkForwardSplitter:
     def preceding(self, months: int) -> WalkForwardSplitter:
         """The same configuration over the ``months`` before ``test_start`` (for tuning)."""
         start = utc_timestamp(self.test_start)
-        return WalkForwardSplitter(
-            start - pd.DateOffset(months=months),
-            start,
-            horizon=self.horizon,
-            interval=self.interval,
-            refit=self.refit,
-            window=self.window,
-            train_days=self.train_days,
-            purge=self.purge,
-            embargo=self.embargo,
-        )
+        return self._with(test_start=start - pd.DateOffset(months=months), test_end=start)
 
     def with_window(self, window: WindowKind, train_days: int | None) -> WalkForwardSplitter:
         """A copy with another training window (for window tuning)."""
-        return WalkForwardSplitter(
-            self.test_start,
-            self.test_end,
-            horizon=self.horizon,
-            interval=self.interval,
-            refit=self.refit,
-            window=window,
-            train_days=train_days,
-            purge=self.purge,
-            embargo=self.embargo,
-        )
+        return self._with(window=window, train_days=train_days)
 
     def describe(self) -> dict[str, object]:
         """A JSON-able description of the configuration (for reports)."""
@@ -212,6 +192,20 @@ class WalkForwardSplitter:
         }
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _with(self, **changes: object) -> WalkForwardSplitter:
+        params = {
+            "test_start": self.test_start,
+            "test_end": self.test_end,
+            "horizon": self.horizon,
+            "interval": self.interval,
+            "refit": self.refit,
+            "window": self.window,
+            "train_days": self.train_days,
+            "purge": self.purge,
+            "embargo": self.embargo,
+        }
+        return WalkForwardSplitter(**{**params, **changes})  # type: ignore[arg-type]
 
     def _validate(self) -> None:
         start, end = utc_timestamp(self.test_start), utc_timestamp(self.test_end)
