@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 
 from contracts.files import atomic_write_text
+from liquidation.replay_summary import POLICIES
 from liquidation.simulate import MarketPaths, ReplaySeries
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-POLICY_ORDER: tuple[str, ...] = ("static", "ewma", "model", "oracle")
-"""Report order of the known policies."""
 _COLORS = {"static": "#555555", "ewma": "#1f77b4", "model": "#d62728", "oracle": "#2ca02c"}
 _HEADLINE = ("bad_debt", "liquidations", "insurance_drawdown", "mean_im")
 
@@ -140,7 +139,7 @@ def bar_figure(result: ReplayResult) -> Figure:
     """Bars of the headline metrics per policy, with the min-max range over seeds."""
     plt = _pyplot()
     policies = result.summary["policies"]
-    names = [p for p in POLICY_ORDER if p in policies]
+    names = [p for p in POLICIES if p in policies]
     fig, axes = plt.subplots(1, len(_HEADLINE), figsize=(12, 3.2))
     for ax, key in zip(axes, _HEADLINE, strict=True):
         means = [policies[n][key] for n in names]

@@ -27,6 +27,9 @@ from liquidation.equal_margin import EqualMarginLevel
 from liquidation.replay_metrics import Window, across_seeds, series_metrics, spread
 from liquidation.simulate import ReplaySeries
 
+POLICIES: tuple[str, ...] = ("static", "ewma", "model", "oracle")
+"""Margin policies of the replay, in report order (``static`` is the comparison base)."""
+
 RATIO_KEYS: tuple[str, ...] = (
     "bad_debt",
     "liquidations",

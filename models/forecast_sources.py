@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -29,8 +28,6 @@ from models.factory import build_forecaster
 from models.spec import CalibrationSpec, TargetSpec, named_spec
 from models.splitter import target_known
 from models.targets import attach_targets
-
-BaselineKind = Literal["har", "ewma"]
 
 
 class ForecastSourceError(ModelsError, ValueError):
@@ -141,14 +138,16 @@ def champion_forecasts(
 
 
 def baseline_forecasts(
-    kind: BaselineKind,
+    kind: str,
     feature_set: FeatureSet,
     target: TargetSpec,
     calibration: CalibrationSpec,
     *,
     history_days: int,
 ) -> ForecastBundle:
-    """Forecasts of a baseline fitted before, and calibrated on, the last ``window_days``.
+    """Forecasts of a named baseline fitted before, and calibrated on, the last ``window_days``.
+
+    ``kind`` is a named forecaster (:data:`models.spec.NAMED_FORECASTERS`), e.g. ``"har"``.
 
     Raises
     ------

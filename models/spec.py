@@ -33,7 +33,6 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import ModelsError
-from models.estimators.har import HAR_COLUMNS, QUARTICITY_COLUMN
 
 
 class SpecError(ModelsError, ValueError):
@@ -71,6 +70,12 @@ class TargetSpec(_Part):
 # -- feature set ----------------------------------------------------------------------------
 
 FeatureSetName = Literal["catalog", "returns", "har", "har_quarticity"]
+
+HAR_COLUMNS: Final[tuple[str, str, str]] = ("har_d", "har_w", "har_m")
+"""Feature columns of the HAR components (daily, weekly/7, monthly/30 realized variance)."""
+
+QUARTICITY_COLUMN: Final = "rq_24h"
+"""Realized quarticity of the last day, the HARQ interaction's input."""
 
 
 class FeatureSetSpec(_Part):
@@ -244,6 +249,10 @@ NAMED_FORECASTERS: Final[dict[str, tuple[FeatureSetName, AnyEstimatorParams]]] =
 ``ewma`` chooses its decay on the training rows, ``ewma_rm`` keeps RiskMetrics' 0.94;
 ``harq`` adds the quarticity interaction; ``gjr`` the leverage term; ``lgbm`` is the
 pooled LightGBM challenger."""
+
+
+DEFAULT_MODELS: Final[tuple[str, ...]] = ("ewma", "har", "harq", "garch", "gjr", "lgbm")
+"""Named forecasters compared by default; ``lgbm`` is the challenger, the rest baselines."""
 
 
 def named_spec(

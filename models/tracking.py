@@ -43,9 +43,9 @@ from mlflow.models import infer_signature
 from pydantic import BaseModel
 
 from models.errors import ModelsError
+from models.forecast_plots import calibration_figure, forecast_vs_realized_figure, png_bytes
 from models.mlflow_store import MlflowStore
 from models.review import CandidateEvidence, flatten_evaluation
-from models.review_plots import calibration_figure, forecast_vs_realized_figure, png_bytes
 
 EVALUATION_JSON: Final = "evaluation/evaluation.json"
 FORECASTS_PARQUET: Final = "evaluation/forecasts.parquet"

@@ -39,6 +39,7 @@ from models.errors import ModelsError
 from models.factory import build_forecaster
 from models.scoring import Scoring, score_forecasts
 from models.spec import (
+    DEFAULT_MODELS,
     NAMED_FORECASTERS,
     CalibrationSpec,
     EstimatorParams,
@@ -49,9 +50,6 @@ from models.spec import (
 from models.splitter import Fold, WalkForwardSplitter
 from models.targets import TARGET_VALUE_COLUMNS, attach_targets
 from models.window_tuning import tune_training_windows, tuned_splitter
-
-DEFAULT_MODELS: tuple[str, ...] = ("ewma", "har", "harq", "garch", "gjr", "lgbm")
-"""Models evaluated by default; ``lgbm`` is the challenger, the rest are baselines."""
 
 Progress = Callable[[str], None]
 
@@ -128,6 +126,15 @@ class EvaluationConfig(BaseModel):
         """A copy comparing ``models`` (the primary defaults to the last of them)."""
         chosen = primary or (self.primary if self.primary in models else models[-1])
         return self.model_copy(update={"models": tuple(models), "primary": chosen})
+
+    def with_threads(self, threads: int) -> EvaluationConfig:
+        """A copy whose estimators that take a thread count (``n_jobs``) use ``threads``."""
+        estimators = dict(self.estimators)
+        for name in self.models:
+            params = self.spec(name).estimator
+            if "n_jobs" in type(params).model_fields:
+                estimators[name] = params.model_copy(update={"n_jobs": threads})
+        return self.model_copy(update={"estimators": estimators})
 
     def describe(self) -> dict[str, Any]:
         """JSON-able form."""

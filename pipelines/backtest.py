@@ -56,9 +56,6 @@ from serving.policy_replay import multipliers_in_force
 
 Say = Callable[[str], None]
 
-WALKFORWARD_MODELS: dict[str, str] = {"ewma": "ewma", "model": "lgbm"}
-"""Policy -> the named forecaster whose walk-forward sigma drives it."""
-
 
 def run_backtest(
     data: DataConfig,
@@ -219,7 +216,7 @@ def _forecast_sigma(
     cache_dir: Path,
     say: Say,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    wanted = {p: m for p, m in WALKFORWARD_MODELS.items() if p in dynamic}
+    wanted = {p: m for p, m in config.forecasters.items() if p in dynamic}
     if not wanted:
         return {}, {}
     grid = SigmaGrid(paths.assets, grid_index(paths))

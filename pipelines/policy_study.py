@@ -19,6 +19,8 @@ from pipelines.stores import market_store
 from serving.policy import load_policy_book
 from serving.policy_replay import replay_policy
 
+DEFAULT_BASELINE = "har"
+"""The forecasts replayed for ``--model champion``: its own evidence covers only its test."""
 PUBLIC_TEST_START = "2024-07-01"
 """Default first scored day: the public test period of ``../shared/data``."""
 PUBLIC_TEST_END = "2025-07-01"
@@ -55,7 +57,7 @@ def replay_policy_on_baseline(
         first.isoformat(),
         stop.isoformat(),
     )
-    kind = "ewma" if publish.model == "baseline:ewma" else "har"
+    kind = publish.baseline or DEFAULT_BASELINE
     target = TargetSpec(horizon=settings.horizon_hours)
     result = run_evaluation(
         market, scored_from, stop, EvaluationConfig().with_models([kind]), target=target

@@ -8,14 +8,9 @@ import numpy as np
 import pandas as pd
 
 from models.estimators.base import ForecasterInputError, VarianceForecaster
+from models.spec import HAR_COLUMNS, QUARTICITY_COLUMN
 
 BiasCorrection = Literal["lognormal", "smearing", "none"]
-
-HAR_COLUMNS: tuple[str, str, str] = ("har_d", "har_w", "har_m")
-"""Feature columns of the HAR components (daily, weekly/7, monthly/30 realized variance)."""
-
-QUARTICITY_COLUMN = "rq_24h"
-"""Realized quarticity of the last day, the HARQ interaction's input."""
 
 
 class HARForecaster(VarianceForecaster):

@@ -16,18 +16,8 @@ from contracts.files import atomic_write_text
 from liquidation.errors import LiquidationCoreError
 from liquidation.replay_metrics import parse_window
 from liquidation.replay_report import write_report, write_summary
-from liquidation.replay_summary import summary_metrics, summary_params
-from models.tracking import log_summary_run
-from pipelines.backtest import run_backtest
+from liquidation.replay_summary import POLICIES, summary_metrics, summary_params
 from pipelines.commands.context import parse_symbols, settings_from
-from pipelines.flows.config import (
-    POLICIES,
-    BacktestConfig,
-    DataConfig,
-    config_error_text,
-    replay_config_from_toml,
-    with_replay_options,
-)
 from serving.errors import ServingError
 from serving.policy import load_policy_book
 
@@ -88,6 +78,17 @@ def backtest(
     ] = None,
 ) -> None:
     """Replay static, EWMA, model and oracle margin policies; compare at equal margin."""
+    # Imported here: the forecasting and tracking stack adds seconds to every CLI start.
+    from models.tracking import log_summary_run
+    from pipelines.backtest import run_backtest
+    from pipelines.flows.config import (
+        BacktestConfig,
+        DataConfig,
+        config_error_text,
+        replay_config_from_toml,
+        with_replay_options,
+    )
+
     settings = settings_from(ctx)
     try:
         replay = replay_config_from_toml(replay_config)

@@ -21,22 +21,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from contracts.files import atomic_write_text
 from contracts.timestamps import utc_timestamp
+from models.spec import DEFAULT_MODELS, NAMED_FORECASTERS
 from pipelines.commands.context import parse_symbols, settings_from
 
 # A table of seven models needs more than 80 columns when the output is piped or logged.
 console = Console(width=None if sys.stdout.isatty() else 170)
 err_console = Console(stderr=True)
-
-MODEL_LABELS: dict[str, str] = {
-    "ewma": "EWMA",
-    "ewma_rm": "EWMA .94",
-    "har": "HAR",
-    "harq": "HARQ",
-    "garch": "GARCH",
-    "gjr": "GJR",
-    "lgbm": "LGBM",
-}
 
 
 def register(app: typer.Typer) -> None:
@@ -58,8 +50,8 @@ def evaluate_command(
         typer.Option("--assets", "-a", help="Symbols such as BTCUSDT (repeat or comma-separate)."),
     ] = None,
     models: Annotated[
-        str, typer.Option(help="Comma-separated models: ewma,ewma_rm,har,harq,garch,gjr,lgbm.")
-    ] = "ewma,har,harq,garch,gjr,lgbm",
+        str, typer.Option(help=f"Comma-separated models: {','.join(NAMED_FORECASTERS)}.")
+    ] = ",".join(DEFAULT_MODELS),
     horizon: Annotated[
         int | None,
         typer.Option(
@@ -67,7 +59,9 @@ def evaluate_command(
         ),
     ] = None,
     interval: Annotated[str, typer.Option(help="Bar interval.")] = "1h",
-    lgbm_threads: Annotated[int, typer.Option(min=1, help="LightGBM threads.")] = 1,
+    lgbm_threads: Annotated[
+        int, typer.Option(min=1, help="Threads of the estimators that take them (LightGBM).")
+    ] = 1,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write metrics JSON here.")
     ] = None,
@@ -78,7 +72,7 @@ def evaluate_command(
     """Walk-forward evaluation: per-asset QLIKE, DM p-values and VaR backtests."""
     from features.errors import MarketDataError
     from features.market_source import read_market
-    from models.spec import LGBMParams, TargetSpec
+    from models.spec import TargetSpec
     from models.walkforward import EvaluationConfig, EvaluationInputError, run_evaluation
     from pipelines.stores import market_store
 
@@ -88,9 +82,7 @@ def evaluate_command(
     start, end = _period(test_start, test_end)
     target = TargetSpec(horizon=horizon or settings.horizon_hours)
     try:
-        config = EvaluationConfig(
-            estimators={"lgbm": LGBMParams(n_jobs=lgbm_threads)} if "lgbm" in names else {}
-        ).with_models(names)
+        config = EvaluationConfig().with_models(names).with_threads(lgbm_threads)
         with console.status("loading market data") as status:
             market = read_market(data, market_store(settings), interval, chosen)
             status.update("evaluating")
@@ -116,11 +108,12 @@ def evaluate_command(
         console.print(f"HAR windows tuned before the test period: {tuned}")
     console.print(f"wall time {metrics['timing']['total']:.0f} s")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(metrics, indent=2, default=str))
+        atomic_write_text(json_out, json.dumps(metrics, indent=2, default=str))
         console.print(f"metrics -> {escape(str(json_out))}")
     if report_dir is not None:
-        _write_report(report_dir, metrics, result.forecasts, names)
+        from models.evaluation_report import write_evaluation_report
+
+        write_evaluation_report(result, report_dir)
         console.print(f"report -> {escape(str(report_dir))}")
 
 
@@ -131,7 +124,7 @@ def _table(metrics: dict[str, Any], names: list[str]) -> Table:
     )
     table.add_column("asset")
     for name in names:
-        table.add_column(MODEL_LABELS.get(name, name), justify="right")
+        table.add_column(name, justify="right")
     table.add_column("best base")
     table.add_column(f"DM p ({primary})", justify="right")
     table.add_column("VaR exc/n", justify="right")
@@ -150,7 +143,7 @@ def _table(metrics: dict[str, Any], names: list[str]) -> Table:
         table.add_row(
             asset,
             *cells,
-            MODEL_LABELS.get(entry.get("best_baseline", ""), entry.get("best_baseline", "-")),
+            entry.get("best_baseline", "-"),
             "-" if dm is None else f"{dm:.3f}",
             f"{var.get('exceptions', '-')}/{var.get('n', '-')}",
             f"{var['kupiec_p']:.3f}" if "kupiec_p" in var else "-",
@@ -160,20 +153,6 @@ def _table(metrics: dict[str, Any], names: list[str]) -> Table:
         "mean", *[f"{metrics['mean']['qlike'][m]:.4f}" for m in names], "", "", "", "", ""
     )
     return table
-
-
-def _write_report(
-    directory: Path, metrics: dict[str, Any], forecasts: pd.DataFrame, names: list[str]
-) -> None:
-    from models.plots import plot_calibration, plot_forecast_vs_realized
-
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    forecasts.to_parquet(directory / "forecasts.parquet", index=False)
-    plot_calibration(forecasts, names, directory / "calibration.png")
-    shown = [m for m in ("lgbm", "har", "garch") if m in names] or names[:1]
-    for asset in metrics["assets"]:
-        plot_forecast_vs_realized(forecasts, asset, shown, directory / f"forecast_{asset}.png")
 
 
 def _period(test_start: str, test_end: str) -> tuple[pd.Timestamp, pd.Timestamp]:

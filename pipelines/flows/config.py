@@ -36,6 +36,7 @@ from pydantic import (
 
 from features.bars import interval_to_timedelta
 from liquidation.equal_margin import EqualMarginConfig
+from liquidation.replay_summary import POLICIES
 from liquidation.simulate import ReplayConfig, ReplayInputError
 from models.review import GateConfig
 from models.spec import CalibrationSpec, LGBMParams
@@ -45,9 +46,6 @@ from pipelines.errors import PipelineError
 PublishTime = Literal["now", "data-end"]
 """When a publication is stamped: wall-clock now (production) or the close of the last bar
 (demo and historical runs, where wall-clock would make every forecast stale)."""
-
-POLICIES: tuple[str, ...] = ("static", "ewma", "model", "oracle")
-"""Margin policies of the replay, in report order (``static`` is always run: the base)."""
 
 
 class FlowConfigError(PipelineError, ValueError):
@@ -166,6 +164,12 @@ class PublishConfig(_Config):
     policy_config: Path | None = None
     venue: str = "binance"
 
+    @property
+    def baseline(self) -> str | None:
+        """The named forecaster of a ``baseline:<name>`` source (``None`` for the champion)."""
+        source, _, name = self.model.partition(":")
+        return name if source == "baseline" else None
+
 
 class BacktestConfig(_Config):
     """The replay of static vs dynamic margin (:func:`pipelines.backtest.run_backtest`).
@@ -196,6 +200,9 @@ class BacktestConfig(_Config):
     history_days
         Synthetic market only: days before the replay start kept as forecast history
         (``None``: all but the last 60 days of the market, at least 150).
+    forecasters
+        Policy -> the named forecaster whose walk-forward sigma drives it (``oracle`` uses
+        the realized future and ``static`` none).
     """
 
     enabled: bool = True
@@ -210,6 +217,7 @@ class BacktestConfig(_Config):
     equal_margin: EqualMarginConfig = Field(default_factory=EqualMarginConfig)
     policy_config: Path | None = None
     history_days: int | None = Field(None, ge=1)
+    forecasters: dict[str, str] = Field(default_factory=lambda: {"ewma": "ewma", "model": "lgbm"})
 
     @field_validator("policies")
     @classmethod

@@ -79,9 +79,8 @@ def forecast_bundle(
             history_days=publish.history_days,
             max_age_days=publish.max_champion_age_days,
         )
-    kind = "har" if publish.model == "baseline:har" else "ewma"
     return forecast_sources.baseline_forecasts(
-        kind, feature_set, target, calibration, history_days=publish.history_days
+        publish.baseline or "", feature_set, target, calibration, history_days=publish.history_days
     )
 
 

@@ -1,4 +1,4 @@
-"""Figures for training runs and review reports: calibration, forecast vs realized, importance.
+"""Figures of forecasts: calibration, forecast vs realized volatility, importance shift.
 
 Figures are built with the object-oriented Matplotlib API on the Agg canvas, so no global
 pyplot state or display is touched (safe in flows and tests).
