@@ -154,7 +154,7 @@ def baseline_forecasts(
     ForecastSourceError
         If the feature set is too short to fit before the calibration window.
     """
-    panel = attach_targets(feature_set.frame, target.horizon, feature_set.interval)
+    panel = attach_targets(feature_set.frame, target, feature_set.interval)
     step = interval_to_timedelta(feature_set.interval)
     cal_start = panel["ts"].max() - pd.Timedelta(days=calibration.window_days)
     rv = panel["rv_fwd"].to_numpy()

@@ -16,6 +16,7 @@ import pandas as pd
 
 from features.bars import interval_to_timedelta
 from models.errors import ModelsError
+from models.spec import TargetSpec
 
 TARGET_COLUMNS: tuple[str, ...] = ("ts", "asset", "rv_fwd", "log_rv_fwd", "ret_fwd")
 """Columns of :func:`forward_targets`: forward RV, its log and the forward log return."""
@@ -102,19 +103,21 @@ def forward_targets(returns: pd.DataFrame, horizon: int = 24, interval: str = "1
     return out[list(TARGET_COLUMNS)]
 
 
-def attach_targets(frame: pd.DataFrame, horizon: int, interval: str) -> pd.DataFrame:
-    """The training panel: feature rows plus their ``rv_fwd`` and ``ret_fwd`` targets.
+def attach_targets(frame: pd.DataFrame, target: TargetSpec, interval: str) -> pd.DataFrame:
+    """The training panel: feature rows plus the target's columns (the one place per kind).
 
-    The targets are built by :func:`forward_targets` from the frame's own log-return column
-    ``ret_<interval>`` (the returns the features use), so features and targets share one
-    grid and one definition of a return.
+    For ``kind="variance"`` the columns are ``rv_fwd`` (the target, :attr:`TargetSpec.column`)
+    and ``ret_fwd`` (the forward return the calibration scores), built by
+    :func:`forward_targets` from the frame's own log-return column ``ret_<interval>`` (the
+    returns the features use), so features and targets share one grid and one definition
+    of a return.
 
     Parameters
     ----------
     frame
         A feature frame (one row per ``ts, asset``) with the column ``ret_<interval>``.
-    horizon
-        Forward window in bars.
+    target
+        What is forecast: its kind and horizon in bars.
     interval
         Bar interval, e.g. ``"1h"``.
 
@@ -136,7 +139,7 @@ def attach_targets(frame: pd.DataFrame, horizon: int, interval: str) -> pd.DataF
         )
     panel = frame.sort_values(["asset", "ts"], kind="stable").reset_index(drop=True)
     returns = panel[["ts", "asset", column]].rename(columns={column: "ret"})
-    targets = forward_targets(returns, horizon=horizon, interval=interval)
+    targets = forward_targets(returns, horizon=target.horizon, interval=interval)
     panel["asset"] = panel["asset"].astype(str)
     # forward_targets sorts by asset, ts exactly like the panel, so the rows align.
     panel["rv_fwd"] = targets["rv_fwd"].to_numpy()

@@ -132,7 +132,7 @@ def fit_candidate(
     TrainingInputError
         If no row has a known target or the out-of-sample forecasts cannot calibrate it.
     """
-    panel = attach_targets(feature_set.frame, target.horizon, feature_set.interval)
+    panel = attach_targets(feature_set.frame, target, feature_set.interval)
     rv = panel["rv_fwd"].to_numpy()
     rows = panel.loc[np.isfinite(rv) & (rv > 0)]
     if rows.empty:

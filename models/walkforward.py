@@ -227,7 +227,7 @@ def run_evaluation(
     target = target or TargetSpec()
     say = progress or (lambda _msg: None)
     frame, interval = _feature_frame(data, assets, say)
-    panel = attach_targets(frame, target.horizon, interval)
+    panel = attach_targets(frame, target, interval)
     test = WalkForwardSplitter(test_start, test_end, horizon=target.horizon, interval=interval)
     _check_coverage(panel, test)
     forecasters = {name: build_forecaster(cfg.spec(name, target), interval) for name in cfg.models}

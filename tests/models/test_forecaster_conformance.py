@@ -43,7 +43,7 @@ CASES = [(name, cal) for name in NAMED_FORECASTERS for cal in CALIBRATIONS]
 
 @pytest.fixture(scope="module")
 def panel(synthetic_features: pd.DataFrame) -> pd.DataFrame:
-    return attach_targets(synthetic_features, horizon=12, interval="1h")
+    return attach_targets(synthetic_features, TargetSpec(horizon=12), "1h")
 
 
 def _spec(name: str, calibration: str) -> ForecasterSpec:

@@ -42,7 +42,7 @@ def test_leakage_evidence_flags_a_model_reading_targets() -> None:
 
 
 def test_training_panel_targets_are_the_forward_sum(feature_set: FeatureSet) -> None:
-    panel = attach_targets(feature_set.frame, 24, feature_set.interval)
+    panel = attach_targets(feature_set.frame, TargetSpec(horizon=24), feature_set.interval)
     one = panel[panel["asset"] == panel["asset"].iloc[0]].reset_index(drop=True)
     r = one["ret_1h"].to_numpy()
     expected = np.sum(r[1:25] ** 2)

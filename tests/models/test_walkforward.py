@@ -8,7 +8,7 @@ import pytest
 
 from contracts.forecast import forecast_frame
 from features.market import MarketData
-from models.spec import CalibrationSpec, LGBMParams
+from models.spec import CalibrationSpec, LGBMParams, TargetSpec
 from models.walkforward import EvaluationConfig, EvaluationInputError, run_evaluation
 
 MODELS = ("ewma", "har", "harq", "garch", "lgbm")
@@ -79,7 +79,7 @@ def test_har_window_tuning_ignores_everything_from_the_test_start(
     altered.loc[future, "ret_1h"] = altered.loc[future, "ret_1h"] * 5.0
 
     def tune(f: pd.DataFrame) -> dict[str, object]:
-        panel = attach_targets(f, 24, "1h")
+        panel = attach_targets(f, TargetSpec(horizon=24), "1h")
         return tune_training_windows(panel, test, forecasters, (None, 60), 2, walk, print)
 
     assert tune(frame) == tune(altered)
