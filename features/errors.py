@@ -111,3 +111,51 @@ class StoreError(MarketDataError):
 
 class EmptyMarketError(MarketDataError, ValueError):
     """The requested assets and period hold no bars in the chosen source."""
+
+
+class SourceError(MarketDataError):
+    """A live market-data source (a venue's REST API) that did not deliver.
+
+    Parameters
+    ----------
+    source
+        The source's name, e.g. ``"binance-spot"``.
+    request
+        Method, path and the identifying parameters.
+    problem
+        What went wrong: the status and the venue's own message, or the last failure.
+    action
+        What happens next or what to do.
+    """
+
+    def __init__(self, source: str, request: str, problem: str, action: str = "") -> None:
+        self.source = source
+        self.request = request
+        self.problem = problem
+        super().__init__(f"{source} {request}: {problem}" + (f"; {action}" if action else ""))
+
+
+class SourceRequestError(SourceError):
+    """The venue refused a request outright (4xx other than rate limiting); not retried."""
+
+    def __init__(self, source: str, request: str, problem: str) -> None:
+        super().__init__(
+            source,
+            request,
+            problem,
+            "check the symbol, interval and base URL (the request is not retried)",
+        )
+
+
+class SourceUnavailableError(SourceError):
+    """Transient failures (rate limits, 5xx, timeouts) persisted through every retry."""
+
+    def __init__(self, source: str, request: str, problem: str, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(
+            source,
+            request,
+            f"{problem} after {attempts} attempt(s)",
+            "the feed is marked stale and the missed bars are backfilled once the venue "
+            "answers again",
+        )

@@ -192,16 +192,24 @@ def ingest_perp_dir(
 
 
 def ingest_market(
-    store: MarketStore, market: MarketData, source: str | None = None
+    store: MarketStore,
+    market: MarketData,
+    source: str | None = None,
+    *,
+    rejected: pd.DataFrame | None = None,
 ) -> IngestResult:
-    """Validate and store an in-memory bundle (e.g. the synthetic market).
+    """Validate and store an in-memory bundle (e.g. the synthetic market, a live fetch).
 
     Parameters
     ----------
     market
         Bars, funding and perp to store.
     source
-        Label for provenance and quarantine files; defaults to ``market.source``.
+        Label for provenance and quarantine files; defaults to ``market.source``. A
+        re-ingest under the same label replaces that label's quarantine file.
+    rejected
+        Rows the source could not even parse, already in quarantine form (``reason``,
+        ``raw``, provenance, ``dataset``); they join validation's rejects.
     """
     started = time.perf_counter()
     label = source or market.source or "in-memory"
@@ -223,6 +231,9 @@ def ingest_market(
         )
         _account(result, store.write("perp", perp, market.interval), len(perp))
         report = report.merge(perp_report)
+    if rejected is not None and len(rejected):
+        frames = [q for q in (report.quarantine, rejected) if len(q)]
+        report.quarantine = pd.concat(frames, ignore_index=True)
     store.write_quarantine(report.quarantine, [label])
     result.report = report
     result.seconds = time.perf_counter() - started

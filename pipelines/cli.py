@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.commands.backtest",
     "pipelines.commands.flows",
     "pipelines.commands.demo",
+    "pipelines.commands.emulate",
 )
 
 

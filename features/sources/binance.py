@@ -22,6 +22,7 @@ import io
 import re
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -263,7 +264,7 @@ def read_klines(path: Path, asset: str | None = None, *, verify: bool = True) ->
     payload, digest, verified = read_file_bytes(path, verify)
     text = _csv_payload(path, payload)
     raw = _parse_csv(path, text, KLINE_COLUMNS, _KLINE_HEADER_ALIASES, int_fields=("count",))
-    frame, quarantine = _klines_to_bars(raw.columns, asset, str(path))
+    frame, quarantine = klines_to_bars(raw.columns, asset, str(path))
     quarantine = _concat([raw.quarantine.assign(asset=asset), quarantine])
     return FileRead(frame, quarantine, digest, verified)
 
@@ -493,9 +494,70 @@ def _bad_line(path: Path, number: int, line: str, problem: str) -> dict[str, obj
     return {"source_file": str(path), "source_row": number, "reason": problem, "raw": line}
 
 
-def _klines_to_bars(
+def parse_kline_rows(
+    rows: Sequence[Sequence[object]], asset: str, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Parse klines as a venue's REST API returns them (JSON arrays) into the Bars schema.
+
+    The REST answer of ``/api/v3/klines`` and ``/fapi/v1/klines`` has the dump's 12 fields
+    per row (numbers as strings), so it goes through the same conversion as a dump file.
+    Fields that do not parse become NaN and validation quarantines the row; a JSON ``null``
+    (a field the source does not have) becomes NaN, i.e. unknown.
+
+    Parameters
+    ----------
+    rows
+        The JSON arrays, in the order received.
+    asset
+        Asset label for the rows.
+    source
+        Provenance label (e.g. the request URL); ``source_row`` is the 1-based index.
+
+    Returns
+    -------
+    bars : pandas.DataFrame
+        Bars with provenance columns.
+    rejected : pandas.DataFrame
+        Rows with the wrong number of fields or an open time that is not an epoch stamp,
+        in quarantine form (``reason``, ``raw``).
+    """
+    wanted = [c for c in KLINE_COLUMNS if c != "ignore"]
+    good: list[Sequence[object]] = []
+    numbers: list[int] = []
+    bad: list[dict[str, object]] = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, list | tuple) or len(row) != len(KLINE_COLUMNS):
+            size = len(row) if isinstance(row, list | tuple) else "no"
+            bad.append(
+                {
+                    "source_file": source,
+                    "source_row": number,
+                    "reason": f"{size} fields, expected {len(KLINE_COLUMNS)}",
+                    "raw": repr(row)[:500],
+                }
+            )
+            continue
+        good.append(row)
+        numbers.append(number)
+    table = pd.DataFrame(list(good), columns=list(KLINE_COLUMNS))[wanted] if good else None
+    columns: dict[str, np.ndarray] = {}
+    for column in wanted:
+        values = table[column] if table is not None else pd.Series(dtype="float64")
+        columns[column] = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+    columns["source_row"] = np.asarray(numbers, dtype="int64")
+    frame, rejected = klines_to_bars(columns, asset, source)
+    if bad:
+        rejected = _concat([rejected, pd.DataFrame(bad).assign(asset=asset)])
+    return frame, rejected
+
+
+def klines_to_bars(
     raw: dict[str, np.ndarray], asset: str, source: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Map the dump's kline columns (``open_time`` ... ``source_row``) onto the Bars schema.
+
+    Returns the bars and, in quarantine form, the rows whose open time is not an epoch stamp.
+    """
     ts, bad_time = epoch_to_utc(raw["open_time"])
     # One constructor call: inserting columns one by one costs more than parsing the CSV.
     columns: dict[str, object] = {"ts": ts, "asset": asset}

@@ -42,44 +42,15 @@ from features.errors import (
     RemoteFileNotFoundError,
 )
 from features.sources.binance import parse_checksum_file
+from features.sources.retry import RETRY_STATUS, RetryPolicy, retry_after_seconds
 
 DEFAULT_BASE_URL: Final[str] = "https://data.binance.vision"
 _MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-_RETRY_STATUS: Final[frozenset[int]] = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 _T = TypeVar("_T")
 
 ByteProgress = Callable[[str, int, int | None], None]
 """``(relative path, bytes received so far, total bytes or None)``."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently to retry a failing request.
-
-    Attributes
-    ----------
-    attempts
-        Total tries per file (first try included).
-    backoff
-        Seconds before the first retry; doubles at each further retry.
-    max_backoff
-        Upper bound on one wait.
-    """
-
-    attempts: int = 5
-    backoff: float = 0.5
-    max_backoff: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"attempts must be >= 1, got {self.attempts}")
-        if self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError("backoff and max_backoff must be >= 0 seconds")
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        return min(self.backoff * 2 ** (retry - 1), self.max_backoff)
 
 
 @dataclass
@@ -235,18 +206,25 @@ class DumpDownloader:
         """Run ``action`` with retries on transient errors; map failures to our errors."""
         url = self._url(remote_path)
         last_problem = ""
+        retry_after: float | None = None
         for attempt in range(1, self.retry.attempts + 1):
             if attempt > 1:
-                self.sleep(self.retry.delay(attempt - 1))
+                self.sleep(self.retry.wait(attempt - 1, retry_after))
+            retry_after = None
             try:
                 return action()
             except httpx.HTTPStatusError as exc:
                 status = exc.response.status_code
                 if status == 404:
                     raise RemoteFileNotFoundError(url) from exc
-                if status not in _RETRY_STATUS:
+                if status not in RETRY_STATUS:
                     raise DownloadError(url, f"HTTP {status}", attempt) from exc
                 last_problem = f"HTTP {status}"
+                retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+                if retry_after is not None and retry_after > self.retry.max_retry_after:
+                    raise DownloadError(
+                        url, f"HTTP {status} with Retry-After {retry_after:.0f} s", attempt
+                    ) from exc
             except (httpx.TransportError, _ShortBody) as exc:
                 last_problem = f"{type(exc).__name__}: {exc}"
         raise DownloadError(url, last_problem, self.retry.attempts)
@@ -302,6 +280,12 @@ def kline_path(symbol: str, interval: str, month: str) -> str:
     """Remote path of a monthly spot kline file."""
     symbol = symbol.upper()
     return f"data/spot/monthly/klines/{symbol}/{interval}/{symbol}-{interval}-{month}.zip"
+
+
+def daily_kline_path(symbol: str, interval: str, day: str) -> str:
+    """Remote path of a daily spot kline file (``day`` as ``YYYY-MM-DD``)."""
+    symbol = symbol.upper()
+    return f"data/spot/daily/klines/{symbol}/{interval}/{symbol}-{interval}-{day}.zip"
 
 
 def funding_path(symbol: str, month: str) -> str:
@@ -402,6 +386,7 @@ __all__ = [
     "DownloadSummary",
     "DumpDownloader",
     "RetryPolicy",
+    "daily_kline_path",
     "download_months",
     "funding_path",
     "kline_path",

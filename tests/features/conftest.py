@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from features.emulator.data import EmulatorMarket
+from features.store import MarketStore
 from tests.features.dump_helpers import ServerControl, handler_for
+from tests.features.live_helpers import dump_path_store
 
 
 @pytest.fixture()
@@ -41,3 +44,18 @@ def file_server() -> Iterator[Callable[[Path], tuple[str, ServerControl]]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def live_market(shared_data: Path) -> EmulatorMarket:
+    """Real data of 2022-06-11..16 (BTC, ETH, SOL) for the exchange emulator."""
+    return EmulatorMarket.from_data(
+        shared_data, "2022-06-11", "2022-06-17", ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    )
+
+
+@pytest.fixture(scope="session")
+def reference_store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> MarketStore:
+    """What the dump path stores for June 2022 (BTC, ETH, SOL): the live path must match it."""
+    root = tmp_path_factory.mktemp("dump-path") / "store"
+    return dump_path_store(root, shared_data, ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
