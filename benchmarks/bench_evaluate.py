@@ -26,7 +26,7 @@ MODELS = ("ewma", "har", "harq", "garch", "gjr", "lgbm")
 def main() -> int:
     from features.build import build_features
     from features.sources import load_market
-    from models.walkforward import run_evaluation
+    from models.walkforward import EvaluationConfig, run_evaluation
 
     data = Path(os.environ.get("DYNAMARGIN_SHARED_DATA", ROOT.parent / "shared" / "data"))
     started = time.perf_counter()
@@ -35,7 +35,11 @@ def main() -> int:
     features = build_features(market)
     built = time.perf_counter()
     result = run_evaluation(
-        features, TEST_START, TEST_END, models=MODELS, progress=lambda m: print(m, flush=True)
+        features,
+        TEST_START,
+        TEST_END,
+        EvaluationConfig(models=MODELS),
+        progress=lambda m: print(m, flush=True),
     )
     done = time.perf_counter()
     metrics = result.to_json_dict()

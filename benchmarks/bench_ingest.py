@@ -9,7 +9,7 @@ Figures:
   ``pandas.read_csv`` per zip with no checksum, validation or store. The ratio
   full/baseline says what the guarantees cost; re-ingest/full says what the manifest saves.
 
-Aims (issue 2): full ingest < 20 s and re-ingest < 3 s on 2 cores.
+Aims: full ingest < 20 s and re-ingest < 3 s on 2 cores.
 """
 
 from __future__ import annotations

@@ -24,10 +24,11 @@ import mlflow
 import mlflow.sklearn
 
 from models.champion import default_cache_dir, load_champion
-from models.registry import MlflowStore, registered_model_name
+from models.mlflow_store import MlflowStore
+from models.registry import registered_model_name
 from models.submission import submit_candidate
 from models.tracking import pip_requirements
-from tests.registry.factory import DATA_THROUGH, training_run
+from tests.models.registry_factory import DATA_THROUGH, training_run
 
 REPEATS = 3
 

@@ -25,6 +25,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from liquidation.market_paths import market_paths, oracle_sigma  # noqa: E402
 from liquidation.simulate import (  # noqa: E402
     MarketPaths,
     ReplayConfig,
@@ -32,7 +33,6 @@ from liquidation.simulate import (  # noqa: E402
     constant_multiplier,
     simulate,
 )
-from pipelines.backtest_inputs import market_paths, oracle_sigma  # noqa: E402
 
 START, END = "2022-01-01", "2025-07-01"
 
@@ -45,12 +45,14 @@ def load_paths() -> tuple[MarketPaths, str]:
         from features.sources import load_market
 
         market, _ = load_market(root, "1h", None, start=start, end=end)
-        return market_paths(market, start, end), f"shared data {root}"
+        paths = market_paths(market.bars, market.funding, market.interval, start, end)
+        return paths, f"shared data {root}"
     from features.synthetic import SyntheticMarketConfig, generate_market
 
     days = (end - start).days
     market = generate_market(SyntheticMarketConfig(n_assets=10, days=days, seed=1, start=start))
-    return market_paths(market, start, end), "synthetic market (no shared data found)"
+    paths = market_paths(market.bars, market.funding, market.interval, start, end)
+    return paths, "synthetic market (no shared data found)"
 
 
 def subset(paths: MarketPaths, asset: int) -> MarketPaths:

@@ -24,10 +24,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -36,8 +35,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contracts.files import atomic_write, atomic_write_text
 from features import cross_asset
-from features.bars import REQUIRED_COLUMNS
+from features.bars import REQUIRED_COLUMNS, interval_to_timedelta
 from features.columns.asset_columns import asset_columns
 from features.columns.config import FeatureConfig, FeatureConfigError
 from features.columns.cross_columns import cross_columns
@@ -114,6 +114,11 @@ class FeatureSet:
         """Feature column names in catalog order."""
         return [spec.name for spec in self.catalog]
 
+    @property
+    def data_end(self) -> datetime:
+        """Close of the last bar (UTC): the time the newest row's information is known."""
+        return (self.frame["ts"].max() + interval_to_timedelta(self.interval)).to_pydatetime()
+
     def to_parquet(self, directory: Path | str) -> Path:
         """Write ``features.parquet`` and ``catalog.json`` into ``directory``, atomically.
 
@@ -142,9 +147,9 @@ class FeatureSet:
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), b"dynamargin.feature_set_hash": self.feature_set_hash}
         )
-        _atomic_write(directory / FRAME_FILE, lambda path: pq.write_table(table, path))
+        atomic_write(directory / FRAME_FILE, lambda path: pq.write_table(table, path))
         text = json.dumps(manifest, indent=2, sort_keys=True)
-        _atomic_write(directory / CATALOG_FILE, lambda path: Path(path).write_text(text))
+        atomic_write_text(directory / CATALOG_FILE, text)
         return directory
 
     @classmethod
@@ -468,14 +473,3 @@ def _hash(version: str, interval: str, config: FeatureConfig, catalog: list[Feat
 
 def _iso(ts: pd.Timestamp) -> str:
     return pd.Timestamp(ts).isoformat()
-
-
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

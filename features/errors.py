@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 class MarketDataError(Exception):
-    """Base class of every market-data error raised by dynamargin."""
+    """Base class of every error raised by :mod:`features` (market data and features)."""
 
 
 class DataValidationError(MarketDataError, ValueError):
@@ -107,6 +107,10 @@ class RemoteFileNotFoundError(DownloadError):
 
 class StoreError(MarketDataError):
     """The Parquet store is inconsistent or was asked for something it cannot do."""
+
+
+class EmptyMarketError(MarketDataError, ValueError):
+    """The requested assets and period hold no bars in the chosen source."""
 
 
 class SourceError(MarketDataError):

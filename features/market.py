@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import pandas as pd
+
+from features.errors import MarketDataError
 
 FUNDING_COLUMNS: Final[tuple[str, ...]] = ("ts", "asset", "funding_rate")
 """Funding events: ``ts`` is the UTC funding (settlement) time, ``funding_rate`` per interval."""
@@ -49,3 +52,25 @@ class MarketData:
     def assets(self) -> list[str]:
         """Assets present in the spot bars, sorted."""
         return sorted(self.bars["asset"].astype(str).unique().tolist())
+
+    def select(self, assets: Sequence[str]) -> MarketData:
+        """The same market restricted to ``assets`` (bars, funding and perp).
+
+        Raises
+        ------
+        MarketDataError
+            Naming the assets that are not in the bars.
+        """
+        wanted = {str(a) for a in assets}
+        missing = sorted(wanted - set(self.assets))
+        if missing:
+            raise MarketDataError(
+                f"assets {missing} are not in the market {self.source or ''} (it has {self.assets})"
+            )
+
+        def keep(frame: pd.DataFrame) -> pd.DataFrame:
+            if frame.empty or "asset" not in frame.columns:
+                return frame
+            return frame.loc[frame["asset"].astype(str).isin(wanted)].reset_index(drop=True)
+
+        return replace(self, bars=keep(self.bars), funding=keep(self.funding), perp=keep(self.perp))

@@ -25,6 +25,9 @@ Design choices:
   a concurrent ingest).
 - Partition files carry no ``asset``/``interval`` column (the path does), so
   ``pyarrow.dataset(root / "bars", partitioning="hive")`` reads the store too.
+
+Ingesting (choosing and reading source files, skipping unchanged ones, validating) is
+:mod:`features.ingest`; the store's ``ingest_*`` methods run it under the writer lock.
 """
 
 from __future__ import annotations
@@ -34,11 +37,8 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Concatenate, Final, Literal, ParamSpec, TypeVar
 
@@ -47,19 +47,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contracts.files import atomic_write, atomic_write_bytes
+from contracts.timestamps import optional_utc_timestamp
+from features import ingest
 from features.bars import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, empty_bars, interval_to_timedelta
 from features.errors import ConflictingDuplicateError, StoreError
 from features.market import FUNDING_COLUMNS, MarketData
-from features.sources import as_utc
-from features.sources.binance import DumpFile
-from features.sources.dump import OnFileError, read_batch, select_files
-from features.sources.perp import read_perp_csv, scan_perp_dir
 from features.validation import (
     PROVENANCE_COLUMNS,
-    ValidationReport,
     find_gaps,
-    validate_bars,
-    validate_funding,
 )
 
 Dataset = Literal["bars", "perp", "funding"]
@@ -79,41 +75,6 @@ SUMMARY_COLUMNS: Final[tuple[str, ...]] = (
     "missing_bars",
     "quarantined",
 )
-
-
-@dataclass
-class IngestResult:
-    """What one ingest did.
-
-    Attributes
-    ----------
-    files_seen
-        Source files considered.
-    files_read
-        Files parsed because they were new or changed.
-    files_skipped
-        Files skipped as unchanged since the last ingest (manifest hit).
-    rows_read
-        Clean rows in the files read.
-    rows_added
-        Rows that were not in the store before.
-    partitions_written
-        Parquet files (re)written.
-    report
-        Validation of the rows read (gaps here cover only this batch; see
-        :meth:`MarketStore.summary` for the whole store).
-    seconds
-        Wall-clock duration.
-    """
-
-    files_seen: int = 0
-    files_read: int = 0
-    files_skipped: int = 0
-    rows_read: int = 0
-    rows_added: int = 0
-    partitions_written: int = 0
-    report: ValidationReport = field(default_factory=ValidationReport)
-    seconds: float = 0.0
 
 
 _P = ParamSpec("_P")
@@ -353,183 +314,13 @@ class MarketStore:
                 plans.append((path, merged, added))
         for path, merged, _ in plans:
             table = pa.Table.from_pandas(merged, preserve_index=False)
-            atomic_write_parquet(path, table.replace_schema_metadata(None))
+            _write_parquet(path, table.replace_schema_metadata(None))
         return sum(added for _, _, added in plans), len(plans)
 
-    @_exclusive
-    def ingest_dump(
-        self,
-        root: Path,
-        intervals: Sequence[str] = ("1h",),
-        symbols: Sequence[str] | None = None,
-        *,
-        funding: bool = True,
-        months: tuple[str, str] | None = None,
-        verify_checksums: bool = True,
-        on_file_error: OnFileError = "raise",
-        workers: int = 2,
-        on_file: Callable[[DumpFile], None] | None = None,
-    ) -> IngestResult:
-        """Ingest Binance dump files (spot klines and funding) incrementally.
-
-        Parameters
-        ----------
-        root
-            Data root, its ``binance/`` directory, or ``binance/data``.
-        intervals
-            Kline intervals to ingest.
-        symbols
-            Symbols to ingest; ``None`` for all.
-        funding
-            Also ingest the funding files of these symbols.
-        months
-            Inclusive ``("YYYY-MM", "YYYY-MM")`` range of monthly files; ``None`` for all.
-        verify_checksums
-            Check each zip against its ``.CHECKSUM``.
-        on_file_error
-            ``"raise"`` or ``"skip"`` (record in the report and continue).
-        workers
-            Threads parsing files.
-        on_file
-            Progress callback, called once per file considered.
-
-        Returns
-        -------
-        IngestResult
-            Counts, duration and the batch's validation report.
-        """
-        started = time.perf_counter()
-        start = end = None
-        if months is not None:
-            start = pd.Timestamp(months[0], tz="UTC")
-            end = pd.Timestamp(months[1], tz="UTC") + pd.DateOffset(months=1)
-        files = select_files(root, intervals, symbols, start, end, funding=funding)
-        manifest = self._load_manifest()
-        changed, unchanged = _split_by_manifest(files, manifest)
-        for item in unchanged:
-            if on_file is not None:
-                on_file(item)
-        result = IngestResult(files_seen=len(files), files_skipped=len(unchanged))
-        if changed:
-            batch = read_batch(
-                changed,
-                verify=verify_checksums,
-                on_file_error=on_file_error,
-                workers=workers,
-                on_file=on_file,
-                keep_provenance=True,
-            )
-            for interval, bars in batch.bars.items():
-                self._account(result, self.write("bars", bars, interval), len(bars))
-            self._account(result, self.write("funding", batch.funding), len(batch.funding))
-            self._write_quarantine(batch.report.quarantine, [str(p) for p in batch.reads])
-            for path, read in batch.reads.items():
-                manifest[_manifest_key(path)] = _manifest_entry(path, read.sha256)
-            self._save_manifest(manifest)
-            result.files_read = len(batch.reads)
-            result.report = batch.report
-        elif unchanged:
-            # Refresh mtimes of files whose content hash matched after a touch.
-            self._save_manifest(manifest)
-        result.seconds = time.perf_counter() - started
-        return result
-
-    @_exclusive
-    def ingest_perp_dir(
-        self,
-        root: Path,
-        interval: str = "1h",
-        symbols: Sequence[str] | None = None,
-        *,
-        on_file: Callable[[Path], None] | None = None,
-    ) -> IngestResult:
-        """Ingest perp OHLCV CSVs (``perp_ohlcv/*.csv.gz``) incrementally."""
-        started = time.perf_counter()
-        wanted = {s.upper() for s in symbols} if symbols is not None else None
-        files = [
-            f
-            for f in scan_perp_dir(root)
-            if f.interval == interval and (wanted is None or f.symbol in wanted)
-        ]
-        manifest = self._load_manifest()
-        result = IngestResult(files_seen=len(files))
-        reports = []
-        for item in files:
-            key = _manifest_key(item.path)
-            if _unchanged(item.path, manifest.get(key)):
-                result.files_skipped += 1
-            else:
-                raw, digest = read_perp_csv(item.path, item.symbol)
-                clean, report = validate_bars(
-                    raw,
-                    interval,
-                    str(item.path),
-                    dataset="perp",
-                    flow_optional=True,
-                    keep_provenance=True,
-                )
-                self._account(result, self.write("perp", clean, interval), len(clean))
-                self._write_quarantine(report.quarantine, [str(item.path)])
-                manifest[key] = _manifest_entry(item.path, digest)
-                result.files_read += 1
-                report.files_read = 1
-                reports.append(report)
-            if on_file is not None:
-                on_file(item.path)
-        self._save_manifest(manifest)
-        for report in reports:
-            result.report = result.report.merge(report)
-        result.seconds = time.perf_counter() - started
-        return result
-
-    @_exclusive
-    def ingest_market(
-        self,
-        market: MarketData,
-        source: str | None = None,
-        *,
-        rejected: pd.DataFrame | None = None,
-    ) -> IngestResult:
-        """Validate and store an in-memory bundle (e.g. the synthetic market, a live fetch).
-
-        Parameters
-        ----------
-        market
-            Bars, funding and perp to store.
-        source
-            Label for provenance and quarantine files; defaults to ``market.source``. A
-            re-ingest under the same label replaces that label's quarantine file.
-        rejected
-            Rows the source could not even parse, already in quarantine form (``reason``,
-            ``raw``, provenance, ``dataset``); they join validation's rejects.
-        """
-        started = time.perf_counter()
-        label = source or market.source or "in-memory"
-        result = IngestResult(files_seen=1, files_read=1)
-        clean, report = validate_bars(market.bars, market.interval, label, keep_provenance=True)
-        self._account(result, self.write("bars", clean, market.interval), len(clean))
-        if len(market.funding):
-            funding, funding_report = validate_funding(market.funding, label, keep_provenance=True)
-            self._account(result, self.write("funding", funding), len(funding))
-            report = report.merge(funding_report)
-        if len(market.perp):
-            perp, perp_report = validate_bars(
-                market.perp,
-                market.interval,
-                label,
-                dataset="perp",
-                flow_optional=True,
-                keep_provenance=True,
-            )
-            self._account(result, self.write("perp", perp, market.interval), len(perp))
-            report = report.merge(perp_report)
-        if rejected is not None and len(rejected):
-            frames = [q for q in (report.quarantine, rejected) if len(q)]
-            report.quarantine = pd.concat(frames, ignore_index=True)
-        self._write_quarantine(report.quarantine, [label])
-        result.report = report
-        result.seconds = time.perf_counter() - started
-        return result
+    # Ingesting is features.ingest; as methods they hold the writer lock for the whole ingest.
+    ingest_dump = _exclusive(ingest.ingest_dump)
+    ingest_perp_dir = _exclusive(ingest.ingest_perp_dir)
+    ingest_market = _exclusive(ingest.ingest_market)
 
     # --- internals -------------------------------------------------------------------
 
@@ -574,7 +365,7 @@ class MarketStore:
         start: pd.Timestamp | str | None,
         end: pd.Timestamp | str | None,
     ) -> pd.DataFrame:
-        start_ts, end_ts = as_utc(start), as_utc(end)
+        start_ts, end_ts = optional_utc_timestamp(start), optional_utc_timestamp(end)
         parts = self._partitions(dataset, interval, assets, start_ts, end_ts)
         frames = []
         for asset, path in parts:
@@ -603,12 +394,7 @@ class MarketStore:
         values = pa.chunked_array([c for a in arrays for c in a.chunks]).to_pandas()
         return pd.DatetimeIndex(values).sort_values()
 
-    def _account(self, result: IngestResult, outcome: tuple[int, int], rows: int) -> None:
-        result.rows_read += rows
-        result.rows_added += outcome[0]
-        result.partitions_written += outcome[1]
-
-    def _write_quarantine(self, quarantine: pd.DataFrame, sources: Sequence[str] = ()) -> None:
+    def write_quarantine(self, quarantine: pd.DataFrame, sources: Sequence[str] = ()) -> None:
         """Replace the quarantine files of ``sources`` (and of any source in ``quarantine``).
 
         There is one CSV per (dataset, source), named by a hash of the source, so a
@@ -635,7 +421,7 @@ class MarketStore:
                 counts[key] = counts.get(key, 0) + int(n)
         return counts
 
-    def _load_manifest(self) -> dict[str, dict[str, object]]:
+    def load_manifest(self) -> dict[str, dict[str, object]]:
         path = self.root / MANIFEST_NAME
         if not path.exists():
             return {}
@@ -647,37 +433,13 @@ class MarketStore:
                 "file on the next ingest (the data itself is unaffected)"
             ) from exc
 
-    def _save_manifest(self, manifest: dict[str, dict[str, object]]) -> None:
+    def save_manifest(self, manifest: dict[str, dict[str, object]]) -> None:
         payload = json.dumps(manifest, indent=1, sort_keys=True).encode()
         atomic_write_bytes(self.root / MANIFEST_NAME, payload)
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically (temp file in the same dir + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    """Write a Parquet file atomically (temp file in the same dir + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -753,45 +515,11 @@ def _source_id(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def _manifest_key(path: Path) -> str:
-    return os.path.abspath(path)  # scan results are already resolved; avoid a syscall each
-
-
-def _manifest_entry(path: Path, sha256: str) -> dict[str, object]:
-    stat = Path(path).stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
-
-
-def _unchanged(path: Path, entry: dict[str, object] | None) -> bool:
-    """True when the file matches its manifest entry (size + mtime, or content hash)."""
-    if entry is None:
-        return False
-    stat = path.stat()
-    if stat.st_size != entry["size"]:
-        return False
-    if stat.st_mtime_ns == entry["mtime_ns"]:
-        return True
-    # Same size, new mtime (copied or touched): only the content decides.
-    if hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]:
-        entry["mtime_ns"] = stat.st_mtime_ns
-        return True
-    return False
-
-
-def _split_by_manifest(
-    files: list[DumpFile], manifest: dict[str, dict[str, object]]
-) -> tuple[list[DumpFile], list[DumpFile]]:
-    changed, unchanged = [], []
-    for item in files:
-        entry = manifest.get(_manifest_key(item.path))
-        (unchanged if _unchanged(item.path, entry) else changed).append(item)
-    return changed, unchanged
-
+IngestResult = ingest.IngestResult
+"""What one ingest did (:class:`features.ingest.IngestResult`)."""
 
 __all__ = [
     "DATASETS",
     "IngestResult",
     "MarketStore",
-    "atomic_write_bytes",
-    "atomic_write_parquet",
 ]

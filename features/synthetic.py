@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contracts.timestamps import utc_datetime
 from features.bars import REQUIRED_COLUMNS, interval_to_timedelta
 from features.market import FUNDING_COLUMNS, MarketData
 
@@ -272,9 +273,7 @@ class SyntheticMarketConfig(BaseModel):
     @field_validator("start")
     @classmethod
     def _start_is_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return utc_datetime(value)
 
     @field_validator("base_prices", "annual_vol", "daily_quote_volume")
     @classmethod

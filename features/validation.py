@@ -32,6 +32,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from contracts.files import atomic_write_bytes
 from features.bars import FLOAT_COLUMNS, REQUIRED_COLUMNS, interval_to_timedelta
 from features.errors import ConflictingDuplicateError, DataValidationError
 from features.market import FUNDING_COLUMNS
@@ -202,27 +203,6 @@ class ValidationReport:
             unverified_files=[*self.unverified_files, *other.unverified_files],
         )
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per series: dataset, asset, interval, first, last, rows, gaps, ..."""
-        rows = [
-            {
-                "dataset": r.dataset,
-                "asset": r.asset,
-                "interval": r.interval,
-                "first": r.first,
-                "last": r.last,
-                "rows": r.rows,
-                "gaps": len(r.gaps),
-                "missing_bars": r.missing_bars,
-                "duplicates_dropped": r.duplicates_dropped,
-                "reordered": r.reordered,
-                "quarantined": r.quarantined,
-                "spikes": len(r.spikes),
-            }
-            for r in sorted(self.series.values(), key=lambda r: (r.dataset, r.asset, r.interval))
-        ]
-        return pd.DataFrame(rows)
-
     def write_quarantine(self, directory: Path) -> Path | None:
         """Write the quarantined rows to ``directory/quarantine-<hash>.csv``.
 
@@ -235,8 +215,6 @@ class ValidationReport:
         """
         if self.quarantine.empty:
             return None
-        from features.store import atomic_write_bytes  # local: the store imports this module
-
         payload = self.quarantine.to_csv(index=False).encode()
         path = Path(directory) / f"quarantine-{hashlib.sha256(payload).hexdigest()[:16]}.csv"
         atomic_write_bytes(path, payload)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.timestamps import utc_timestamp
 from liquidation.simulate import ReplayInputError, ReplaySeries
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -36,11 +37,6 @@ METRIC_KEYS: tuple[str, ...] = (
 """Stable metric names (JSON keys) produced by :func:`window_metrics`."""
 
 
-def _utc(text: str) -> pd.Timestamp:
-    ts = pd.Timestamp(text)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 @dataclass(frozen=True)
 class Window:
     """A named UTC window ``[start, end)``."""
@@ -52,8 +48,8 @@ class Window:
     @classmethod
     def from_dates(cls, name: str, first_day: str, last_day: str) -> Window:
         """Window covering whole days ``first_day .. last_day`` (both inclusive)."""
-        start = _utc(first_day)
-        end = _utc(last_day) + pd.Timedelta(days=1)
+        start = utc_timestamp(first_day)
+        end = utc_timestamp(last_day) + pd.Timedelta(days=1)
         if end <= start:
             raise ReplayInputError(f"window {name!r}: {last_day} is before {first_day}")
         return cls(name, start, end)
@@ -65,7 +61,7 @@ STRESS_WINDOWS: tuple[Window, ...] = (
     Window.from_dates("2022-06-celsius", "2022-06-13", "2022-06-18"),
     Window.from_dates("2022-11-ftx", "2022-11-08", "2022-11-10"),
 )
-"""The stress windows named in the issue (March 2020, May 2021, June 2022, November 2022)."""
+"""The stress windows of the evaluation protocol (March 2020, May 2021, June 2022, Nov 2022)."""
 
 
 def parse_window(text: str) -> Window:
@@ -145,16 +141,18 @@ def across_seeds(per_seed: Sequence[Mapping[str, float]]) -> dict[str, dict[str,
     """Mean, standard deviation (ddof 1; 0 for one seed), min and max of each metric."""
     if not per_seed:
         raise ReplayInputError("across_seeds needs at least one seed's metrics")
-    out: dict[str, dict[str, float]] = {}
-    for key in per_seed[0]:
-        values = np.array([float(m[key]) for m in per_seed])
-        out[key] = {
-            "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "min": float(values.min()),
-            "max": float(values.max()),
-        }
-    return out
+    return {key: spread([float(m[key]) for m in per_seed]) for key in per_seed[0]}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, standard deviation (ddof 1; 0 for one value), min and max of ``values``."""
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "min": float(array.min()),
+        "max": float(array.max()),
+    }
 
 
 def _mask(ts_ms: np.ndarray, window: Window | None) -> np.ndarray:

@@ -28,7 +28,9 @@ import mlflow.sklearn
 import sqlalchemy
 import sqlalchemy.exc
 
-from models.registry import CHAMPION, ChampionRegistry, MlflowStore
+from models.errors import ModelsError
+from models.mlflow_store import MlflowStore
+from models.registry import CHAMPION, ChampionRegistry
 
 METADATA_FILE: Final = "metadata.json"
 MODEL_DIR: Final = "model"
@@ -36,7 +38,7 @@ MODEL_DIR: Final = "model"
 logger = logging.getLogger(__name__)
 
 
-class NoChampionError(RuntimeError):
+class NoChampionError(ModelsError, RuntimeError):
     """There is no champion to serve; the caller should fall back to rule-based margins."""
 
 

@@ -27,8 +27,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from models.errors import ModelsError
+from models.splitter import target_known
 
-class CalibrationError(ValueError):
+
+class CalibrationError(ModelsError, ValueError):
     """Too few or unusable scores to calibrate."""
 
 
@@ -255,7 +258,5 @@ def calibration_window(
     A forecast made for row ``t`` has its outcome at the close of bar ``t + H``, so it is
     usable at a fold starting at ``as_of`` iff ``t + H * step <= as_of``.
     """
-    values = pd.DatetimeIndex(ts)
-    known = values + horizon_bars * step <= as_of
-    recent = values >= as_of - pd.Timedelta(days=days)
-    return np.asarray(known & recent)
+    recent = pd.DatetimeIndex(ts) >= as_of - pd.Timedelta(days=days)
+    return target_known(ts, as_of, horizon_bars, step) & np.asarray(recent)

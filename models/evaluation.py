@@ -4,7 +4,7 @@ Pure functions on numpy arrays. Variance forecasts are compared with realized va
 (QLIKE, the primary loss, is robust to noise in the realized proxy; Patton 2011). VaR and
 ES are positive loss numbers in the same units as the losses they are tested against.
 
-The registry (issue 7) imports :func:`qlike`, :func:`diebold_mariano` and :func:`basel_zone`
+The registry review imports :func:`qlike`, :func:`diebold_mariano` and :func:`basel_zone`
 from here: keep those names and signatures.
 """
 
@@ -20,10 +20,12 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from scipy.special import xlogy
 
+from models.errors import ModelsError
+
 Zone = Literal["green", "yellow", "red"]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ModelsError, ValueError):
     """Inputs to an evaluation statistic are unusable (shape, sign, too few points)."""
 
 

@@ -18,10 +18,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from contracts.timestamps import utc_timestamp
+from models.errors import ModelsError
+
 Perturbation = Literal["shuffle", "truncate"]
 
 
-class LeakageError(AssertionError):
+class LeakageError(ModelsError, AssertionError):
     """A pipeline output at time t depends on data after t."""
 
 
@@ -47,6 +50,17 @@ class LeakageReport:
     def passed(self) -> bool:
         """True when no column used the future."""
         return not self.leaky_columns
+
+    def summary(self) -> str:
+        """One line for logs and the review's leakage gate."""
+        if self.passed:
+            cuts = ", ".join(str(c) for c in self.cutoffs)
+            return (
+                f"check_no_lookahead: {self.rows_checked} rows unchanged when data after "
+                f"{cuts} are shuffled"
+            )
+        listed = ", ".join(f"{c} (first at {w})" for c, w in self.leaky_columns.items())
+        return f"check_no_lookahead: look-ahead in {listed}"
 
     def raise_if_leaky(self) -> None:
         """Raise :class:`LeakageError` naming the leaky columns."""
@@ -104,7 +118,7 @@ def check_no_lookahead(
         qs = np.linspace(0.4, 0.8, cutoffs)
         points = [times[int(q * (len(times) - 1))] for q in qs]
     else:
-        points = [_utc(c) for c in cutoffs]
+        points = [utc_timestamp(c) for c in cutoffs]
     baseline = _keyed(build(data))
     wanted = (
         list(columns)
@@ -206,8 +220,3 @@ def _input_times(data: Any) -> pd.DatetimeIndex:
         raise LeakageError("no input frame with a ts column to cut")
     stamps = pd.concat([f["ts"] for f in frames], ignore_index=True)
     return pd.DatetimeIndex(stamps.drop_duplicates().sort_values())
-
-
-def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -1,4 +1,4 @@
-"""The MLflow store and the model registry review: challenger, champion, decisions, rollback.
+"""The model registry review: challenger, champion, decisions, rollback.
 
 Each candidate becomes a new version of the registered model ``dynamargin-vol-<H>h`` with
 the alias ``@challenger``; the serving model is ``@champion``. Stages are deprecated in
@@ -22,23 +22,22 @@ to confirm the move.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Final, Literal
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from contracts.timestamps import aware_utc
+from models.errors import RegistryError
+from models.mlflow_store import MlflowStore
+
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
-EXPERIMENT_NAME: Final = "dynamargin-vol"
 TAG_PREFIX: Final = "dynamargin."
 AUDIT_PREFIX: Final = "dynamargin.audit."
 
@@ -55,14 +54,8 @@ TAG_REPORT_MARKDOWN: Final = "dynamargin.report.markdown"
 TAG_REVIEW_FLOW_RUN: Final = "dynamargin.review.flow_run_id"
 """Set by the review flow when it pauses for this version's decision (see pipelines.flows)."""
 
-_GLOBAL_URI_LOCK = threading.RLock()
-
 Action = Literal["approve", "override", "auto", "reject", "rollback"]
 CHAMPION_ACTIONS: Final[frozenset[str]] = frozenset({"approve", "override", "auto", "rollback"})
-
-
-class RegistryError(RuntimeError):
-    """Base class of registry and review errors."""
 
 
 class UnknownVersionError(RegistryError):
@@ -90,79 +83,6 @@ def registered_model_name(horizon_hours: int) -> str:
     if horizon_hours <= 0:
         raise ValueError(f"horizon_hours must be a positive number of hours, got {horizon_hours}")
     return f"dynamargin-vol-{horizon_hours}h"
-
-
-@dataclass(frozen=True)
-class MlflowStore:
-    """Where runs, models and artifacts live.
-
-    Parameters
-    ----------
-    tracking_uri
-        Backend store, e.g. ``sqlite:///<workdir>/mlflow.db`` or
-        ``postgresql+psycopg://user@host/db``. The registry uses the same store.
-    artifact_root
-        Directory for run and model artifacts. It is set explicitly on the experiment, so
-        nothing falls back to ``./mlruns``.
-    experiment_name
-        Experiment that holds the training runs.
-    """
-
-    tracking_uri: str
-    artifact_root: Path
-    experiment_name: str = EXPERIMENT_NAME
-
-    @classmethod
-    def for_workdir(cls, workdir: Path, tracking_uri: str | None = None) -> MlflowStore:
-        """The project's default store: SQLite and artifacts both under ``workdir``."""
-        workdir = Path(workdir).resolve()
-        uri = tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"
-        return cls(tracking_uri=uri, artifact_root=workdir / "mlartifacts")
-
-    @contextmanager
-    def bound(self) -> Iterator[None]:
-        """Point MLflow's process-global URIs at this store for the duration of a block.
-
-        The fluent API (``start_run``, ``log_model``) and some store internals (the SQL
-        registry resolving a ``models:/m-...`` source) read the global tracking URI; left
-        unset it defaults to ``./mlflow.db`` or ``./mlruns`` in the current directory. The
-        caller's URIs are restored afterwards. The globals are process-wide, so blocks are
-        serialised across threads (flow task runners use threads).
-        """
-        with _GLOBAL_URI_LOCK:
-            previous_tracking = mlflow.get_tracking_uri()
-            previous_registry = mlflow.get_registry_uri()
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
-            try:
-                yield
-            finally:
-                mlflow.set_tracking_uri(previous_tracking)
-                mlflow.set_registry_uri(previous_registry)
-
-    def client(self) -> MlflowClient:
-        """A client bound to this store (tracking and registry), independent of globals."""
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-    def ensure_experiment(self) -> str:
-        """Return the experiment id, creating the experiment with an explicit artifact location.
-
-        Raises
-        ------
-        RegistryError
-            If the experiment exists but is deleted (restore or rename it).
-        """
-        client = self.client()
-        experiment = client.get_experiment_by_name(self.experiment_name)
-        if experiment is None:
-            location = (Path(self.artifact_root).resolve() / self.experiment_name).as_uri()
-            return client.create_experiment(self.experiment_name, artifact_location=location)
-        if experiment.lifecycle_stage != "active":
-            raise RegistryError(
-                f"experiment {self.experiment_name!r} in {self.tracking_uri} is deleted; "
-                "restore it with `mlflow experiments restore` or choose another name"
-            )
-        return experiment.experiment_id
 
 
 @dataclass(frozen=True)
@@ -418,7 +338,7 @@ class ChampionRegistry:
         if override_reason is not None and info.gates_passed is not True:
             action = "override"
         event = AuditEvent(
-            at=_utc(now),
+            at=_decision_time(now),
             action=action,
             version=info.version,
             by=by,
@@ -452,7 +372,7 @@ class ChampionRegistry:
         if info.decision == "rejected":
             raise DecisionError(f"{self.model_name} v{info.version} is already rejected")
         event = AuditEvent(
-            at=_utc(now),
+            at=_decision_time(now),
             action="reject",
             version=info.version,
             by=by,
@@ -489,7 +409,7 @@ class ChampionRegistry:
                 "version explicitly to re-establish the record"
             )
         event = AuditEvent(
-            at=_utc(now),
+            at=_decision_time(now),
             action="rollback",
             version=lineage[-2],
             by=by,
@@ -605,9 +525,5 @@ def _require_text(**fields: str) -> None:
             raise DecisionError(f"--{name} must not be empty: every decision names who and why")
 
 
-def _utc(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None:
-        raise ValueError(f"decision time must be timezone-aware (UTC), got {now!r}")
-    return now.astimezone(UTC)
+def _decision_time(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else aware_utc(now, "decision time")

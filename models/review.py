@@ -33,6 +33,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
+from contracts.timestamps import aware_utc
+from models.errors import ModelsError
 from models.evaluation import EvaluationError, diebold_mariano, qlike
 from models.registry import TAG_GATES_JSON, TAG_GATES_PASSED
 
@@ -42,7 +44,7 @@ FORECAST_COLUMN: Final = "variance"
 REALIZED_COLUMN: Final = "rv"
 
 
-class ReviewInputError(ValueError):
+class ReviewInputError(ModelsError, ValueError):
     """Evidence handed to the review is malformed (missing columns, models or keys)."""
 
 
@@ -253,7 +255,7 @@ def evaluate_gates(
     """
     config = config or GateConfig()
     now = datetime.now(UTC)
-    reference = _aware(reference_time or now, "reference_time")
+    reference = aware_utc(reference_time or now, "reference_time")
     results = [qlike_gate(challenger, champion, "champion", config)]
     for baseline in config.baselines:
         results.append(qlike_gate(challenger, baseline, baseline, config))
@@ -262,7 +264,7 @@ def evaluate_gates(
     results.append(freshness_gate(challenger, reference, config))
     return GateReport(
         results=tuple(results),
-        evaluated_at=_aware(evaluated_at or now, "evaluated_at"),
+        evaluated_at=aware_utc(evaluated_at or now, "evaluated_at"),
         reference_time=reference,
         config=config,
         challenger_version=challenger.version,
@@ -370,7 +372,7 @@ def freshness_gate(
     challenger: CandidateEvidence, reference_time: datetime, config: GateConfig
 ) -> GateResult:
     """The data must reach within ``max_data_age`` of the reference time."""
-    through = _aware(challenger.data_through, "data_through")
+    through = aware_utc(challenger.data_through, "data_through")
     age = reference_time - through
     hours = age.total_seconds() / 3600.0
     metrics: dict[str, float | str] = {"age_hours": hours, "data_through": through.isoformat()}
@@ -444,10 +446,3 @@ def flatten_evaluation(evaluation: Mapping[str, Any], prefix: str = "") -> dict[
 def finite_or_none(value: float) -> float | None:
     """JSON has no NaN: map non-finite numbers to None."""
     return value if math.isfinite(value) else None
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        raise ReviewInputError(f"{name} must be timezone-aware (UTC), got {value!r}")
-    return stamp.tz_convert("UTC").to_pydatetime()

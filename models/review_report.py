@@ -19,6 +19,12 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import EvaluationError, diebold_mariano, qlike
+from models.forecast_plots import (
+    calibration_figure,
+    forecast_vs_realized_figure,
+    importance_shift_figure,
+    png_bytes,
+)
 from models.review import (
     FORECAST_COLUMN,
     FORECAST_KEY,
@@ -26,12 +32,6 @@ from models.review import (
     CandidateEvidence,
     GateReport,
     flatten_evaluation,
-)
-from models.review_plots import (
-    calibration_figure,
-    forecast_vs_realized_figure,
-    importance_shift_figure,
-    png_bytes,
 )
 
 QLIKE_FORMAT: Final = "{:.4f}"

@@ -42,10 +42,6 @@ class Submission:
     report: ReportPaths
     promoted: AuditEvent | None
 
-    @property
-    def awaiting_approval(self) -> bool:
-        return self.promoted is None
-
 
 def submit_candidate(
     store: MlflowStore,

@@ -11,15 +11,12 @@ the data therefore removes ``H`` targets before it; it is never filled.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from features.bars import interval_to_timedelta
-
-if TYPE_CHECKING:
-    from features.market import MarketData
+from models.errors import ModelsError
+from models.spec import TargetSpec
 
 TARGET_COLUMNS: tuple[str, ...] = ("ts", "asset", "rv_fwd", "log_rv_fwd", "ret_fwd")
 """Columns of :func:`forward_targets`: forward RV, its log and the forward log return."""
@@ -28,7 +25,7 @@ TARGET_VALUE_COLUMNS: tuple[str, ...] = ("rv_fwd", "log_rv_fwd", "ret_fwd")
 """The future-valued columns; a model must never see them as features."""
 
 
-class TargetError(ValueError):
+class TargetError(ModelsError, ValueError):
     """The returns handed to the target builder break the complete-grid contract."""
 
 
@@ -106,25 +103,48 @@ def forward_targets(returns: pd.DataFrame, horizon: int = 24, interval: str = "1
     return out[list(TARGET_COLUMNS)]
 
 
-def targets_from_market(market: MarketData, horizon: int = 24) -> pd.DataFrame:
-    """Build :func:`forward_targets` from a market bundle via the shared returns function.
+def attach_targets(frame: pd.DataFrame, target: TargetSpec, interval: str) -> pd.DataFrame:
+    """The training panel: feature rows plus the target's columns (the one place per kind).
+
+    For ``kind="variance"`` the columns are ``rv_fwd`` (the target, :attr:`TargetSpec.column`)
+    and ``ret_fwd`` (the forward return the calibration scores), built by
+    :func:`forward_targets` from the frame's own log-return column ``ret_<interval>`` (the
+    returns the features use), so features and targets share one grid and one definition
+    of a return.
 
     Parameters
     ----------
-    market
-        The spot bars and interval (:class:`features.market.MarketData`).
-    horizon
-        Forward window in bars.
+    frame
+        A feature frame (one row per ``ts, asset``) with the column ``ret_<interval>``.
+    target
+        What is forecast: its kind and horizon in bars.
+    interval
+        Bar interval, e.g. ``"1h"``.
 
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`TARGET_COLUMNS`.
-    """
-    from features.volatility import log_returns
+        ``frame`` sorted by ``asset, ts`` (``asset`` as str) with ``rv_fwd`` and ``ret_fwd``.
 
-    returns = log_returns(market.bars, market.interval)
-    return forward_targets(returns, horizon=horizon, interval=market.interval)
+    Raises
+    ------
+    TargetError
+        If the frame lacks ``ret_<interval>`` or breaks the complete-grid contract.
+    """
+    column = f"ret_{interval}"
+    if column not in frame.columns:
+        raise TargetError(
+            f"the feature frame lacks {column}, the log return the targets are built from; "
+            "build it with features.build.build_features at the same interval"
+        )
+    panel = frame.sort_values(["asset", "ts"], kind="stable").reset_index(drop=True)
+    returns = panel[["ts", "asset", column]].rename(columns={column: "ret"})
+    targets = forward_targets(returns, horizon=target.horizon, interval=interval)
+    panel["asset"] = panel["asset"].astype(str)
+    # forward_targets sorts by asset, ts exactly like the panel, so the rows align.
+    panel["rv_fwd"] = targets["rv_fwd"].to_numpy()
+    panel["ret_fwd"] = targets["ret_fwd"].to_numpy()
+    return panel
 
 
 def _forward_window_sum(values: np.ndarray, horizon: int) -> np.ndarray:

@@ -22,7 +22,8 @@ import logging
 import re
 import subprocess
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,12 +37,15 @@ import pandas as pd
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from pydantic import BaseModel
 
-from models.registry import MlflowStore
+from models.errors import ModelsError
+from models.forecast_plots import calibration_figure, forecast_vs_realized_figure, png_bytes
+from models.mlflow_store import MlflowStore
 from models.review import CandidateEvidence, flatten_evaluation
-from models.review_plots import calibration_figure, forecast_vs_realized_figure, png_bytes
 
 EVALUATION_JSON: Final = "evaluation/evaluation.json"
 FORECASTS_PARQUET: Final = "evaluation/forecasts.parquet"
@@ -65,7 +69,7 @@ PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 logger = logging.getLogger(__name__)
 
 
-class TrackingError(RuntimeError):
+class TrackingError(ModelsError, RuntimeError):
     """A training run could not be logged or read back."""
 
 
@@ -278,8 +282,10 @@ def training_params(run: TrainingRun) -> dict[str, str]:
         "git.commit": git_commit() or "unavailable",
     }
     get_params = getattr(run.model, "get_params", None)
-    model_params = get_params(deep=False) if callable(get_params) else {}
+    model_params = get_params(deep=True) if callable(get_params) else {}
     for key, value in model_params.items():
+        if hasattr(value, "get_params"):
+            continue  # a nested estimator: its own parameters are listed as key__param
         params[f"model.{key}"] = _param_text(value)
     for key, value in flatten_evaluation(run.feature_params).items():
         params[f"feature.{key}"] = _param_text(value)
@@ -435,6 +441,8 @@ def _read_importance(client: Any, run_id: str, tmp: str) -> pd.Series | None:
 
 
 def _param_text(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
     text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
     return text[:6000]
 
@@ -445,3 +453,51 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, pd.Timestamp | datetime):
         return value.isoformat()
     raise TypeError(f"evaluation value {value!r} of type {type(value).__name__} is not JSON-able")
+
+
+def log_summary_run(
+    tracking_uri: str,
+    artifact_root: Path,
+    experiment: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    files: Sequence[Path] = (),
+    artifact_path: str = "summary",
+) -> str:
+    """Log one run of flat params, flat metrics and files to ``experiment`` (e.g. a replay).
+
+    The experiment is created with its artifact location under ``artifact_root``, so nothing
+    falls back to ``./mlruns``.
+
+    Returns
+    -------
+    str
+        The MLflow run id.
+    """
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        experiment_id = client.create_experiment(
+            experiment, artifact_location=artifact_root.resolve().as_uri()
+        )
+    else:
+        experiment_id = found.experiment_id
+    run = client.create_run(experiment_id)
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    entries = [Param(sanitize_key(k), _param_text(v)) for k, v in params.items()]
+    values = [Metric(sanitize_key(k), float(v), now, 0) for k, v in metrics.items()]
+    try:
+        # MLflow takes at most 100 params and 1000 metrics per batch.
+        for i in range(0, len(entries), 100):
+            client.log_batch(run_id, params=entries[i : i + 100])
+        for i in range(0, len(values), 1000):
+            client.log_batch(run_id, metrics=values[i : i + 1000])
+        for path in files:
+            client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id

@@ -3,124 +3,142 @@
 :func:`run_evaluation` does, in order:
 
 1. builds features (or takes them) and the forward targets from the same returns;
-2. tunes the HAR training window on the ``tune_months`` BEFORE the test period only;
-3. for each model and each monthly fold (from a warm-up before the test start), fits on
-   the purged training rows of the :class:`~models.validation.WalkForwardSplitter` and
+2. chooses the training window of forecasters tagged ``tunable_window`` on the
+   ``tune_months`` BEFORE the test period only (:mod:`models.window_tuning`);
+3. for each forecaster and each refit fold (from a warm-up before the test start), fits on
+   the purged training rows of the :class:`~models.splitter.WalkForwardSplitter` and
    forecasts the fold; nothing of a fold's targets enters its fit;
-4. calibrates VaR/ES and the sigma interval by split conformal on the model's own earlier
-   out-of-sample forecasts whose outcomes are known at the fold start;
-5. scores the test period: QLIKE, MSE of log RV, Mincer–Zarnowitz R², Diebold–Mariano
-   against the best baseline, and the VaR/ES backtests on non-overlapping daily forecasts.
+4. calibrates VaR/ES and the sigma interval on the forecaster's own earlier out-of-sample
+   forecasts whose outcomes are known at the fold start
+   (:func:`models.calibrated.calibrate_walk_forward`);
+5. scores the test period (:func:`models.scoring.score_forecasts`): QLIKE, MSE of log RV,
+   Mincer–Zarnowitz R², Diebold–Mariano against the best baseline, and the VaR/ES
+   backtests on non-overlapping daily forecasts.
+
+Every forecaster is built by :func:`models.factory.build_forecaster` from the spec that
+:meth:`EvaluationConfig.spec` gives for its name.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.base import clone
 
-from features.bars import interval_to_timedelta
+from contracts.forecast import forecast_frame
+from contracts.timestamps import utc_timestamp
 from features.market import MarketData
-from models.baselines import VarianceForecaster, make_forecaster
-from models.conformal import (
-    CalibrationError,
-    ConformalCalibration,
-    adaptive_var,
-    calibrate,
-    calibration_window,
+from models.calibrated import CalibratedForecaster, calibrate_walk_forward
+from models.errors import ModelsError
+from models.factory import build_forecaster
+from models.scoring import Scoring, score_forecasts
+from models.spec import (
+    DEFAULT_MODELS,
+    NAMED_FORECASTERS,
+    CalibrationSpec,
+    EstimatorParams,
+    ForecasterSpec,
+    TargetSpec,
+    named_spec,
 )
-from models.evaluation import (
-    acerbi_szekely_z2,
-    diebold_mariano,
-    mincer_zarnowitz,
-    mse_log,
-    qlike,
-    var_backtest,
-)
-from models.targets import TARGET_VALUE_COLUMNS, forward_targets
-from models.validation import Fold, WalkForwardSplitter
-
-DEFAULT_MODELS: tuple[str, ...] = ("ewma", "har", "harq", "garch", "gjr", "lgbm")
-"""Models evaluated by default; ``lgbm`` is the challenger, the rest are baselines."""
+from models.splitter import Fold, WalkForwardSplitter
+from models.targets import TARGET_VALUE_COLUMNS, attach_targets
+from models.window_tuning import tune_training_windows, tuned_splitter
 
 Progress = Callable[[str], None]
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(ModelsError, ValueError):
     """The data handed to the walk-forward cannot support the requested evaluation."""
 
 
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """Everything that defines a walk-forward evaluation run (JSON-able via ``describe``).
+class EvaluationConfig(BaseModel):
+    """Everything that defines a walk-forward evaluation besides its data and target.
 
     Attributes
     ----------
-    horizon, interval, refit
-        Target window in bars, bar interval, refit schedule (pandas offset alias).
+    models
+        Named forecasters compared (keys of :data:`models.spec.NAMED_FORECASTERS`).
+    primary
+        The challenger: its VaR/ES are backtested and DM compares it to the best baseline
+        (every other model).
+    refit
+        Refit schedule (pandas offset alias, ``MS`` = monthly).
     warmup_months
         Out-of-sample months before the test start whose forecasts seed the conformal
         calibration of the first test fold (never scored).
-    calibration_days
-        Rolling window of known out-of-sample scores used at each refit.
     tune_months
-        Months before the test start on which the HAR window is chosen.
-    har_windows
-        Candidate HAR training windows in days (``None`` = expanding).
-    alpha, coverage
-        VaR tail probability and sigma-interval coverage.
+        Months before the test start on which tunable training windows are chosen.
+    train_windows
+        Candidate training windows in days for forecasters tagged ``tunable_window``
+        (``None`` = expanding).
     daily_anchor_hour
         UTC hour of the bar whose forecast is backtested each day (23: the next calendar
         day), giving non-overlapping ``H = 24`` windows.
-    primary
-        The model whose VaR/ES are backtested in the summary keys ``var99``/``es99``.
     history_days
         Return history handed to recursive filters before each fold (their warm-up).
-    aci_gamma
-        Step of adaptive conformal inference on the VaR level (0: plain split conformal
-        recalibrated at each refit). 0.0005 was chosen on 2023-07..2024-06, before the
-        public test period, over 0 and 0.0002 (all ten assets green there).
-    model_params
-        Per-model constructor overrides, e.g. ``{"lgbm": {"n_jobs": 2}}``.
+    calibration
+        The calibration part of every compared forecaster.
+    estimators
+        Estimator parameters replacing a named forecaster's, e.g.
+        ``{"lgbm": LGBMParams(n_jobs=2)}``.
     """
 
-    horizon: int = 24
-    interval: str = "1h"
-    refit: str = "MS"
-    warmup_months: int = 3
-    calibration_days: int = 180
-    tune_months: int = 12
-    har_windows: tuple[int | None, ...] = (None, 730, 365)
-    alpha: float = 0.01
-    coverage: float = 0.9
-    daily_anchor_hour: int = 23
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: tuple[str, ...] = DEFAULT_MODELS
     primary: str = "lgbm"
-    history_days: int = 120
-    aci_gamma: float = 0.0005
-    model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refit: str = "MS"
+    warmup_months: int = Field(3, ge=1)
+    tune_months: int = Field(12, ge=1)
+    train_windows: tuple[int | None, ...] = (None, 730, 365)
+    daily_anchor_hour: int = Field(23, ge=0, le=23)
+    history_days: int = Field(120, ge=1)
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    estimators: dict[str, EstimatorParams] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluationConfig:
+        if not self.models:
+            raise ValueError("evaluate at least one model")
+        if self.primary not in self.models:
+            raise ValueError(f"primary {self.primary!r} is not among the models {self.models}")
+        unknown = [m for m in (*self.models, *self.estimators) if m not in NAMED_FORECASTERS]
+        if unknown:
+            raise ValueError(
+                f"unknown models {unknown}; choose from {', '.join(NAMED_FORECASTERS)}"
+            )
+        for name in self.models:
+            self.spec(name)  # an estimator override of the wrong kind fails here
+        return self
+
+    def spec(self, name: str, target: TargetSpec | None = None) -> ForecasterSpec:
+        """The forecaster spec of model ``name`` under this configuration."""
+        return named_spec(name, target, self.calibration, self.estimators.get(name))
+
+    def with_models(self, models: Sequence[str], primary: str | None = None) -> EvaluationConfig:
+        """A copy comparing ``models`` (the primary defaults to the last of them)."""
+        chosen = primary or (self.primary if self.primary in models else models[-1])
+        return self.model_copy(update={"models": tuple(models), "primary": chosen})
+
+    def with_threads(self, threads: int) -> EvaluationConfig:
+        """A copy whose estimators that take a thread count (``n_jobs``) use ``threads``."""
+        estimators = dict(self.estimators)
+        for name in self.models:
+            params = self.spec(name).estimator
+            if "n_jobs" in type(params).model_fields:
+                estimators[name] = params.model_copy(update={"n_jobs": threads})
+        return self.model_copy(update={"estimators": estimators})
 
     def describe(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {
-            "horizon": self.horizon,
-            "interval": self.interval,
-            "refit": self.refit,
-            "warmup_months": self.warmup_months,
-            "calibration_days": self.calibration_days,
-            "tune_months": self.tune_months,
-            "har_windows": list(self.har_windows),
-            "alpha": self.alpha,
-            "coverage": self.coverage,
-            "daily_anchor_hour": self.daily_anchor_hour,
-            "primary": self.primary,
-            "history_days": self.history_days,
-            "aci_gamma": self.aci_gamma,
-            "model_params": self.model_params,
-        }
+        return self.model_dump(mode="json")
 
 
 @dataclass
@@ -153,36 +171,50 @@ class EvaluationResult:
         """
         return self.metrics
 
+    def contract_forecasts(self, model_version: str, with_realized: bool = False) -> pd.DataFrame:
+        """The forecasts as a Forecast-contract frame (:func:`contracts.forecast.forecast_frame`).
+
+        With ``with_realized`` the realized forward variance is kept as ``rv_fwd`` (what a
+        policy replay needs for lead times).
+        """
+        frame = forecast_frame(self.forecasts, model_version)
+        if not with_realized:
+            return frame
+        realized = self.forecasts[["ts", "asset", "model", "rv"]].rename(columns={"rv": "rv_fwd"})
+        return frame.merge(realized, on=["ts", "asset", "model"], how="left")
+
+    def model_forecasts(self, model: str) -> pd.DataFrame:
+        """The out-of-sample forecasts of one model (rows of :attr:`forecasts`)."""
+        return self.forecasts.loc[self.forecasts["model"] == model].reset_index(drop=True)
+
 
 def run_evaluation(
-    data: MarketData | pd.DataFrame | Any,
+    data: MarketData | Any,
     test_start: str | pd.Timestamp,
     test_end: str | pd.Timestamp,
-    assets: Sequence[str] | None = None,
-    models: Sequence[str] = DEFAULT_MODELS,
-    horizon: int = 24,
     config: EvaluationConfig | None = None,
+    *,
+    target: TargetSpec | None = None,
+    assets: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> EvaluationResult:
-    """Walk-forward evaluation of ``models`` on ``[test_start, test_end)``.
+    """Walk-forward evaluation of ``config.models`` on ``[test_start, test_end)``.
 
     Parameters
     ----------
     data
         A :class:`~features.market.MarketData` (features are built with
-        :func:`features.build.build_features`), a ``FeatureSet`` or its ``.frame``. The
-        frame must carry ``ret_1h`` (the shared log returns), from which the targets are
-        built, and the columns each model needs.
+        :func:`features.build.build_features`) or a ``FeatureSet``; both carry the bar
+        interval. The features must include ``ret_<interval>``, from which the targets are
+        built, and the columns each model reads.
     test_start, test_end
         Test period, end exclusive (UTC).
+    config
+        Models and walk-forward settings.
+    target
+        What is forecast (default: 24-bar realized variance).
     assets
         Subset of assets; all by default.
-    models
-        Model names for :func:`models.baselines.make_forecaster`.
-    horizon
-        Forecast window in bars (overrides ``config.horizon``).
-    config
-        Evaluation settings.
     progress
         Called with a short message as work proceeds.
 
@@ -192,47 +224,60 @@ def run_evaluation(
     """
     started = time.perf_counter()
     cfg = config or EvaluationConfig()
-    if horizon != cfg.horizon:
-        cfg = EvaluationConfig(**{**cfg.__dict__, "horizon": horizon})
+    target = target or TargetSpec()
     say = progress or (lambda _msg: None)
-    frame = _feature_frame(data, assets, say)
-    panel = _attach_targets(frame, cfg)
-    test = WalkForwardSplitter(test_start, test_end, horizon=cfg.horizon, interval=cfg.interval)
+    frame, interval = _feature_frame(data, assets, say)
+    panel = attach_targets(frame, target, interval)
+    test = WalkForwardSplitter(test_start, test_end, horizon=target.horizon, interval=interval)
     _check_coverage(panel, test)
+    forecasters = {name: build_forecaster(cfg.spec(name, target), interval) for name in cfg.models}
 
     timing: dict[str, float] = {"features": time.perf_counter() - started}
-    tuning = _tune_har_windows(panel, test, cfg, models, say)
+
+    def walk(rows: pd.DataFrame, f: CalibratedForecaster, s: WalkForwardSplitter, n: str):
+        return walk_forward_predict(rows, f, s, cfg.history_days, lambda _m: None, n)[0]
+
+    tuning = tune_training_windows(
+        panel, test, forecasters, cfg.train_windows, cfg.tune_months, walk, say
+    )
     timing["tuning"] = time.perf_counter() - started - timing["features"]
 
     warm = WalkForwardSplitter(
-        pd.Timestamp(_utc(test_start)) - pd.DateOffset(months=cfg.warmup_months),
+        utc_timestamp(test_start) - pd.DateOffset(months=cfg.warmup_months),
         test_end,
-        horizon=cfg.horizon,
-        interval=cfg.interval,
+        horizon=target.horizon,
+        interval=interval,
         refit=cfg.refit,
     )
     oos, importance = [], None
-    for name in models:
+    for name, forecaster in forecasters.items():
         t0 = time.perf_counter()
-        splitter = _splitter_for(name, warm, tuning)
-        estimator = _estimator(name, cfg)
-        preds, fitted = walk_forward_predict(panel, estimator, splitter, cfg, say, name)
-        oos.append(_calibrated(preds, name, splitter, cfg))
-        if name == "lgbm" and fitted is not None and hasattr(fitted, "feature_importances_"):
+        splitter = tuned_splitter(warm, tuning, name)
+        preds, fitted = walk_forward_predict(
+            panel, forecaster, splitter, cfg.history_days, say, name
+        )
+        calibrated = calibrate_walk_forward(
+            preds, cfg.calibration, splitter.folds(), target.horizon, interval
+        )
+        calibrated["model"] = name
+        oos.append(calibrated)
+        if fitted.get_tag("feature_importance") and (importance is None or name == cfg.primary):
             importance = fitted.feature_importances_
         timing[f"model.{name}"] = time.perf_counter() - t0
     forecasts = pd.concat(oos, ignore_index=True)
-    in_test = (forecasts["ts"] >= _utc(test_start)) & (forecasts["ts"] < _utc(test_end))
-    forecasts = forecasts.loc[in_test].reset_index(drop=True)
+    start, end = utc_timestamp(test_start), utc_timestamp(test_end)
+    forecasts = forecasts.loc[(forecasts["ts"] >= start) & (forecasts["ts"] < end)]
+    forecasts = forecasts.reset_index(drop=True)
 
     say("scoring")
-    metrics = score_forecasts(forecasts, list(models), cfg)
+    metrics = score_forecasts(forecasts, cfg.models, scoring(cfg, target))
     timing["total"] = time.perf_counter() - started
     metrics["config"] = {
         **cfg.describe(),
-        "test_start": _utc(test_start).isoformat(),
-        "test_end": _utc(test_end).isoformat(),
-        "models": list(models),
+        "target": target.model_dump(mode="json"),
+        "interval": interval,
+        "test_start": start.isoformat(),
+        "test_end": end.isoformat(),
         "splitter": warm.describe(),
     }
     metrics["data"] = _data_ranges(panel)
@@ -244,27 +289,40 @@ def run_evaluation(
     return EvaluationResult(metrics=metrics, forecasts=forecasts)
 
 
+def scoring(config: EvaluationConfig, target: TargetSpec) -> Scoring:
+    """What :func:`models.scoring.score_forecasts` scores against, for this evaluation."""
+    return Scoring(
+        primary=config.primary,
+        horizon=target.horizon,
+        alpha=config.calibration.alpha,
+        daily_anchor_hour=config.daily_anchor_hour,
+    )
+
+
 def walk_forward_predict(
     panel: pd.DataFrame,
-    estimator: VarianceForecaster,
+    forecaster: CalibratedForecaster,
     splitter: WalkForwardSplitter,
-    cfg: EvaluationConfig,
+    history_days: int,
     say: Progress,
     name: str,
-) -> tuple[pd.DataFrame, VarianceForecaster | None]:
-    """Out-of-sample forecasts of one estimator over every fold of ``splitter``.
+) -> tuple[pd.DataFrame, CalibratedForecaster]:
+    """Out-of-sample variance forecasts of one forecaster over every fold of ``splitter``.
 
     Each fold fits a fresh clone on the fold's purged training rows with a finite target
-    and predicts the fold's test rows (recursive filters also see the preceding
-    ``history_days`` of returns, which are known at forecast time).
+    and predicts the fold's test rows (forecasters tagged ``requires_history`` also see the
+    preceding ``history_days`` of returns, which are known at forecast time).
 
     Returns
     -------
     tuple
-        Frame ``ts, asset, variance, rv, ret_fwd, fold`` and the last fitted estimator.
-    """
-    from sklearn.base import clone
+        Frame ``ts, asset, rv, ret_fwd, variance, fold`` and the last fitted forecaster.
 
+    Raises
+    ------
+    EvaluationInputError
+        If a fold has no training rows or the test period holds no rows.
+    """
     parts, fitted = [], None
     ts = panel["ts"]
     # The targets live in the panel for scoring; a model only ever sees feature columns.
@@ -281,125 +339,46 @@ def walk_forward_predict(
                 f"{ts.min()} is too late for this test period"
             )
         say(f"{name}: fold {fold.index + 1} {fold.test_start:%Y-%m} ({int(train.sum())} rows)")
-        model = clone(estimator)
+        model = clone(forecaster)
         model.fit(panel.loc[train, features], panel.loc[train, "rv_fwd"].to_numpy())
-        parts.append(_predict_fold(model, panel, features, fold, test, cfg))
+        parts.append(_predict_fold(model, panel, features, fold, test, history_days))
         fitted = model
-    if not parts:
+    if fitted is None:
         raise EvaluationInputError(f"model {name}: the test period holds no rows of the data")
     return pd.concat(parts, ignore_index=True), fitted
-
-
-def score_forecasts(
-    forecasts: pd.DataFrame, models: list[str], cfg: EvaluationConfig
-) -> dict[str, Any]:
-    """Per-asset and mean scores of calibrated out-of-sample forecasts.
-
-    Losses are compared on the rows where the realized variance and every model's
-    forecast exist, so all models face the same targets.
-    """
-    wide = forecasts.pivot_table(
-        index=["ts", "asset"], columns="model", values="variance", aggfunc="first"
-    )
-    realized = forecasts.drop_duplicates(["ts", "asset"]).set_index(["ts", "asset"])["rv"]
-    wide = wide.join(realized.rename("__rv__"), how="inner")
-    wide = wide.dropna(subset=[*models, "__rv__"])
-    wide = wide.loc[wide["__rv__"] > 0]
-    baselines = [m for m in models if m != cfg.primary]
-    out: dict[str, Any] = {"assets": {}, "mean": {"qlike": {}, "mse_log": {}}}
-    for asset, block in wide.groupby(level="asset", sort=True):
-        block = block.sort_index(level="ts")
-        rv = block["__rv__"].to_numpy()
-        losses = {m: qlike(rv, block[m].to_numpy()) for m in models}
-        entry: dict[str, Any] = {
-            "n": len(block),
-            "qlike": {m: float(np.mean(v)) for m, v in losses.items()},
-            "mse_log": {m: float(np.mean(mse_log(rv, block[m].to_numpy()))) for m in models},
-            "mz_r2": {m: mincer_zarnowitz(rv, block[m].to_numpy()).r2 for m in models},
-            "dm_pvalue": {},
-            "dm_stat": {},
-        }
-        if baselines:
-            best = min(baselines, key=lambda m: entry["qlike"][m])
-            entry["best_baseline"] = best
-            for m in models:
-                if m == best:
-                    continue
-                dm = diebold_mariano(losses[m], losses[best], cfg.horizon)
-                entry["dm_pvalue"][m] = dm.pvalue
-                entry["dm_stat"][m] = dm.statistic
-        entry.update(_risk_backtests(forecasts, str(asset), cfg))
-        out["assets"][str(asset)] = entry
-    for m in models:
-        out["mean"]["qlike"][m] = float(np.mean([a["qlike"][m] for a in out["assets"].values()]))
-        out["mean"]["mse_log"][m] = float(
-            np.mean([a["mse_log"][m] for a in out["assets"].values()])
-        )
-    return out
 
 
 # -- steps ----------------------------------------------------------------------------------
 
 
-def _feature_frame(data: Any, assets: Sequence[str] | None, say: Progress) -> pd.DataFrame:
+def _feature_frame(
+    data: Any, assets: Sequence[str] | None, say: Progress
+) -> tuple[pd.DataFrame, str]:
     if isinstance(data, MarketData):
         from features.build import build_features
 
         say("building features")
-        market = data
-        if assets:
-            market = _subset_market(market, assets)
-        frame = build_features(market).frame
-    elif isinstance(data, pd.DataFrame):
-        frame = data
-    elif hasattr(data, "frame"):
-        frame = data.frame
-    else:
-        raise EvaluationInputError(
-            f"run_evaluation needs MarketData, a FeatureSet or a feature frame, got {type(data)}"
-        )
+        market = data.select(assets) if assets else data
+        return _rows_of(build_features(market).frame, assets), market.interval
+    if hasattr(data, "frame") and hasattr(data, "interval"):
+        return _rows_of(data.frame, assets), data.interval
+    raise EvaluationInputError(
+        f"run_evaluation needs MarketData or a FeatureSet (both carry the bar interval), "
+        f"got {type(data).__name__}"
+    )
+
+
+def _rows_of(frame: pd.DataFrame, assets: Sequence[str] | None) -> pd.DataFrame:
     if assets:
         unknown = sorted(set(assets) - set(frame["asset"].astype(str).unique()))
         if unknown:
             raise EvaluationInputError(f"assets {unknown} are not in the data")
         frame = frame.loc[frame["asset"].astype(str).isin(list(assets))]
-    if "ret_1h" not in frame.columns:
-        raise EvaluationInputError(
-            "the feature frame lacks ret_1h, the shared log return the targets are built from"
-        )
     return frame.sort_values(["asset", "ts"], kind="stable").reset_index(drop=True)
 
 
-def _subset_market(market: MarketData, assets: Sequence[str]) -> MarketData:
-    wanted = set(assets)
-
-    def keep(frame: pd.DataFrame) -> pd.DataFrame:
-        if frame.empty or "asset" not in frame.columns:
-            return frame
-        return frame.loc[frame["asset"].astype(str).isin(wanted)].reset_index(drop=True)
-
-    return MarketData(
-        bars=keep(market.bars),
-        funding=keep(market.funding),
-        perp=keep(market.perp),
-        interval=market.interval,
-        source=market.source,
-    )
-
-
-def _attach_targets(frame: pd.DataFrame, cfg: EvaluationConfig) -> pd.DataFrame:
-    returns = frame[["ts", "asset", "ret_1h"]].rename(columns={"ret_1h": "ret"})
-    targets = forward_targets(returns, horizon=cfg.horizon, interval=cfg.interval)
-    panel = frame.copy()
-    panel["asset"] = panel["asset"].astype(str)
-    # forward_targets sorts by asset, ts exactly like _feature_frame, so rows align.
-    panel["rv_fwd"] = targets["rv_fwd"].to_numpy()
-    panel["ret_fwd"] = targets["ret_fwd"].to_numpy()
-    return panel
-
-
 def _check_coverage(panel: pd.DataFrame, test: WalkForwardSplitter) -> None:
-    start = _utc(test.test_start)
+    start = utc_timestamp(test.test_start)
     first = panel["ts"].min()
     if first >= start:
         raise EvaluationInputError(
@@ -409,76 +388,16 @@ def _check_coverage(panel: pd.DataFrame, test: WalkForwardSplitter) -> None:
         raise EvaluationInputError(f"data end {panel['ts'].max()} is before the test start")
 
 
-def _tune_har_windows(
-    panel: pd.DataFrame,
-    test: WalkForwardSplitter,
-    cfg: EvaluationConfig,
-    models: Sequence[str],
-    say: Progress,
-) -> dict[str, Any]:
-    """Choose each HAR variant's training window by QLIKE on the months before the test."""
-    out: dict[str, Any] = {}
-    tune = test.preceding(cfg.tune_months)
-    tune = WalkForwardSplitter(
-        tune.test_start, tune.test_end, horizon=cfg.horizon, interval=cfg.interval, refit=cfg.refit
-    )
-    start = _utc(test.test_start)
-    rows = panel.loc[panel["ts"] < start].copy()
-    # A target whose window reaches into the test period is test data: hide it from tuning.
-    reaches_test = rows["ts"] + cfg.horizon * interval_to_timedelta(cfg.interval) >= start
-    rows.loc[reaches_test, ["rv_fwd", "ret_fwd"]] = np.nan
-    for name in [m for m in models if m in ("har", "harq")]:
-        scores: dict[str, float] = {}
-        for days in cfg.har_windows:
-            window = "expanding" if days is None else "rolling"
-            splitter = tune.with_window(window, days)
-            try:
-                preds, _ = walk_forward_predict(
-                    rows, _estimator(name, cfg), splitter, cfg, lambda _m: None, name
-                )
-            except (EvaluationInputError, ValueError) as exc:
-                say(f"tuning {name}: window {days} skipped ({exc})")
-                continue
-            loss = qlike(preds["rv"].to_numpy(), preds["variance"].to_numpy())
-            scores["expanding" if days is None else str(days)] = float(np.nanmean(loss))
-        if not scores:
-            raise EvaluationInputError("no HAR window could be evaluated before the test start")
-        best = min(scores, key=scores.__getitem__)
-        say(f"tuning {name}: window {best} (QLIKE {scores[best]:.4f} before the test)")
-        out[name] = {
-            "window": best,
-            "qlike_by_window": scores,
-            "period": [tune.describe()["test_start"], tune.describe()["test_end"]],
-        }
-    return out
-
-
-def _splitter_for(
-    name: str, base: WalkForwardSplitter, tuning: dict[str, Any]
-) -> WalkForwardSplitter:
-    chosen = tuning.get(name, {}).get("window", "expanding")
-    if chosen == "expanding":
-        return base
-    return base.with_window("rolling", int(chosen))
-
-
-def _estimator(name: str, cfg: EvaluationConfig) -> VarianceForecaster:
-    params = dict(cfg.model_params.get(name, {}))
-    if name == "lgbm":
-        params.setdefault("interval", cfg.interval)
-    return make_forecaster(name, horizon=cfg.horizon, **params)  # type: ignore[arg-type]
-
-
 def _predict_fold(
-    model: VarianceForecaster,
+    model: CalibratedForecaster,
     panel: pd.DataFrame,
     features: list[str],
     fold: Fold,
     test: np.ndarray,
-    cfg: EvaluationConfig,
+    history_days: int,
 ) -> pd.DataFrame:
-    if model.requires_history:
-        lookback = fold.test_start - pd.Timedelta(days=cfg.history_days)
+    if model.get_tag("requires_history"):
+        lookback = fold.test_start - pd.Timedelta(days=history_days)
         rows = (panel["ts"] >= lookback) & (panel["ts"] < fold.test_end)
         rows &= panel["asset"].isin(panel.loc[test, "asset"].unique())
         block = panel.loc[rows, features]
@@ -492,100 +411,6 @@ def _predict_fold(
     return out.reset_index(drop=True)
 
 
-def _calibrated(
-    preds: pd.DataFrame, name: str, splitter: WalkForwardSplitter, cfg: EvaluationConfig
-) -> pd.DataFrame:
-    """Attach conformal VaR/ES/interval per fold from earlier known out-of-sample scores."""
-    step = interval_to_timedelta(cfg.interval)
-    columns = ["sigma", "sigma_lower", "sigma_upper", "var_99", "es_99"]
-    out = preds.copy()
-    for c in columns:
-        out[c] = np.nan
-    out["sigma"] = np.sqrt(out["variance"])
-    fold_of = np.full(len(out), -1)
-    calibrations = []
-    for fold in splitter.folds():
-        rows = (out["ts"] >= fold.test_start) & (out["ts"] < fold.test_end)
-        if not rows.any():
-            continue
-        usable = calibration_window(
-            out["ts"], fold.test_start, cfg.horizon, step, cfg.calibration_days
-        )
-        try:
-            cal = calibrate(
-                out.loc[usable, "variance"],
-                out.loc[usable, "rv"],
-                out.loc[usable, "ret_fwd"],
-                alpha=cfg.alpha,
-                coverage=cfg.coverage,
-            )
-        except CalibrationError:
-            # Only the first warm-up fold lacks history; it is never scored.
-            continue
-        applied = cal.apply(out.loc[rows, "variance"].to_numpy())
-        for c in columns:
-            out.loc[rows, c] = applied[c].to_numpy()
-        fold_of[rows.to_numpy()] = len(calibrations)
-        calibrations.append(cal)
-    if cfg.aci_gamma > 0 and calibrations:
-        _adapt_var(out, fold_of, calibrations, cfg)
-    out["model"] = name
-    return out
-
-
-def _adapt_var(
-    out: pd.DataFrame,
-    fold_of: np.ndarray,
-    calibrations: list[ConformalCalibration],
-    cfg: EvaluationConfig,
-) -> None:
-    """Replace split-conformal VaR/ES by adaptive conformal inference, asset by asset."""
-    step = interval_to_timedelta(cfg.interval)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        realized = -out["ret_fwd"].to_numpy() / out["sigma"].to_numpy()
-    for _asset, block in out.loc[fold_of >= 0].groupby("asset", sort=False):
-        block = block.sort_values("ts")
-        rows = block.index.to_numpy()
-        adapted = adaptive_var(
-            block["ts"],
-            block["sigma"].to_numpy(),
-            realized[rows],
-            fold_of[rows],
-            calibrations,
-            cfg.horizon,
-            step,
-            alpha=cfg.alpha,
-            gamma=cfg.aci_gamma,
-        )
-        out.loc[rows, "var_99"] = adapted["var_99"].to_numpy()
-        out.loc[rows, "es_99"] = adapted["es_99"].to_numpy()
-
-
-def _risk_backtests(forecasts: pd.DataFrame, asset: str, cfg: EvaluationConfig) -> dict[str, Any]:
-    rows = forecasts.loc[
-        (forecasts["model"] == cfg.primary)
-        & (forecasts["asset"] == asset)
-        & (forecasts["ts"].dt.hour == cfg.daily_anchor_hour)
-    ].sort_values("ts")
-    rows = rows.dropna(subset=["var_99", "es_99", "ret_fwd"])
-    if len(rows) < 10:
-        return {"var99": {"n": len(rows)}, "es99": {}}
-    loss = -np.expm1(rows["ret_fwd"].to_numpy())
-    var = rows["var_99"].to_numpy()
-    es = rows["es_99"].to_numpy()
-    backtest = var_backtest(loss, var, cfg.alpha)
-    # Basel reads the zone off the most recent 250 daily observations; the whole-period
-    # zone (binomial thresholds scaled to n) is kept alongside.
-    backtest["zone_scaled"] = backtest["zone"]
-    last = slice(-250, None)
-    recent = var_backtest(loss[last], var[last], cfg.alpha)
-    backtest["n_250"] = recent["n"]
-    backtest["exceptions_250"] = recent["exceptions"]
-    backtest["zone"] = recent["zone"]
-    z2 = acerbi_szekely_z2(loss, var, es, cfg.alpha)
-    return {"var99": backtest, "es99": {"z2": z2.statistic, "p": z2.pvalue}}
-
-
 def _data_ranges(panel: pd.DataFrame) -> dict[str, Any]:
     ranges = panel.groupby("asset")["ts"].agg(["min", "max", "count"])
     return {
@@ -596,8 +421,3 @@ def _data_ranges(panel: pd.DataFrame) -> dict[str, Any]:
         }
         for a, r in ranges.iterrows()
     }
-
-
-def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

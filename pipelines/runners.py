@@ -11,10 +11,12 @@ from typing import Literal
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from pipelines.errors import PipelineError
+
 RunnerName = Literal["threads", "dask"]
 
 
-class RunnerConfigError(ValueError):
+class RunnerConfigError(PipelineError, ValueError):
     """A task-runner choice that cannot be built (unknown name, bad address)."""
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from pipelines.errors import PipelineError
 from serving.api import create_app
 from serving.api_config import ApiConfig
 from serving.signing import verify_snapshot_bytes
 from serving.store import default_store_url
 
 
-class ServeCheckError(RuntimeError):
+class ServeCheckError(PipelineError, RuntimeError):
     """The API did not come up, or served something a consumer could not verify."""
 
 

@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     shared_data
         Root laid out like ``../shared/data`` (``binance/``, ``perp_ohlcv/``).
     horizon_hours
-        Forecast horizon H in hourly bars.
+        Forecast horizon H in bars: the one place it is set (it names the registered model
+        ``dynamargin-vol-<H>h`` and every snapshot's ``horizon_hours``).
     auto_promote
         Promote a challenger that passes every gate without waiting for a human approval.
         Off by default; the demo turns it on.
@@ -40,8 +41,7 @@ class Settings(BaseSettings):
 
     workdir: Path = Field(default_factory=lambda: Path.cwd() / ".dynamargin")
     shared_data: Path = Field(default_factory=_default_shared_data)
-    horizon_hours: int = 24
-    interval: str = "1h"
+    horizon_hours: int = Field(24, ge=1)
     auto_promote: bool = False
 
     @property
@@ -74,6 +74,21 @@ class Settings(BaseSettings):
     @property
     def prefect_home(self) -> Path:
         return self.workdir / "prefect"
+
+    def policy_path(self, explicit: Path | None = None) -> Path | None:
+        """The multiplier-policy TOML (its ``[policy]`` sections) every command reads.
+
+        ``explicit`` (a ``--config`` option or a flow's config), else ``$DYNAMARGIN_CONFIG``,
+        else ``<workdir>/dynamargin.toml`` if it exists; ``None`` means the built-in
+        defaults of :class:`serving.policy.PolicyConfig`.
+        """
+        if explicit is not None:
+            return Path(explicit)
+        env = os.environ.get("DYNAMARGIN_CONFIG")
+        if env:
+            return Path(env)
+        default = self.workdir / "dynamargin.toml"
+        return default if default.exists() else None
 
 
 def get_settings(workdir: Path | None = None) -> Settings:

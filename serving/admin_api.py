@@ -19,6 +19,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.timestamps import utc_datetime
 from serving.admin_auth import AdminKeyring, require_admin
 from serving.api_backend import ApiBackend
 from serving.errors import OperatorActionError
@@ -172,6 +173,4 @@ def build_admin_router(
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else utc_datetime(value)

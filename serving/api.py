@@ -37,6 +37,7 @@ from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
+from contracts.timestamps import utc_datetime
 from serving.admin_api import build_admin_router
 from serving.admin_auth import load_keyring
 from serving.api_backend import ApiBackend, StoreBackend
@@ -558,10 +559,8 @@ def _send(request: Request, rendered: RenderedBody) -> Response:
 
 
 def _utc(value: datetime, parameter: str) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
     try:
-        return value.astimezone(UTC)
+        return utc_datetime(value)
     except OverflowError as exc:
         # e.g. 9999-12-31T23:00-05:00 is past datetime.max once converted to UTC.
         raise BadParameterError(

@@ -19,10 +19,6 @@ class OperatorActionError(ServingError, ValueError):
     """An operator halt or override was rejected (e.g. an override above the cap)."""
 
 
-class ForecastContractError(ServingError, ValueError):
-    """A forecast frame does not follow the Forecast contract (columns, finiteness, order)."""
-
-
 class LiquidityDataError(ServingError, ValueError):
     """Bars cannot support a liquidity estimate (missing columns, too few bars)."""
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -47,6 +46,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_checksum_address
 
+from contracts.files import atomic_write_bytes
 from serving.errors import SigningKeyError
 
 ED25519_FILE = "ed25519.pem"
@@ -224,7 +224,7 @@ def _publish_public_keys(key_dir: Path, public: PublicKeys) -> None:
         try:
             if path.is_file() and path.read_text(encoding="ascii") == content:
                 continue
-            _write_atomically(path, content.encode("ascii"), 0o644)
+            atomic_write_bytes(path, content.encode("ascii"), mode=0o644, durable=True)
         except OSError as exc:
             # The keys still sign; only the API's copy of the public half is missing.
             # Logged rather than raised so a read-only operator key dir keeps working.
@@ -235,27 +235,6 @@ def _publish_public_keys(key_dir: Path, public: PublicKeys) -> None:
                 exc,
                 key_dir,
             )
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    # Write a temp file in the same directory, fsync, then rename over the target: readers
-    # see the old file or the new one, never a torn one, even if two processes race.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _read_public_ed25519(path: Path) -> str:

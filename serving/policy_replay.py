@@ -19,6 +19,7 @@ report gives:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.errors import ForecastContractError
+from contracts.errors import ForecastContractError
+from contracts.forecast import validate_forecasts
 from serving.policy import MultiplierPolicy, PolicyBook, rolling_sigma_ref
-from serving.risk_metrics import validate_forecasts
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,16 @@ class AssetReplay:
     fallback_share: float
     mean_multiplier: float
     spikes: list[SpikeLead] = field(default_factory=list)
+
+    @property
+    def spikes_led(self) -> int:
+        """Spikes before whose violent window the multiplier had already risen."""
+        return sum(1 for s in self.spikes if s.lead_hours is not None and s.lead_hours > 0)
+
+    def summary_row(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the spikes counted (``spikes``, ``led``) instead of listed."""
+        row = {k: v for k, v in self.to_dict().items() if k != "spikes"}
+        return {**row, "spikes": len(self.spikes), "led": self.spikes_led}
 
     @property
     def median_lead_hours(self) -> float | None:
@@ -142,7 +153,7 @@ def replay_policy(
     paths = []
     for asset, group in frame.groupby("asset", sort=True):
         policy = book.policy(str(asset))
-        path = _replay_asset(policy, str(asset), group.set_index("ts"), publish_lag)
+        path = policy_path(policy, str(asset), group.set_index("ts")["sigma"], publish_lag)
         realized, window_start = _realized(group.set_index("ts"), horizon_hours)
         if report_start is not None:
             begin = pd.Timestamp(report_start)
@@ -168,21 +179,82 @@ def replay_policy(
     return ReplayReport(summaries, all_paths)
 
 
-def _replay_asset(
-    policy: MultiplierPolicy, asset: str, group: pd.DataFrame, publish_lag: timedelta
+def policy_path(
+    policy: MultiplierPolicy, asset: str, sigma: pd.Series, publish_lag: timedelta
 ) -> pd.DataFrame:
-    references = rolling_sigma_ref(group["sigma"], policy.config)
+    """Step the policy through one asset's forecasts in time order: the one replay loop.
+
+    The forecast made at the close of bar ``ts`` is published at ``ts + publish_lag`` with
+    the point-in-time trailing-median reference of :func:`serving.policy.rolling_sigma_ref`
+    (which excludes the current forecast). A missing (NaN) sigma is a missing forecast: the
+    policy's fallback decides.
+
+    Parameters
+    ----------
+    policy
+        The asset's policy.
+    asset
+        Its name (the policy's state key).
+    sigma
+        Forecast sigma indexed by forecast ``ts`` (UTC), increasing.
+    publish_lag
+        Delay between a forecast's ``ts`` and its publication.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per forecast: ``ts, asset, multiplier, previous, status, reason`` of the
+        decision published at ``ts + publish_lag``.
+    """
+    references = rolling_sigma_ref(sigma, policy.config).to_numpy()
     state = policy.initial_state(asset)
     rows = []
-    for ts, sigma, ref in zip(group.index, group["sigma"].to_numpy(float), references, strict=True):
-        now = ts.to_pydatetime() + publish_lag
-        reference = None if np.isnan(ref) else float(ref)
-        decision = policy.step(state, float(sigma), ts.to_pydatetime(), now, reference)
+    for ts, value, ref in zip(sigma.index, sigma.to_numpy(float), references, strict=True):
+        known = bool(np.isfinite(value))
+        decision = policy.step(
+            state,
+            float(value) if known else None,
+            ts.to_pydatetime() if known else None,
+            ts.to_pydatetime() + publish_lag,
+            None if np.isnan(ref) else float(ref),
+        )
         state = decision.state
         rows.append(
             (ts, asset, decision.multiplier, decision.previous, decision.status, decision.reason)
         )
     return pd.DataFrame(rows, columns=["ts", "asset", "multiplier", "previous", "status", "reason"])
+
+
+def multipliers_in_force(
+    sigma: np.ndarray, index: pd.DatetimeIndex, policy: MultiplierPolicy, assets: Sequence[str]
+) -> np.ndarray:
+    """The multiplier in force on every bar, per asset, when ``sigma[:, t]`` is published at
+    the close of bar ``t``: the decision at bar ``t`` applies from bar ``t + 1``, and bar 0 has
+    the policy's initial value.
+
+    Parameters
+    ----------
+    sigma
+        ``(n_assets, n_bars)`` forecast sigma on the bar grid ``index`` (NaN: no forecast).
+    index
+        Bar open times, UTC, evenly spaced.
+    policy
+        The policy (one config for every asset).
+    assets
+        Asset names, in the rows' order.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_assets, n_bars)`` multipliers.
+    """
+    step = (index[1] - index[0]).to_pytimedelta() if len(index) > 1 else timedelta(hours=1)
+    out = np.empty(np.shape(sigma))
+    for row, asset in enumerate(assets):
+        path = policy_path(policy, asset, pd.Series(sigma[row], index=index), step)
+        out[row, 0] = policy.initial_state(asset).multiplier
+        out[row, 1:] = path["multiplier"].to_numpy()[:-1]
+    return out
 
 
 def _realized(group: pd.DataFrame, horizon_hours: int) -> tuple[pd.Series | None, pd.Series]:

@@ -12,14 +12,17 @@ reference uses only forecasts up to the one being published.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from contracts.forecast import ProvenanceInfo, validate_forecasts
 from serving.errors import OperatorActionError, PublishError, ServingError
+from serving.keys import load_signing_keys
 from serving.policy import (
     AuditRecord,
     MultiplierPolicy,
@@ -29,31 +32,10 @@ from serving.policy import (
     PolicyState,
     trailing_sigma_ref,
 )
-from serving.risk_metrics import TailMetrics, tail_metrics, validate_forecasts
+from serving.risk_metrics import TailMetrics, liquidity_metrics, tail_metrics
 from serving.signing import SnapshotSigner
 from serving.standard import RiskSnapshot, format_time, parse_time, reference_id
 from serving.store import BatchReceipt, PublicationRecord, PublicationStore
-
-
-@dataclass(frozen=True)
-class ProvenanceInfo:
-    """Provenance shared by a batch; model name/version default to the forecast columns.
-
-    Attributes
-    ----------
-    model_name, model_version
-        Override the forecast's ``model`` / ``model_version`` columns (e.g. the registry's
-        champion name and version).
-    mlflow_run_id
-        MLflow run that produced the model.
-    feature_set_hash
-        Hash of the feature set definition (``sha256:...``).
-    """
-
-    model_name: str | None = None
-    model_version: str | None = None
-    mlflow_run_id: str | None = None
-    feature_set_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +45,80 @@ class PublishedBatch:
     receipt: BatchReceipt
     snapshots: list[dict[str, Any]]
     decisions: dict[str, PolicyDecision] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, object]]:
+        """One plain dict per published snapshot: what a table or JSON output shows."""
+        return [
+            {
+                "asset": snap["asset"],
+                "batch_id": self.receipt.batch_id,
+                "update_id": snap["update_id"],
+                "status": snap["status"],
+                "multiplier": snap["margin"]["multiplier"],
+                "previous": snap["margin"]["previous_multiplier"],
+                "reason": self.decisions[snap["asset"]].reason,
+                "sigma": snap["sigma"],
+            }
+            for snap in self.snapshots
+        ]
+
+
+def sign_and_publish(
+    forecasts: pd.DataFrame,
+    provenance: ProvenanceInfo,
+    bars: pd.DataFrame,
+    assets: Sequence[str],
+    now: datetime,
+    *,
+    policy: PolicyBook,
+    store_url: str,
+    workdir: Path,
+    horizon_hours: int,
+    venue: str = "binance",
+) -> PublishedBatch:
+    """Liquidity from ``bars``, the signing keys of ``workdir``, then :func:`publish_batch`.
+
+    Parameters
+    ----------
+    forecasts, provenance
+        What to publish and where it came from (an empty frame publishes the fallback).
+    bars
+        Recent bars of the assets (the liquidity metrics' 30-day window).
+    assets
+        Every asset of the batch, all or nothing.
+    now
+        Publication time (tz-aware).
+    policy
+        Per-asset policy configs.
+    store_url
+        The publication store.
+    workdir
+        Work dir whose ``keys/`` holds the signing keys (made on first use, :mod:`serving.keys`).
+    horizon_hours, venue
+        Copied into every snapshot.
+
+    Raises
+    ------
+    PublishError
+        If ``assets`` is empty or anything fails; the previous batch stays the one served.
+    """
+    if not assets:
+        raise PublishError("nothing to publish: no assets in the data")
+    liquidity = liquidity_metrics(bars, as_of=pd.Timestamp(now))
+    signer = SnapshotSigner(load_signing_keys(workdir))
+    with PublicationStore(store_url) as store:
+        return publish_batch(
+            forecasts,
+            liquidity,
+            policy,
+            store,
+            signer,
+            provenance,
+            now,
+            venue=venue,
+            horizon_hours=horizon_hours,
+            assets=list(assets),
+        )
 
 
 def publish_batch(

@@ -27,20 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from serving.errors import ForecastContractError, LiquidityDataError
-
-FORECAST_COLUMNS: tuple[str, ...] = (
-    "ts",
-    "asset",
-    "sigma",
-    "sigma_lower",
-    "sigma_upper",
-    "var_99",
-    "es_99",
-    "model",
-    "model_version",
-)
-"""The Forecast contract written by :mod:`models`."""
+from serving.errors import LiquidityDataError
 
 Distribution = Literal["normal", "t"]
 
@@ -65,49 +52,6 @@ class LiquidityMetrics:
     spread_bps: float
     slippage_bps: float
     standard_size_usd: float
-
-
-def validate_forecasts(forecasts: pd.DataFrame, source: str = "forecast frame") -> pd.DataFrame:
-    """Check a frame against the Forecast contract and return it sorted by ``asset, ts``.
-
-    Rows with missing or non-finite sigma are kept: the policy turns them into a
-    fallback with the right reason instead of dropping an asset silently.
-
-    Raises
-    ------
-    ForecastContractError
-        On missing columns, naive timestamps, duplicated ``(ts, asset)`` keys or bounds that
-        do not bracket sigma; the message names the source, asset and time.
-    """
-    missing = [c for c in FORECAST_COLUMNS if c not in forecasts.columns]
-    if missing:
-        raise ForecastContractError(
-            f"{source} lacks Forecast columns {missing}; expected {list(FORECAST_COLUMNS)}"
-        )
-    frame = forecasts.copy()
-    ts = pd.to_datetime(frame["ts"])
-    if ts.dt.tz is None:
-        raise ForecastContractError(f"{source}: column ts must be tz-aware UTC")
-    frame["ts"] = ts.dt.tz_convert("UTC")
-    frame["asset"] = frame["asset"].astype(str)
-    duplicated = frame.duplicated(["ts", "asset"], keep=False)
-    if duplicated.any():
-        row = frame[duplicated].iloc[0]
-        raise ForecastContractError(
-            f"{source}: duplicated forecast for {row['asset']} at {row['ts']}; keep one per key"
-        )
-    finite = np.isfinite(frame[["sigma", "sigma_lower", "sigma_upper"]].to_numpy(float)).all(1)
-    bad = finite & ~(
-        (frame["sigma_lower"] <= frame["sigma"]) & (frame["sigma"] <= frame["sigma_upper"])
-    )
-    if bad.any():
-        row = frame[bad].iloc[0]
-        raise ForecastContractError(
-            f"{source}: conformal bounds of {row['asset']} at {row['ts']} do not bracket sigma "
-            f"({row['sigma_lower']} <= {row['sigma']} <= {row['sigma_upper']} fails); "
-            "check the calibration step"
-        )
-    return frame.sort_values(["asset", "ts"]).reset_index(drop=True)
 
 
 def tail_multipliers(

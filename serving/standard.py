@@ -69,13 +69,9 @@ def round_significant(value: float) -> float:
     return 0.0 if rounded == 0 else rounded
 
 
-def _utc(value: datetime) -> datetime:
-    return parse_time(value)
-
-
 UtcTime = Annotated[
     datetime,
-    AfterValidator(_utc),
+    AfterValidator(parse_time),
     PlainSerializer(format_time, return_type=str, when_used="json"),
     WithJsonSchema(
         {

@@ -6,10 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from features.errors import MarketDataError
+
 __all__ = ["FeatureConfig", "FeatureConfigError"]
 
 
-class FeatureConfigError(ValueError):
+class FeatureConfigError(MarketDataError, ValueError):
     """A :class:`FeatureConfig` that cannot describe a feature set (bad window, fraction)."""
 
 

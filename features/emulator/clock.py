@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.sources import as_utc
+from contracts.timestamps import optional_utc_timestamp
 
 
 class SimulatedClock:
@@ -50,7 +50,7 @@ class SimulatedClock:
         _check_speed(speed)
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._anchor = as_utc(start)
+        self._anchor = optional_utc_timestamp(start)
         self._anchor_real = monotonic()
         self._speed = float(speed)
         self._paused = paused
@@ -83,7 +83,7 @@ class SimulatedClock:
     ) -> None:
         """Jump to ``moment``, change the speed, pause or resume (any combination)."""
         with self._lock:
-            current = as_utc(moment) if moment is not None else self._now_locked()
+            current = optional_utc_timestamp(moment) if moment is not None else self._now_locked()
             if speed is not None:
                 _check_speed(speed)
                 self._speed = float(speed)

@@ -22,10 +22,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from contracts.timestamps import optional_utc_timestamp, utc_timestamp
 from features.bars import interval_to_timedelta
 from features.emulator.faults import DataFaults
 from features.market import MarketData
-from features.sources import as_utc, load_market
+from features.sources import load_market
 
 Kind = Literal["spot", "perp"]
 Order = Literal["binance", "bybit"]
@@ -112,7 +113,9 @@ class EmulatorMarket:
             As :func:`features.sources.load_market` (no dump there, no bars for an asset).
         """
         market, _ = load_market(Path(root), interval, assets, start, end)
-        interest = _read_open_interest(Path(root), market.assets, as_utc(start), as_utc(end))
+        interest = _read_open_interest(
+            Path(root), market.assets, optional_utc_timestamp(start), optional_utc_timestamp(end)
+        )
         return cls(market, interest, source=f"data:{root} [{start}, {end})")
 
     @classmethod
@@ -127,7 +130,8 @@ class EmulatorMarket:
         """The seeded synthetic market over ``days`` days from the bar containing ``start``."""
         from features.synthetic import SyntheticMarketConfig, generate_market
 
-        first = as_utc(start).floor(interval_to_timedelta(interval))  # the generator's grid
+        # The generator's grid starts at the bar containing ``start``.
+        first = utc_timestamp(start).floor(interval_to_timedelta(interval))
         config = SyntheticMarketConfig(
             n_assets=n_assets, days=days, seed=seed, interval=interval, start=first
         )

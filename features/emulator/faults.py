@@ -34,7 +34,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.sources import as_utc
+from contracts.timestamps import optional_utc_timestamp
 
 FaultKind = Literal[
     "rate_limit", "server_error", "timeout", "late_bar", "missing_bar", "bad_price", "stale"
@@ -115,8 +115,8 @@ class FaultBook:
 
     def add(self, fault: Fault, now: pd.Timestamp, step: pd.Timedelta) -> ActiveFault:
         """Activate ``fault`` at simulated time ``now``; ``step`` is the bar interval."""
-        bar = as_utc(fault.bar) if fault.bar is not None else now.floor(step)
-        since = as_utc(fault.since) if fault.since is not None else now
+        bar = optional_utc_timestamp(fault.bar) if fault.bar is not None else now.floor(step)
+        since = optional_utc_timestamp(fault.since) if fault.since is not None else now
         with self._lock:
             active = ActiveFault(next(self._ids), fault, now, bar, since, fault.times)
             self._faults[active.id] = active

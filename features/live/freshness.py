@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 
 import pandas as pd
 
-from features.store import atomic_write_bytes
+from contracts.files import atomic_write_bytes
 
 FeedStatus = Literal["ok", "late", "stale"]
 AssetStatus = Literal["ok", "late", "stale"]

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from contracts.timestamps import optional_utc_timestamp
 from features.bars import empty_bars
 from features.market import FUNDING_COLUMNS, MarketData
 from features.sources.dump import OnFileError, read_batch, select_files
 from features.sources.perp import load_perp
 from features.validation import ValidationReport
 
-__all__ = ["as_utc", "load_market"]
+__all__ = ["load_market"]
 
 
 def load_market(
@@ -84,7 +85,7 @@ def load_market(
     Timestamp('2017-08-17 04:00:00+0000', tz='UTC')
     """
     root = Path(root)
-    start_ts, end_ts = as_utc(start), as_utc(end)
+    start_ts, end_ts = optional_utc_timestamp(start), optional_utc_timestamp(end)
     files = select_files(root, (interval,), assets, start_ts, end_ts, funding=True)
     spot_symbols = {f.symbol for f in files if f.kind == "klines"}
     if assets is not None:
@@ -120,11 +121,3 @@ def load_market(
         source=f"binance-dump:{root}",
     )
     return market, report
-
-
-def as_utc(value: pd.Timestamp | str | None) -> pd.Timestamp | None:
-    """Parse a bound as a UTC timestamp; naive values are taken to be UTC."""
-    if value is None:
-        return None
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

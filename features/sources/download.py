@@ -34,6 +34,7 @@ from typing import Final, TypeVar
 import httpx
 import pandas as pd
 
+from contracts.files import atomic_write_bytes
 from features.errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -191,7 +192,7 @@ class DumpDownloader:
         raise ChecksumMismatchError(self._url(remote_path), expected, actual)
 
     def _fetch_checksum(self, client: httpx.Client, remote_path: str, local: Path) -> str:
-        _write_atomic(local, self._get_small(client, remote_path + ".CHECKSUM"))
+        atomic_write_bytes(local, self._get_small(client, remote_path + ".CHECKSUM"))
         try:
             return parse_checksum_file(local)
         except MalformedFileError:
@@ -378,13 +379,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
 
 
 __all__ = [

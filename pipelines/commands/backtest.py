@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from contracts.files import atomic_write_text
 from liquidation.errors import LiquidationCoreError
-from liquidation.replay_metrics import STRESS_WINDOWS, parse_window
-from pipelines.backtest import POLICIES, BacktestRequest, load_replay_config, run_backtest
-from pipelines.backtest_report import log_to_mlflow, write_report, write_summary
-from pipelines.commands.context import settings_from
+from liquidation.replay_metrics import parse_window
+from liquidation.replay_report import write_report, write_summary
+from liquidation.replay_summary import POLICIES, summary_metrics, summary_params
+from pipelines.commands.context import parse_symbols, settings_from
+from serving.errors import ServingError
 from serving.policy import load_policy_book
+
+EXPERIMENT = "dynamargin-backtest"
+"""MLflow experiment of every backtest run."""
+SYNTHETIC_DAYS = 330
+"""Days of the synthetic market replayed without ``--data``."""
 
 console = Console(stderr=True)
 
@@ -71,53 +78,74 @@ def backtest(
     ] = None,
 ) -> None:
     """Replay static, EWMA, model and oracle margin policies; compare at equal margin."""
+    # Imported here: the forecasting and tracking stack adds seconds to every CLI start.
+    from models.tracking import log_summary_run
+    from pipelines.backtest import run_backtest
+    from pipelines.flows.config import (
+        BacktestConfig,
+        DataConfig,
+        config_error_text,
+        replay_config_from_toml,
+        with_replay_options,
+    )
+
     settings = settings_from(ctx)
     try:
-        windows = STRESS_WINDOWS + tuple(parse_window(w) for w in (window or []))
-        replay = load_replay_config(replay_config)
-        if traders is not None:
-            replay = replace(replay, book=replace(replay.book, n_traders=traders))
-        if ramp_hours is not None:
-            replay = replace(replay, ramp_ms=round(ramp_hours * 3_600_000))
-        if maintenance_rule is not None:
-            replay = replace(replay, maintenance_rule=maintenance_rule)
-        if stress_threshold is not None:
-            replay = replace(replay, stress_threshold=stress_threshold)
-    except LiquidationCoreError as exc:  # bad option or config file: one clear line, exit 1
-        console.print(f"[bold red]backtest:[/] {exc}")
+        replay = replay_config_from_toml(replay_config)
+        options = {
+            "book": {"n_traders": traders} if traders is not None else {},
+            "ramp_ms": None if ramp_hours is None else round(ramp_hours * 3_600_000),
+            "maintenance_rule": maintenance_rule,
+            "stress_threshold": stress_threshold,
+        }
+        replay = with_replay_options(replay, **options)
+        config = BacktestConfig(
+            start=start,
+            end=end,
+            policies=tuple(p.strip() for p in policies.split(",") if p.strip()),
+            seeds=seeds,
+            windows=tuple(window or ()),
+            replay=replay,
+            forecasts=forecasts,
+            policy_config=policy_config,
+        )
+        source = DataConfig(
+            data=data,
+            assets=tuple(parse_symbols(assets) or ()) or None,
+            synthetic_assets=synthetic_assets,
+            synthetic_days=SYNTHETIC_DAYS,
+        )
+        for text in config.windows:
+            parse_window(text)
+        policy = load_policy_book(settings.policy_path(config.policy_config)).default
+    except (LiquidationCoreError, ServingError, ValueError) as exc:
+        # A bad option or config file: one clear line, exit 1.
+        console.print(f"[bold red]backtest:[/] {escape(config_error_text(exc))}")
         raise typer.Exit(1) from exc
-    request = BacktestRequest(
-        data=data,
-        assets=tuple(a.strip().upper() for a in assets.split(",")) if assets else None,
-        start=start,
-        end=end,
-        policies=tuple(p.strip() for p in policies.split(",") if p.strip()),
-        seeds=seeds,
-        windows=windows,
-        replay=replay,
-        synthetic_assets=synthetic_assets,
-        policy=load_policy_book(policy_config).default,
-        forecasts=forecasts,
-    )
     started = time.perf_counter()
 
     def say(message: str) -> None:
         console.log(f"[{time.perf_counter() - started:7.1f}s] {message}")
 
-    result = run_backtest(request, settings.cache_dir, say)
+    result = run_backtest(source, config, settings.horizon_hours, policy, settings.cache_dir, say)
     out_dir = report_dir or settings.reports_dir / "backtest"
     html_path = write_report(result, out_dir)
     json_path = out_dir / "backtest.json"
     if mlflow:
-        run_id = log_to_mlflow(
-            result, settings.mlflow_uri, settings.workdir / "mlartifacts", [html_path, json_path]
+        run_id = log_summary_run(
+            settings.mlflow_uri,
+            settings.workdir / "mlartifacts",
+            EXPERIMENT,
+            summary_params(result.summary),
+            summary_metrics(result.summary),
+            [html_path, json_path],
+            artifact_path="backtest",
         )
         result.summary["mlflow_run_id"] = run_id
         write_summary(result.summary, json_path)
         say(f"logged to MLflow run {run_id}")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json_path.read_text(encoding="utf-8"), encoding="utf-8")
+        atomic_write_text(json_out, json_path.read_text(encoding="utf-8"))
     _print_tables(result.summary)
     say(f"report: {html_path}")
 
@@ -151,7 +179,7 @@ def _print_tables(summary: dict) -> None:
             ],
         )
     out.print(equal)
-    out.print(json.dumps(summary["aim"]))
+    out.print(json.dumps(summary["comparison"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -14,13 +14,14 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from contracts.timestamps import utc_timestamp
 from features.emulator.clock import SimulatedClock
 from features.emulator.context import EmulatorContext
 from features.emulator.data import EmulatorMarket
 from features.emulator.faults import Fault
 from features.emulator.server import EmulatorServer
 from features.errors import MarketDataError
-from pipelines.commands.context import settings_from
+from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.lifecycle import service_lifecycle
 
 console = Console()
@@ -89,9 +90,8 @@ def emulate(
     settings = settings_from(ctx)
     if hour_every is not None:
         speed = 3600.0 / hour_every
-    begin = pd.Timestamp(start)
-    begin = begin.tz_localize("UTC") if begin.tzinfo is None else begin.tz_convert("UTC")
-    chosen = [a.strip().upper() for a in assets.split(",") if a.strip()] if assets else None
+    begin = utc_timestamp(start)
+    chosen = parse_symbols(assets)
     root = data or settings.shared_data
     try:
         faults = [Fault.model_validate(json.loads(text)) for text in fault or []]

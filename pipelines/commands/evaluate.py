@@ -21,21 +21,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.commands.context import settings_from
+from contracts.files import atomic_write_text
+from contracts.timestamps import utc_timestamp
+from models.spec import DEFAULT_MODELS, NAMED_FORECASTERS
+from pipelines.commands.context import parse_symbols, settings_from
 
 # A table of seven models needs more than 80 columns when the output is piped or logged.
 console = Console(width=None if sys.stdout.isatty() else 170)
 err_console = Console(stderr=True)
-
-MODEL_LABELS: dict[str, str] = {
-    "ewma": "EWMA",
-    "ewma_rm": "EWMA .94",
-    "har": "HAR",
-    "harq": "HARQ",
-    "garch": "GARCH",
-    "gjr": "GJR",
-    "lgbm": "LGBM",
-}
 
 
 def register(app: typer.Typer) -> None:
@@ -57,11 +50,18 @@ def evaluate_command(
         typer.Option("--assets", "-a", help="Symbols such as BTCUSDT (repeat or comma-separate)."),
     ] = None,
     models: Annotated[
-        str, typer.Option(help="Comma-separated models: ewma,ewma_rm,har,harq,garch,gjr,lgbm.")
-    ] = "ewma,har,harq,garch,gjr,lgbm",
-    horizon: Annotated[int, typer.Option(help="Forecast window in bars.")] = 24,
+        str, typer.Option(help=f"Comma-separated models: {','.join(NAMED_FORECASTERS)}.")
+    ] = ",".join(DEFAULT_MODELS),
+    horizon: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Forecast window in bars (default: DYNAMARGIN_HORIZON_HOURS, 24)."
+        ),
+    ] = None,
     interval: Annotated[str, typer.Option(help="Bar interval.")] = "1h",
-    lgbm_threads: Annotated[int, typer.Option(help="LightGBM threads.")] = 1,
+    lgbm_threads: Annotated[
+        int, typer.Option(min=1, help="Threads of the estimators that take them (LightGBM).")
+    ] = 1,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write metrics JSON here.")
     ] = None,
@@ -71,30 +71,28 @@ def evaluate_command(
 ) -> None:
     """Walk-forward evaluation: per-asset QLIKE, DM p-values and VaR backtests."""
     from features.errors import MarketDataError
+    from features.market_source import read_market
+    from models.spec import TargetSpec
     from models.walkforward import EvaluationConfig, EvaluationInputError, run_evaluation
+    from pipelines.stores import market_store
 
     settings = settings_from(ctx)
-    chosen = _split(assets)
+    chosen = parse_symbols(assets)
     names = [m.strip() for m in models.split(",") if m.strip()]
     start, end = _period(test_start, test_end)
+    target = TargetSpec(horizon=horizon or settings.horizon_hours)
     try:
+        config = EvaluationConfig().with_models(names).with_threads(lgbm_threads)
         with console.status("loading market data") as status:
-            market = _load(data, settings.store_dir, interval, chosen)
+            market = read_market(data, market_store(settings), interval, chosen)
             status.update("evaluating")
-            config = EvaluationConfig(
-                horizon=horizon,
-                interval=interval,
-                primary="lgbm" if "lgbm" in names else names[-1],
-                model_params={"lgbm": {"n_jobs": lgbm_threads}},
-            )
             result = run_evaluation(
                 market,
                 start,
                 end,
+                config,
+                target=target,
                 assets=chosen,
-                models=names,
-                horizon=horizon,
-                config=config,
                 progress=lambda msg: status.update(escape(msg)),
             )
     except (MarketDataError, EvaluationInputError, ValueError, FileNotFoundError) as exc:
@@ -110,11 +108,12 @@ def evaluate_command(
         console.print(f"HAR windows tuned before the test period: {tuned}")
     console.print(f"wall time {metrics['timing']['total']:.0f} s")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(metrics, indent=2, default=str))
+        atomic_write_text(json_out, json.dumps(metrics, indent=2, default=str))
         console.print(f"metrics -> {escape(str(json_out))}")
     if report_dir is not None:
-        _write_report(report_dir, metrics, result.forecasts, names)
+        from models.evaluation_report import write_evaluation_report
+
+        write_evaluation_report(result, report_dir)
         console.print(f"report -> {escape(str(report_dir))}")
 
 
@@ -125,7 +124,7 @@ def _table(metrics: dict[str, Any], names: list[str]) -> Table:
     )
     table.add_column("asset")
     for name in names:
-        table.add_column(MODEL_LABELS.get(name, name), justify="right")
+        table.add_column(name, justify="right")
     table.add_column("best base")
     table.add_column(f"DM p ({primary})", justify="right")
     table.add_column("VaR exc/n", justify="right")
@@ -144,7 +143,7 @@ def _table(metrics: dict[str, Any], names: list[str]) -> Table:
         table.add_row(
             asset,
             *cells,
-            MODEL_LABELS.get(entry.get("best_baseline", ""), entry.get("best_baseline", "-")),
+            entry.get("best_baseline", "-"),
             "-" if dm is None else f"{dm:.3f}",
             f"{var.get('exceptions', '-')}/{var.get('n', '-')}",
             f"{var['kupiec_p']:.3f}" if "kupiec_p" in var else "-",
@@ -156,46 +155,10 @@ def _table(metrics: dict[str, Any], names: list[str]) -> Table:
     return table
 
 
-def _write_report(
-    directory: Path, metrics: dict[str, Any], forecasts: pd.DataFrame, names: list[str]
-) -> None:
-    from models.plots import plot_calibration, plot_forecast_vs_realized
-
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    forecasts.to_parquet(directory / "forecasts.parquet", index=False)
-    plot_calibration(forecasts, names, directory / "calibration.png")
-    shown = [m for m in ("lgbm", "har", "garch") if m in names] or names[:1]
-    for asset in metrics["assets"]:
-        plot_forecast_vs_realized(forecasts, asset, shown, directory / f"forecast_{asset}.png")
-
-
 def _period(test_start: str, test_end: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    start = _utc(test_start)
-    end = _utc(test_end)
+    start = utc_timestamp(test_start)
+    end = utc_timestamp(test_end)
     # A bare date names a whole day: the test runs through its last hour.
     if len(test_end.strip()) <= 10:
         end = end + pd.Timedelta(days=1)
     return start, end
-
-
-def _load(data: Path | None, store: Path, interval: str, assets: list[str] | None) -> Any:
-    if data is not None:
-        from features.sources import load_market
-
-        market, _report = load_market(data, interval, assets)
-        return market
-    from features.store import MarketStore
-
-    return MarketStore(store).read_market(interval, assets, None, None)
-
-
-def _split(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [part.strip().upper() for value in values for part in value.split(",") if part.strip()]
-
-
-def _utc(value: str) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -1,10 +1,13 @@
-"""``dynamargin features build`` and ``dynamargin features catalog``.
+"""``dynamargin features build``, ``features catalog`` and ``features orderbook``.
 
 ``build`` reads market data (a directory laid out like ``../shared/data`` with ``--data``,
 a Parquet store with ``--store``, by default the work dir's store), builds the
 point-in-time feature matrix (:func:`features.build.build_features`) and writes it with its
 catalog to ``--out`` (default ``<workdir>/features``). ``catalog`` prints every column's
-name, family, window and definition. Data errors print one line and exit with status 1.
+name, family, window and definition. ``orderbook`` rebuilds the L2 book of a raw websocket
+capture and prints its order flow imbalance, trade VPIN and agreement with the exchange's
+best prices (:func:`features.l2.summary.summarise_capture`). Data errors print one line and
+exit with status 1.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from features.build import (
     feature_set_hash,
 )
 from features.errors import MarketDataError
-from features.market import MarketData
-from pipelines.commands.context import settings_from
+from features.market_source import read_market
+from features.store import MarketStore
+from pipelines.commands.context import parse_symbols, settings_from
+from pipelines.stores import market_store
 
 features_app = typer.Typer(
     help="Build the point-in-time feature matrix and show its catalog.", no_args_is_help=True
@@ -71,9 +76,10 @@ def build_command(
     if data is not None and store is not None:
         err_console.print("[red]give either --data or --store, not both[/red]")
         raise typer.Exit(2)
-    chosen = _split(assets)
+    chosen = parse_symbols(assets)
     try:
-        market = _load(data, store or settings.store_dir, interval, chosen, start, end)
+        source = MarketStore(store) if store is not None else market_store(settings)
+        market = read_market(data, source, interval, chosen, start, end)
         with _progress(len(market.assets), quiet=as_json) as advance:
             feature_set = build_features(market, FeatureConfig(), progress=advance)
         target = feature_set.to_parquet(out or settings.features_dir)
@@ -127,30 +133,6 @@ def catalog_command(
     console.print(table)
 
 
-def _load(
-    data: Path | None,
-    store: Path,
-    interval: str,
-    assets: list[str] | None,
-    start: str | None,
-    end: str | None,
-) -> MarketData:
-    if data is not None:
-        from features.sources import load_market
-
-        market, _report = load_market(data, interval, assets, start, end)
-        return market
-    from features.store import MarketStore
-
-    return MarketStore(store).read_market(interval, assets, start, end)
-
-
-def _split(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [part.strip().upper() for value in values for part in value.split(",") if part.strip()]
-
-
 @contextmanager
 def _progress(total: int, quiet: bool) -> Iterator[Callable[[str], None]]:
     """Yield a callback that advances a progress bar over assets (silent when ``quiet``)."""
@@ -181,3 +163,50 @@ def _summary(feature_set: FeatureSet, target: Path) -> dict[str, object]:
         "last_bar": str(frame["ts"].max()) if len(frame) else None,
         "source": feature_set.source,
     }
+
+
+@features_app.command("orderbook")
+def orderbook_command(
+    capture: Annotated[
+        Path, typer.Argument(help="A Binance USDT-M websocket capture (<local_ns> <JSON> lines).")
+    ],
+    depth: Annotated[int, typer.Option(min=1, help="Book levels kept.")] = 10,
+    bucket: Annotated[str, typer.Option(help="OFI time bucket (pandas frequency).")] = "1s",
+    out: Annotated[
+        Path | None, typer.Option(help="Write ofi.parquet and vpin.parquet here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Rebuild the L2 book of CAPTURE; print its OFI, trade VPIN and bookTicker agreement."""
+    from features.l2.summary import summarise_capture
+
+    try:
+        summary = summarise_capture(capture, depth=depth, bucket=bucket)
+    except (MarketDataError, OSError, ValueError) as exc:
+        err_console.print(f"[red]orderbook failed:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    vpin = summary.vpin["vpin"].dropna() if len(summary.vpin) else summary.vpin
+    payload = {
+        "capture": str(capture),
+        "events": summary.events,
+        "diffs_applied": summary.stats.applied,
+        "stale_diffs_dropped": summary.stats.dropped_stale,
+        "resyncs": summary.stats.resyncs,
+        "ofi_buckets": len(summary.ofi),
+        "ofi_level1_abs_mean": float(summary.ofi["ofi_1"].abs().mean()),
+        "vpin_last": float(vpin.iloc[-1]) if len(vpin) else None,
+        "vpin_mean": float(vpin.mean()) if len(vpin) else None,
+        "book_ticker_agreement": summary.agreement.rate,
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        summary.ofi.to_parquet(out / "ofi.parquet")
+        summary.vpin.to_parquet(out / "vpin.parquet")
+        payload["out"] = str(out)
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    table = Table("measure", "value", title=f"order book of {capture.name}")
+    for key, value in payload.items():
+        table.add_row(key, escape(str(value)))
+    console.print(table)

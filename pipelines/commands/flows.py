@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.commands.context import settings_from
+from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.settings import Settings
 
 console = Console()
@@ -89,26 +89,41 @@ def publish(
     test_start: Annotated[
         str | None, typer.Option("--test-start", help="Replay: first scored day (UTC).")
     ] = None,
+    calibration_days: Annotated[
+        int | None,
+        typer.Option(
+            "--calibration-days",
+            min=1,
+            help="A baseline's conformal calibration window (default: the calibration "
+            "config's, 180 days).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Publish one signed snapshot batch (or, with --replay, replay the policy)."""
     settings = settings_from(ctx)
-    from pipelines.flows.config import FlowConfigError, PublishConfig
+    from pipelines.flows.config import DataConfig, FlowConfigError, PublishConfig
 
     try:
         config = PublishConfig(model=model, publish_time=at, policy_config=policy_config)
+        source = DataConfig(data=data, assets=parse_symbols(assets), start=start, end=end)
     except (FlowConfigError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    symbols = _symbols(assets)
     if replay:
         if data is None:
             raise fail("--replay needs --data PATH (e.g. ../shared/data)")
-        _replay(settings, config, data, symbols, start, end, test_start, as_json)
+        _replay(settings, config, source, test_start, as_json)
         return
-    from pipelines.publish import publish_once
-
     try:
-        rows, note = publish_once(settings, config, data, symbols, start, end)
+        from models.spec import CalibrationSpec
+        from pipelines.flows.publish import publish_market
+
+        calibration = (
+            CalibrationSpec()
+            if calibration_days is None
+            else CalibrationSpec(window_days=calibration_days)
+        )
+        rows, note = publish_market(settings, config, source, calibration)
     except Exception as exc:  # every failure prints one line; the batch was not written
         raise fail(f"{type(exc).__name__}: {exc}") from exc
     if as_json:
@@ -118,20 +133,13 @@ def publish(
 
 
 def _replay(
-    settings: Settings,
-    config: Any,
-    data: Path,
-    symbols: list[str] | None,
-    start: str | None,
-    end: str | None,
-    test_start: str | None,
-    as_json: bool,
+    settings: Settings, publish: Any, data: Any, test_start: str | None, as_json: bool
 ) -> None:
-    from pipelines.publish import policy_replay_stats
+    from pipelines.policy_study import replay_policy_on_baseline
 
     try:
         with console.status("walk-forward forecasts and policy replay (a few minutes)"):
-            stats = policy_replay_stats(settings, config, data, symbols, start, end, test_start)
+            stats = replay_policy_on_baseline(settings, publish, data, test_start)
     except Exception as exc:  # one line per failure, as every command
         raise fail(f"{type(exc).__name__}: {exc}") from exc
     if as_json:
@@ -192,7 +200,13 @@ def _flow_config(
     days: int,
     seed: int,
 ) -> Any:
-    from pipelines.flows.config import DataConfig, PipelineConfig, ReviewConfig
+    from pipelines.flows.config import (
+        DataConfig,
+        PipelineConfig,
+        ReviewConfig,
+        TrainConfig,
+        short_market_training,
+    )
 
     source = DataConfig(
         data=data,
@@ -201,8 +215,12 @@ def _flow_config(
         synthetic_days=days,
         synthetic_seed=seed,
     )
+    # The synthetic market is months, not years: train it with the short-market settings.
+    train = short_market_training() if data is None else TrainConfig()
     # Automatic promotion only when the operator's settings allow it (DYNAMARGIN_AUTO_PROMOTE).
-    return PipelineConfig(data=source, review=ReviewConfig(auto_promote=settings.auto_promote))
+    return PipelineConfig(
+        data=source, train=train, review=ReviewConfig(auto_promote=settings.auto_promote)
+    )
 
 
 def _runner(flow: Any, runner: str, address: str | None) -> Any:
@@ -252,7 +270,9 @@ def run_pipeline(
 ) -> None:
     """ingest -> features -> train -> review -> publish -> backtest."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed)
+    config = _flow_config(
+        settings, data, parse_symbols(assets), synthetic_assets, synthetic_days, seed
+    )
 
     def call() -> Any:
         from pipelines.flows.pipeline import pipeline_flow
@@ -280,7 +300,9 @@ def run_ingest(
 ) -> None:
     """Market data into the work dir's store."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed)
+    config = _flow_config(
+        settings, data, parse_symbols(assets), synthetic_assets, synthetic_days, seed
+    )
 
     def call() -> Any:
         from pipelines.flows.ingest import ingest_flow
@@ -300,7 +322,7 @@ def run_features(
 ) -> None:
     """The feature matrix of the stored market, per asset in parallel."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, parse_symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.featurize import features_flow
@@ -320,7 +342,7 @@ def run_train(
 ) -> None:
     """Features, then walk-forward, final fit and registration as @challenger."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, parse_symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.featurize import features_flow
@@ -374,14 +396,15 @@ def run_publish(
 ) -> None:
     """The publish flow: features, forecasts, policy, one signed batch."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, None, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, None, parse_symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.config import PublishConfig
         from pipelines.flows.publish import publish_flow
 
         publish_config = PublishConfig(model=model, publish_time=at)
-        return publish_flow(str(settings.workdir), None, config.data, publish_config)
+        calibration = config.train.evaluation.calibration
+        return publish_flow(str(settings.workdir), None, config.data, publish_config, calibration)
 
     _show(_run(settings, call), as_json)
 
@@ -391,18 +414,21 @@ def run_backtest(
     ctx: typer.Context,
     data: DataOption = None,
     assets: AssetsOption = None,
-    seeds: Annotated[int, typer.Option("--seeds", help="Trader books.")] = 2,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", min=1, help="Trader books (default: the config's).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The liquidation replay of static vs dynamic margin."""
     settings = settings_from(ctx)
-    config = _flow_config(settings, data, _symbols(assets), 5, 240, 7)
+    config = _flow_config(settings, data, parse_symbols(assets), 5, 240, 7)
 
     def call() -> Any:
         from pipelines.flows.backtest import backtest_flow
         from pipelines.flows.config import BacktestConfig
 
-        return backtest_flow(str(settings.workdir), config.data, BacktestConfig(seeds=seeds))
+        backtest = BacktestConfig() if seeds is None else BacktestConfig(seeds=seeds)
+        return backtest_flow(str(settings.workdir), config.data, backtest)
 
     _show(_run(settings, call), as_json)
 
@@ -443,7 +469,7 @@ def deploy(
             raise fail(str(exc)) from exc
     else:
         config = _flow_config(
-            settings, data, _symbols(assets), synthetic_assets, synthetic_days, seed
+            settings, data, parse_symbols(assets), synthetic_assets, synthetic_days, seed
         )
     if backtest_seeds is not None:
         backtest = config.backtest.model_copy(update={"seeds": backtest_seeds})
@@ -456,9 +482,3 @@ def deploy(
     console.print(table)
     console.print("watch them: `prefect server start`, PREFECT_API_URL=http://127.0.0.1:4200/api")
     serve_deployments(str(settings.workdir), config, lambda line: errors.print(escape(line)))
-
-
-def _symbols(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    return [s.strip().upper() for s in text.split(",") if s.strip()]

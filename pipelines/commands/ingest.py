@@ -23,7 +23,7 @@ from rich.table import Table
 
 from features.errors import MarketDataError
 from features.store import SUMMARY_COLUMNS, IngestResult, MarketStore
-from pipelines.commands.context import settings_from
+from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.stores import market_store
 
 ingest_app = typer.Typer(
@@ -82,7 +82,7 @@ def ingest_binance_dir(
         result = store.ingest_dump(
             path,
             intervals=_intervals(interval),
-            symbols=_symbols(symbols),
+            symbols=parse_symbols(symbols),
             funding=funding,
             months=month_range,
             verify_checksums=verify,
@@ -113,7 +113,7 @@ def ingest_binance_url(
         parse_months,
     )
 
-    chosen = _symbols(symbols)
+    chosen = parse_symbols(symbols)
     if not chosen or months is None:
         err_console.print(
             "[red]binance-url needs --symbols and --months[/red] (the dump has no listing "
@@ -163,7 +163,7 @@ def ingest_perp_dir(
     store = market_store(settings_from(ctx))
     with _progress("reading perp files") as advance, _data_errors():
         result = store.ingest_perp_dir(
-            path, interval, _symbols(symbols), on_file=lambda _: advance()
+            path, interval, parse_symbols(symbols), on_file=lambda _: advance()
         )
     _report(result, store, as_json)
 
@@ -246,10 +246,10 @@ def ingest_live(
 
     import pandas as pd
 
+    from contracts.timestamps import optional_utc_timestamp
     from features.live.ingest import LiveIngest, LiveIngestConfig
     from features.live.metrics import LiveMetrics
     from features.live.venues import VenueEndpoints
-    from features.sources import as_utc
     from pipelines.lifecycle import service_lifecycle
 
     logging.basicConfig(
@@ -258,7 +258,7 @@ def ingest_live(
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     log = logging.getLogger("dynamargin.live")
     settings = settings_from(ctx)
-    chosen = _symbols([assets]) or []
+    chosen = parse_symbols([assets]) or []
     second = None if venue.lower() == "none" else venue.lower()
     with _data_errors():
         if emulator is not None:
@@ -275,7 +275,7 @@ def ingest_live(
         endpoints = endpoints.model_copy(update=overrides)
         config = LiveIngestConfig(
             interval=interval,
-            since=as_utc(since),
+            since=optional_utc_timestamp(since),
             lookback=pd.Timedelta(days=lookback_days),
             late_grace=pd.Timedelta(late_grace),
             repoll_seconds=repoll,
@@ -290,7 +290,7 @@ def ingest_live(
             sleep=stop.wait,
         )
         runner = LiveIngest(market_store(settings), sources, chosen, config, metrics)
-        end = as_utc(until)
+        end = optional_utc_timestamp(until)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -367,12 +367,6 @@ def data_summary(ctx: typer.Context, as_json: JsonOption = False) -> None:
 # --- helpers ---------------------------------------------------------------------------
 
 _NUMERIC = {"rows", "gaps", "missing_bars", "quarantined"}
-
-
-def _symbols(values: Sequence[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [s.strip().upper() for v in values for s in v.split(",") if s.strip()]
 
 
 def _intervals(values: Sequence[str] | None) -> list[str]:

@@ -16,7 +16,6 @@ the pipeline from the champion model and calls :func:`serving.publishing.publish
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -64,13 +63,7 @@ def register(app: typer.Typer) -> None:
 
 def policy_config_path(settings: Settings, explicit: Path | None = None) -> Path | None:
     """``explicit``, else ``$DYNAMARGIN_CONFIG``, else ``<workdir>/dynamargin.toml`` if present."""
-    if explicit is not None:
-        return explicit
-    env = os.environ.get("DYNAMARGIN_CONFIG")
-    if env:
-        return Path(env)
-    default = settings.workdir / "dynamargin.toml"
-    return default if default.exists() else None
+    return settings.policy_path(explicit)
 
 
 def open_publication_store(settings: Settings) -> PublicationStore:

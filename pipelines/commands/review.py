@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from contracts.timestamps import utc_timestamp
 from pipelines.commands.context import settings_from
 from pipelines.settings import Settings
 
@@ -42,7 +43,8 @@ def register(app: typer.Typer) -> None:
 
 def _registry(settings: Settings) -> Any:
     # Imported lazily: MLflow takes seconds to import and most commands never need it.
-    from models.registry import ChampionRegistry, MlflowStore, registered_model_name
+    from models.mlflow_store import MlflowStore
+    from models.registry import ChampionRegistry, registered_model_name
 
     store = MlflowStore.for_workdir(settings.workdir, settings.mlflow_uri)
     return ChampionRegistry(store, registered_model_name(settings.horizon_hours))
@@ -117,7 +119,6 @@ def refresh(
     ] = None,
 ) -> None:
     """Re-run the gates of VERSION against the current champion and rewrite its report."""
-    import pandas as pd
 
     from models.registry import TAG_GATES_JSON, RegistryError
     from models.review import GateConfig, ReviewInputError
@@ -128,8 +129,7 @@ def refresh(
     registry = _registry(settings)
     reference = None
     if reference_time is not None:
-        stamp = pd.Timestamp(reference_time)
-        reference = (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).to_pydatetime()
+        reference = utc_timestamp(reference_time).to_pydatetime()
     try:
         info = registry.version(version)
         recorded = info.tags.get(TAG_GATES_JSON)

@@ -7,16 +7,17 @@ or the synthetic market of the same seed) and writes its JSON summary under
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from pipelines.backtest import BacktestRequest, run_backtest
+from liquidation.replay_report import write_summary
+from pipelines.backtest import run_backtest
 from pipelines.flows.config import BacktestConfig, DataConfig
 from pipelines.flows.runtime import IO_TASK, flow_settings
+from serving.policy import load_policy_book
 
 HEADLINE_METRICS = ("bad_debt", "liquidations", "liquidated_notional", "mean_im")
 
@@ -28,7 +29,7 @@ class BacktestOutput:
     Attributes
     ----------
     summary_path
-        JSON summary (keys of :mod:`pipelines.backtest`).
+        JSON summary (keys of :mod:`liquidation.replay_summary`).
     headline
         Per dynamic policy, ``policy / static`` ratios at equal mean margin.
     window
@@ -40,25 +41,6 @@ class BacktestOutput:
     window: tuple[str, str]
 
 
-def backtest_request(data: DataConfig, backtest: BacktestConfig) -> BacktestRequest:
-    """The replay of the pipeline's market with the flow's policies and seeds."""
-    return BacktestRequest(
-        data=data.data,
-        assets=data.assets,
-        start=backtest.start or (data.start if data.data is not None else None),
-        end=backtest.end or data.end,
-        policies=backtest.policies,
-        seeds=backtest.seeds,
-        refit=backtest.refit,
-        synthetic_assets=data.synthetic_assets,
-        synthetic_days=data.synthetic_days,
-        # The replay's walk-forward warms up for 4 months before the replay window and its
-        # first LightGBM fold needs a few weeks of data before that: keep two months to replay.
-        synthetic_history_days=max(150, data.synthetic_days - 60),
-        synthetic_seed=data.synthetic_seed,
-    )
-
-
 def headline(summary: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """``policy -> {metric: ratio}`` at equal mean margin, for the headline metrics."""
     return {
@@ -68,20 +50,25 @@ def headline(summary: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 
 
 @task
-def replay(workdir: str, request: BacktestRequest) -> dict[str, Any]:
+def replay(workdir: str, data: DataConfig, backtest: BacktestConfig) -> dict[str, Any]:
     """Run the replay (:func:`pipelines.backtest.run_backtest`)."""
-    logger = get_run_logger()
     settings = flow_settings(workdir)
-    return run_backtest(request, settings.cache_dir, progress=logger.info).summary
+    policy = load_policy_book(settings.policy_path(backtest.policy_config)).default
+    result = run_backtest(
+        data,
+        backtest,
+        settings.horizon_hours,
+        policy,
+        settings.cache_dir,
+        progress=get_run_logger().info,
+    )
+    return result.summary
 
 
 @task(**IO_TASK)
-def write_summary(path: Path, summary: dict[str, Any]) -> Path:
+def save_summary(path: Path, summary: dict[str, Any]) -> Path:
     """Write the summary as JSON, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    partial.replace(path)
+    write_summary(summary, path)
     return path
 
 
@@ -100,7 +87,7 @@ def backtest_flow(
     data
         The market (dump root or synthetic parameters).
     backtest
-        Policies, seeds and window.
+        Policies, seeds, window and replay rules.
 
     Returns
     -------
@@ -109,8 +96,8 @@ def backtest_flow(
     data = data or DataConfig()
     backtest = backtest or BacktestConfig()
     settings = flow_settings(workdir)
-    summary = replay(str(settings.workdir), backtest_request(data, backtest))
-    path = write_summary(settings.reports_dir / "backtest.json", summary)
+    summary = replay(str(settings.workdir), data, backtest)
+    path = save_summary(settings.reports_dir / "backtest.json", summary)
     ratios = headline(summary)
     for name, values in ratios.items():
         get_run_logger().info("%s vs static at equal margin: %s", name, values)

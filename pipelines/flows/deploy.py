@@ -59,7 +59,7 @@ def deployment_parameters(workdir: str, config: PipelineConfig) -> dict[str, dic
             "workdir": workdir,
             "data": config.data.model_dump(mode="json"),
             "publish": config.publish.model_dump(mode="json"),
-            "calibration_days": config.train.calibration_days,
+            "calibration": config.train.evaluation.calibration.model_dump(mode="json"),
         },
         "backtest-weekly": {
             "workdir": workdir,

@@ -146,14 +146,7 @@ def lookahead_check(market: MarketData, config: FeatureConfig, cutoffs: int) -> 
         cutoffs=cutoffs,
         margin=interval_to_timedelta(market.interval),
     )
-    if report.passed:
-        cuts = ", ".join(str(c) for c in report.cutoffs)
-        return True, (
-            f"check_no_lookahead: {report.rows_checked} rows unchanged when data after "
-            f"{cuts} are shuffled"
-        )
-    listed = ", ".join(f"{c} (first at {w})" for c, w in report.leaky_columns.items())
-    return False, f"check_no_lookahead: look-ahead in {listed}"
+    return report.passed, report.summary()
 
 
 @task(**IO_TASK)

@@ -69,7 +69,7 @@ def pipeline_flow(
         reference = pd.Timestamp(features.data_through).to_pydatetime()
     reviewed = review_flow(trained.version, root, config.review, reference)
     published = publish_flow(
-        root, features, config.data, config.publish, config.train.calibration_days
+        root, features, config.data, config.publish, config.train.evaluation.calibration
     )
     replayed = (
         backtest_flow(root, config.data, config.backtest) if config.backtest.enabled else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run, task
@@ -23,14 +23,17 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from models.registry import CHAMPION, ChampionRegistry, MlflowStore, registered_model_name
+from models.mlflow_store import MlflowStore
+from models.registry import (
+    CHAMPION,
+    TAG_REVIEW_FLOW_RUN,
+    ChampionRegistry,
+    registered_model_name,
+)
 from models.submission import AUTO_REVIEWER, review_version
 from pipelines.flows.config import ReviewConfig
 from pipelines.flows.runtime import IO_TASK, FlowInputError, flow_settings
 from pipelines.settings import Settings
-
-TAG_REVIEW_FLOW_RUN: Final = "dynamargin.review.flow_run_id"
-"""Version tag: the id of the paused review flow run waiting for this version's decision."""
 
 
 class ApprovalInput(BaseModel):
@@ -98,7 +101,7 @@ def run_gates(
         registry,
         version,
         reports_dir=settings.reports_dir,
-        gate_config=review.gate_config(),
+        gate_config=review.gates,
         reference_time=reference_time,
     )
     return gates.to_dict(), str(report.html), str(report.markdown)

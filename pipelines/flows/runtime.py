@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
+from pipelines.errors import PipelineError
 from pipelines.settings import Settings, configure_offline_environment, get_settings
 
 IO_RETRIES: Final[int] = 3
@@ -42,7 +43,7 @@ IO_TASK: Final[dict[str, Any]] = {
 """Keyword arguments of ``@task`` for tasks that touch files, databases or the registry."""
 
 
-class FlowInputError(RuntimeError):
+class FlowInputError(PipelineError, RuntimeError):
     """A flow was handed something it cannot work on (no data, no feature set, no version)."""
 
 

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from prefect import flow, get_run_logger, task, unmapped
 
 from features.build import FeatureSet
-from models.registry import ChampionRegistry, MlflowStore, registered_model_name
+from models import training
+from models.calibrated import CalibratedForecaster
+from models.mlflow_store import MlflowStore
+from models.registry import ChampionRegistry, registered_model_name
+from models.spec import TargetSpec
 from models.tracking import TrainingRun, log_training_run
 from models.walkforward import EvaluationConfig, EvaluationResult
-from pipelines.flows import training
 from pipelines.flows.config import TrainConfig
 from pipelines.flows.featurize import FeaturesOutput
 from pipelines.flows.runtime import IO_TASK, flow_settings
@@ -66,23 +69,29 @@ def evaluate(
     model: str,
     window: training.ScoredWindow,
     config: EvaluationConfig,
+    target: TargetSpec,
 ) -> EvaluationResult:
-    """Walk-forward of one model (:func:`pipelines.flows.training.evaluate_model`)."""
-    return training.evaluate_model(feature_set, model, window, config)
+    """Walk-forward of one model (:func:`models.training.evaluate_model`)."""
+    return training.evaluate_model(feature_set, model, window, config, target)
 
 
 @task
 def score(
-    results: list[EvaluationResult], models: list[str], config: EvaluationConfig
+    results: list[EvaluationResult], config: EvaluationConfig, target: TargetSpec
 ) -> EvaluationResult:
-    """Score all models on common rows (:func:`pipelines.flows.training.combine_evaluations`)."""
-    return training.combine_evaluations(results, models, config)
+    """Score all models on common rows (:func:`models.training.combine_evaluations`)."""
+    return training.combine_evaluations(results, config, target)
 
 
 @task
-def fit_candidate(feature_set: FeatureSet, model: str, config: EvaluationConfig) -> tuple:
-    """Final fit on every row with a known target (:func:`pipelines.flows.training.fit_final`)."""
-    return training.fit_final(feature_set, model, config)
+def fit_candidate(
+    feature_set: FeatureSet,
+    config: EvaluationConfig,
+    target: TargetSpec,
+    evaluation: EvaluationResult,
+) -> tuple[CalibratedForecaster, object]:
+    """Final fit and calibration of the candidate (:func:`models.training.fit_candidate`)."""
+    return training.fit_candidate(feature_set, config, target, evaluation)
 
 
 @task(**IO_TASK)
@@ -123,7 +132,7 @@ def train_flow(
     workdir
         Work dir (MLflow store ``<workdir>/mlflow.db`` unless ``DYNAMARGIN_MLFLOW_URI``).
     train
-        Models, test window and LightGBM size.
+        Compared models, candidate, walk-forward settings and the test window.
 
     Returns
     -------
@@ -132,24 +141,29 @@ def train_flow(
     train = train or TrainConfig()
     settings = flow_settings(workdir)
     logger = get_run_logger()
-    horizon = settings.horizon_hours
+    target = TargetSpec(horizon=settings.horizon_hours)
+    config = train.evaluation
     feature_set = load_feature_set(features)
-    config = training.evaluation_config(train, feature_set, horizon)
-    window = training.scored_window(feature_set, train, horizon)
-    logger.info("walk-forward of %s on %s .. %s", list(train.models), window.start, window.end)
+    window = training.scored_window(feature_set, train.test_days, config, target)
+    logger.info("walk-forward of %s on %s .. %s", list(config.models), window.start, window.end)
     per_model = evaluate.map(
-        unmapped(feature_set), list(train.models), unmapped(window), unmapped(config)
+        unmapped(feature_set),
+        list(config.models),
+        unmapped(window),
+        unmapped(config),
+        unmapped(target),
     )
-    evaluation = score(per_model, list(train.models), config)
-    estimator, rows = fit_candidate(feature_set, train.candidate, config)
-    leakage = training.leakage_evidence(estimator, features.leakage_passed, features.leakage_detail)
+    evaluation = score(per_model, config, target)
+    forecaster, rows = fit_candidate(feature_set, config, target, evaluation)
+    leakage = training.leakage_evidence(
+        forecaster, features.leakage_passed, features.leakage_detail
+    )
     run = training.training_run(
-        estimator=estimator,
+        forecaster=forecaster,
         train_rows=rows,
         evaluation=evaluation,
         feature_set=feature_set,
-        candidate=train.candidate,
-        horizon=horizon,
+        target=target,
         data_start=features.data_start,
         data_through=features.data_through,
         source=features.source,

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.conformal import CalibrationError, calibrate, calibration_window, conformal_quantile
-from models.forecast import ForecastContractError, to_forecast_frame, validate_forecast_frame
 
 
 @settings(max_examples=40, deadline=None)
@@ -54,30 +53,6 @@ def test_calibration_window_uses_only_known_outcomes() -> None:
     mask = calibration_window(ts, as_of, 24, pd.Timedelta("1h"), days=30)
     assert (ts[mask] + pd.Timedelta(hours=24) <= as_of).all()
     assert ts[mask].max() == as_of - pd.Timedelta(hours=24)
-
-
-def test_forecast_frame_follows_the_contract() -> None:
-    rng = np.random.default_rng(0)
-    cal = calibrate(*_simulate(5000, rng))
-    body = cal.apply(np.full(3, 1e-3))
-    body["ts"] = pd.date_range("2024-01-01", periods=3, freq="1h", tz="UTC")
-    body["asset"] = "BTCUSDT"
-    body["model"] = "lgbm"
-    frame = to_forecast_frame(body, "v1")
-    assert list(frame.columns) == [
-        "ts",
-        "asset",
-        "sigma",
-        "sigma_lower",
-        "sigma_upper",
-        "var_99",
-        "es_99",
-        "model",
-        "model_version",
-    ]
-    broken = frame.assign(var_99=-0.1)
-    with pytest.raises(ForecastContractError, match=r"var_99.*BTCUSDT"):
-        validate_forecast_frame(broken)
 
 
 def test_adaptive_conformal_corrects_a_calibration_that_underestimates_risk() -> None:

@@ -8,11 +8,12 @@ import pytest
 
 from features.build import build_features
 from features.market import MarketData
-from models.baselines import make_forecaster
+from models.factory import build_forecaster
 from models.leakage import LeakageError, check_no_lookahead
+from models.spec import named_spec
+from models.splitter import WalkForwardSplitter
 from models.targets import forward_targets
-from models.validation import WalkForwardSplitter
-from models.walkforward import EvaluationConfig, walk_forward_predict
+from models.walkforward import walk_forward_predict
 
 
 def _features_with_planted_leak(market: MarketData) -> pd.DataFrame:
@@ -56,7 +57,6 @@ def test_truncating_the_future_also_passes_for_targets_only_after_their_window()
 def test_shuffling_the_future_changes_no_past_walk_forward_forecast(
     synthetic_features: pd.DataFrame,
 ) -> None:
-    cfg = EvaluationConfig()
     splitter = WalkForwardSplitter("2024-04-01", "2024-08-01")
 
     def forecasts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,9 +67,8 @@ def test_shuffling_the_future_changes_no_past_walk_forward_forecast(
         panel["ret_fwd"] = targets["ret_fwd"].to_numpy()
         out = []
         for kind in ("har", "garch"):
-            preds, _ = walk_forward_predict(
-                panel, make_forecaster(kind), splitter, cfg, lambda _m: None, kind
-            )
+            forecaster = build_forecaster(named_spec(kind), "1h")
+            preds, _ = walk_forward_predict(panel, forecaster, splitter, 120, lambda _m: None, kind)
             out.append(preds[["ts", "asset", "variance"]].rename(columns={"variance": kind}))
         return out[0].merge(out[1], on=["ts", "asset"])
 

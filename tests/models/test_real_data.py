@@ -46,6 +46,6 @@ def test_evaluate_cli_on_real_data(shared_data: Path, workdir: Path, tmp_path: P
         assert entry["qlike"]["har"] < entry["qlike"]["ewma"]
         assert 0.0 < entry["qlike"]["lgbm"] < 1.0
         assert entry["var99"]["n"] >= 60 and entry["var99"]["zone"] in ("green", "yellow")
-    assert "LGBM" in result.output and "BTCUSDT" in result.output
+    assert "lgbm" in result.output and "BTCUSDT" in result.output
     assert (report / "calibration.png").stat().st_size > 0
     assert (report / "forecast_BTCUSDT.png").stat().st_size > 0

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contracts.forecast import forecast_frame
 from features.market import MarketData
-from models.forecast import to_forecast_frame
+from models.spec import CalibrationSpec, LGBMParams, TargetSpec
 from models.walkforward import EvaluationConfig, EvaluationInputError, run_evaluation
 
 MODELS = ("ewma", "har", "harq", "garch", "lgbm")
@@ -16,15 +17,14 @@ MODELS = ("ewma", "har", "harq", "garch", "lgbm")
 @pytest.fixture(scope="module")
 def result(synthetic_market: MarketData):
     config = EvaluationConfig(
+        models=MODELS,
         warmup_months=2,
         tune_months=2,
-        calibration_days=60,
-        har_windows=(None, 60),
-        model_params={"lgbm": {"n_estimators": 60, "row_stride": 2, "min_child_samples": 50}},
+        calibration=CalibrationSpec(window_days=60),
+        train_windows=(None, 60),
+        estimators={"lgbm": LGBMParams(n_estimators=60, row_stride=2, min_child_samples=50)},
     )
-    return run_evaluation(
-        synthetic_market, "2024-06-01", "2024-08-01", models=MODELS, config=config
-    )
+    return run_evaluation(synthetic_market, "2024-06-01", "2024-08-01", config)
 
 
 def test_json_has_the_stable_keys(result) -> None:
@@ -46,30 +46,40 @@ def test_forecasts_cover_only_the_test_period_and_meet_the_contract(result) -> N
     fc = result.forecasts
     assert fc["ts"].min() >= pd.Timestamp("2024-06-01", tz="UTC")
     assert fc["ts"].max() < pd.Timestamp("2024-08-01", tz="UTC")
-    contract = to_forecast_frame(fc, "test")
+    contract = forecast_frame(fc, "test")
     assert len(contract) == len(fc.dropna(subset=["sigma"]))
     assert contract["var_99"].notna().all()
 
 
 def test_a_test_period_before_the_data_is_refused(synthetic_market: MarketData) -> None:
     with pytest.raises(EvaluationInputError, match="not before the test start"):
-        run_evaluation(synthetic_market, "2023-01-01", "2023-02-01", models=("har",))
+        config = EvaluationConfig(models=("har",), primary="har")
+        run_evaluation(synthetic_market, "2023-01-01", "2023-02-01", config)
 
 
 def test_har_window_tuning_ignores_everything_from_the_test_start(
     synthetic_features: pd.DataFrame,
 ) -> None:
-    from models.validation import WalkForwardSplitter
-    from models.walkforward import _attach_targets, _tune_har_windows
+    from models.factory import build_forecaster
+    from models.spec import named_spec
+    from models.splitter import WalkForwardSplitter
+    from models.targets import attach_targets
+    from models.walkforward import walk_forward_predict
+    from models.window_tuning import tune_training_windows
 
-    cfg = EvaluationConfig(tune_months=2, har_windows=(None, 60))
     test = WalkForwardSplitter("2024-06-01", "2024-08-01")
+    forecasters = {"har": build_forecaster(named_spec("har"), "1h")}
+
+    def walk(rows, forecaster, splitter, name):  # type: ignore[no-untyped-def]
+        return walk_forward_predict(rows, forecaster, splitter, 120, lambda _m: None, name)[0]
+
     frame = synthetic_features.sort_values(["asset", "ts"]).reset_index(drop=True)
     altered = frame.copy()
     future = (altered["ts"] >= "2024-06-01").to_numpy()
     altered.loc[future, "ret_1h"] = altered.loc[future, "ret_1h"] * 5.0
 
     def tune(f: pd.DataFrame) -> dict[str, object]:
-        return _tune_har_windows(_attach_targets(f, cfg), test, cfg, ("har",), lambda _m: None)
+        panel = attach_targets(f, TargetSpec(horizon=24), "1h")
+        return tune_training_windows(panel, test, forecasters, (None, 60), 2, walk, print)
 
     assert tune(frame) == tune(altered)

@@ -33,14 +33,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def small_config(**review: object) -> object:
     """3 synthetic assets x 200 days, few trees, replay off: the pipeline in ~40 s."""
-    from pipelines.flows.config import BacktestConfig, DataConfig, demo_config
+    from pipelines.flows.config import BacktestConfig, DataConfig, TrainConfig, demo_config
 
     config = demo_config()
+    evaluation = config.train.evaluation
+    fewer_trees = evaluation.estimators["lgbm"].model_copy(update={"n_estimators": 60})
     updates = {
         "data": DataConfig(synthetic_assets=3, synthetic_days=200, synthetic_seed=11),
         "backtest": BacktestConfig(enabled=False),
-        "train": config.train.model_copy(
-            update={"lgbm": {**config.train.lgbm, "n_estimators": 60}, "test_days": 60}
+        "train": TrainConfig(
+            evaluation=evaluation.model_copy(update={"estimators": {"lgbm": fewer_trees}}),
+            test_days=60,
         ),
     }
     if review:

@@ -15,23 +15,23 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.build import build_features
-from features.synthetic import SyntheticMarketConfig, generate_market
+from liquidation.equal_margin import EqualMarginConfig
+from liquidation.simulate import ReplayConfig
+from models.review import GateConfig
+from models.spec import LGBMParams
+from models.walkforward import EvaluationConfig
 from pipelines.flows.config import (
+    BacktestConfig,
+    FlowConfigError,
     PipelineConfig,
     PublishConfig,
     TrainConfig,
     demo_config,
+    load_pipeline_config,
 )
 from pipelines.flows.digest import content_digest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def feature_set():  # type: ignore[no-untyped-def]
-    market = generate_market(SyntheticMarketConfig(n_assets=3, days=120, seed=3))
-    return build_features(market)
 
 
 # -- content digest -------------------------------------------------------------------
@@ -69,19 +69,58 @@ def test_digest_sees_dtypes_names_and_rejects_unknown_objects() -> None:
 
 
 def test_configs_reject_what_cannot_run() -> None:
-    # pydantic wraps the FlowConfigError raised by the validators; the message survives.
-    with pytest.raises(ValueError, match="candidate 'lgbm'"):
-        TrainConfig(models=("ewma", "har"), candidate="lgbm")
-    with pytest.raises(ValueError, match="har"):
-        TrainConfig(models=("ewma", "lgbm"))
-    with pytest.raises(ValueError, match="unknown publish model"):
+    # pydantic wraps the errors raised by the validators; the message survives.
+    with pytest.raises(ValueError, match="primary 'lgbm' is not among"):
+        EvaluationConfig(models=("ewma", "har"))
+    with pytest.raises(ValueError, match="review gates compare against \\['har'\\]"):
+        PipelineConfig(train=TrainConfig(evaluation=EvaluationConfig(models=("ewma", "lgbm"))))
+    with pytest.raises(ValueError, match="baseline:garch"):
         PublishConfig(model="baseline:garch")
+    with pytest.raises(ValueError, match="extra"):
+        TrainConfig.model_validate({"lgbm": {"n_estimators": 5}})
+    with pytest.raises(ValueError, match="unknown policies"):
+        BacktestConfig(policies=("static", "magic"))
     demo = demo_config()
     assert demo.review.auto_promote and demo.publish.publish_time == "data-end"
     assert PipelineConfig().review.auto_promote is False  # production waits for a human
 
 
-def test_deployments_follow_the_issue_schedules(tmp_path: Path) -> None:
+def test_one_set_of_defaults_per_concept() -> None:
+    # Each concept has one config class; the pipeline nests it with that class's defaults.
+    config = PipelineConfig()
+    assert config.train.evaluation == EvaluationConfig()
+    assert config.review.gates == GateConfig()
+    assert config.backtest.replay == ReplayConfig()
+    assert config.backtest.equal_margin == EqualMarginConfig()
+    # The demo's short-market training is explicit values of the same classes.
+    short = demo_config().train.evaluation
+    assert (short.warmup_months, short.tune_months, short.calibration.window_days) == (1, 1, 60)
+    assert isinstance(short.estimators["lgbm"], LGBMParams)
+
+
+def test_a_pipeline_config_round_trips_through_json_and_toml(tmp_path: Path) -> None:
+    import tomllib
+
+    config = demo_config()
+    path = tmp_path / "pipeline.json"
+    path.write_text(config.model_dump_json())
+    assert load_pipeline_config(path) == config
+    toml = tmp_path / "pipeline.toml"
+    toml.write_text(
+        '[train.evaluation]\nmodels = ["har", "lgbm"]\n'
+        '[train.evaluation.estimators.lgbm]\nkind = "lgbm"\nn_estimators = 50\n'
+        "[backtest.replay.book]\nn_traders = 1000\n"
+    )
+    loaded = load_pipeline_config(toml)
+    assert loaded.train.evaluation.estimators["lgbm"].n_estimators == 50
+    assert loaded.backtest.replay.book.n_traders == 1000
+    assert tomllib.loads(toml.read_text())  # the file is plain TOML
+    toml.write_text("[train]\nlgbm = {n_estimators = 5}\n")
+    with pytest.raises(FlowConfigError, match="not a valid pipeline config"):
+        load_pipeline_config(toml)
+
+
+def test_deployments_follow_the_documented_schedules(tmp_path: Path) -> None:
     from pipelines.flows.deploy import SCHEDULES, build_deployments, deployment_parameters
 
     crons = {s.name: s.cron for s in SCHEDULES}
@@ -120,72 +159,6 @@ def test_prefect_yaml_matches_the_served_deployments() -> None:
         assert set(deployment["parameters"]) <= set(flow.parameters.properties)
     retrain = declared["retrain-daily"]["parameters"]["config"]
     assert PipelineConfig.model_validate(retrain).backtest.enabled is False
-
-
-# -- training helpers ---------------------------------------------------------------------
-
-
-def test_scored_window_refuses_too_short_data(feature_set) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.flows.training import TrainingInputError, scored_window
-
-    window = scored_window(feature_set, TrainConfig(test_days=20), 24)
-    assert window.end - window.start == pd.Timedelta(days=20)
-    assert window.end <= feature_set.frame["ts"].max() - pd.Timedelta(hours=23)
-    with pytest.raises(TrainingInputError, match="too short"):
-        scored_window(feature_set, TrainConfig(test_days=60), 24)
-
-
-def test_leakage_evidence_flags_a_model_reading_targets() -> None:
-    from pipelines.flows.training import leakage_evidence
-
-    class Reads:
-        def __init__(self, names: list[str]) -> None:
-            self.feature_names_ = names
-
-    passed, detail = leakage_evidence(Reads(["rv_24h", "rv_fwd"]), True, "features ok")
-    assert not passed and "rv_fwd" in detail
-    passed, detail = leakage_evidence(Reads(["rv_24h"]), True, "features ok")
-    assert passed and "none a target" in detail
-    assert leakage_evidence(Reads(["rv_24h"]), False, "features leak")[0] is False
-
-
-def test_training_panel_targets_are_the_forward_sum(feature_set) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.flows.training import training_panel
-
-    panel = training_panel(feature_set, 24)
-    one = panel[panel["asset"] == panel["asset"].iloc[0]].reset_index(drop=True)
-    r = one["ret_1h"].to_numpy()
-    expected = np.sum(r[1:25] ** 2)
-    assert one.loc[0, "rv_fwd"] == pytest.approx(expected, rel=1e-12)
-    assert one["rv_fwd"].tail(24).isna().all()
-
-
-# -- publish glue ---------------------------------------------------------------------
-
-
-def test_baseline_forecasts_meet_the_contract(feature_set) -> None:  # type: ignore[no-untyped-def]
-    from models.forecast import validate_forecast_frame
-    from pipelines.publish import baseline_forecasts
-
-    bundle = baseline_forecasts("har", feature_set, 24, history_days=10, calibration_days=30)
-    frame = bundle.forecasts
-    validate_forecast_frame(frame)
-    assert bundle.source == "baseline:har" and not bundle.is_fallback
-    assert frame["ts"].max() == feature_set.frame["ts"].max()
-    assert (frame["sigma_lower"] <= frame["sigma"]).all()
-    assert (frame["var_99"] <= frame["es_99"]).all()
-    assert set(frame["asset"]) == set(feature_set.frame["asset"].astype(str))
-
-
-def test_fallback_bundle_is_a_valid_empty_forecast(feature_set) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.publish import fallback_bundle, publication_time
-    from serving.risk_metrics import validate_forecasts
-
-    bundle = fallback_bundle("no champion", feature_set)
-    assert bundle.is_fallback and bundle.forecasts.empty
-    validate_forecasts(bundle.forecasts)
-    end = publication_time(feature_set, "data-end")
-    assert pd.Timestamp(end) == feature_set.frame["ts"].max() + pd.Timedelta(hours=1)
 
 
 def test_retry_only_transient_errors() -> None:

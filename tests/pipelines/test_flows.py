@@ -1,6 +1,6 @@
 """The flows under a real Prefect test server, on a small synthetic market.
 
-Covers the issue's acceptance: the full pipeline leaves a champion in MLflow and a signed
+The full pipeline leaves a champion in MLflow and a signed
 batch in the store; a corrupt input fails with a clear message and publishes nothing; a
 missing champion publishes fallback snapshots; a review pauses and resumes on approval;
 the Dask runner (2-worker LocalCluster) gives the same features as the thread pool.
@@ -115,17 +115,20 @@ def test_missing_champion_publishes_fallback(pipeline_run: PipelineRun, tmp_path
 
 
 def test_stale_champion_falls_back(pipeline_run: PipelineRun) -> None:
-    from pipelines import publish as glue
+    from models.forecast_sources import champion_forecasts
+    from models.spec import TargetSpec
     from pipelines.settings import get_settings
 
+    settings = get_settings(pipeline_run.workdir)
     features = pipeline_run.summary.features
     later = pd.Timestamp(features.data_through).to_pydatetime() + pd.Timedelta(days=30)
-    bundle = glue.champion_forecasts(
-        get_settings(pipeline_run.workdir),
+    bundle = champion_forecasts(
+        settings.workdir,
+        settings.mlflow_uri,
+        TargetSpec(),
         features.load(),
         later,
         history_days=10,
-        calibration_days=60,
         max_age_days=14,
     )
     assert bundle.is_fallback and "stale" in bundle.note and bundle.forecasts.empty
@@ -134,6 +137,7 @@ def test_stale_champion_falls_back(pipeline_run: PipelineRun) -> None:
 def test_review_pauses_then_resumes_on_approval(pipeline_run: PipelineRun, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
 
+    from models.review import GateConfig
     from pipelines.flows.config import ReviewConfig
     from pipelines.flows.review import (
         TAG_REVIEW_FLOW_RUN,
@@ -154,8 +158,8 @@ def test_review_pauses_then_resumes_on_approval(pipeline_run: PipelineRun, tmp_p
         model_uri=f"runs:/{champion.run_id}/model", run_id=champion.run_id
     ).version
     review = ReviewConfig(
+        gates=GateConfig(allowed_var_zones=("green", "yellow")),
         auto_promote=False,
-        allowed_var_zones=("green", "yellow"),
         approval_timeout_s=240,
         poll_interval_s=1,
     )
@@ -239,6 +243,8 @@ def test_publish_command_with_a_baseline(
     workdir = copy_workdir(pipeline_run, tmp_path / "workdir")
     before, _ = _publications(workdir)
     args = ["--workdir", str(workdir), "publish", "--model", "baseline:har", "--at", "data-end"]
+    # The market is 200 days: calibrate on 60 of them, as the pipeline's short-market training.
+    args += ["--calibration-days", "60"]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
@@ -249,4 +255,7 @@ def test_publish_command_with_a_baseline(
     assert all(update_id == 2 for update_id, _status, _m in latest.values())
 
     bad = CliRunner().invoke(app, ["--workdir", str(workdir), "publish", "--model", "garch"])
-    assert bad.exit_code == 1 and "unknown publish model" in bad.output
+    assert bad.exit_code == 1 and "baseline:har" in bad.output
+    short = CliRunner().invoke(app, args[:-2])  # the default 180-day window leaves 20 days
+    assert short.exit_code == 1
+    assert "or a shorter calibration window" in " ".join(short.output.split())

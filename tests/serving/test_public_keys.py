@@ -141,7 +141,7 @@ def test_unwritable_key_dir_is_logged_not_fatal(
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr("serving.keys._write_atomically", refuse)
+    monkeypatch.setattr("serving.keys.atomic_write_bytes", refuse)
     with caplog.at_level(logging.WARNING, logger="serving.keys"):
         keys = load_signing_keys(tmp_path, environ={})
     assert keys.eip712_address.startswith("0x")

@@ -8,13 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.errors import ForecastContractError, LiquidityDataError
-from serving.risk_metrics import (
-    liquidity_metrics,
-    tail_metrics,
-    tail_multipliers,
-    validate_forecasts,
-)
+from contracts.errors import ForecastContractError
+from contracts.forecast import validate_forecasts
+from serving.errors import LiquidityDataError
+from serving.risk_metrics import liquidity_metrics, tail_metrics, tail_multipliers
 from tests.serving.conftest import make_forecasts
 
 
