@@ -41,7 +41,7 @@ from serving.policy import load_policy_book
 from serving.publishing import ProvenanceInfo, PublishedBatch, publish_batch
 from serving.risk_metrics import liquidity_metrics
 from serving.signing import SnapshotSigner
-from serving.store import PublicationStore, default_store_url
+from serving.store import PublicationStore, StoreMode, default_store_url
 
 ForecastSource = Literal["champion", "baseline:har", "baseline:ewma"]
 
@@ -84,6 +84,12 @@ def publication_time(feature_set: FeatureSet, mode: Literal["now", "data-end"]) 
         return datetime.now(UTC)
     step = interval_to_timedelta(feature_set.interval)
     return (feature_set.frame["ts"].max() + step).to_pydatetime()
+
+
+def publication_mode(mode: Literal["now", "data-end"]) -> StoreMode:
+    """The store mode a publication time belongs in: ``now`` is live, ``data-end`` (an
+    as-of time) is a replay; the store refuses the other (see :mod:`serving.store`)."""
+    return "live" if mode == "now" else "replay"
 
 
 def empty_forecasts() -> pd.DataFrame:
@@ -238,8 +244,11 @@ def publish_forecasts(
     *,
     policy_config: Path | None = None,
     venue: str = "binance",
+    mode: StoreMode = "live",
 ) -> PublishedBatch:
     """Sign and append one batch: every asset in ``assets``, all or nothing.
+
+    ``mode`` is the store mode of this publication time (:func:`publication_mode`).
 
     Raises
     ------
@@ -253,7 +262,7 @@ def publish_forecasts(
     book = load_policy_book(_policy_path(settings, policy_config))
     liquidity = liquidity_metrics(bars, as_of=pd.Timestamp(now))
     signer = SnapshotSigner(load_signing_keys(settings.workdir))
-    with PublicationStore(default_store_url(settings.workdir)) as store:
+    with PublicationStore(default_store_url(settings.workdir), mode=mode) as store:
         return publish_batch(
             bundle.forecasts,
             liquidity,
@@ -380,6 +389,7 @@ def publish_once(
         now,
         policy_config=config.policy_config,
         venue=config.venue,
+        mode=publication_mode(config.publish_time),
     )
     return batch_rows(batch), bundle.note
 

@@ -100,6 +100,7 @@ def sign_and_append(
         now,
         policy_config=publish.policy_config,
         venue=publish.venue,
+        mode=glue.publication_mode(publish.publish_time),
     )
     rows = glue.batch_rows(batch)
     return PublishOutput(

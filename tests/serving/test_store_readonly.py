@@ -132,7 +132,9 @@ def test_empty_database_is_not_initialised_on_both_backends(store_url: str) -> N
         sqlalchemy.create_engine(store_url).connect().close()  # an empty database file
     with captured_statements() as statements, pytest.raises(StoreNotInitialisedError) as exc:
         PublicationStore(store_url, create=False)
-    assert "missing tables: batches, publications, policy_states, audit" in str(exc.value)
+    assert "missing tables: store_meta, batches, publications, policy_states, audit" in str(
+        exc.value
+    )
     assert "dynamargin publish" in str(exc.value)
     assert not [s for s in statements if s.startswith(DDL_PREFIXES)]
 
