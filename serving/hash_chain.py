@@ -136,3 +136,54 @@ def broken_links(rows: Iterable[ChainRow], start: str | None = GENESIS) -> list[
             problems.append(f"{row.where()}: content does not match its entry_hash (rewritten)")
         expected_prev = row.entry_hash
     return problems
+
+
+def row_content(chain: Chain, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The hashed ``ROW`` of a row of ``chain`` from its column values."""
+    if chain == "publications":
+        return publication_content(values["batch_id"], values["reason"], values["snapshot"])
+    if chain == "batches":
+        return {
+            "batch_id": int(values["batch_id"]),
+            "published_at_us": int(values["published_at_us"]),
+            "n_snapshots": int(values["n_snapshots"]),
+        }
+    if chain == "policy_states":
+        return {
+            "asset": values["asset"],
+            "recorded_at_us": int(values["recorded_at_us"]),
+            "batch_id": values["batch_id"],
+            "audit_id": values["audit_id"],
+            "state": values["state"],
+        }
+    if chain == "audit":
+        return {
+            "asset": values["asset"],
+            "action": values["action"],
+            "operator": values["operator"],
+            "note": values["note"],
+            "at_us": int(values["at_us"]),
+            "multiplier_before": exact_float(values["multiplier_before"]),
+            "override_multiplier": exact_float(values["override_multiplier"]),
+            "override_until_us": values["override_until_us"],
+        }
+    return checkpoint_content(
+        values["id"],
+        values["created_at_us"],
+        values["body"],
+        values["public_key"],
+        values["signature"],
+    )
+
+
+def checkpoint_content(
+    sequence: int, created_at_us: int, body: str, public_key: str, signature: str
+) -> dict[str, Any]:
+    """``ROW`` of a checkpoint; ``body`` must be the canonical JSON it signs."""
+    return {
+        "sequence": int(sequence),
+        "created_at_us": int(created_at_us),
+        "body": RawCanonicalJson(body),
+        "public_key": public_key,
+        "signature": signature,
+    }

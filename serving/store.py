@@ -38,35 +38,17 @@ instead of reading or writing through the stale handle.
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Final, Literal, Protocol, get_args, overload
+from typing import Any, Final, overload
 
 from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    Column,
     Connection,
-    Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
     Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
     func,
     inspect,
-    make_url,
     select,
     text,
 )
@@ -74,340 +56,92 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from serving import strict_json
 from serving.errors import (
-    AppendOnlyViolationError,
     PublicationStoreError,
-    StoreBusyError,
     StoreIdentityError,
     StoreModeError,
     StoreNotInitialisedError,
     StoreReadOnlyError,
     UpdateIdConflictError,
 )
-from serving.hash_chain import GENESIS, Chain, ChainRow, entry_hash, exact_float
-from serving.hash_chain import publication_content as _publication_content
+from serving.hash_chain import (
+    GENESIS,
+    PER_ASSET_CHAINS,
+    Chain,
+    ChainRow,
+    entry_hash,
+    row_content,
+)
 from serving.policy import AuditRecord, PolicyState
-from serving.standard import RawCanonicalJson, canonical_json, format_time, parse_time
+from serving.standard import canonical_json, format_time, parse_time
+from serving.store_connection import (
+    DEFAULT_BUSY_TIMEOUT_S,
+    ENV_URL,
+    default_store_url,
+    make_engine,
+    require_sqlite_file,
+    safe_url,
+    sqlite_path,
+    sqlite_read_only_url,
+    store_error,
+    workdir_store_url,
+)
+from serving.store_records import (
+    STORE_MODES,
+    BatchReceipt,
+    ChainHead,
+    CheckpointSigner,
+    HistoryPage,
+    PublicationRecord,
+    StoredCheckpoint,
+    StoredPolicyState,
+    StoredPublication,
+    StoreMeta,
+    StoreMode,
+    from_epoch_us,
+    to_epoch_us,
+)
+from serving.store_schema import (
+    CHAIN_TABLES,
+    SCHEMA_VERSION,
+    TABLES,
+    audit,
+    batches,
+    checkpoints,
+    id_column,
+    metadata,
+    policy_states,
+    postgres_triggers,
+    publications,
+    sqlite_triggers,
+    store_meta,
+)
 
-ENV_URL = "DYNAMARGIN_PUBLICATIONS_URL"
-SCHEMA_VERSION: Final[int] = 2
-StoreMode = Literal["live", "replay"]
-STORE_MODES: Final[tuple[str, ...]] = get_args(StoreMode)
+__all__ = [
+    "ENV_URL",
+    "BatchReceipt",
+    "ChainHead",
+    "CheckpointSigner",
+    "HistoryPage",
+    "PublicationRecord",
+    "PublicationStore",
+    "StoreMeta",
+    "StoreMode",
+    "StoreNotInitialisedError",
+    "StoreReadOnlyError",
+    "StoredCheckpoint",
+    "StoredPolicyState",
+    "StoredPublication",
+    "default_store_url",
+    "from_epoch_us",
+    "parse_cursor",
+    "sqlite_read_only_url",
+    "to_epoch_us",
+    "workdir_store_url",
+]
+
 LIVE_CLOCK_SKEW: Final[timedelta] = timedelta(minutes=5)
 """How far ahead of this host's clock a live publication may be stamped."""
-DEFAULT_BUSY_TIMEOUT_S: Final[float] = 30.0
 MAX_CURSOR_DIGITS: Final[int] = 18
-
-metadata = MetaData()
-
-store_meta = Table(
-    "store_meta",
-    metadata,
-    Column("id", Integer, CheckConstraint("id = 1"), primary_key=True, autoincrement=False),
-    Column("store_id", String(36), nullable=False),
-    Column("mode", String(8), CheckConstraint("mode IN ('live', 'replay')"), nullable=False),
-    Column("created_at_us", BigInteger, nullable=False),
-    Column("schema_version", Integer, nullable=False),
-)
-
-batches = Table(
-    "batches",
-    metadata,
-    Column("batch_id", Integer, primary_key=True, autoincrement=False),
-    Column("published_at_us", BigInteger, nullable=False),
-    Column("n_snapshots", Integer, CheckConstraint("n_snapshots >= 1"), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-)
-
-publications = Table(
-    "publications",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("batch_id", Integer, ForeignKey("batches.batch_id"), nullable=False),
-    Column("asset", String(64), nullable=False),
-    Column("update_id", BigInteger, CheckConstraint("update_id >= 1"), nullable=False),
-    Column("as_of_us", BigInteger, nullable=False),
-    Column("published_at_us", BigInteger, nullable=False),
-    Column("valid_until_us", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("reason", String(32), nullable=False),
-    Column("multiplier", Float, nullable=False),
-    Column("reference_id", String(160), nullable=False),
-    Column("snapshot", Text, nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-    UniqueConstraint("asset", "update_id", name="uq_publications_asset_update_id"),
-    Index("ix_publications_asset_published", "asset", "published_at_us"),
-    Index("ix_publications_asset_id", "asset", "id"),
-)
-
-policy_states = Table(
-    "policy_states",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("asset", String(64), nullable=False),
-    Column("recorded_at_us", BigInteger, nullable=False),
-    Column("batch_id", Integer, ForeignKey("batches.batch_id"), nullable=True),
-    Column("audit_id", Integer, ForeignKey("audit.id"), nullable=True),
-    Column("state", Text, nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-    Index("ix_policy_states_asset", "asset", "id"),
-)
-
-audit = Table(
-    "audit",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("asset", String(64), nullable=False),
-    Column("action", String(32), nullable=False),
-    Column("operator", String(200), nullable=False),
-    Column("note", Text, nullable=False),
-    Column("at_us", BigInteger, nullable=False),
-    Column("multiplier_before", Float, nullable=False),
-    Column("override_multiplier", Float, nullable=True),
-    Column("override_until_us", BigInteger, nullable=True),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-    Index("ix_audit_asset", "asset", "id"),
-)
-
-checkpoints = Table(
-    "checkpoints",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("created_at_us", BigInteger, nullable=False),
-    Column("body", Text, nullable=False),
-    Column("public_key", String(64), nullable=False),
-    Column("signature", String(128), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-)
-
-TABLES: Final[tuple[str, ...]] = (
-    "store_meta",
-    "batches",
-    "publications",
-    "policy_states",
-    "audit",
-    "checkpoints",
-)
-CHAIN_TABLES: Final[dict[Chain, Table]] = {
-    "batches": batches,
-    "publications": publications,
-    "policy_states": policy_states,
-    "audit": audit,
-    "checkpoints": checkpoints,
-}
-_KEY_COLUMN: Final[dict[str, str]] = {
-    "store_meta": "id",
-    "batches": "batch_id",
-    "publications": "id",
-    "policy_states": "id",
-    "audit": "id",
-    "checkpoints": "id",
-}
-
-
-class CheckpointSigner(Protocol):
-    """Signs checkpoint bodies (the publisher's Ed25519 key, see :mod:`serving.signing`)."""
-
-    @property
-    def public_key(self) -> str:
-        """Ed25519 public key, lowercase hex."""
-        ...
-
-    def sign_checkpoint(self, payload: bytes) -> str:
-        """Ed25519 signature of ``payload``, lowercase hex."""
-        ...
-
-
-@dataclass(frozen=True)
-class PublicationRecord:
-    """One snapshot to append: the signed snapshot dict, the policy reason and next state."""
-
-    snapshot: Mapping[str, Any]
-    reason: str
-    state: PolicyState
-
-
-@dataclass(frozen=True)
-class StoreMeta:
-    """What a store says about itself: its id, its mode and when it was created."""
-
-    store_id: str
-    mode: StoreMode
-    created_at: datetime
-    schema_version: int
-
-
-@dataclass(frozen=True)
-class StoredPublication:
-    """A snapshot as read back from the store, with its place in the asset's chain.
-
-    Attributes
-    ----------
-    asset, update_id, batch_id, published_at, status, reason, multiplier
-        The row's columns (copies of snapshot fields, plus the policy reason).
-    raw
-        The snapshot's canonical JSON, exactly as signed.
-    row_id, prev_hash, entry_hash
-        Its chain position and hashes (:mod:`serving.hash_chain`).
-    columns
-        The remaining stored copies of snapshot fields, for consistency checks.
-    predecessor_hash
-        ``entry_hash`` of the row before it in the chain (``GENESIS`` for the first).
-    successor_prev_hash
-        ``prev_hash`` of the row after it (``None`` when it is the newest).
-    """
-
-    asset: str
-    update_id: int
-    batch_id: int
-    published_at: datetime
-    status: str
-    reason: str
-    multiplier: float
-    raw: str
-    row_id: int = 0
-    prev_hash: str = GENESIS
-    entry_hash: str = ""
-    columns: Mapping[str, Any] = field(default_factory=dict)
-    predecessor_hash: str | None = None
-    successor_prev_hash: str | None = None
-
-    @property
-    def snapshot(self) -> dict[str, Any]:
-        """The snapshot dict, parsed strictly from its stored JSON.
-
-        Raises
-        ------
-        serving.strict_json.StrictJsonError
-            If the stored text is not strict JSON (only a tampered row is not).
-        """
-        document = strict_json.loads(
-            self.raw, what=f"stored snapshot {self.asset}/{self.update_id}"
-        )
-        if not isinstance(document, dict):
-            raise strict_json.StrictJsonError(
-                f"stored snapshot {self.asset}/{self.update_id} is not a JSON object"
-            )
-        return document
-
-    def chain_row(self) -> ChainRow:
-        """This row as its hash chain sees it."""
-        return ChainRow(
-            "publications",
-            self.row_id,
-            self.asset,
-            self.prev_hash,
-            self.entry_hash,
-            _publication_content(self.batch_id, self.reason, self.raw),
-        )
-
-
-@dataclass(frozen=True)
-class StoredPolicyState:
-    """The newest policy state of one asset, with its chain row and predecessor hash."""
-
-    state: PolicyState
-    row: ChainRow
-    predecessor_hash: str
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    """A signed checkpoint as stored (see :mod:`serving.checkpoints`)."""
-
-    row_id: int
-    created_at: datetime
-    body: str
-    public_key: str
-    signature: str
-    prev_hash: str
-    entry_hash: str
-
-    def chain_row(self) -> ChainRow:
-        return ChainRow(
-            "checkpoints",
-            self.row_id,
-            "",
-            self.prev_hash,
-            self.entry_hash,
-            _checkpoint_content(
-                self.row_id,
-                to_epoch_us(self.created_at),
-                self.body,
-                self.public_key,
-                self.signature,
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class ChainHead:
-    """The newest row of one chain: where it is, its hash and how long the chain is."""
-
-    row_id: int
-    entry_hash: str
-    length: int
-    update_id: int | None = None
-
-
-@dataclass(frozen=True)
-class BatchReceipt:
-    """A committed batch."""
-
-    batch_id: int
-    published_at: datetime
-    n_snapshots: int
-
-
-@dataclass(frozen=True)
-class HistoryPage:
-    """One page of :meth:`PublicationStore.history`; pass ``next_cursor`` for the next."""
-
-    items: list[StoredPublication]
-    next_cursor: str | None
-
-
-def sqlite_read_only_url(path: Path) -> str:
-    """SQLAlchemy URL opening the SQLite file at ``path`` read-only (``mode=ro`` URI).
-
-    Raises
-    ------
-    PublicationStoreError
-        If the path contains ``?`` or ``#`` (not representable in the URI form).
-
-    Examples
-    --------
-    >>> sqlite_read_only_url(Path("/srv/dm/publications.db"))
-    'sqlite:///file:/srv/dm/publications.db?mode=ro&uri=true'
-    """
-    text_path = str(Path(path))
-    if "?" in text_path or "#" in text_path:
-        # SQLAlchemy unquotes the URL before SQLite parses it as a URI, so these two
-        # characters cannot be escaped; they would cut the file name short.
-        raise PublicationStoreError(
-            f"cannot open {text_path} read-only through a SQLite URI: its path contains "
-            "'?' or '#'; move the database to a path without them"
-        )
-    return f"sqlite:///file:{text_path}?mode=ro&uri=true"
-
-
-def default_store_url(workdir: Path, environ: Mapping[str, str] | None = None) -> str:
-    """``$DYNAMARGIN_PUBLICATIONS_URL`` or ``sqlite:///<workdir>/publications.db``.
-
-    Every command (publish, serve, snapshots, policy) resolves the store with this
-    function, so they all read and write the same store.
-    """
-    env = os.environ if environ is None else environ
-    return env.get(ENV_URL) or workdir_store_url(workdir)
-
-
-def workdir_store_url(workdir: Path) -> str:
-    """The embedded default: ``sqlite:///<workdir>/publications.db``."""
-    return f"sqlite:///{Path(workdir) / 'publications.db'}"
 
 
 class PublicationStore:
@@ -459,11 +193,11 @@ class PublicationStore:
         self.url = url
         self.create = create
         self.busy_timeout_s = busy_timeout_s
-        self._path = _sqlite_path(url) if url.startswith("sqlite") else None
+        self._path = sqlite_path(url) if url.startswith("sqlite") else None
         self._identity: tuple[int, int] | None = None
         if not create:
-            _require_sqlite_file(url)
-        self.engine = _make_engine(url, create, busy_timeout_s)
+            require_sqlite_file(url)
+        self.engine = make_engine(url, create, busy_timeout_s)
         try:
             if create:
                 self._create_schema(mode or "live")
@@ -479,7 +213,7 @@ class PublicationStore:
             raise StoreModeError(_mode_conflict(self, mode))
 
     def __repr__(self) -> str:
-        return f"PublicationStore({_safe_url(self.url)!r})"
+        return f"PublicationStore({safe_url(self.url)!r})"
 
     @property
     def mode(self) -> StoreMode:
@@ -787,7 +521,7 @@ class PublicationStore:
         current = self._read_meta()
         if current.store_id != self.meta.store_id:
             raise StoreIdentityError(
-                f"publication store {_safe_url(self.url)} was recreated since it was opened "
+                f"publication store {safe_url(self.url)} was recreated since it was opened "
                 f"(store id {self.meta.store_id} is now {current.store_id}); restart this "
                 "process to open the new store"
             )
@@ -808,7 +542,7 @@ class PublicationStore:
     def chain_heads(self, chain: Chain) -> dict[str, ChainHead]:
         """Newest row of each chain of ``chain`` (key ``""`` for store-wide chains)."""
         table = CHAIN_TABLES[chain]
-        key_col = _id_column(table)
+        key_col = id_column(table)
         per_asset = "asset" in table.c
         group = (table.c.asset,) if per_asset else ()
         stats = select(
@@ -840,7 +574,7 @@ class PublicationStore:
     def chain_length(self, chain: Chain, key: str, up_to_row_id: int) -> int:
         """Rows of one chain with a row id up to ``up_to_row_id``."""
         table = CHAIN_TABLES[chain]
-        query = select(func.count()).select_from(table).where(_id_column(table) <= up_to_row_id)
+        query = select(func.count()).select_from(table).where(id_column(table) <= up_to_row_id)
         if key:
             query = query.where(table.c.asset == key)
         with self._read() as conn:
@@ -854,7 +588,7 @@ class PublicationStore:
         ``after_row_id`` starts just after that row (``None``: from the first).
         """
         table = CHAIN_TABLES[chain]
-        key_col = _id_column(table)
+        key_col = id_column(table)
         query = select(table)
         if key:
             query = query.where(table.c.asset == key)
@@ -872,7 +606,7 @@ class PublicationStore:
         appended after it.
         """
         table = CHAIN_TABLES[chain]
-        key_col = _id_column(table)
+        key_col = id_column(table)
         condition = key_col > after_row_id
         if row_ids:
             condition = condition | key_col.in_(sorted(row_ids))
@@ -915,7 +649,7 @@ class PublicationStore:
     def _append(self, conn: Connection, chain: Chain, key: str, values: dict[str, Any]) -> str:
         table = CHAIN_TABLES[chain]
         prev = _head_hash(conn, table, key)
-        content = _content_of(chain, values)
+        content = row_content(chain, values)
         digest = entry_hash(chain, prev, content)
         conn.execute(table.insert().values(**values, prev_hash=prev, entry_hash=digest))
         return digest
@@ -1000,7 +734,7 @@ class PublicationStore:
     def _heads_in(self, conn: Connection, chain: Chain) -> dict[str, ChainHead]:
         # chain_heads() inside the writing transaction (it must see the batch's rows).
         table = CHAIN_TABLES[chain]
-        key_col = _id_column(table)
+        key_col = id_column(table)
         per_asset = "asset" in table.c
         cols = [table.c.asset] if per_asset else []
         stats = select(*cols, func.max(key_col).label("head_id"), func.count().label("length"))
@@ -1036,10 +770,10 @@ class PublicationStore:
                     self._check_file()
                     yield conn
         except DBAPIError as exc:
-            raise _store_error(exc, self.url, "write") from exc
+            raise store_error(exc, self.url, "write") from exc
         except SQLAlchemyError as exc:
             raise PublicationStoreError(
-                f"publication store {_safe_url(self.url)} failed a write: {exc}"
+                f"publication store {safe_url(self.url)} failed a write: {exc}"
             ) from exc
 
     @contextmanager
@@ -1049,10 +783,10 @@ class PublicationStore:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
         except DBAPIError as exc:
-            raise _store_error(exc, self.url, "read") from exc
+            raise store_error(exc, self.url, "read") from exc
         except SQLAlchemyError as exc:
             raise PublicationStoreError(
-                f"publication store {_safe_url(self.url)} failed a read: {exc}"
+                f"publication store {safe_url(self.url)} failed a read: {exc}"
             ) from exc
 
     def _file_identity(self) -> tuple[int, int] | None:
@@ -1086,12 +820,12 @@ class PublicationStore:
             row = conn.execute(select(store_meta)).first()
         if row is None:
             raise StoreNotInitialisedError(
-                f"publication store {_safe_url(self.url)} has no store_meta row; it was "
+                f"publication store {safe_url(self.url)} has no store_meta row; it was "
                 "never completely created. Run `dynamargin publish` to create it"
             )
         if row.mode not in STORE_MODES:
             raise PublicationStoreError(
-                f"store_meta of {_safe_url(self.url)} names mode {row.mode!r}"
+                f"store_meta of {safe_url(self.url)} names mode {row.mode!r}"
             )
         return StoreMeta(
             row.store_id, row.mode, from_epoch_us(row.created_at_us), row.schema_version
@@ -1104,7 +838,7 @@ class PublicationStore:
         missing = [table for table in TABLES if table not in found]
         if missing:
             raise StoreNotInitialisedError(
-                f"no publication store at {_safe_url(self.url)} (missing tables: "
+                f"no publication store at {safe_url(self.url)} (missing tables: "
                 f"{', '.join(missing)}): run `dynamargin publish` first"
             )
 
@@ -1117,9 +851,9 @@ class PublicationStore:
                 _refuse_old_schema(set(inspect(conn).get_table_names()), self.url)
                 metadata.create_all(conn)
                 statements = (
-                    _postgres_triggers()
+                    postgres_triggers()
                     if self.engine.dialect.name == "postgresql"
-                    else _sqlite_triggers()
+                    else sqlite_triggers()
                 )
                 for statement in statements:
                     conn.execute(text(statement))
@@ -1136,7 +870,7 @@ class PublicationStore:
         except StoreReadOnlyError as exc:
             reason = getattr(exc.__cause__, "orig", exc)  # the database's own words
             raise StoreReadOnlyError(
-                f"cannot create the schema of publication store {_safe_url(self.url)}: "
+                f"cannot create the schema of publication store {safe_url(self.url)}: "
                 f"{reason}. Readers open it with create=False (as the API does); the "
                 "publisher needs a role allowed to CREATE tables and triggers."
             ) from exc
@@ -1163,7 +897,7 @@ def _mode_conflict(store: PublicationStore, wanted: str) -> str:
         "replay": "published_at is the as-of time of a replay or backfill",
     }
     return (
-        f"publication store {_safe_url(store.url)} is a {store.mode} store "
+        f"publication store {safe_url(store.url)} is a {store.mode} store "
         f"({meaning[store.mode]}), but this publisher writes {wanted} publications "
         f"({meaning[wanted]}). The two never mix: give the {wanted} publications their own "
         f"store (set {ENV_URL} or use another --workdir)"
@@ -1173,248 +907,19 @@ def _mode_conflict(store: PublicationStore, wanted: str) -> str:
 def _refuse_old_schema(found: set[str], url: str) -> None:
     if "publications" in found and "store_meta" not in found:
         raise PublicationStoreError(
-            f"publication store {_safe_url(url)} was written by an older dynamargin without "
+            f"publication store {safe_url(url)} was written by an older dynamargin without "
             "hash chains; export it with `dynamargin snapshots export` and publish into a new "
             "store (another --workdir or DYNAMARGIN_PUBLICATIONS_URL)"
         )
 
 
-def _store_error(exc: DBAPIError, url: str, action: str) -> PublicationStoreError:
-    message = str(exc.orig)
-    lowered = message.lower()
-    if ("update_id" in message and "dynamargin:" in message) or "uq_publications" in message:
-        return UpdateIdConflictError(message)
-    if "unique constraint failed: publications.asset" in lowered:
-        return UpdateIdConflictError(message)
-    if "dynamargin:" in message:
-        return AppendOnlyViolationError(message)
-    if (
-        "database is locked" in lowered
-        or "lock timeout" in lowered
-        or "database is busy" in lowered
-    ):
-        return StoreBusyError(
-            f"publication store {_safe_url(url)} is locked by another connection (gave up "
-            f"waiting); retry in a moment: {message}"
-        )
-    if _is_read_only_failure(lowered) or (
-        action == "write" and "unable to open database file" in lowered
-    ):
-        return StoreReadOnlyError(
-            f"publication store {_safe_url(url)} refused a {action}: {message}. It is opened "
-            "read-only (mode=ro URL, a SELECT-only role, or a read-only or immutable file); "
-            "write through the publisher's store URL instead."
-        )
-    return PublicationStoreError(f"cannot {action} publication store {_safe_url(url)}: {message}")
-
-
-def _sqlite_path(url: str) -> Path | None:
-    """File of a SQLite URL (plain or ``file:`` URI form); ``None`` for in-memory."""
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if parsed.query.get("uri") == "true" and database.startswith("file:"):
-        database = database.removeprefix("file:")
-    if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
-        return None
-    return Path(database)
-
-
-def _require_sqlite_file(url: str) -> None:
-    # Checked before connecting: sqlite3 would otherwise create an empty file at a
-    # mistyped path and the API would look "initialised but empty".
-    if not url.startswith("sqlite"):
-        return
-    path = _sqlite_path(url)
-    if path is None or not path.is_file():
-        where = "in memory" if path is None else f"at {path}"
-        raise StoreNotInitialisedError(
-            f"no publication store at {_safe_url(url)} (no database file {where}): "
-            "run `dynamargin publish` first"
-        )
-
-
-def _make_engine(url: str, create: bool, busy_timeout_s: float) -> Engine:
-    if url.startswith("sqlite"):
-        path = _sqlite_path(url)
-        if create and path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
-        busy_ms = int(busy_timeout_s * 1000)
-
-        def on_connect(dbapi_connection: Any, _record: Any) -> None:
-            _sqlite_configure(dbapi_connection, busy_ms, wal=create)
-
-        event.listen(engine, "connect", on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def _sqlite_configure(dbapi_connection: Any, busy_ms: int, wal: bool) -> None:
-    # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's implicit BEGIN is lazy
-    # and would start the transaction only at the first write).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    if wal:
-        # The creator sets WAL (persistent); readers do not, so a read-only connection
-        # never attempts a write.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed batch survives power loss, not only a process crash.
-        cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-    cursor.close()
-
-
-def _sqlite_on_begin(conn: Connection) -> None:
-    # IMMEDIATE takes the write lock up front, so the chain heads and update ids a batch
-    # reads cannot change before it writes; reads stay DEFERRED (WAL snapshots).
-    write = conn.get_execution_options().get("dynamargin_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-_CHAINED_PER_ASSET = ("publications", "policy_states", "audit")
-_CHAINED_STORE_WIDE = ("batches", "checkpoints")
-
-
-def _sqlite_triggers() -> list[str]:
-    statements: list[str] = []
-
-    def refuse(name: str, table: str, when: str, message: str, op: str = "INSERT") -> None:
-        statements.append(
-            f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {op} ON {table} "
-            + (f"WHEN {when} " if when else "")
-            + f"BEGIN SELECT RAISE(ABORT, 'dynamargin: {message}'); END"
-        )
-
-    for table in TABLES:
-        key = _KEY_COLUMN[table]
-        for op in ("UPDATE", "DELETE"):
-            refuse(f"{table}_no_{op.lower()}", table, "", f"{table} is append-only ({op})", op)
-        # REPLACE / INSERT OR REPLACE delete the conflicting row without firing DELETE
-        # triggers; refusing the insert of an existing key closes that door.
-        refuse(
-            f"{table}_no_overwrite",
-            table,
-            f"EXISTS (SELECT 1 FROM {table} WHERE {key} = NEW.{key})",
-            f"{table} is append-only (INSERT over an existing {key})",
-        )
-    refuse(
-        "store_meta_single_row",
-        "store_meta",
-        "EXISTS (SELECT 1 FROM store_meta)",
-        "store_meta is append-only (it has its one row)",
-    )
-    for table in _CHAINED_PER_ASSET:
-        refuse(
-            f"{table}_chain_link",
-            table,
-            f"NEW.prev_hash IS NOT COALESCE((SELECT entry_hash FROM {table} "
-            f"WHERE asset = NEW.asset ORDER BY id DESC LIMIT 1), '{GENESIS}')",
-            f"{table} is append-only: prev_hash must be the hash of the asset''s newest row",
-        )
-    for table in _CHAINED_STORE_WIDE:
-        key = _KEY_COLUMN[table]
-        refuse(
-            f"{table}_chain_link",
-            table,
-            f"NEW.prev_hash IS NOT COALESCE((SELECT entry_hash FROM {table} "
-            f"ORDER BY {key} DESC LIMIT 1), '{GENESIS}')",
-            f"{table} is append-only: prev_hash must be the hash of the newest row",
-        )
-    # One trigger, so the update_id rule is checked before the time rule: a publisher that
-    # lost a race hears "update_id", whatever its clock said.
-    statements.append(
-        "CREATE TRIGGER IF NOT EXISTS publications_order BEFORE INSERT ON publications BEGIN "
-        "SELECT RAISE(ABORT, 'dynamargin: publications is append-only: update_id must strictly "
-        "increase per asset') WHERE NEW.update_id <= COALESCE((SELECT MAX(update_id) FROM "
-        "publications WHERE asset = NEW.asset), 0); "
-        "SELECT RAISE(ABORT, 'dynamargin: publications is append-only: published_at must not "
-        "go back in time per asset') WHERE NEW.published_at_us < COALESCE((SELECT "
-        "MAX(published_at_us) FROM publications WHERE asset = NEW.asset), NEW.published_at_us); "
-        "END"
-    )
-    return statements
-
-
-def _postgres_triggers() -> list[str]:
-    statements = [
-        """
-        CREATE OR REPLACE FUNCTION dynamargin_forbid_change() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION 'dynamargin: % is append-only (%)', TG_TABLE_NAME, TG_OP
-                USING ERRCODE = 'integrity_constraint_violation';
-        END $$
-        """
-    ]
-    for table in TABLES:
-        key = _KEY_COLUMN[table]
-        checks = [
-            f"IF EXISTS (SELECT 1 FROM {table} WHERE {key} = NEW.{key}) THEN "
-            f"RAISE EXCEPTION 'dynamargin: {table} is append-only (INSERT over an existing "
-            f"{key} %)', NEW.{key} USING ERRCODE = 'integrity_constraint_violation'; END IF;"
-        ]
-        if table == "store_meta":
-            checks.append(
-                "IF EXISTS (SELECT 1 FROM store_meta) THEN RAISE EXCEPTION "
-                "'dynamargin: store_meta is append-only (it has its one row)' "
-                "USING ERRCODE = 'integrity_constraint_violation'; END IF;"
-            )
-        if table in _CHAINED_PER_ASSET or table in _CHAINED_STORE_WIDE:
-            where = "WHERE asset = NEW.asset " if table in _CHAINED_PER_ASSET else ""
-            checks.append(
-                f"SELECT entry_hash INTO head FROM {table} {where}ORDER BY {key} DESC LIMIT 1; "
-                f"IF NEW.prev_hash IS DISTINCT FROM COALESCE(head, '{GENESIS}') THEN "
-                f"RAISE EXCEPTION 'dynamargin: {table} is append-only: prev_hash must be the "
-                "hash of the newest row' USING ERRCODE = 'integrity_constraint_violation'; END IF;"
-            )
-        if table == "publications":
-            checks.append(
-                # Serialise publishers of one asset so ids commit in order.
-                "PERFORM pg_advisory_xact_lock(hashtext('dynamargin.publications:' || NEW.asset)); "
-                "SELECT max(update_id), max(published_at_us) INTO last_id, last_at "
-                "FROM publications WHERE asset = NEW.asset; "
-                "IF last_id IS NOT NULL AND NEW.update_id <= last_id THEN RAISE EXCEPTION "
-                "'dynamargin: publications is append-only: update_id % of % must exceed %', "
-                "NEW.update_id, NEW.asset, last_id "
-                "USING ERRCODE = 'integrity_constraint_violation'; END IF; "
-                "IF last_at IS NOT NULL AND NEW.published_at_us < last_at THEN RAISE EXCEPTION "
-                "'dynamargin: publications is append-only: published_at must not go back in "
-                "time for %', NEW.asset USING ERRCODE = 'integrity_constraint_violation'; END IF;"
-            )
-        statements.append(
-            f"CREATE OR REPLACE FUNCTION dynamargin_{table}_insert() RETURNS trigger "
-            "LANGUAGE plpgsql AS $$ DECLARE head text; last_id bigint; last_at bigint; BEGIN "
-            + " ".join(checks)
-            + " RETURN NEW; END $$"
-        )
-        statements.append(
-            f"CREATE OR REPLACE TRIGGER {table}_insert_rules BEFORE INSERT ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION dynamargin_{table}_insert()"
-        )
-        statements.append(
-            f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION dynamargin_forbid_change()"
-        )
-        statements.append(
-            f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION dynamargin_forbid_change()"
-        )
-    return statements
-
-
-def _id_column(table: Table) -> Any:
-    return table.c.batch_id if table.name == "batches" else table.c.id
-
-
 def _next_id(conn: Connection, table: Table) -> int:
-    key = _id_column(table)
+    key = id_column(table)
     return int(conn.execute(select(func.coalesce(func.max(key), 0) + 1)).scalar_one())
 
 
 def _head_hash(conn: Connection, table: Table, key: str) -> str:
-    query = select(table.c.entry_hash).order_by(_id_column(table).desc()).limit(1)
+    query = select(table.c.entry_hash).order_by(id_column(table).desc()).limit(1)
     if key:
         query = query.where(table.c.asset == key)
     return conn.execute(query).scalar() or GENESIS
@@ -1443,59 +948,9 @@ def _with_neighbours(query: Any, table: Table = publications) -> Any:
     return query.add_columns(predecessor, successor)
 
 
-def _content_of(chain: Chain, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The hashed ``ROW`` of a row of ``chain`` from its column values."""
-    if chain == "publications":
-        return _publication_content(values["batch_id"], values["reason"], values["snapshot"])
-    if chain == "batches":
-        return {
-            "batch_id": int(values["batch_id"]),
-            "published_at_us": int(values["published_at_us"]),
-            "n_snapshots": int(values["n_snapshots"]),
-        }
-    if chain == "policy_states":
-        return {
-            "asset": values["asset"],
-            "recorded_at_us": int(values["recorded_at_us"]),
-            "batch_id": values["batch_id"],
-            "audit_id": values["audit_id"],
-            "state": values["state"],
-        }
-    if chain == "audit":
-        return {
-            "asset": values["asset"],
-            "action": values["action"],
-            "operator": values["operator"],
-            "note": values["note"],
-            "at_us": int(values["at_us"]),
-            "multiplier_before": exact_float(values["multiplier_before"]),
-            "override_multiplier": exact_float(values["override_multiplier"]),
-            "override_until_us": values["override_until_us"],
-        }
-    return _checkpoint_content(
-        values["id"],
-        values["created_at_us"],
-        values["body"],
-        values["public_key"],
-        values["signature"],
-    )
-
-
-def _checkpoint_content(
-    sequence: int, created_at_us: int, body: str, public_key: str, signature: str
-) -> dict[str, Any]:
-    return {
-        "sequence": int(sequence),
-        "created_at_us": int(created_at_us),
-        "body": RawCanonicalJson(body),
-        "public_key": public_key,
-        "signature": signature,
-    }
-
-
 def _chain_row(chain: Chain, row: Any) -> ChainRow:
     values = row._mapping
-    key = values.get("asset", "") if chain in _CHAINED_PER_ASSET else ""
+    key = values.get("asset", "") if chain in PER_ASSET_CHAINS else ""
     row_id = values["batch_id"] if chain == "batches" else values["id"]
     return ChainRow(
         chain,
@@ -1503,7 +958,7 @@ def _chain_row(chain: Chain, row: Any) -> ChainRow:
         key,
         values["prev_hash"],
         values["entry_hash"],
-        _content_of(chain, values),
+        row_content(chain, values),
     )
 
 
@@ -1544,33 +999,3 @@ def _checkpoint(row: Any) -> StoredCheckpoint:
         prev_hash=row.prev_hash,
         entry_hash=row.entry_hash,
     )
-
-
-def to_epoch_us(value: datetime) -> int:
-    """Integer microseconds since the epoch of a tz-aware time (how the store keeps time)."""
-    if value.tzinfo is None:
-        raise PublicationStoreError(f"naive datetime {value!r}; pass tz-aware UTC times")
-    delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_epoch_us(value: int) -> datetime:
-    """Inverse of :func:`to_epoch_us` (UTC)."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value))
-
-
-def _is_read_only_failure(lowered: str) -> bool:
-    # SQLite mode=ro or an immutable file: "attempt to write a readonly database";
-    # PostgreSQL SELECT-only role: "permission denied for table ..."; hot standby:
-    # "read-only transaction". (A write into an immutable directory fails with "unable to
-    # open database file", mapped by the caller.)
-    return (
-        "readonly database" in lowered
-        or "permission denied" in lowered
-        or "read-only transaction" in lowered
-    )
-
-
-def _safe_url(url: str) -> str:
-    # Never print a password embedded in a database URL.
-    return make_url(url).render_as_string(hide_password=True)

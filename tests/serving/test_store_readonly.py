@@ -23,9 +23,9 @@ from serving.store import (
     PublicationStore,
     StoreNotInitialisedError,
     StoreReadOnlyError,
-    _sqlite_path,
     sqlite_read_only_url,
 )
+from serving.store_connection import sqlite_path
 from tests.serving.conftest import T0, liquidity_for, make_forecasts, private_schema_url
 
 ASSETS = ("BTCUSDT", "ETHUSDT")
@@ -209,8 +209,8 @@ def test_read_only_url_refuses_paths_sqlite_cannot_express(tmp_path: Path) -> No
 )
 def test_read_only_url_names_the_same_file(parts: list[str]) -> None:
     path = Path("/", *parts)
-    assert _sqlite_path(sqlite_read_only_url(path)) == path
-    assert _sqlite_path(f"sqlite:///{path}") == path
+    assert sqlite_path(sqlite_read_only_url(path)) == path
+    assert sqlite_path(f"sqlite:///{path}") == path
 
 
 def test_postgres_read_only_role_reads_but_cannot_create_or_write(
