@@ -131,6 +131,7 @@ class LogVerifier:
         )
         self.check_eip712 = check_eip712
         self._snapshots: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._rows: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._checkpoints: OrderedDict[str, tuple[Checkpoint | None, tuple[str, ...]]] = (
             OrderedDict()
         )
@@ -138,7 +139,19 @@ class LogVerifier:
     # -- single publications -----------------------------------------------------------
 
     def check_publication(self, publication: StoredPublication) -> list[str]:
-        """Every problem of one stored publication (empty when it verifies)."""
+        """Every problem of one stored publication (empty when it verifies).
+
+        The outcome is remembered under a digest of everything checked (the row, its
+        neighbours' hashes, its columns), so a row read again unchanged costs one hash.
+        """
+        fingerprint = _fingerprint(publication)
+        cached = self._rows.get(fingerprint)
+        if cached is None:
+            cached = tuple(self._publication_problems(publication))
+            _remember(self._rows, fingerprint, cached)
+        return list(cached)
+
+    def _publication_problems(self, publication: StoredPublication) -> list[str]:
         where = f"publications/{publication.asset} update {publication.update_id}"
         row = publication.chain_row()
         problems = [f"{where}: {p.split(': ', 1)[1]}" for p in broken_links([row], None)]
@@ -348,6 +361,26 @@ def _column_problems(publication: StoredPublication, where: str) -> list[str]:
     return (
         [f"{where}: column(s) {', '.join(wrong)} differ from the signed snapshot"] if wrong else []
     )
+
+
+def _fingerprint(publication: StoredPublication) -> str:
+    digest = hashlib.sha256(publication.raw.encode("utf-8", "surrogatepass"))
+    parts = (
+        publication.asset,
+        publication.update_id,
+        publication.batch_id,
+        publication.status,
+        publication.reason,
+        repr(publication.multiplier),
+        publication.row_id,
+        publication.prev_hash,
+        publication.entry_hash,
+        publication.predecessor_hash,
+        publication.successor_prev_hash,
+        sorted(publication.columns.items()),
+    )
+    digest.update(repr(parts).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def _remember(cache: OrderedDict, key: str, value: object) -> None:
