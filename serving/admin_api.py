@@ -43,7 +43,13 @@ from serving.input_validation import (
     normalise_note,
     parse_utc_time,
 )
-from serving.problems import PROBLEM_MEDIA_TYPE, BadParameterError, ProblemError, problem_for
+from serving.problems import (
+    PROBLEM_MEDIA_TYPE,
+    BadParameterError,
+    ProblemError,
+    problem_for,
+    validation_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -205,17 +211,7 @@ async def _read_body(request: Request, model: type[Body]) -> Body:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [
-            {"location": ".".join(str(p) for p in ("body", *e["loc"])), "message": e["msg"]}
-            for e in exc.errors()
-        ]
-        summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
-        raise ProblemError(
-            422,
-            "invalid-parameter",
-            f"The request body is invalid ({summary}). Fix it and retry.",
-            extensions={"errors": errors},
-        ) from None
+        raise validation_problem(exc.errors(), prefix="body") from None
 
 
 async def _checked_override(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -161,6 +161,34 @@ def problem_for(exc: ServingError) -> ProblemError:
     return ProblemError(503, slug, str(exc), headers=headers)
 
 
+def validation_problem(errors: Iterable[Mapping[str, Any]], prefix: str = "") -> ProblemError:
+    """422 ``invalid-parameter`` listing pydantic-style validation errors.
+
+    Parameters
+    ----------
+    errors
+        Items with ``loc`` and ``msg`` (FastAPI's or pydantic's ``errors()``).
+    prefix
+        First element of every location (e.g. ``body`` for a request body).
+    """
+    listed = [
+        {
+            "location": ".".join(
+                str(part) for part in (*((prefix,) if prefix else ()), *err.get("loc", ()))
+            ),
+            "message": err.get("msg", ""),
+        }
+        for err in errors
+    ]
+    summary = "; ".join(f"{e['location']}: {e['message']}" for e in listed[:5])
+    return ProblemError(
+        422,
+        "invalid-parameter",
+        f"The request has invalid parameters ({summary}). Fix them and retry.",
+        extensions={"errors": listed},
+    )
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -252,21 +280,7 @@ async def _handle_serving_error(request: Request, exc: Exception) -> Response:
 
 async def _handle_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "location": ".".join(str(part) for part in err.get("loc", ())),
-            "message": err.get("msg", ""),
-        }
-        for err in exc.errors()
-    ]
-    summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
-    return problem_response(
-        422,
-        "invalid-parameter",
-        f"The request has invalid parameters ({summary}). Fix them and retry.",
-        instance=request.url.path,
-        extensions={"errors": errors},
-    )
+    return await _handle_problem(request, validation_problem(exc.errors()))
 
 
 async def _handle_http(request: Request, exc: Exception) -> Response:

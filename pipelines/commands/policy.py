@@ -109,28 +109,29 @@ def policy_replay_command(
     console.print(table)
 
 
-@policy_app.command("halt")
-def policy_halt(
-    ctx: typer.Context,
-    asset: str,
-    operator: OperatorOption,
-    note: NoteOption,
-    config: ConfigOption = None,
-) -> None:
-    """Freeze ASSET's multiplier; snapshots carry status 'halted' until resumed (audited)."""
-    _operator(ctx, config, asset, "halt", operator, note)
+def _simple_action(name: str, action: str, summary: str) -> None:
+    """Register ``policy NAME ASSET --operator --note`` for an action without a value."""
+
+    def command(
+        ctx: typer.Context,
+        asset: str,
+        operator: OperatorOption,
+        note: NoteOption,
+        config: ConfigOption = None,
+    ) -> None:
+        _operator(ctx, config, asset, action, operator, note)
+
+    command.__doc__ = summary
+    policy_app.command(name)(command)
 
 
-@policy_app.command("resume")
-def policy_resume(
-    ctx: typer.Context,
-    asset: str,
-    operator: OperatorOption,
-    note: NoteOption,
-    config: ConfigOption = None,
-) -> None:
-    """Lift a halt of ASSET (audited)."""
-    _operator(ctx, config, asset, "resume", operator, note)
+_simple_action(
+    "halt",
+    "halt",
+    "Freeze ASSET's multiplier; snapshots carry status 'halted' until resumed (audited).",
+)
+_simple_action("resume", "resume", "Lift a halt of ASSET (audited).")
+_simple_action("clear-override", "clear_override", "End ASSET's override (audited).")
 
 
 @policy_app.command("override")
@@ -147,18 +148,6 @@ def policy_override(
 ) -> None:
     """Force ASSET's multiplier until --until or until cleared (audited)."""
     _operator(ctx, config, asset, "override", operator, note, multiplier, until)
-
-
-@policy_app.command("clear-override")
-def policy_clear_override(
-    ctx: typer.Context,
-    asset: str,
-    operator: OperatorOption,
-    note: NoteOption,
-    config: ConfigOption = None,
-) -> None:
-    """End ASSET's override (audited)."""
-    _operator(ctx, config, asset, "clear_override", operator, note)
 
 
 @policy_app.command("audit")

@@ -9,11 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from typer.testing import CliRunner, Result
 
+from pipelines.cli import app as cli
 from serving.admin_auth import generate_admin_key, store_admin_key_hash
 from serving.api import create_app
 from serving.api_config import ApiConfig
 from tests.api.api_seeding import seed_store
+from tests.api.conftest import anyio_backend, make_client  # noqa: F401  (shared fixtures)
 from tests.serving.conftest import private_schema_url
 
 ASSETS = ("BTCUSDT", "ETHUSDT")
@@ -35,11 +38,6 @@ class Seeded:
         values: dict[str, object] = {"store_url": self.url, "refresh_seconds": 0}
         values.update(overrides)
         return ApiConfig.from_workdir(self.workdir, **values)
-
-
-@pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def _seed(workdir: Path, url: str) -> Seeded:
@@ -76,19 +74,22 @@ def seeded_any(request: pytest.FixtureRequest, tmp_path: Path) -> Seeded:
 
 
 @pytest.fixture()
-def make_client() -> Callable[[FastAPI], httpx.AsyncClient]:
-    def make(app: FastAPI) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
-
-    return make
-
-
-@pytest.fixture()
-async def api(seeded: Seeded) -> AsyncIterator[httpx.AsyncClient]:
+async def api(
+    seeded: Seeded,
+    make_client: Callable[[FastAPI], httpx.AsyncClient],  # noqa: F811  (the fixture above)
+) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the app on :func:`seeded`, re-reading the store on every request."""
     app = create_app(seeded.config())
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api"
-    ) as client:
+    async with make_client(app) as client:
         yield client
     app.state.backend.close()
+
+
+def invoke(seeded: Seeded, *args: str) -> Result:
+    """Run ``dynamargin --workdir <seeded> ARGS`` on the seeded store, in process."""
+    return CliRunner().invoke(
+        cli,
+        ["--workdir", str(seeded.workdir), *args],
+        env={"DYNAMARGIN_PUBLICATIONS_URL": seeded.url},
+        catch_exceptions=False,
+    )

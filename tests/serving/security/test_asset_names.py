@@ -6,21 +6,10 @@ import logging
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from pipelines.cli import app as cli
 from serving.store import PublicationStore
 from tests.api.api_seeding import seed_store
-from tests.serving.security.conftest import ASSETS, Seeded
-
-
-def invoke(seeded: Seeded, *args: str):
-    return CliRunner().invoke(
-        cli,
-        ["--workdir", str(seeded.workdir), *args],
-        env={"DYNAMARGIN_PUBLICATIONS_URL": seeded.url},
-        catch_exceptions=False,
-    )
+from tests.serving.security.conftest import ASSETS, Seeded, invoke
 
 
 def test_cli_halt_of_a_lower_case_name_halts_the_asset_at_the_next_publish(

@@ -10,16 +10,7 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app as cli
 from serving.store import PublicationStore
-from tests.serving.security.conftest import Seeded
-
-
-def invoke(seeded: Seeded, *args: str):
-    return CliRunner().invoke(
-        cli,
-        ["--workdir", str(seeded.workdir), *args],
-        env={"DYNAMARGIN_PUBLICATIONS_URL": seeded.url},
-        catch_exceptions=False,
-    )
+from tests.serving.security.conftest import Seeded, invoke
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from pipelines.cli import app as cli
 from serving.signing import verify_snapshot_bytes
-from tests.serving.security.conftest import Seeded
+from tests.serving.security.conftest import Seeded, invoke
 
 
 def signed_snapshot(seeded: Seeded) -> bytes:
@@ -71,11 +69,7 @@ def test_snapshots_verify_refuses_a_5000_digit_integer_with_one_line(
     )
     path = tmp_path / "huge.json"
     path.write_text(text)
-    result = CliRunner().invoke(
-        cli,
-        ["--workdir", str(seeded.workdir), "snapshots", "verify", str(path)],
-        catch_exceptions=False,
-    )
+    result = invoke(seeded, "snapshots", "verify", str(path))
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "digits" in result.output
@@ -97,11 +91,7 @@ def test_a_duplicate_key_makes_a_signed_snapshot_fail_verification(
     assert any("duplicate" in error for error in result.errors)
     path = tmp_path / "dup.json"
     path.write_bytes(tampered)
-    cli_result = CliRunner().invoke(
-        cli,
-        ["--workdir", str(seeded.workdir), "snapshots", "verify", str(path)],
-        catch_exceptions=False,
-    )
+    cli_result = invoke(seeded, "snapshots", "verify", str(path))
     assert cli_result.exit_code == 1
     assert "duplicate" in cli_result.output
 

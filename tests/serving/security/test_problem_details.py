@@ -13,6 +13,7 @@ import pytest
 
 from serving.api import create_app
 from serving.store import PublicationStore
+from tests.api.test_http_behaviour import CACHED_PATHS
 from tests.serving.security.conftest import Seeded
 
 pytestmark = pytest.mark.anyio
@@ -106,17 +107,7 @@ async def test_one_malformed_key_file_line_gives_401_without_and_503_with_a_key(
     assert "admin_keys" not in keyed.json()["detail"]  # the path stays in the server log
 
 
-READ_PATHS = [
-    "/v1/risk",
-    "/v1/risk/BTCUSDT",
-    "/v1/risk/BTCUSDT/history",
-    "/v1/multipliers",
-    "/v1/oracle-updates",
-    "/v1/schema",
-    "/v1/keys",
-    "/healthz",
-    "/",
-]
+READ_PATHS = [*CACHED_PATHS, "/healthz"]
 
 
 @pytest.mark.parametrize("path", READ_PATHS)

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from tests.api.api_seeding import seed_store
+from tests.api.live_server import live_server, serve_command, uvicorn_command
 from tests.serving.security.conftest import Seeded
-from tests.serving.security.live_server import live_server, serve_command, uvicorn_command
 
 
 def test_serve_honours_the_store_url_body_limit_and_interval_from_the_environment(
