@@ -9,7 +9,7 @@ DATA ?=
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint fuzz clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ test: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+fuzz: install
+	DYNAMARGIN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/serving/security/test_fuzz_endpoints.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -132,6 +132,9 @@ class LogVerifier:
         self.check_eip712 = check_eip712
         self._snapshots: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._rows: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        # The newest checkpoint this verifier has seen verify: a store that later shows an
+        # older one (or another one under the same number) was rolled back or rewritten.
+        self._high_water: tuple[int, str] | None = None
         self._checkpoints: OrderedDict[str, tuple[Checkpoint | None, tuple[str, ...]]] = (
             OrderedDict()
         )
@@ -201,6 +204,9 @@ class LogVerifier:
         report = HeadsReport()
         stored = store.latest_checkpoint()
         latest = store.latest()
+        rolled_back = self._rolled_back(store, stored)
+        if rolled_back:
+            report.failures[STORE_WIDE] = [rolled_back]
         if stored is None:
             signed: dict[str, dict[str, SignedHead]] = {}
             if latest:
@@ -229,7 +235,7 @@ class LogVerifier:
                         f"newest checkpoint says mode {checkpoint.mode}, the store {store.mode}"
                     )
             if problems:
-                report.failures[STORE_WIDE] = problems
+                report.failures.setdefault(STORE_WIDE, []).extend(problems)
             report.checkpoint = checkpoint
             signed = checkpoint.heads if checkpoint is not None else {}
         for chain in ("batches", *PER_ASSET_CHAINS):
@@ -253,9 +259,26 @@ class LogVerifier:
                 report.latest[asset] = publication
         if STORE_WIDE in report.failures:
             report.latest = {}
+        elif stored is not None:
+            self._high_water = (stored.row_id, stored.entry_hash)
         return report
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _rolled_back(self, store: PublicationStore, stored: StoredCheckpoint | None) -> str | None:
+        if self._high_water is None:
+            return None
+        sequence, digest = self._high_water
+        if stored is None or stored.row_id < sequence:
+            now = "none" if stored is None else str(stored.row_id)
+            return (
+                f"the store was rolled back: its newest checkpoint is {now}, but checkpoint "
+                f"{sequence} was seen verified before"
+            )
+        seen = store.chain_rows_at("checkpoints", {sequence}, stored.row_id)
+        if not seen or seen[0].entry_hash != digest:
+            return f"checkpoint {sequence} changed since it was seen verified (history forked)"
+        return None
 
     def _checkpoint(self, stored: StoredCheckpoint) -> tuple[Checkpoint | None, tuple[str, ...]]:
         cached = self._checkpoints.get(stored.entry_hash)

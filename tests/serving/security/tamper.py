@@ -117,3 +117,16 @@ def rewrite_column(url: str, table: str, column: str, value: object, newest: boo
 def delete_all(url: str, table: str) -> None:
     with unguarded(url) as conn:
         conn.execute(sa.text(f"DELETE FROM {table}"))
+
+
+def roll_back_newest_batch(url: str) -> None:
+    """Remove the newest batch whole (its rows in every table and its checkpoint), leaving a
+    store that is consistent as of the batch before."""
+    with unguarded(url) as conn:
+        newest = conn.execute(sa.text("SELECT max(batch_id) FROM batches")).scalar_one()
+        conn.execute(sa.text("DELETE FROM publications WHERE batch_id = :b"), {"b": newest})
+        conn.execute(sa.text("DELETE FROM policy_states WHERE batch_id = :b"), {"b": newest})
+        conn.execute(sa.text("DELETE FROM batches WHERE batch_id = :b"), {"b": newest})
+        conn.execute(
+            sa.text("DELETE FROM checkpoints WHERE id = (SELECT max(id) FROM checkpoints)")
+        )

@@ -10,6 +10,7 @@ success or an RFC 9457 problem with a 4xx status: never a 500, never a crash.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -23,7 +24,8 @@ from serving.api import create_app
 from serving.api_config import ApiConfig
 from tests.api.api_seeding import seed_store
 
-EXAMPLES = 150
+# CI runs a short version; `make fuzz` runs the long one (DYNAMARGIN_FUZZ_EXAMPLES=5000).
+EXAMPLES = int(os.environ.get("DYNAMARGIN_FUZZ_EXAMPLES", "400"))
 PROBLEM = "application/problem+json"
 FUZZ = settings(
     max_examples=EXAMPLES,

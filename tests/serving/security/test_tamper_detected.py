@@ -142,3 +142,26 @@ async def test_a_tampered_store_row_withholds_every_asset(
     assert 'dynamargin_integrity_failures_total{asset="store"}' in metrics
     result = audit_command(seeded_any)
     assert result.exit_code == 1, result.output
+
+
+async def test_a_whole_store_rollback_is_caught_by_the_running_api(
+    seeded_any: Seeded, make_client
+) -> None:
+    # A store rolled back to an earlier, fully consistent copy verifies on its own (as any
+    # transparency log, only a party that saw the later checkpoint can tell); the running
+    # API is such a party.
+    app = create_app(seeded_any.config())
+    async with make_client(app) as client:
+        assert (await client.get("/v1/risk/BTCUSDT")).status_code == 200
+        tamper.roll_back_newest_batch(seeded_any.url)
+        running = await client.get("/v1/risk/BTCUSDT")
+        ready = await client.get("/readyz")
+    app.state.backend.close()
+    assert running.status_code == 503
+    assert "rolled back" in running.json()["detail"]
+    assert ready.status_code == 503
+    fresh = create_app(seeded_any.config())
+    async with make_client(fresh) as client:
+        assert (await client.get("/v1/risk/BTCUSDT")).json()["update_id"] == 2
+    fresh.state.backend.close()
+    assert audit_command(seeded_any).exit_code == 0
