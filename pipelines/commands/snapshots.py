@@ -66,13 +66,17 @@ def snapshots_show(
         name = normalise_asset(asset)
         when = parse_utc_time(at, "--at") if at else None
         with publication_store(settings, create=False) as store:
+            verifier = workdir_verifier(settings.workdir)
+            # The newest row alone could be an older one whose successors were removed:
+            # the chain heads are checked against the signed checkpoint first.
+            verifier.check_heads(store).require(name)
             found = store.at(name, when) if when else store.latest(name)
             if found is None:
                 suffix = f" at {at}" if at else ""
                 raise CommandFailure(
                     f"no snapshot of {name} published{suffix}; run `dynamargin publish`"
                 )
-            workdir_verifier(settings.workdir).verify_publication(found)
+            verifier.verify_publication(found)
     if as_json:
         typer.echo(found.raw)
         return
@@ -100,7 +104,10 @@ def snapshots_export(
         last = parse_utc_time(end, "--end") if end else None
         with publication_store(settings, create=False) as store:
             verifier = workdir_verifier(settings.workdir)
+            heads = verifier.check_heads(store)
             names = [normalise_asset(a) for a in asset] if asset else store.assets()
+            for name in names:
+                heads.require(name)
             items = [
                 verifier.verify_publication(item)
                 for name in names

@@ -44,8 +44,20 @@ def latest_publication_id(conn: sa.Connection, asset: str) -> int:
 
 def forge_latest_publication(url: str, asset: str, multiplier: float = 0.5) -> None:
     """Rewrite the newest snapshot of ``asset`` to ``ok`` at ``multiplier`` (signature kept)."""
+    forge_publication(url, asset, None, multiplier)
+
+
+def forge_publication(url: str, asset: str, update_id: int | None, multiplier: float = 0.5) -> None:
+    """Rewrite one snapshot of ``asset`` (the newest when ``update_id`` is None)."""
     with unguarded(url) as conn:
-        row_id = latest_publication_id(conn, asset)
+        row_id = (
+            latest_publication_id(conn, asset)
+            if update_id is None
+            else conn.execute(
+                sa.text("SELECT id FROM publications WHERE asset = :a AND update_id = :u"),
+                {"a": asset, "u": update_id},
+            ).scalar_one()
+        )
         raw = conn.execute(
             sa.text("SELECT snapshot FROM publications WHERE id = :i"), {"i": row_id}
         ).scalar_one()

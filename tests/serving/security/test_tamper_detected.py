@@ -23,7 +23,7 @@ from serving.publishing import apply_operator_action
 from serving.store import PublicationStore
 from tests.api.api_seeding import seed_store
 from tests.serving.security import tamper
-from tests.serving.security.conftest import Seeded
+from tests.serving.security.conftest import Seeded, invoke
 
 pytestmark = pytest.mark.anyio
 
@@ -85,6 +85,26 @@ async def test_a_tampered_publication_gives_503_a_log_line_and_a_metric(
     result = audit_command(seeded_any)
     assert result.exit_code == 1
     assert "BTCUSDT" in result.output
+    shown = invoke(seeded_any, "snapshots", "show", "BTCUSDT")
+    assert shown.exit_code == 1 and "integrity failure" in shown.output
+
+
+async def test_a_forged_old_snapshot_is_refused_when_time_travel_reaches_it(
+    seeded_any: Seeded, make_client
+) -> None:
+    app = create_app(seeded_any.config())
+    async with make_client(app) as client:
+        history = (await client.get("/v1/risk/BTCUSDT/history")).json()["snapshots"]
+        tamper.forge_publication(seeded_any.url, "BTCUSDT", 2)
+        newest = await client.get("/v1/risk/BTCUSDT")
+        then = await client.get("/v1/risk/BTCUSDT", params={"at": history[1]["published_at"]})
+        page = await client.get("/v1/risk/BTCUSDT/history")
+    app.state.backend.close()
+    assert newest.status_code == 200  # its own row and links are intact
+    for response in (then, page):
+        assert response.status_code == 503, response.text
+        assert response.json()["type"].endswith("/integrity-failure")
+    assert audit_command(seeded_any).exit_code == 1
 
 
 async def test_a_cleared_halt_or_a_rewritten_audit_note_is_detected(
