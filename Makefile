@@ -9,7 +9,7 @@ DATA ?=
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench fuzz lint clean
+.PHONY: install demo test bench fuzz fuzz-engine fuzz-api lint clean
 
 install: $(STAMP)
 
@@ -28,11 +28,18 @@ test: install
 bench: install
 	$(PY) benchmarks/run_all.py
 
+# The long fuzz runs; CI runs a short version of each inside `make test`.
+fuzz: fuzz-engine fuzz-api
+
 # The liquidation engine under >= 1M seeded random commands, every invariant checked
-# (about 15 minutes on 2 cores; CI runs a short version in tests/liquidation).
+# (about 15 minutes on 2 cores).
 FUZZ_COMMANDS ?= 1000000
-fuzz: install
+fuzz-engine: install
 	nice -n 10 $(PY) scripts/fuzz_liquidation.py --commands $(FUZZ_COMMANDS) --workers 2
+
+# Every API endpoint's inputs beyond the OpenAPI schema, 5,000 examples per group (~2 min).
+fuzz-api: install
+	DYNAMARGIN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/serving/security/test_fuzz_endpoints.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -21,13 +21,16 @@ app = typer.Typer(
     "multipliers -> liquidation replay.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",
 )
 
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.commands.ingest",
     "pipelines.commands.featurize",
     "pipelines.commands.evaluate",
-    "pipelines.commands.publish",
+    "pipelines.commands.schema",
+    "pipelines.commands.snapshots",
+    "pipelines.commands.policy",
     "pipelines.commands.review",
     "pipelines.commands.serve",
     "pipelines.commands.backtest",
@@ -55,5 +58,15 @@ def main(
     ctx.obj = settings
 
 
+def _literal_help(typer_app: typer.Typer) -> None:
+    # Help texts are prose, not Rich markup: under Rich markup "[floor, cap]" or
+    # "[policy]" would vanish as unknown style tags. Markdown keeps them (and the panels).
+    typer_app.rich_markup_mode = "markdown"
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _literal_help(group.typer_instance)
+
+
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
+_literal_help(app)

@@ -78,17 +78,11 @@ class Settings(BaseSettings):
     def policy_path(self, explicit: Path | None = None) -> Path | None:
         """The multiplier-policy TOML (its ``[policy]`` sections) every command reads.
 
-        ``explicit`` (a ``--config`` option or a flow's config), else ``$DYNAMARGIN_CONFIG``,
-        else ``<workdir>/dynamargin.toml`` if it exists; ``None`` means the built-in
-        defaults of :class:`serving.policy.PolicyConfig`.
+        One rule for every command and the API: :func:`serving.policy.policy_config_path`.
         """
-        if explicit is not None:
-            return Path(explicit)
-        env = os.environ.get("DYNAMARGIN_CONFIG")
-        if env:
-            return Path(env)
-        default = self.workdir / "dynamargin.toml"
-        return default if default.exists() else None
+        from serving.policy import policy_config_path
+
+        return policy_config_path(self.workdir, explicit)
 
 
 def get_settings(workdir: Path | None = None) -> Settings:

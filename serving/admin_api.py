@@ -1,10 +1,23 @@
 """Admin endpoints: halt, resume and override one asset's multiplier.
 
-Every call needs an admin API key (:mod:`serving.admin_auth`) and a written reason, and
-writes an audit row through the backend before answering. The override value is checked
-against the asset's policy bounds ``[floor, cap]``: an operator can move the multiplier
-only where the policy itself could. Actions change the policy state the publisher reads,
-so they reach consumers with the next publication (the response says when that is due).
+Every call is checked in this order, so what a caller learns never depends on a step it
+has not passed:
+
+1. **credentials** (:mod:`serving.admin_auth`): no key is 401, a wrong key 403, whatever
+   the path or the body;
+2. **body**: ``application/json`` of at most the configured size, parsed as strict JSON
+   (:mod:`serving.strict_json`: bounded nesting, no duplicate keys, finite numbers) and
+   validated strictly (a boolean or a string is not a multiplier); 415 or 422 otherwise;
+3. **asset and note** (:mod:`serving.input_validation`, the same rules as the CLI): 422
+   for a malformed name or a note without three visible characters, 404 for an asset
+   never published;
+4. **the action** through :func:`serving.publishing.apply_operator_action`: an override
+   must lie in the policy's ``[floor, cap]`` and end in the future (422), a resume needs a
+   halt (409), a store that cannot be written or trusted is a 503.
+
+Each accepted call writes an audit row before answering. Actions change the policy state
+the publisher reads, so they reach consumers with the next publication (the response
+says when that is due).
 """
 
 from __future__ import annotations
@@ -13,27 +26,35 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Header, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.timestamps import utc_datetime
+from serving import strict_json
 from serving.admin_auth import AdminKeyring, require_admin
 from serving.api_backend import ApiBackend
-from serving.errors import OperatorActionError
+from serving.errors import PublicationStoreError, ServingError
+from serving.input_validation import (
+    ASSET_INPUT_PATTERN,
+    loggable,
+    normalise_asset,
+    normalise_note,
+    parse_utc_time,
+)
 from serving.problems import (
     PROBLEM_MEDIA_TYPE,
     BadParameterError,
     ProblemError,
-    UnknownAssetError,
+    problem_for,
+    validation_problem,
 )
 
 logger = logging.getLogger(__name__)
 
 AdminAction = Literal["halt", "resume", "override", "clear_override"]
-ASSET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
+MAX_BODY_DEPTH = 2
 
 _PROBLEM = {"description": "RFC 9457 problem", "content": {PROBLEM_MEDIA_TYPE: {}}}
 _ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -42,22 +63,28 @@ _ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _PROBLEM,
     409: _PROBLEM,
     413: _PROBLEM,
+    415: _PROBLEM,
+    422: _PROBLEM,
+    503: _PROBLEM,
 }
 
 
 class OperatorRequest(BaseModel):
-    """Body of ``halt`` and ``resume``: why the operator acts (stored in the audit row)."""
+    """Body of ``halt``, ``resume`` and ``clear-override``: why the operator acts (audited)."""
 
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=500, pattern=r"\S")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reason: str = Field(min_length=3, max_length=500)
 
 
 class OverrideRequest(OperatorRequest):
     """Body of ``override``: the forced multiplier, until when, and why."""
 
     multiplier: float = Field(gt=0, allow_inf_nan=False)
-    until: datetime | None = Field(
-        default=None, description="End of the override (UTC); none means until cleared."
+    until: str | None = Field(
+        default=None,
+        max_length=64,
+        description="End of the override, ISO-8601 (UTC if no zone); none: until cleared.",
+        json_schema_extra={"format": "date-time"},
     )
 
 
@@ -69,6 +96,9 @@ class AdminResult(BaseModel):
     audit: dict[str, Any]
     state: dict[str, Any]
     effective: str
+
+
+Body = TypeVar("Body", bound=OperatorRequest)
 
 
 def build_admin_router(
@@ -89,88 +119,142 @@ def build_admin_router(
         Called after a successful action (invalidates cached views).
     """
     router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    # No pattern on the path parameter: credentials are checked before the name is,
+    # so an anonymous caller gets 401 whatever it sends.
+    asset_path = Path(description="Asset symbol, e.g. BTCUSDT.", examples=["BTCUSDT"])
 
-    async def operator(
-        request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
-    ) -> str:
-        # A dependency, so credentials are checked before the body is validated.
+    async def act(
+        request: Request, asset: str, action: AdminAction, model: type[Body]
+    ) -> AdminResult:
+        who = _authorise(request, keyring)
+        body = await _read_body(request, model)
         try:
-            return require_admin(keyring(), authorization, x_api_key)
-        except ProblemError as exc:
-            client = request.client.host if request.client else "?"
-            # Only the refusal is logged, never the presented key.
-            logger.warning("admin call %s refused (%s) from %s", request.url.path, exc.slug, client)
-            raise
-
-    # Defaults rather than Annotated aliases: local aliases are unresolvable forward
-    # references under ``from __future__ import annotations``.
-    who_dep = Depends(operator)
-    asset_path = Path(
-        pattern=ASSET_PATTERN, description="Asset symbol, e.g. BTCUSDT.", examples=["BTCUSDT"]
-    )
-
-    async def act(asset: str, action: AdminAction, body: OperatorRequest, who: str) -> AdminResult:
-        canonical = asset.upper()
-        known = await anyio.to_thread.run_sync(backend.known_assets)
-        if canonical not in known:
-            raise UnknownAssetError(asset, sorted(known))
+            canonical = normalise_asset(asset)
+            reason = normalise_note(body.reason, "reason")
+        except ServingError as exc:
+            raise problem_for(exc) from exc
         multiplier = until = None
         if isinstance(body, OverrideRequest):
-            multiplier, until = body.multiplier, _utc(body.until)
-            if until is not None and until <= datetime.now(UTC):
-                raise BadParameterError(
-                    "until", f"until={until.isoformat()} is not in the future; give a later end."
-                )
-            floor, cap = await anyio.to_thread.run_sync(backend.policy_bounds, canonical)
-            if not (math.isfinite(multiplier) and floor <= multiplier <= cap):
-                raise BadParameterError(
-                    "multiplier",
-                    f"Override {multiplier} for {canonical} is outside the policy bounds "
-                    f"[floor={floor}, cap={cap}]; change the policy config to go further.",
-                )
-        reason = body.reason.strip()
+            multiplier, until = await _checked_override(backend, canonical, body)
         try:
             result = await anyio.to_thread.run_sync(
                 lambda: backend.operator_action(canonical, action, who, reason, multiplier, until)
             )
-        except OperatorActionError as exc:
-            raise ProblemError(409, "operator-action-rejected", str(exc)) from exc
+        except ServingError as exc:
+            raise problem_for(exc) from exc
         on_change()
-        logger.info("admin %s on %s by %s: %s", action, canonical, who, reason)
+        logger.info("admin %s on %s by %s: %s", action, canonical, who, loggable(reason))
         return AdminResult(action=action, asset=canonical, **result)
 
-    @router.post("/assets/{asset}/halt", responses=_ADMIN_RESPONSES)
-    async def halt(
-        body: OperatorRequest, asset: str = asset_path, who: str = who_dep
-    ) -> AdminResult:
+    @router.post(
+        "/assets/{asset}/halt", responses=_ADMIN_RESPONSES, openapi_extra=_body(OperatorRequest)
+    )
+    async def halt(request: Request, asset: str = asset_path) -> AdminResult:
         """Freeze the asset's multiplier; snapshots carry status ``halted``."""
-        return await act(asset, "halt", body, who)
+        return await act(request, asset, "halt", OperatorRequest)
 
-    @router.post("/assets/{asset}/resume", responses=_ADMIN_RESPONSES)
-    async def resume(
-        body: OperatorRequest, asset: str = asset_path, who: str = who_dep
-    ) -> AdminResult:
+    @router.post(
+        "/assets/{asset}/resume", responses=_ADMIN_RESPONSES, openapi_extra=_body(OperatorRequest)
+    )
+    async def resume(request: Request, asset: str = asset_path) -> AdminResult:
         """Lift a halt; the policy resumes from the frozen value under its limits."""
-        return await act(asset, "resume", body, who)
+        return await act(request, asset, "resume", OperatorRequest)
 
-    @router.post("/assets/{asset}/override", responses={**_ADMIN_RESPONSES, 422: _PROBLEM})
-    async def override(
-        body: OverrideRequest, asset: str = asset_path, who: str = who_dep
-    ) -> AdminResult:
+    @router.post(
+        "/assets/{asset}/override",
+        responses=_ADMIN_RESPONSES,
+        openapi_extra=_body(OverrideRequest),
+    )
+    async def override(request: Request, asset: str = asset_path) -> AdminResult:
         """Force a multiplier within ``[floor, cap]`` until ``until`` or until cleared."""
-        return await act(asset, "override", body, who)
+        return await act(request, asset, "override", OverrideRequest)
 
-    @router.post("/assets/{asset}/clear-override", responses=_ADMIN_RESPONSES)
-    async def clear_override(
-        body: OperatorRequest, asset: str = asset_path, who: str = who_dep
-    ) -> AdminResult:
+    @router.post(
+        "/assets/{asset}/clear-override",
+        responses=_ADMIN_RESPONSES,
+        openapi_extra=_body(OperatorRequest),
+    )
+    async def clear_override(request: Request, asset: str = asset_path) -> AdminResult:
         """End an active override; the policy resumes from that value under its limits."""
-        return await act(asset, "clear_override", body, who)
+        return await act(request, asset, "clear_override", OperatorRequest)
 
     return router
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else utc_datetime(value)
+def _authorise(request: Request, keyring: Callable[[], AdminKeyring]) -> str:
+    headers = request.headers
+    try:
+        return require_admin(keyring, headers.get("authorization"), headers.get("x-api-key"))
+    except ProblemError as exc:
+        client = request.client.host if request.client else "?"
+        # Only the refusal is logged, never the presented key; the path is the client's
+        # text, so it is escaped.
+        logger.warning(
+            "admin call %s refused (%s) from %s", loggable(request.url.path), exc.slug, client
+        )
+        raise
+
+
+async def _read_body(request: Request, model: type[Body]) -> Body:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ProblemError(
+            415,
+            "unsupported-media-type",
+            "Admin bodies are JSON: send 'Content-Type: application/json' (UTF-8).",
+        )
+    raw = await request.body()
+    try:
+        data = strict_json.loads(raw, max_depth=MAX_BODY_DEPTH, what="request body")
+    except strict_json.StrictJsonError as exc:
+        raise problem_for(exc) from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_problem(exc.errors(), prefix="body") from None
+
+
+async def _checked_override(
+    backend: ApiBackend, asset: str, body: OverrideRequest
+) -> tuple[float, datetime | None]:
+    until = None
+    if body.until is not None:
+        try:
+            until = parse_utc_time(body.until, "until")
+        except ServingError as exc:
+            raise problem_for(exc) from exc
+        if until <= datetime.now(UTC):
+            raise BadParameterError(
+                "until", f"until={until.isoformat()} is not in the future; give a later end."
+            )
+    try:
+        floor, cap = await anyio.to_thread.run_sync(backend.policy_bounds, asset)
+    except (ServingError, PublicationStoreError) as exc:
+        raise problem_for(exc) from exc
+    multiplier = body.multiplier
+    if not (math.isfinite(multiplier) and floor <= multiplier <= cap):
+        raise BadParameterError(
+            "multiplier",
+            f"Override {multiplier} for {asset} is outside the policy bounds "
+            f"[floor={floor}, cap={cap}]; change the policy config to go further.",
+        )
+    return multiplier, until
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    # The body is read by hand (credentials first, strict JSON), so its schema is
+    # declared here for the OpenAPI document.
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        },
+        "parameters": [
+            {
+                "name": "asset",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": ASSET_INPUT_PATTERN},
+            }
+        ],
+    }

@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from serving.errors import ServingError
+from serving.errors import AdminKeyFileError
 from serving.problems import ProblemError
+
+logger = logging.getLogger(__name__)
 
 ADMIN_KEY_HASHES_ENV = "DYNAMARGIN_ADMIN_KEY_HASHES"
 ADMIN_KEYS_FILENAME = "admin_keys"
 KEY_PREFIX = "dmk_"
 _HASH_SCHEME = "sha256:"
-
-
-class AdminKeyFileError(ServingError, ValueError):
-    """An admin key hash (file line or env entry) is malformed."""
 
 
 @dataclass(frozen=True)
@@ -129,13 +128,16 @@ def load_keyring(workdir: Path | None, env_value: str | None = None) -> AdminKey
     return AdminKeyring(hashes=tuple(dict.fromkeys(hashes)))
 
 
-def require_admin(keyring: AdminKeyring, authorization: str | None, api_key: str | None) -> str:
+def require_admin(
+    keyring: Callable[[], AdminKeyring], authorization: str | None, api_key: str | None
+) -> str:
     """Check the presented admin key and name the operator it belongs to.
 
     Parameters
     ----------
     keyring
-        Accepted key hashes.
+        Returns the accepted key hashes; called only once a key was presented, so a
+        broken key file never changes what an anonymous caller learns.
     authorization
         ``Authorization`` header (``Bearer <key>``).
     api_key
@@ -150,7 +152,8 @@ def require_admin(keyring: AdminKeyring, authorization: str | None, api_key: str
     Raises
     ------
     ProblemError
-        401 when no key was sent, 403 when the key is wrong or no key is configured.
+        401 when no key was sent, 403 when the key is wrong or no key is configured, 503
+        when the configured keys cannot be read (the reason goes to the server log).
     """
     presented = _presented_key(authorization, api_key)
     if presented is None:
@@ -160,14 +163,24 @@ def require_admin(keyring: AdminKeyring, authorization: str | None, api_key: str
             "Admin endpoints need an API key: send 'Authorization: Bearer <key>'.",
             headers={"WWW-Authenticate": 'Bearer realm="dynamargin-admin"'},
         )
-    if not keyring.enabled:
+    try:
+        accepted = keyring()
+    except AdminKeyFileError as exc:
+        logger.error("admin keys cannot be loaded, every admin call is refused: %s", exc)
+        raise ProblemError(
+            503,
+            "admin-keys-unavailable",
+            "The server's admin key configuration is invalid, so no key can be checked; "
+            "the operator has been told in the server log. Retry later.",
+        ) from exc
+    if not accepted.enabled:
         raise ProblemError(
             403,
             "admin-disabled",
             "No admin key is configured on this server; run 'dynamargin admin keygen' "
             f"or set {ADMIN_KEY_HASHES_ENV}.",
         )
-    matched = keyring.identify(presented)
+    matched = accepted.identify(presented)
     if matched is None:
         raise ProblemError(403, "invalid-credentials", "The API key is not valid.")
     return operator_name(matched)
@@ -189,8 +202,12 @@ def _presented_key(authorization: str | None, api_key: str | None) -> str | None
 
 
 def _read_key_file(path: Path) -> Iterable[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdminKeyFileError(f"{path}: cannot read the admin key file: {exc}") from exc
     hashes = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         entry = line.split("#", 1)[0].strip()
         if entry:
             hashes.append(_check_hash(entry.split()[0], source=f"{path}:{lineno}"))

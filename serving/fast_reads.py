@@ -5,22 +5,22 @@ pre-rendered per store version (:mod:`serving.latest_view`), so what is left per
 is FastAPI's parameter machinery, which costs several times the lookup itself. This pure
 ASGI middleware answers the plain forms (GET, no query string, a known asset) directly
 with the very same :class:`serving.http_caching.RenderedBody` the routes would serve;
-everything else (query strings, unknown assets, an unreadable store) falls through to the
-routes, which produce the documented responses and errors.
+everything else (query strings, a name that is not exactly a published asset's canonical
+spelling, a withheld asset, an unreadable or failing store) falls through to the routes,
+which produce the documented responses and errors. No case folding happens here: a path
+names an asset only byte for byte.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.http_caching import RenderedBody, conditional_response
 from serving.latest_view import StoreUnavailableError
-
-if TYPE_CHECKING:
-    from serving.api import RiskReads
+from serving.risk_reads import RiskReads
 
 RISK_PREFIX = "/v1/risk/"
 
@@ -46,6 +46,7 @@ class FastReadMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
+            # HEAD arrives here as GET (serving.head_requests), so it takes this path too.
             await self.app(scope, receive, send)
             return
         found = await self._lookup(scope["path"])
@@ -72,11 +73,13 @@ class FastReadMiddleware:
             view = await self.reads.views.get()
         except StoreUnavailableError:
             return None  # the route reports it as a 503 problem
+        if view.store_failure is not None:
+            return None  # the route reports it as a 503 problem
         if path == "/v1/multipliers":
             return path, self.reads.multipliers(view)
         if path == "/v1/risk":
             return path, self.reads.all_latest(view)
-        asset = path[len(RISK_PREFIX) :].upper()
+        asset = path[len(RISK_PREFIX) :]
         if asset in view.snapshots:
             return "/v1/risk/{asset}", self.reads.one_latest(view, asset)
         return None

@@ -42,12 +42,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from eth_utils import is_checksum_address
 
 from contracts.files import atomic_write_bytes
 from serving.errors import SigningKeyError
+from serving.ethereum import Account, LocalAccount, is_checksum_address
 
 ED25519_FILE = "ed25519.pem"
 EIP712_FILE = "eip712.key"

@@ -4,8 +4,10 @@ Readers hit ``/v1/multipliers`` far more often than anything is published, so th
 one immutable :class:`LatestView` and reloads it from the store at most every
 ``refresh_seconds`` (or at once after an admin action). Responses rendered from a view are
 memoised on it, so when nothing was published the hot path is a dictionary lookup. When
-a reload fails the last good view keeps being served (snapshots carry their own
-``valid_until``), the failure is logged and ``/readyz`` reports it.
+a reload fails for a passing reason (the database is down) the last good view keeps being
+served (snapshots carry their own ``valid_until``), the failure is logged and ``/readyz``
+reports it. When the store's file was deleted or replaced, the old view is dropped: its
+content can no longer be checked against the store, so reads answer 503.
 """
 
 from __future__ import annotations
@@ -21,12 +23,35 @@ from typing import Any
 
 import anyio.to_thread
 
+from serving.errors import StoreIdentityError
 from serving.http_caching import RenderedBody
 
 logger = logging.getLogger(__name__)
 
 SnapshotData = Mapping[str, Any]
 """A RiskSnapshot in its v1 JSON wire shape."""
+
+
+@dataclass(frozen=True)
+class LoadedSnapshots:
+    """One load of the store's newest, verified snapshots.
+
+    Attributes
+    ----------
+    snapshots
+        Asset -> newest snapshot, for every asset whose rows verify.
+    withheld
+        Asset -> why it is not served (its rows fail verification).
+    store_failure
+        Why nothing can be trusted (a store-wide integrity failure), or ``None``.
+    mode
+        ``live`` or ``replay`` (see :mod:`serving.store`); empty before the first publish.
+    """
+
+    snapshots: Mapping[str, SnapshotData]
+    withheld: Mapping[str, str] = field(default_factory=dict)
+    store_failure: str | None = None
+    mode: str = ""
 
 
 class StoreUnavailableError(RuntimeError):
@@ -47,12 +72,18 @@ class LatestView:
         ``time.monotonic()`` of the last successful load or confirmation.
     rendered
         Responses rendered from this view, by cache key (filled lazily).
+    withheld
+        Assets not served because their stored rows fail verification, with the reason.
+    store_failure
+        Set when nothing in the store can be trusted (a store-wide integrity failure).
     """
 
     snapshots: dict[str, SnapshotData]
     version: str
     loaded_at: float
     rendered: dict[str, RenderedBody] = field(default_factory=dict)
+    withheld: dict[str, str] = field(default_factory=dict)
+    store_failure: str | None = None
 
     def render(self, key: str, build: Callable[[], RenderedBody]) -> RenderedBody:
         """Return the response cached under ``key``, building it on first use."""
@@ -77,14 +108,14 @@ class LatestViewCache:
     Parameters
     ----------
     load_latest
-        Blocking call returning asset -> newest snapshot; run in a worker thread.
+        Blocking call returning the newest verified snapshots; run in a worker thread.
     refresh_seconds
         Longest time a view is served before the store is asked again.
     """
 
     def __init__(
         self,
-        load_latest: Callable[[], Mapping[str, SnapshotData]],
+        load_latest: Callable[[], LoadedSnapshots],
         refresh_seconds: float,
     ) -> None:
         if refresh_seconds < 0:
@@ -127,7 +158,13 @@ class LatestViewCache:
     async def _reload(self) -> LatestView:
         previous = self._view
         try:
-            snapshots = await anyio.to_thread.run_sync(self._load_latest)
+            loaded = await anyio.to_thread.run_sync(self._load_latest)
+        except StoreIdentityError as exc:
+            # Not a passing failure: the view came from a store that is gone.
+            self._view = None
+            self.last_error = str(exc)
+            logger.error("publication store replaced under the API: %s", exc)
+            raise StoreUnavailableError(str(exc)) from exc
         except Exception as exc:
             # Serving the last good view is safe: each snapshot carries its valid_until.
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -140,23 +177,40 @@ class LatestViewCache:
             previous.loaded_at = time.monotonic()
             return previous
         self.last_error = None
+        snapshots = loaded.snapshots
         ordered = {asset: snapshots[asset] for asset in sorted(snapshots)}
-        version = view_version(ordered)
+        withheld = dict(loaded.withheld)
+        if loaded.store_failure:
+            ordered = {}
+            withheld["*"] = loaded.store_failure
+        version = view_version(ordered, withheld)
         if previous is not None and previous.version == version:
             previous.loaded_at = time.monotonic()
             return previous
-        self._view = LatestView(snapshots=ordered, version=version, loaded_at=time.monotonic())
+        withheld.pop("*", None)
+        self._view = LatestView(
+            snapshots=ordered,
+            version=version,
+            loaded_at=time.monotonic(),
+            withheld=withheld,
+            store_failure=loaded.store_failure,
+        )
         return self._view
 
 
-def view_version(snapshots: Mapping[str, SnapshotData]) -> str:
-    """Digest of the ``(asset, update_id, published_at)`` of every snapshot."""
+def view_version(
+    snapshots: Mapping[str, SnapshotData], withheld: Mapping[str, str] | None = None
+) -> str:
+    """Digest of the ``(asset, update_id, published_at)`` of every snapshot, and of the
+    withheld assets (so a view changes when an asset starts or stops failing)."""
     digest = hashlib.sha256()
     for asset in sorted(snapshots):
         snap = snapshots[asset]
         digest.update(
             f"{asset}\x1f{snap.get('update_id')}\x1f{snap.get('published_at')}\x1e".encode()
         )
+    for asset in sorted(withheld or {}):
+        digest.update(f"!{asset}\x1f{(withheld or {})[asset]}\x1e".encode())
     return digest.hexdigest()[:24]
 
 

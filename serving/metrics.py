@@ -1,4 +1,4 @@
-"""Prometheus metrics for the API: request counts, latency, and snapshot age per asset.
+"""Prometheus metrics for the API: requests, latency, snapshot age, integrity failures.
 
 Each app owns its registry (tests build many apps in one process). Under several uvicorn
 workers, ``PROMETHEUS_MULTIPROC_DIR`` makes request metrics aggregate across workers
@@ -71,6 +71,13 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.integrity_failures = Counter(
+            "dynamargin_integrity_failures",
+            "Stored rows found not to verify (hash chain, signature or signed checkpoint), by "
+            "asset ('store' when store-wide); counted once per distinct failure.",
+            ("asset",),
+            registry=self.registry,
+        )
         # labels() takes a lock and validates on every call; children are cached instead.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._snapshots = _SnapshotCollector(snapshot_gauges)
@@ -87,6 +94,11 @@ class ApiMetrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def integrity_failure(self, asset: str | None, problems: list[str]) -> None:
+        """Count one newly detected integrity failure of ``asset`` (``None``: the store)."""
+        del problems  # logged by the caller; the metric only counts
+        self.integrity_failures.labels(asset or "store").inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition and its content type for ``GET /metrics``."""

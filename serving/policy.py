@@ -34,7 +34,9 @@ Example
 from __future__ import annotations
 
 import math
+import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,7 +45,8 @@ from typing import Any, Literal, get_args
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serving.errors import OperatorActionError, PolicyConfigError
+from serving.errors import InvalidInputError, OperatorActionError, PolicyConfigError
+from serving.input_validation import normalise_asset, normalise_note, normalise_operator
 
 Status = Literal["ok", "fallback", "stale", "halted"]
 """Publication status, as in the RiskSnapshot ``status`` field."""
@@ -197,6 +200,26 @@ class PolicyBook:
         return cls(default=config or PolicyConfig(), assets={})
 
 
+POLICY_CONFIG_ENV = "DYNAMARGIN_CONFIG"
+
+
+def policy_config_path(
+    workdir: Path, explicit: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """The TOML file holding the ``[policy]`` section, resolved the same for every command.
+
+    ``explicit`` (a ``--config`` option), else ``$DYNAMARGIN_CONFIG``, else
+    ``<workdir>/dynamargin.toml`` if it exists, else ``None`` (the defaults).
+    """
+    if explicit is not None:
+        return Path(explicit)
+    env = (os.environ if environ is None else environ).get(POLICY_CONFIG_ENV)
+    if env:
+        return Path(env)
+    default = Path(workdir) / "dynamargin.toml"
+    return default if default.exists() else None
+
+
 def load_policy_book(path: Path | None) -> PolicyBook:
     """Read the ``[policy]`` section of a TOML file.
 
@@ -232,12 +255,18 @@ def load_policy_book(path: Path | None) -> PolicyBook:
     section: dict[str, Any] = dict(document.get("policy", {}))
     per_asset: dict[str, Any] = section.pop("assets", {})
     default = _build_config(section, path, "[policy]")
-    assets = {
-        asset: _build_config(
-            {**default.model_dump(), **overrides}, path, f"[policy.assets.{asset}]"
-        )
-        for asset, overrides in per_asset.items()
-    }
+    assets: dict[str, PolicyConfig] = {}
+    for asset, overrides in per_asset.items():
+        where = f"[policy.assets.{asset}]"
+        try:
+            canonical = normalise_asset(asset)
+        except InvalidInputError as exc:
+            raise PolicyConfigError(f"invalid policy config in {path} {where}: {exc}") from exc
+        if canonical in assets:
+            raise PolicyConfigError(
+                f"policy config {path} configures {canonical} twice ({where}); keep one"
+            )
+        assets[canonical] = _build_config({**default.model_dump(), **overrides}, path, where)
     return PolicyBook(default=default, assets=assets)
 
 
@@ -491,7 +520,7 @@ class MultiplierPolicy:
         self, state: PolicyState, operator: str, note: str, now: datetime
     ) -> tuple[PolicyState, AuditRecord]:
         """Freeze the asset's multiplier; snapshots carry status ``halted`` until resumed."""
-        _require_operator(operator, note, state.asset)
+        operator, note = _require_operator(operator, note, state.asset)
         record = AuditRecord(state.asset, "halt", operator, note, now, state.multiplier)
         return replace(state, halted=True, halt_note=note), record
 
@@ -499,7 +528,7 @@ class MultiplierPolicy:
         self, state: PolicyState, operator: str, note: str, now: datetime
     ) -> tuple[PolicyState, AuditRecord]:
         """Lift a halt; the next step applies the normal rules from the frozen value."""
-        _require_operator(operator, note, state.asset)
+        operator, note = _require_operator(operator, note, state.asset)
         if not state.halted:
             raise OperatorActionError(f"{state.asset} is not halted; nothing to resume")
         record = AuditRecord(state.asset, "resume", operator, note, now, state.multiplier)
@@ -521,7 +550,7 @@ class MultiplierPolicy:
         OperatorActionError
             If the value is outside ``[floor, cap]`` or ``until`` is not in the future.
         """
-        _require_operator(operator, note, state.asset)
+        operator, note = _require_operator(operator, note, state.asset)
         cfg = self.config
         if not (math.isfinite(multiplier) and cfg.floor <= multiplier <= cfg.cap):
             raise OperatorActionError(
@@ -542,7 +571,7 @@ class MultiplierPolicy:
         self, state: PolicyState, operator: str, note: str, now: datetime
     ) -> tuple[PolicyState, AuditRecord]:
         """End an override; the policy resumes from the overridden value under its limits."""
-        _require_operator(operator, note, state.asset)
+        operator, note = _require_operator(operator, note, state.asset)
         if state.override_multiplier is None:
             raise OperatorActionError(f"{state.asset} has no active override to clear")
         record = AuditRecord(state.asset, "clear_override", operator, note, now, state.multiplier)
@@ -607,8 +636,9 @@ def _latest(*times: datetime | None) -> datetime | None:
     return max(present) if present else None
 
 
-def _require_operator(operator: str, note: str, asset: str) -> None:
-    if not operator.strip() or not note.strip():
-        raise OperatorActionError(
-            f"operator action on {asset} needs a non-empty operator name and note (audited)"
-        )
+def _require_operator(operator: str, note: str, asset: str) -> tuple[str, str]:
+    """The operator name and note as audited (see :mod:`serving.input_validation`)."""
+    try:
+        return normalise_operator(operator), normalise_note(note)
+    except InvalidInputError as exc:
+        raise OperatorActionError(f"operator action on {asset}: {exc} (it is audited)") from exc

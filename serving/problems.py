@@ -2,14 +2,32 @@
 
 Clients (keepers, protocols, dashboards) branch on ``status`` and ``type``; humans read
 ``title`` and ``detail``. Every error path of the app, including FastAPI's own validation
-errors and unexpected exceptions, ends here so the wire format never varies.
+errors, the serving layer's own errors (:func:`problem_for`) and unexpected exceptions,
+ends here so the wire format never varies. Request-derived text (paths, names) reaches
+the log only through :func:`serving.input_validation.loggable`.
+
+=================================  ======  ===============================================
+error                              status  ``type`` slug
+=================================  ======  ===============================================
+InvalidInputError                  422     ``invalid-parameter`` (``parameter`` member)
+StrictJsonError                    422     ``invalid-json``
+UnpublishedAssetError              404     ``unknown-asset``
+OperatorActionError                409     ``operator-action-rejected``
+IntegrityFailure                   503     ``integrity-failure`` (``asset`` member)
+StoreIdentityError                 503     ``store-replaced``
+StoreBusyError                     503     ``store-busy`` (``Retry-After: 1``)
+StoreReadOnlyError                 503     ``store-read-only``
+StoreNotInitialisedError           503     ``store-uninitialised``
+other PublicationStoreError        503     ``store-unavailable``
+AdminKeyFileError                  503     ``admin-keys-unavailable``
+=================================  ======  ===============================================
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -17,6 +35,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from serving.errors import (
+    AdminKeyFileError,
+    IntegrityFailure,
+    InvalidInputError,
+    OperatorActionError,
+    ServingError,
+    StoreBusyError,
+    StoreIdentityError,
+    StoreNotInitialisedError,
+    StoreReadOnlyError,
+    UnpublishedAssetError,
+)
+from serving.input_validation import loggable
+from serving.strict_json import StrictJsonError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://dynamargin.dev/problems/"
@@ -58,7 +91,7 @@ class ProblemError(Exception):
         self.extensions = dict(extensions or {})
 
 
-class UnknownAssetError(ProblemError):
+class UnknownAssetProblem(ProblemError):
     """404: the asset has never been published to this store."""
 
     def __init__(self, asset: str, known: list[str]) -> None:
@@ -88,6 +121,72 @@ class BadParameterError(ProblemError):
 
     def __init__(self, parameter: str, detail: str) -> None:
         super().__init__(422, "invalid-parameter", detail, extensions={"parameter": parameter})
+
+
+def problem_for(exc: ServingError) -> ProblemError:
+    """The problem a serving-layer error is reported as (see the table above)."""
+    if isinstance(exc, InvalidInputError):
+        return BadParameterError(exc.field, str(exc))
+    if isinstance(exc, StrictJsonError):
+        return ProblemError(422, "invalid-json", str(exc))
+    if isinstance(exc, UnpublishedAssetError):
+        return UnknownAssetProblem(exc.asset, exc.known)
+    if isinstance(exc, OperatorActionError):
+        return ProblemError(409, "operator-action-rejected", str(exc))
+    if isinstance(exc, IntegrityFailure):
+        return ProblemError(
+            503,
+            "integrity-failure",
+            f"The stored rows of {('asset ' + exc.asset) if exc.asset else 'the store'} do "
+            "not verify (hash chain, signature or signed checkpoint), so they are not "
+            "served; the operator has been alerted. Details: " + "; ".join(exc.problems[:3]),
+            extensions={"asset": exc.asset} if exc.asset else None,
+        )
+    if isinstance(exc, AdminKeyFileError):
+        return ProblemError(
+            503,
+            "admin-keys-unavailable",
+            "The server's admin key configuration is invalid; the operator has been told "
+            "in the server log. Retry later.",
+        )
+    slug, headers = "store-unavailable", None
+    if isinstance(exc, StoreIdentityError):
+        slug = "store-replaced"
+    elif isinstance(exc, StoreBusyError):
+        slug, headers = "store-busy", {"Retry-After": "1"}
+    elif isinstance(exc, StoreReadOnlyError):
+        slug = "store-read-only"
+    elif isinstance(exc, StoreNotInitialisedError):
+        slug = "store-uninitialised"
+    return ProblemError(503, slug, str(exc), headers=headers)
+
+
+def validation_problem(errors: Iterable[Mapping[str, Any]], prefix: str = "") -> ProblemError:
+    """422 ``invalid-parameter`` listing pydantic-style validation errors.
+
+    Parameters
+    ----------
+    errors
+        Items with ``loc`` and ``msg`` (FastAPI's or pydantic's ``errors()``).
+    prefix
+        First element of every location (e.g. ``body`` for a request body).
+    """
+    listed = [
+        {
+            "location": ".".join(
+                str(part) for part in (*((prefix,) if prefix else ()), *err.get("loc", ()))
+            ),
+            "message": err.get("msg", ""),
+        }
+        for err in errors
+    ]
+    summary = "; ".join(f"{e['location']}: {e['message']}" for e in listed[:5])
+    return ProblemError(
+        422,
+        "invalid-parameter",
+        f"The request has invalid parameters ({summary}). Fix them and retry.",
+        extensions={"errors": listed},
+    )
 
 
 def problem_response(
@@ -146,6 +245,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         The FastAPI application to configure.
     """
     app.add_exception_handler(ProblemError, _handle_problem)
+    app.add_exception_handler(ServingError, _handle_serving_error)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(Exception, _handle_unexpected)
@@ -163,23 +263,24 @@ async def _handle_problem(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _handle_serving_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServingError)
+    problem = problem_for(exc)
+    if problem.status >= 500:
+        logger.warning(
+            "%s %s answered %d %s: %s",
+            request.method,
+            loggable(request.url.path),
+            problem.status,
+            problem.slug,
+            exc,
+        )
+    return await _handle_problem(request, problem)
+
+
 async def _handle_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "location": ".".join(str(part) for part in err.get("loc", ())),
-            "message": err.get("msg", ""),
-        }
-        for err in exc.errors()
-    ]
-    summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
-    return problem_response(
-        422,
-        "invalid-parameter",
-        f"The request has invalid parameters ({summary}). Fix them and retry.",
-        instance=request.url.path,
-        extensions={"errors": errors},
-    )
+    return await _handle_problem(request, validation_problem(exc.errors()))
 
 
 async def _handle_http(request: Request, exc: Exception) -> Response:
@@ -187,7 +288,9 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
     slugs = {404: "not-found", 405: "method-not-allowed", 413: "content-too-large"}
     detail = exc.detail if isinstance(exc.detail, str) else _phrase(exc.status_code)
     if exc.status_code == 404:
-        detail = f"No such resource: {request.url.path}. See /docs for the API."
+        path = request.url.path
+        hint = f" Did you mean {path.rstrip('/')}?" if path.endswith("/") and len(path) > 1 else ""
+        detail = f"No such resource: {loggable(path)}.{hint} See /docs for the API."
     return problem_response(
         exc.status_code,
         slugs.get(exc.status_code, "http-error"),
@@ -199,7 +302,7 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:
     # Logged with the traceback for operators; the client only learns that it failed.
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.method, loggable(request.url.path))
     return problem_response(
         500,
         "internal-error",

@@ -16,13 +16,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
 from contracts.forecast import ProvenanceInfo, validate_forecasts
 from serving.errors import OperatorActionError, PublishError, ServingError
+from serving.input_validation import (
+    normalise_asset,
+    normalise_note,
+    require_published_asset,
+    to_utc,
+)
 from serving.keys import load_signing_keys
+from serving.log_integrity import LogVerifier, trusted_keys_from_env
 from serving.policy import (
     AuditRecord,
     MultiplierPolicy,
@@ -35,7 +42,13 @@ from serving.policy import (
 from serving.risk_metrics import TailMetrics, liquidity_metrics, tail_metrics
 from serving.signing import SnapshotSigner
 from serving.standard import RiskSnapshot, format_time, parse_time, reference_id
-from serving.store import BatchReceipt, PublicationRecord, PublicationStore
+from serving.store import (
+    BatchReceipt,
+    CheckpointSigner,
+    PublicationRecord,
+    PublicationStore,
+    StoreMode,
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,16 @@ class PublishedBatch:
         ]
 
 
+def publication_mode(publish_time: Literal["now", "data-end"]) -> StoreMode:
+    """The store mode a publication time belongs in.
+
+    ``now`` (wall clock) is a live publication; ``data-end`` (the close of the last bar, an
+    as-of time) is a replay. A store is created in one mode and refuses the other
+    (:mod:`serving.store`), so the two never mix.
+    """
+    return "live" if publish_time == "now" else "replay"
+
+
 def sign_and_publish(
     forecasts: pd.DataFrame,
     provenance: ProvenanceInfo,
@@ -75,6 +98,7 @@ def sign_and_publish(
     workdir: Path,
     horizon_hours: int,
     venue: str = "binance",
+    mode: StoreMode = "live",
 ) -> PublishedBatch:
     """Liquidity from ``bars``, the signing keys of ``workdir``, then :func:`publish_batch`.
 
@@ -96,6 +120,9 @@ def sign_and_publish(
         Work dir whose ``keys/`` holds the signing keys (made on first use, :mod:`serving.keys`).
     horizon_hours, venue
         Copied into every snapshot.
+    mode
+        The store's mode: ``live`` for wall-clock publications, ``replay`` for as-of ones
+        (:func:`publication_mode`); the store refuses the other.
 
     Raises
     ------
@@ -106,7 +133,7 @@ def sign_and_publish(
         raise PublishError("nothing to publish: no assets in the data")
     liquidity = liquidity_metrics(bars, as_of=pd.Timestamp(now))
     signer = SnapshotSigner(load_signing_keys(workdir))
-    with PublicationStore(store_url) as store:
+    with PublicationStore(store_url, mode=mode) as store:
         return publish_batch(
             forecasts,
             liquidity,
@@ -172,6 +199,7 @@ def publish_batch(
     """
     if now.tzinfo is None:
         raise PublishError("publish_batch needs a tz-aware `now` (UTC)")
+    verifier = LogVerifier({signer.public_key, *trusted_keys_from_env()})
     try:
         return _publish(
             forecasts,
@@ -179,6 +207,7 @@ def publish_batch(
             policy,
             store,
             signer,
+            verifier,
             provenance,
             now,
             venue,
@@ -204,26 +233,50 @@ def apply_operator_action(
     now: datetime,
     multiplier: float | None = None,
     until: datetime | None = None,
+    *,
+    verifier: LogVerifier | None = None,
+    checkpoint_signer: CheckpointSigner | None = None,
 ) -> AuditRecord:
     """Halt, resume, override or clear an override for ``asset``; audited in the store.
 
-    The new policy state and the audit record are written in one transaction, so the next
+    The CLI and the API both act through this function, so they accept the same asset
+    names (:func:`serving.input_validation.require_published_asset`) and notes. The new
+    policy state and the audit record are written in one transaction, so the next
     :func:`publish_batch` sees the action.
+
+    Parameters
+    ----------
+    verifier
+        Checks the asset's chains before its state is used (default: chains and heads
+        only, without pinned keys).
+    checkpoint_signer
+        When given (the publisher's key), a signed checkpoint covers the action at once.
 
     Raises
     ------
+    InvalidInputError
+        For a malformed asset name or note.
+    UnpublishedAssetError
+        For an asset this store never published.
+    IntegrityFailure
+        If the asset's stored rows do not verify.
     OperatorActionError
         For an unknown action, a missing override value or a value outside ``[floor, cap]``.
     """
-    policy = book.policy(asset)
-    state = store.policy_states().get(asset) or _state_from_store(store, policy, asset)
+    canonical = require_published_asset(asset, store.last_update_ids())
+    note = normalise_note(note)
+    if until is not None:
+        until = to_utc(until, "until")
+    (verifier or LogVerifier(None)).check_heads(store).require(canonical)
+    policy = book.policy(canonical)
+    state = store.policy_states().get(canonical) or _state_from_store(store, policy, canonical)
     if action == "halt":
         new_state, record = policy.halt(state, operator, note, now)
     elif action == "resume":
         new_state, record = policy.resume(state, operator, note, now)
     elif action == "override":
         if multiplier is None:
-            raise OperatorActionError(f"override of {asset} needs a multiplier value")
+            raise OperatorActionError(f"override of {canonical} needs a multiplier value")
         new_state, record = policy.override(state, multiplier, until, operator, note, now)
     elif action == "clear_override":
         new_state, record = policy.clear_override(state, operator, note, now)
@@ -231,7 +284,7 @@ def apply_operator_action(
         raise OperatorActionError(
             f"unknown operator action {action!r}; use halt, resume, override or clear_override"
         )
-    store.record_operator_action(record, new_state)
+    store.record_operator_action(record, new_state, checkpoint_signer)
     return record
 
 
@@ -241,6 +294,7 @@ def _publish(
     book: PolicyBook,
     store: PublicationStore,
     signer: SnapshotSigner,
+    verifier: LogVerifier,
     provenance: ProvenanceInfo,
     now: datetime,
     venue: str,
@@ -250,15 +304,21 @@ def _publish(
     frame = validate_forecasts(forecasts)
     known = frame[frame["ts"] <= pd.Timestamp(now)]
     liquidity_rows = _liquidity_rows(liquidity)
+    # Nothing stored is used before it verifies: a rewritten policy state or snapshot
+    # would otherwise be carried into the new batch and signed again.
+    report = verifier.check_heads(store)
     states = store.policy_states()
     last_ids = store.last_update_ids()
-    previous = store.latest()
+    previous = report.latest
     if assets is None:
-        chosen = sorted({*known["asset"].unique(), *book.assets, *states, *previous})
+        named = {*known["asset"].unique(), *book.assets, *states, *last_ids}
     else:
-        chosen = sorted(set(assets))
+        named = set(assets)
+    chosen = sorted({normalise_asset(str(asset)) for asset in named})
     if not chosen:
         raise PublishError("nothing to publish: no forecasts, configured assets or history")
+    for asset in chosen:
+        report.require(asset)
 
     records: list[PublicationRecord] = []
     decisions: dict[str, PolicyDecision] = {}
@@ -299,7 +359,7 @@ def _publish(
         )
         signed = signer.sign(snapshot).to_dict()
         records.append(PublicationRecord(signed, decision.reason, decision.state))
-    receipt = store.append_batch(records, now)
+    receipt = store.append_batch(records, now, checkpoint_signer=signer)
     return PublishedBatch(receipt, [dict(r.snapshot) for r in records], decisions)
 
 

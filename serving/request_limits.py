@@ -1,7 +1,14 @@
-"""Request body size limit as a pure ASGI middleware answering RFC 9457 413 problems.
+"""Per-request limits as pure ASGI middleware answering RFC 9457 problems.
 
-The API reads at most a short JSON admin body; anything larger is refused before it is
-buffered, whether the client declares its size (``Content-Length``) or streams it.
+* **Body size.** The API reads at most a short JSON admin body; anything larger is refused
+  (413) before it is buffered, whether the client declares its size (``Content-Length``)
+  or streams it.
+* **Requests in flight.** One worker handles at most ``max_in_flight`` requests at once;
+  the next one is answered 503 ``overloaded`` with ``Retry-After`` at once instead of
+  queueing behind the others (``/healthz`` is exempt, so liveness stays truthful).
+
+Slow clients and idle connections are the server's business (:mod:`serving.http_server`):
+an ASGI app only sees a request once its headers have arrived.
 """
 
 from __future__ import annotations
@@ -12,6 +19,47 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.problems import problem_response
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024
+EXEMPT_FROM_IN_FLIGHT = frozenset({"/healthz"})
+
+
+class InFlightLimitMiddleware:
+    """Answer 503 ``overloaded`` once ``max_in_flight`` requests are being handled.
+
+    Parameters
+    ----------
+    app
+        The wrapped ASGI app.
+    max_in_flight
+        Requests handled at once by this process.
+    """
+
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        if max_in_flight <= 0:
+            raise ValueError(f"max_in_flight must be positive, got {max_in_flight}")
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in EXEMPT_FROM_IN_FLIGHT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            response = problem_response(
+                503,
+                "overloaded",
+                f"This worker is already handling {self.max_in_flight} requests; retry in a "
+                "moment.",
+                instance=scope.get("path"),
+                headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class BodySizeLimitMiddleware:

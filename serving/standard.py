@@ -212,6 +212,17 @@ def json_schema() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RawCanonicalJson:
+    """JSON text already in canonical form, embedded as is by :func:`canonical_json`.
+
+    Lets a stored snapshot (kept as its canonical bytes) be part of a larger canonical
+    document without a parse and re-encode; the caller vouches that ``text`` is canonical.
+    """
+
+    text: str
+
+
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON bytes of a JSON-like value (see the module docstring)."""
     parts: list[str] = []
@@ -252,6 +263,8 @@ def _encode(value: Any, parts: list[str]) -> None:
         parts.append(format(round_significant(value), f".{SIGNIFICANT_DIGITS}g"))
     elif isinstance(value, str):
         parts.append(json.dumps(value, ensure_ascii=True))
+    elif isinstance(value, RawCanonicalJson):
+        parts.append(value.text)
     elif isinstance(value, datetime):
         parts.append(json.dumps(format_time(value)))
     elif isinstance(value, Mapping):

@@ -88,9 +88,10 @@ def _show_served_snapshot(workdir: Path) -> None:
     )
     if served.ready != "ready":
         console.print(
-            "  (the demo publishes as of its market's last bar, so against today's clock the "
-            "snapshots have expired and /readyz rightly says so; `dynamargin publish` on fresh "
-            "data makes them live)"
+            "  (the demo publishes as of its market's last bar, into a replay store, so against "
+            "today's clock the snapshots have expired and /readyz rightly says so; "
+            "`dynamargin publish` on fresh data into a live store of its own (another "
+            "--workdir or DYNAMARGIN_PUBLICATIONS_URL) makes them live)"
         )
     if not served.signature_ok:
         raise typer.Exit(1)

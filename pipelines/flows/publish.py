@@ -27,7 +27,7 @@ from pipelines.flows.runtime import IO_TASK, flow_settings
 from pipelines.settings import Settings
 from pipelines.stores import market_store
 from serving.policy import load_policy_book
-from serving.publishing import PublishedBatch, sign_and_publish
+from serving.publishing import PublishedBatch, publication_mode, sign_and_publish
 from serving.store import default_store_url
 
 LIQUIDITY_DAYS = 31
@@ -104,6 +104,7 @@ def publish_bundle(
         workdir=settings.workdir,
         horizon_hours=settings.horizon_hours,
         venue=publish.venue,
+        mode=publication_mode(publish.publish_time),
     )
 
 

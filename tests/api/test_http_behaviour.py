@@ -119,17 +119,26 @@ async def test_oversized_bodies_are_refused_with_413_problem(client: httpx.Async
 
 @pytest.mark.anyio
 async def test_streamed_oversized_body_without_length_is_refused(
-    client: httpx.AsyncClient,
+    fresh_workdir: Path, make_client
 ) -> None:
+    # Bodies are read only once the key is checked, so this stream carries a valid one.
+    from serving.admin_auth import generate_admin_key, store_admin_key_hash
+
+    key, key_hash = generate_admin_key()
+    store_admin_key_hash(fresh_workdir, key_hash, "stream")
+
     async def chunks():
         for _ in range(40):
             yield b"x" * 1024
 
-    response = await client.post(
-        "/v1/admin/assets/BTCUSDT/halt",
-        content=chunks(),
-        headers={"Content-Type": "application/json", "Authorization": "Bearer whatever"},
-    )
+    app = create_app(ApiConfig.from_workdir(fresh_workdir))
+    async with make_client(app) as client:
+        response = await client.post(
+            "/v1/admin/assets/BTCUSDT/halt",
+            content=chunks(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        )
+    app.state.backend.close()
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +18,9 @@ import pytest
 
 from serving.signing import verify_snapshot_bytes
 from tests.api.api_seeding import ASSETS, seed_store
+from tests.api.live_server import live_server
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-STARTUP_DEADLINE_S = 30.0
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -35,60 +32,13 @@ CHROMIUM_FLAGS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of ``dynamargin serve --workers 1`` on a seeded work dir."""
     workdir = tmp_path_factory.mktemp("served")
     seed_store(workdir, ASSETS, batches=28).close()  # a week at 6-hour steps
-    port = free_port()
-    log = (workdir / "serve.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from pipelines.cli import app; app()",
-            "--workdir",
-            str(workdir),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "DYNAMARGIN_WORKDIR": str(workdir)},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while True:
-            if process.poll() is not None:
-                output = (workdir / "serve.log").read_text()
-                pytest.fail(f"server exited with {process.returncode}: {output}")
-            try:
-                if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not up after {STARTUP_DEADLINE_S} s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+    with live_server(workdir) as running:
+        yield running.base
 
 
 def test_real_server_serves_signed_snapshots_with_caching_and_gzip(server: str) -> None:

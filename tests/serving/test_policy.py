@@ -238,7 +238,7 @@ def test_operator_halt_override_and_audit_records():
 
     with pytest.raises(OperatorActionError, match="outside"):
         policy.override(resumed, 3.5, None, "bob", "too high", NOW)
-    with pytest.raises(OperatorActionError, match="non-empty"):
+    with pytest.raises(OperatorActionError, match="operator must have 1 to 200 visible"):
         policy.override(resumed, 2.0, None, "", "no operator", NOW)
     until = NOW + timedelta(hours=2)
     overridden, record = policy.override(resumed, 2.5, until, "bob", "listing", NOW)

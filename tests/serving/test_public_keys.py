@@ -8,11 +8,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving.errors import SigningKeyError
+from serving.ethereum import Account
 from serving.keys import (
     ED25519_FILE,
     ED25519_PUBLIC_FILE,

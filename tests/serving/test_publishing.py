@@ -175,7 +175,7 @@ def test_operator_halt_and_override_are_audited_and_applied(tmp_path, signer):
         )
         with pytest.raises(OperatorActionError, match="outside"):
             apply_operator_action(
-                store, BOOK, "ETHUSDT", "override", "bob", "x", now, multiplier=9.0
+                store, BOOK, "ETHUSDT", "override", "bob", "too far", now, multiplier=9.0
             )
         batch = publish(store, signer, frame, now + timedelta(hours=1))
         by_asset = {s["asset"]: s for s in batch.snapshots}

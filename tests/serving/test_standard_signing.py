@@ -11,12 +11,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving.errors import SigningKeyError, SnapshotError
+from serving.ethereum import Account, encode_typed_data
 from serving.keys import ENV_ED25519, ENV_EIP712, load_signing_keys
 from serving.signing import (
     SnapshotSigner,

@@ -23,9 +23,9 @@ from serving.store import (
     PublicationStore,
     StoreNotInitialisedError,
     StoreReadOnlyError,
-    _sqlite_path,
     sqlite_read_only_url,
 )
+from serving.store_connection import sqlite_path
 from tests.serving.conftest import T0, liquidity_for, make_forecasts, private_schema_url
 
 ASSETS = ("BTCUSDT", "ETHUSDT")
@@ -132,7 +132,9 @@ def test_empty_database_is_not_initialised_on_both_backends(store_url: str) -> N
         sqlalchemy.create_engine(store_url).connect().close()  # an empty database file
     with captured_statements() as statements, pytest.raises(StoreNotInitialisedError) as exc:
         PublicationStore(store_url, create=False)
-    assert "missing tables: batches, publications, policy_states, audit" in str(exc.value)
+    assert "missing tables: store_meta, batches, publications, policy_states, audit" in str(
+        exc.value
+    )
     assert "dynamargin publish" in str(exc.value)
     assert not [s for s in statements if s.startswith(DDL_PREFIXES)]
 
@@ -207,8 +209,8 @@ def test_read_only_url_refuses_paths_sqlite_cannot_express(tmp_path: Path) -> No
 )
 def test_read_only_url_names_the_same_file(parts: list[str]) -> None:
     path = Path("/", *parts)
-    assert _sqlite_path(sqlite_read_only_url(path)) == path
-    assert _sqlite_path(f"sqlite:///{path}") == path
+    assert sqlite_path(sqlite_read_only_url(path)) == path
+    assert sqlite_path(f"sqlite:///{path}") == path
 
 
 def test_postgres_read_only_role_reads_but_cannot_create_or_write(

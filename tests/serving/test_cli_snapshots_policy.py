@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipelines.commands.publish import register
+from pipelines.commands import policy, schema, snapshots
 from serving.keys import load_signing_keys
 from serving.policy import PolicyBook, PolicyConfig
 from serving.publishing import ProvenanceInfo, publish_batch
@@ -26,7 +26,8 @@ ASSETS = ("BTCUSDT", "ETHUSDT")
 def cli() -> typer.Typer:
     # Only this module's commands: the test does not depend on other command groups.
     app = typer.Typer()
-    register(app)
+    for module in (schema, snapshots, policy):
+        module.register(app)
     return app
 
 
