@@ -59,11 +59,11 @@ def test_publish_at_data_end_after_now_is_refused_by_the_command(
     market = generate_market(SyntheticMarketConfig(n_assets=2, days=days, seed=3, start=start))
     MarketStore(workdir / "store").ingest_market(market)
     runner = CliRunner()
+    # A short calibration window, so 120 days of bars are enough for a baseline publish.
     base = ["--workdir", str(workdir)]
-    now = runner.invoke(cli, [*base, "publish", "--model", "baseline:ewma", "--at", "now"])
+    baseline = ["publish", "--model", "baseline:ewma", "--calibration-days", "60"]
+    now = runner.invoke(cli, [*base, *baseline, "--at", "now"])
     assert now.exit_code == 0, now.output
-    data_end = runner.invoke(
-        cli, [*base, "publish", "--model", "baseline:ewma", "--at", "data-end"]
-    )
+    data_end = runner.invoke(cli, [*base, *baseline, "--at", "data-end"])
     assert data_end.exit_code == 1, data_end.output
     assert "replay" in data_end.output
