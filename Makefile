@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# npm ci writes this file; it is newer than the lock file once the node packages match it.
+NODE_STAMP := onchain/node_modules/.package-lock.json
 DATA ?=
 
 export DO_NOT_TRACK := 1
@@ -11,13 +13,17 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install demo test bench fuzz fuzz-engine fuzz-api lint clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# solcjs, OpenZeppelin and the JavaScript verifier's libraries, exactly as locked.
+$(NODE_STAMP): onchain/package.json onchain/package-lock.json
+	cd onchain && npm ci --no-audit --no-fund --loglevel=error
 
 demo: install
 	$(VENV)/bin/dynamargin demo $(if $(DATA),--data $(DATA),)
@@ -46,4 +52,4 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf .dynamargin .pytest_cache .benchmarks
+	rm -rf .dynamargin .pytest_cache .benchmarks onchain/.build

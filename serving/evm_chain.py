@@ -121,6 +121,7 @@ class EvmChain:
         gas: int | None = None,
         on_sent: Callable[[str], None] | None = None,
         timeout_s: float = 120.0,
+        simulate: bool = True,
     ) -> Any:
         """Send a contract call or constructor and wait for its receipt.
 
@@ -129,6 +130,9 @@ class EvmChain:
         on_sent
             Called with the transaction hash once the node accepted it (before waiting), so
             a caller can journal it and survive a crash while it is pending.
+        simulate
+            In process, run the call on the pending block first for the revert reason; a
+            caller that just estimated a call without time-dependent checks may skip it.
 
         Raises
         ------
@@ -143,7 +147,7 @@ class EvmChain:
             # own clock: simulate on the pending block instead (same state, same time, the
             # contract's reason on a revert), then send with enough gas; the receipt's
             # gasUsed is what the transaction really used.
-            if hasattr(call, "call"):
+            if simulate and hasattr(call, "call"):
                 with reverts_as_errors():
                     call.call({"from": params["from"]}, block_identifier="pending")
             params.setdefault("gas", int(self.w3.eth.get_block("latest")["gasLimit"]))

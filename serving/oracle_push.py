@@ -137,10 +137,9 @@ def push_snapshots(
 
     queue = sorted(todo)
     while queue:
-        chunk = _fit_chunk(chain, oracle, queue, todo, gas_limit)
+        chunk, estimate = _fit_chunk(chain, oracle, queue, todo, gas_limit)
         batch = [r for asset in chunk for r in todo[asset]]
         call = oracle.functions.publishBulkRiskParameterUpdates(*bulk_arguments(batch))
-        estimate = chain.estimate_gas(call)
 
         def sent(tx_hash: str, chunk: list[str] = chunk) -> None:
             pending.add(tx_hash, chunk)
@@ -149,7 +148,7 @@ def push_snapshots(
 
         try:
             receipt = chain.transact(
-                call, gas=min(gas_limit, int(estimate * GAS_MARGIN)), on_sent=sent
+                call, gas=min(gas_limit, int(estimate * GAS_MARGIN)), on_sent=sent, simulate=False
             )
         except ContractRevert as exc:
             raise OraclePushError(
@@ -231,8 +230,9 @@ def _fit_chunk(
     queue: Sequence[str],
     todo: Mapping[str, Sequence[OracleRecord]],
     gas_limit: int,
-) -> list[str]:
-    """The longest prefix of ``queue`` whose call fits ``gas_limit`` (at least one asset)."""
+) -> tuple[list[str], int]:
+    """The longest prefix of ``queue`` whose call fits ``gas_limit`` (at least one asset),
+    with its gas estimate."""
 
     def gas(assets: Sequence[str]) -> int:
         batch = [r for a in assets for r in todo[a]]
@@ -253,9 +253,11 @@ def _fit_chunk(
         )
     # Gas grows about linearly per asset: start from the extrapolation, then step down.
     size = max(1, min(len(queue), int(gas_limit / (one * GAS_MARGIN))))
-    while size > 1 and gas(queue[:size]) * GAS_MARGIN > gas_limit:
+    estimate = one if size == 1 else gas(queue[:size])
+    while size > 1 and estimate * GAS_MARGIN > gas_limit:
         size -= 1
-    return list(queue[:size])
+        estimate = one if size == 1 else gas(queue[:size])
+    return list(queue[:size]), estimate
 
 
 class _Journal:
