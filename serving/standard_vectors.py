@@ -36,7 +36,9 @@ from serving.standard import (
     signing_payload,
 )
 
-VECTORS_PATH: Final[Path] = Path(__file__).resolve().parents[1] / "spec" / "risk-snapshot" / "vectors.json"
+VECTORS_PATH: Final[Path] = (
+    Path(__file__).resolve().parents[1] / "spec" / "risk-snapshot" / "vectors.json"
+)
 
 ED25519_TEST_SEED: Final[str] = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
 """RFC 8032, section 7.1, TEST 1 secret key."""
@@ -53,7 +55,10 @@ CANONICAL_CASES: Final[tuple[tuple[str, str], ...]] = (
     ("exact tie rounds half to even", "[3.814697265625e-06, 0.5]"),
     ("negative zero", "[-0.0, -0, 0.0, -1.5]"),
     ("integers stay integers", "[12345678901234567890, -42, 0]"),
-    ("strings ASCII-escaped", r'["caf\u00e9 \ud83d\ude00", "tab\tquote\"slash/back\\", "\u0001\u007f"]'),
+    (
+        "strings ASCII-escaped",
+        r'["caf\u00e9 \ud83d\ude00", "tab\tquote\"slash/back\\", "\u0001\u007f"]',
+    ),
     ("keys by code point", '{"\\uff46": 1, "\\ud83d\\ude00": 2, "B": 3, "a": 4, "\\u00e9": 5}'),
 )
 

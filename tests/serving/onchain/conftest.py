@@ -48,10 +48,14 @@ class Stack:
     signer: SnapshotSigner
     store: PublicationStore
 
-    def publish(self, assets: Sequence[str] = ASSETS, at: datetime = PUBLISHED_AT) -> PublishedBatch:
+    def publish(
+        self, assets: Sequence[str] = ASSETS, at: datetime = PUBLISHED_AT
+    ) -> PublishedBatch:
         """Publish one batch (the real publisher) signed for this deployment's domain."""
         return publish_batch(
-            make_forecasts(tuple(assets), hours=24 * 10 + int((at - PUBLISHED_AT).total_seconds() // 3600)),
+            make_forecasts(
+                tuple(assets), hours=24 * 10 + int((at - PUBLISHED_AT).total_seconds() // 3600)
+            ),
             liquidity_for(list(assets)),
             PolicyBook.uniform(PolicyConfig()),
             self.store,
@@ -120,7 +124,12 @@ def signed_update(
         "es_99": 0.08,
         "es_99_lower": 0.07,
         "es_99_upper": 0.1,
-        "liquidity": {"amihud": 1e-10, "spread_bps": 1.0, "slippage_bps": 5.0, "standard_size_usd": 1e6},
+        "liquidity": {
+            "amihud": 1e-10,
+            "spread_bps": 1.0,
+            "slippage_bps": 5.0,
+            "standard_size_usd": 1e6,
+        },
         "margin": {
             "multiplier": imf / 0.05,
             "previous_multiplier": 1.0,
@@ -139,7 +148,9 @@ def signed_update(
     }
     draft = RiskSnapshot.model_validate(data)
     ref = reference_id(draft.to_dict())
-    draft = draft.model_copy(update={"provenance": draft.provenance.model_copy(update={"reference_id": ref})})
+    draft = draft.model_copy(
+        update={"provenance": draft.provenance.model_copy(update={"reference_id": ref})}
+    )
     return signer.sign(draft).to_dict()
 
 

@@ -35,7 +35,9 @@ def serve_json_rpc(chain: EvmChain) -> Iterator[str]:
                     response = {"result": manager.request_blocking(request["method"], params)}
             except Exception as exc:  # a node answers a failed call with a JSON-RPC error
                 message = str(exc.args[0]) if exc.args else type(exc).__name__
-                response = {"error": {"code": 3 if "revert" in message else -32000, "message": message}}
+                response = {
+                    "error": {"code": 3 if "revert" in message else -32000, "message": message}
+                }
             body = json.dumps(
                 {"jsonrpc": "2.0", "id": request.get("id"), **response}, cls=Web3JsonEncoder
             ).encode()

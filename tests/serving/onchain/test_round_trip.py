@@ -44,7 +44,9 @@ def test_published_batch_reaches_the_market_through_the_oracle_and_the_steward(s
         # The chain record links back to the publication store by its reference id.
         stored = stack.store.latest(asset)
         for kind in UPDATE_TYPES:
-            record = oracle.functions.getLatestUpdateByParameterAndMarket(kind, asset.encode()).call()
+            record = oracle.functions.getLatestUpdateByParameterAndMarket(
+                kind, asset.encode()
+            ).call()
             assert record[2] == stored.snapshot["provenance"]["reference_id"]
         carrier = oracle.functions.getLatestUpdateByParameterAndMarket(
             "marginMultiplier", asset.encode()
@@ -92,14 +94,18 @@ def test_push_is_idempotent_and_a_newer_batch_goes_on_top(stack: Stack):
 def test_push_chunks_under_the_gas_limit_and_reports_gas(stack: Stack):
     batch = stack.publish()
     stack.at(PUBLISHED_AT + timedelta(minutes=1))
-    # One asset's six records cost about 3.9M gas: a 9M limit fits two per call (with the 10% margin).
-    report = push_snapshots(stack.chain, stack.deployment.oracle, batch.snapshots, gas_limit=9_000_000)
+    # One asset's six records cost about 3.9M gas: a 9M limit fits two per call (10% margin).
+    report = push_snapshots(
+        stack.chain, stack.deployment.oracle, batch.snapshots, gas_limit=9_000_000
+    )
     assert [len(c.assets) for c in report.calls] == [2, 1]
     assert all(c.gas_used <= 9_000_000 for c in report.calls)
     assert report.gas_used == sum(c.gas_used for c in report.calls)
     with pytest.raises(OraclePushError, match="alone needs"):
         push_snapshots(
-            stack.chain, stack.deployment.oracle, stack.publish(at=PUBLISHED_AT + timedelta(hours=1)).snapshots,
+            stack.chain,
+            stack.deployment.oracle,
+            stack.publish(at=PUBLISHED_AT + timedelta(hours=1)).snapshots,
             gas_limit=1_000_000,
         )
 
@@ -119,8 +125,12 @@ def test_push_resumes_after_a_crash_without_sending_twice(stack: Stack, tmp_path
 
     with pytest.raises(_Crash) as crashed:
         push_snapshots(
-            stack.chain, stack.deployment.oracle, batch.snapshots, gas_limit=9_000_000,
-            journal=journal, progress=crash_after_first_send,
+            stack.chain,
+            stack.deployment.oracle,
+            batch.snapshots,
+            gas_limit=9_000_000,
+            journal=journal,
+            progress=crash_after_first_send,
         )
     pending = str(crashed.value)
     assert pending in journal.read_text()  # journaled before its receipt was awaited
@@ -141,7 +151,9 @@ def test_a_relayed_signed_update_is_applied_without_the_oracle(stack: Stack):
     relayer = stack.chain.accounts[5]  # anyone: the signature is the authority
     outcome = apply_signed(stack.deployment, snapshot, sender=relayer)
     assert outcome.applied
-    assert read_back(stack.deployment, snapshot["asset"])["market_imf"] == to_wad(snapshot["margin"]["imf"])
+    assert read_back(stack.deployment, snapshot["asset"])["market_imf"] == to_wad(
+        snapshot["margin"]["imf"]
+    )
 
 
 def test_push_over_json_rpc(stack: Stack):
