@@ -11,7 +11,7 @@ DATA ?=
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench fuzz fuzz-engine fuzz-api lint clean
+.PHONY: install demo test bench fuzz fuzz-engine fuzz-api fuzz-steward vectors lint clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -35,7 +35,7 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 # The long fuzz runs; CI runs a short version of each inside `make test`.
-fuzz: fuzz-engine fuzz-api
+fuzz: fuzz-engine fuzz-api fuzz-steward
 
 # The liquidation engine under >= 1M seeded random commands, every invariant checked
 # (about 15 minutes on 2 cores).
@@ -46,6 +46,16 @@ fuzz-engine: install
 # Every API endpoint's inputs beyond the OpenAPI schema, 5,000 examples per group (~2 min).
 fuzz-api: install
 	DYNAMARGIN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/serving/security/test_fuzz_endpoints.py
+
+# The MarginSteward's bounds against the Python model, 500 random update sequences (~3 min).
+fuzz-steward: install
+	DYNAMARGIN_STEWARD_EXAMPLES=500 nice -n 10 $(PY) -m pytest -q tests/serving/onchain/test_steward_bounds_property.py
+
+# Rewrite spec/risk-snapshot/vectors.json after a deliberate change of the standard (a new
+# revision); CI fails while the committed vectors differ from what the code produces.
+vectors: install
+	$(PY) -c "from serving.standard_vectors import VECTORS_PATH, vectors_text; VECTORS_PATH.write_text(vectors_text())"
+	cd onchain && node verifier/verify_vectors.mjs ../spec/risk-snapshot/vectors.json
 
 lint: install
 	$(VENV)/bin/ruff check .
