@@ -63,7 +63,7 @@ CANONICAL_CASES: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
-def test_keys() -> SigningKeys:
+def vector_keys() -> SigningKeys:
     """The fixed test keys (Ed25519 and secp256k1)."""
     return SigningKeys(
         ed25519=Ed25519PrivateKey.from_private_bytes(bytes.fromhex(ED25519_TEST_SEED)),
@@ -72,7 +72,9 @@ def test_keys() -> SigningKeys:
     )
 
 
-def _snapshot(schema: str, **changes: Any) -> RiskSnapshot:
+def example_snapshot(schema: str = SCHEMA_V2, **changes: Any) -> RiskSnapshot:
+    """An unsigned example snapshot of BTCUSDT with its reference id; ``changes`` replace
+    top-level members (``margin`` whole). The vectors' inputs, and a handy test fixture."""
     data: dict[str, Any] = {
         "schema": schema,
         "asset": "BTCUSDT",
@@ -177,7 +179,7 @@ def build_vectors() -> dict[str, Any]:
     """Every vector, from the fixed inputs and test keys (deterministic)."""
     from serving import strict_json
 
-    keys = test_keys()
+    keys = vector_keys()
     signer = SnapshotSigner(keys, TEST_DOMAIN)
     canonical = []
     for name, text in CANONICAL_CASES:
@@ -191,10 +193,10 @@ def build_vectors() -> dict[str, Any]:
             }
         )
     snapshots = [
-        _snapshot_vector("v2 ok", _snapshot(SCHEMA_V2), signer),
+        _snapshot_vector("v2 ok", example_snapshot(SCHEMA_V2), signer),
         _snapshot_vector(
             "v2 halted, microsecond times, large update id",
-            _snapshot(
+            example_snapshot(
                 SCHEMA_V2,
                 update_id=9_007_199_254_740_993,
                 status="halted",
@@ -203,7 +205,7 @@ def build_vectors() -> dict[str, Any]:
             ),
             signer,
         ),
-        _snapshot_vector("v1 (legacy RiskUpdate)", _snapshot(SCHEMA_V1), signer),
+        _snapshot_vector("v1 (legacy RiskUpdate)", example_snapshot(SCHEMA_V1), signer),
     ]
     return {
         "description": "Test vectors of the dynamargin RiskSnapshot standard (spec/risk-snapshot/"

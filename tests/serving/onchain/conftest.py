@@ -17,8 +17,8 @@ from serving.policy import PolicyBook, PolicyConfig
 from serving.publishing import PublishedBatch, publish_batch
 from serving.signing import SnapshotSigner
 from serving.solidity_build import Artifacts, compile_contracts
-from serving.standard import SCHEMA_V2, RiskSnapshot, reference_id
-from serving.standard_vectors import test_keys
+from serving.standard import SCHEMA_V2
+from serving.standard_vectors import example_snapshot, vector_keys
 from serving.steward_deployment import (
     Deployment,
     ParameterBounds,
@@ -76,7 +76,7 @@ def make_stack(
     assets: Sequence[str] = ASSETS,
 ) -> Stack:
     chain = in_process_chain(int(PUBLISHED_AT.timestamp()) - 3600)
-    keys = test_keys()
+    keys = vector_keys()
     deployment = deploy_stack(
         chain,
         artifacts,
@@ -106,31 +106,15 @@ def signed_update(
     expiry: timedelta = timedelta(hours=2),
 ) -> dict[str, Any]:
     """A signed v2 snapshot with chosen margin fractions (for relayed steward updates)."""
-    data: dict[str, Any] = {
-        "schema": SCHEMA_V2,
-        "asset": asset,
-        "venue": "binance",
-        "update_id": update_id,
-        "as_of": published_at,
-        "published_at": published_at,
-        "valid_until": published_at + expiry,
-        "horizon_hours": 24,
-        "sigma": 0.03,
-        "sigma_lower": 0.025,
-        "sigma_upper": 0.04,
-        "var_99": 0.07,
-        "var_99_lower": 0.06,
-        "var_99_upper": 0.09,
-        "es_99": 0.08,
-        "es_99_lower": 0.07,
-        "es_99_upper": 0.1,
-        "liquidity": {
-            "amihud": 1e-10,
-            "spread_bps": 1.0,
-            "slippage_bps": 5.0,
-            "standard_size_usd": 1e6,
-        },
-        "margin": {
+    snapshot = example_snapshot(
+        SCHEMA_V2,
+        asset=asset,
+        update_id=update_id,
+        as_of=published_at,
+        published_at=published_at,
+        valid_until=published_at + expiry,
+        status=status,
+        margin={
             "multiplier": imf / 0.05,
             "previous_multiplier": 1.0,
             "base_imf": 0.05,
@@ -138,20 +122,8 @@ def signed_update(
             "imf": imf,
             "mmf": mmf,
         },
-        "status": status,
-        "provenance": {
-            "model_name": "test",
-            "model_version": "1",
-            "data_through": published_at,
-            "reference_id": "pending",
-        },
-    }
-    draft = RiskSnapshot.model_validate(data)
-    ref = reference_id(draft.to_dict())
-    draft = draft.model_copy(
-        update={"provenance": draft.provenance.model_copy(update={"reference_id": ref})}
     )
-    return signer.sign(draft).to_dict()
+    return signer.sign(snapshot).to_dict()
 
 
 def margin_state(stack: Stack, asset: str) -> tuple[Any, ...]:

@@ -16,7 +16,7 @@ from serving.oracle_push import push_snapshots
 from serving.signing import SnapshotSigner
 from serving.solidity_build import Artifacts
 from serving.standard import Eip712Domain
-from serving.standard_vectors import test_keys
+from serving.standard_vectors import vector_keys
 from serving.steward_deployment import StewardConfig, apply_from_oracle, apply_signed
 from tests.serving.onchain.conftest import (
     PUBLISHED_AT,
@@ -47,7 +47,7 @@ def _refused(stack: Stack, asset: str, action, reason: str) -> None:
 def test_a_forged_signature_is_refused(stack: Stack):
     stack.at(T)
     forger = SnapshotSigner(
-        SigningKeys(test_keys().ed25519, bytes.fromhex("11" * 32)), stack.deployment.domain
+        SigningKeys(vector_keys().ed25519, bytes.fromhex("11" * 32)), stack.deployment.domain
     )
     forged = signed_update(forger, "BTCUSDT", 1, PUBLISHED_AT, imf=0.06, mmf=0.035)
     _refused(
@@ -97,7 +97,7 @@ def test_the_wrong_chain_id_and_the_wrong_feed_are_refused(stack: Stack):
         ),
     ):
         update = signed_update(
-            SnapshotSigner(test_keys(), domain), "BTCUSDT", 1, PUBLISHED_AT, imf=0.06, mmf=0.035
+            SnapshotSigner(vector_keys(), domain), "BTCUSDT", 1, PUBLISHED_AT, imf=0.06, mmf=0.035
         )
         _refused(stack, "BTCUSDT", lambda u=update: apply_signed(stack.deployment, u), reason)
         # The pusher refuses it before sending anything.

@@ -20,7 +20,7 @@ from serving.solidity_build import (
     default_peers_dir,
 )
 from serving.standard import json_schema
-from serving.standard_vectors import VECTORS_PATH, test_keys
+from serving.standard_vectors import VECTORS_PATH, vector_keys
 
 VECTORS = json.loads(VECTORS_PATH.read_text(encoding="ascii"))
 
@@ -102,5 +102,5 @@ def test_the_domain_comes_from_the_environment():
     ):
         with pytest.raises(InvalidInputError):
             configured_domain(bad)
-    signer = SnapshotSigner(test_keys())
+    signer = SnapshotSigner(vector_keys())
     assert signer.domain == configured_domain()  # what the publisher signs under by default

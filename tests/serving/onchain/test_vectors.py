@@ -18,7 +18,7 @@ from serving.oracle_encoding import decode_envelope, decode_value, oracle_record
 from serving.signing import verify_snapshot_bytes
 from serving.solidity_build import ONCHAIN_DIR, Artifacts
 from serving.standard import canonical_json
-from serving.standard_vectors import VECTORS_PATH, test_keys, vectors_text
+from serving.standard_vectors import VECTORS_PATH, vector_keys, vectors_text
 from serving.steward_deployment import relay_arguments
 from tests.serving.onchain.conftest import PUBLISHED_AT
 
@@ -118,7 +118,7 @@ def test_vectors_in_solidity(artifacts: Artifacts):
         artifacts["MarginSteward"],
         "0x" + "00" * 20,
         "0x" + "00" * 20,
-        [test_keys().eip712_address],
+        [vector_keys().eip712_address],
         3600,
     )
     checked = 0
