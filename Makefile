@@ -4,20 +4,26 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# npm ci writes this file; it is newer than the lock file once the node packages match it.
+NODE_STAMP := onchain/node_modules/.package-lock.json
 DATA ?=
 
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench fuzz fuzz-engine fuzz-api lint clean
+.PHONY: install demo test bench fuzz fuzz-engine fuzz-api fuzz-steward vectors lint clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# solcjs, OpenZeppelin and the JavaScript verifier's libraries, exactly as locked.
+$(NODE_STAMP): onchain/package.json onchain/package-lock.json
+	cd onchain && npm ci --no-audit --no-fund --loglevel=error
 
 demo: install
 	$(VENV)/bin/dynamargin demo $(if $(DATA),--data $(DATA),)
@@ -29,7 +35,7 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 # The long fuzz runs; CI runs a short version of each inside `make test`.
-fuzz: fuzz-engine fuzz-api
+fuzz: fuzz-engine fuzz-api fuzz-steward
 
 # The liquidation engine under >= 1M seeded random commands, every invariant checked
 # (about 15 minutes on 2 cores).
@@ -41,9 +47,19 @@ fuzz-engine: install
 fuzz-api: install
 	DYNAMARGIN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/serving/security/test_fuzz_endpoints.py
 
+# The MarginSteward's bounds against the Python model, 500 random update sequences (~3 min).
+fuzz-steward: install
+	DYNAMARGIN_STEWARD_EXAMPLES=500 nice -n 10 $(PY) -m pytest -q tests/serving/onchain/test_steward_bounds_property.py
+
+# Rewrite spec/risk-snapshot/vectors.json after a deliberate change of the standard (a new
+# revision); CI fails while the committed vectors differ from what the code produces.
+vectors: install
+	$(PY) -c "from serving.standard_vectors import VECTORS_PATH, vectors_text; VECTORS_PATH.write_text(vectors_text())"
+	cd onchain && node verifier/verify_vectors.mjs ../spec/risk-snapshot/vectors.json
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf .dynamargin .pytest_cache .benchmarks
+	rm -rf .dynamargin .pytest_cache .benchmarks onchain/.build

@@ -17,6 +17,8 @@ from liquidation.config import AssetConfig
 from liquidation.errors import SnapshotValidationError
 
 SCHEMA: Final[str] = "dynamargin.risk/1"
+# Revision 2 changes only the EIP-712 signature; the payload read here is the same.
+SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA, "dynamargin.risk/2"})
 STATUSES: Final[frozenset[str]] = frozenset({"ok", "fallback", "stale", "halted"})
 USABLE_STATUSES: Final[frozenset[str]] = frozenset({"ok", "fallback"})
 Status = Literal["ok", "fallback", "stale", "halted"]
@@ -68,10 +70,10 @@ class MarginParameters:
             )
         asset = snapshot.get("asset")
         where = f"RiskSnapshot(asset={asset!r}, update_id={snapshot.get('update_id')!r})"
-        if snapshot.get("schema") != SCHEMA:
+        if snapshot.get("schema") not in SCHEMAS:
             raise SnapshotValidationError(
-                f"{where}: schema is {snapshot.get('schema')!r}, expected {SCHEMA!r}; "
-                "upgrade the liquidation core or republish in v1"
+                f"{where}: schema is {snapshot.get('schema')!r}, expected one of "
+                f"{sorted(SCHEMAS)}; upgrade the liquidation core or republish in v1"
             )
         if not isinstance(asset, str) or not asset:
             raise SnapshotValidationError(f"{where}: 'asset' must be a non-empty string")

@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.commands.flows",
     "pipelines.commands.demo",
     "pipelines.commands.emulate",
+    "pipelines.commands.oracle",
 )
 
 

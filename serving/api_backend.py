@@ -33,7 +33,7 @@ from serving.log_integrity import STORE_WIDE, LogVerifier, trusted_keys_from_env
 from serving.policy import PolicyBook, load_policy_book
 from serving.problems import BadParameterError, ProblemError
 from serving.publishing import apply_operator_action
-from serving.signing import DEFAULT_DOMAIN, EIP712_TYPES
+from serving.signing import EIP712_TYPES, EIP712_TYPES_V2, V1_DOMAIN, configured_domain
 from serving.standard import SCHEMA_VERSION, json_schema, oracle_updates, parse_time
 from serving.store import PublicationStore, StoredPublication, parse_cursor
 
@@ -306,9 +306,15 @@ class StoreBackend:
             "ed25519": {"public_key": keys.ed25519_public_hex, "encoding": "raw-32-bytes-hex"},
             "eip712": {
                 "signer": keys.eip712_address,
-                "domain": DEFAULT_DOMAIN.to_dict(),
-                "types": EIP712_TYPES,
-                "primary_type": "RiskUpdate",
+                "domain": configured_domain().to_dict(),
+                "types": EIP712_TYPES_V2,
+                "primary_type": "RiskParameters",
+                # Snapshots published before revision 2 verify under the v1 form.
+                "v1": {
+                    "domain": V1_DOMAIN.to_dict(),
+                    "types": EIP712_TYPES,
+                    "primary_type": "RiskUpdate",
+                },
             },
         }
 

@@ -124,3 +124,23 @@ class AdminKeyFileError(ServingError, ValueError):
 
 class PublishError(ServingError):
     """A publication batch failed; nothing of it was written and the previous batch stays."""
+
+
+class EvmToolchainError(ServingError):
+    """The Solidity toolchain (node, solcjs, the npm packages, a peer contract) cannot build."""
+
+
+class OracleEncodingError(ServingError, ValueError):
+    """A snapshot cannot be encoded for the RiskOracle, or an on-chain record cannot be decoded."""
+
+
+class OraclePushError(ServingError):
+    """Publishing snapshots to a RiskOracle failed; the message says which chunk and why."""
+
+
+class ContractRevert(ServingError):
+    """A contract call or transaction reverted; the message is the contract's reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -41,7 +41,13 @@ from serving.policy import (
 )
 from serving.risk_metrics import TailMetrics, liquidity_metrics, tail_metrics
 from serving.signing import SnapshotSigner
-from serving.standard import RiskSnapshot, format_time, parse_time, reference_id
+from serving.standard import (
+    SCHEMA_VERSION,
+    RiskSnapshot,
+    format_time,
+    parse_time,
+    reference_id,
+)
 from serving.store import (
     BatchReceipt,
     CheckpointSigner,
@@ -421,7 +427,7 @@ def _snapshot(
         str(row["model_version"]) if row is not None else "rule"
     )
     data: dict[str, Any] = {
-        "schema": "dynamargin.risk/1",
+        "schema": SCHEMA_VERSION,
         "asset": asset,
         "venue": venue,
         "update_id": update_id,

@@ -1,26 +1,35 @@
 """Sign and verify RiskSnapshots: Ed25519 over canonical JSON, and EIP-712 typed data.
 
-Ed25519
+Ed25519 (every revision)
     ``signature.ed25519.signature = Ed25519(private, signing_payload(snapshot))`` where the
     payload is the canonical JSON of the snapshot without ``signature``
     (:func:`serving.standard.signing_payload`).
 
-EIP-712
-    An on-chain consumer verifies the struct below under :data:`DEFAULT_DOMAIN`::
+EIP-712, ``dynamargin.risk/2`` (current)
+    The struct a steward contract verifies (``onchain/src/MarginSteward.sol``)::
 
-        RiskUpdate(string market,string updateType,uint256 newValue,uint256 previousValue,
-                   uint256 updateId,uint256 timestamp,uint256 validUntil,string status,
-                   string referenceId,bytes32 payloadHash)
+        RiskParameters(string market,uint256 updateId,uint256 multiplier,uint256 imf,
+                       uint256 mmf,uint256 sigma,uint256 var99,uint256 es99,
+                       uint256 publishedAt,uint256 validUntil,string status,
+                       string referenceId,bytes32 payloadHash)
 
-    ``updateType`` is ``"marginMultiplier"``; values are WAD-scaled (``x * 1e18``, exact
-    from the 12-significant-digit canonical number); times are Unix seconds;
-    ``payloadHash = keccak256(signing_payload(snapshot))`` binds every other field
-    (sigma, VaR, ES, liquidity...) to the signature. ``ecrecover`` of the digest gives
-    ``signature.eip712.signer``.
+    under the domain ``(name "dynamargin", version "2", chainId, verifyingContract)``, which
+    the publisher is configured with (:func:`configured_domain`) and writes into
+    ``signature.eip712.domain``. Values are WAD (``x * 1e18``, :func:`to_wad`), times Unix
+    seconds (fraction dropped), ``payloadHash = keccak256(signing_payload(snapshot))``.
+
+EIP-712, ``dynamargin.risk/1``
+    ``RiskUpdate(string market,string updateType,uint256 newValue,uint256 previousValue,
+    uint256 updateId,uint256 timestamp,uint256 validUntil,string status,string referenceId,
+    bytes32 payloadHash)`` with ``updateType = "marginMultiplier"`` under the fixed
+    :data:`V1_DOMAIN`. Verified as before; new snapshots are signed in v2.
+
+``ecrecover`` of the digest gives ``signature.eip712.signer``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,11 +40,20 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from serving import strict_json
-from serving.errors import SnapshotError
-from serving.ethereum import Account, encode_typed_data, keccak
+from serving.errors import InvalidInputError, SnapshotError
+from serving.ethereum import (
+    Account,
+    encode_typed_data,
+    is_checksum_address,
+    keccak,
+    to_checksum_address,
+)
 from serving.keys import SigningKeys
 from serving.standard import (
+    REVISIONS,
+    ZERO_ADDRESS,
     Ed25519Signature,
+    Eip712Domain,
     Eip712Signature,
     RiskSnapshot,
     Signature,
@@ -44,39 +62,48 @@ from serving.standard import (
     json_schema,
     parse_time,
     reference_id,
+    revision_of,
     signing_payload,
 )
 
 WAD = 10**18
+ENV_CHAIN_ID = "DYNAMARGIN_EIP712_CHAIN_ID"
+ENV_VERIFYING_CONTRACT = "DYNAMARGIN_EIP712_VERIFYING_CONTRACT"
 
+V1_DOMAIN = Eip712Domain(version="1", chain_id=1, verifying_contract=ZERO_ADDRESS)
+"""The fixed domain of every ``dynamargin.risk/1`` EIP-712 signature."""
+DEFAULT_DOMAIN = V1_DOMAIN
+"""Kept for v1 callers; v2 signers use :func:`configured_domain`."""
 
-@dataclass(frozen=True)
-class Eip712Domain:
-    """EIP-712 domain separator fields; a verifying contract pins the same values."""
+_DOMAIN_FIELDS = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
 
-    name: str = "dynamargin"
-    version: str = "1"
-    chain_id: int = 1
-    verifying_contract: str = "0x0000000000000000000000000000000000000000"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "chainId": self.chain_id,
-            "verifyingContract": self.verifying_contract,
-        }
-
-
-DEFAULT_DOMAIN = Eip712Domain()
+EIP712_TYPES_V2: dict[str, list[dict[str, str]]] = {
+    "EIP712Domain": _DOMAIN_FIELDS,
+    "RiskParameters": [
+        {"name": "market", "type": "string"},
+        {"name": "updateId", "type": "uint256"},
+        {"name": "multiplier", "type": "uint256"},
+        {"name": "imf", "type": "uint256"},
+        {"name": "mmf", "type": "uint256"},
+        {"name": "sigma", "type": "uint256"},
+        {"name": "var99", "type": "uint256"},
+        {"name": "es99", "type": "uint256"},
+        {"name": "publishedAt", "type": "uint256"},
+        {"name": "validUntil", "type": "uint256"},
+        {"name": "status", "type": "string"},
+        {"name": "referenceId", "type": "string"},
+        {"name": "payloadHash", "type": "bytes32"},
+    ],
+}
+"""The v2 typed-data types (primary type ``RiskParameters``)."""
 
 EIP712_TYPES: dict[str, list[dict[str, str]]] = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
+    "EIP712Domain": _DOMAIN_FIELDS,
     "RiskUpdate": [
         {"name": "market", "type": "string"},
         {"name": "updateType", "type": "string"},
@@ -92,15 +119,104 @@ EIP712_TYPES: dict[str, list[dict[str, str]]] = {
 }
 
 
+"""The v1 typed-data types (primary type ``RiskUpdate``)."""
+
+
 def to_wad(value: float) -> int:
-    """Exact ``value * 1e18`` of a canonical (12 significant digits) number."""
+    """``value * 1e18`` of a canonical (12 significant digits) number, truncated to an integer.
+
+    Exact for every value of at least 1e-7 (12 significant digits then end at or above
+    1e-18); below, digits past the 18th decimal are dropped.
+    """
     return int(Decimal(repr(float(value))) * WAD)
 
 
-def risk_update_typed_data(
-    snapshot: Mapping[str, Any], domain: Eip712Domain = DEFAULT_DOMAIN
+def unix_seconds(value: str | Any) -> int:
+    """Unix seconds of a snapshot time (fractions of a second dropped)."""
+    return int(parse_time(value).timestamp())
+
+
+def payload_keccak(snapshot: Mapping[str, Any]) -> bytes:
+    """``payloadHash``: keccak256 of the signed payload (the canonical JSON sans signature)."""
+    return keccak(signing_payload(snapshot))
+
+
+def configured_domain(environ: Mapping[str, str] | None = None) -> Eip712Domain:
+    """The v2 domain the publisher signs under.
+
+    ``DYNAMARGIN_EIP712_CHAIN_ID`` (default 1) and ``DYNAMARGIN_EIP712_VERIFYING_CONTRACT``
+    (the RiskOracle the updates are published to; default the zero address, which no
+    steward accepts) name the deployment.
+
+    Raises
+    ------
+    InvalidInputError
+        For a chain id that is not a positive integer or an address that is not 20-byte hex
+        (a mixed-case address must carry a valid EIP-55 checksum).
+    """
+    env = os.environ if environ is None else environ
+    raw_chain = env.get(ENV_CHAIN_ID, "1").strip()
+    if not raw_chain.isdigit() or int(raw_chain) < 1 or len(raw_chain) > 78:
+        raise InvalidInputError(ENV_CHAIN_ID, f"{ENV_CHAIN_ID}={raw_chain!r} is not a chain id")
+    contract = env.get(ENV_VERIFYING_CONTRACT, ZERO_ADDRESS).strip()
+    return Eip712Domain(chain_id=int(raw_chain), verifying_contract=checked_address(contract))
+
+
+def checked_address(value: str, what: str = ENV_VERIFYING_CONTRACT) -> str:
+    """``value`` as a checksummed address, or :class:`InvalidInputError`."""
+    body = value[2:] if value.startswith("0x") else ""
+    if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
+        raise InvalidInputError(what, f"{what}: {value!r} is not a 0x-prefixed 20-byte address")
+    mixed = body != body.lower() and body != body.upper()
+    if mixed and not is_checksum_address(value):
+        raise InvalidInputError(what, f"{what}: {value!r} has a wrong EIP-55 checksum")
+    return to_checksum_address(value)
+
+
+def risk_parameters_typed_data(snapshot: Mapping[str, Any], domain: Eip712Domain) -> dict[str, Any]:
+    """EIP-712 ``full_message`` of a v2 snapshot dict under ``domain`` (signature ignored)."""
+    margin = snapshot["margin"]
+    return {
+        "types": EIP712_TYPES_V2,
+        "primaryType": "RiskParameters",
+        "domain": domain.to_dict(),
+        "message": {
+            "market": snapshot["asset"],
+            "updateId": int(snapshot["update_id"]),
+            "multiplier": to_wad(margin["multiplier"]),
+            "imf": to_wad(margin["imf"]),
+            "mmf": to_wad(margin["mmf"]),
+            "sigma": to_wad(snapshot["sigma"]),
+            "var99": to_wad(snapshot["var_99"]),
+            "es99": to_wad(snapshot["es_99"]),
+            "publishedAt": unix_seconds(snapshot["published_at"]),
+            "validUntil": unix_seconds(snapshot["valid_until"]),
+            "status": snapshot["status"],
+            "referenceId": snapshot["provenance"]["reference_id"],
+            "payloadHash": payload_keccak(snapshot),
+        },
+    }
+
+
+def typed_data_of(
+    snapshot: Mapping[str, Any], domain: Eip712Domain | None = None
 ) -> dict[str, Any]:
-    """EIP-712 ``full_message`` of a snapshot dict (signature ignored)."""
+    """The EIP-712 ``full_message`` a snapshot's revision signs.
+
+    v1: ``RiskUpdate`` under ``domain`` or :data:`V1_DOMAIN`; v2: ``RiskParameters`` under
+    ``domain`` or the one written in ``signature.eip712.domain``.
+    """
+    if revision_of(snapshot) == 1:
+        return risk_update_typed_data(snapshot, domain or V1_DOMAIN)
+    if domain is None:
+        domain = Eip712Domain.model_validate(snapshot["signature"]["eip712"]["domain"])
+    return risk_parameters_typed_data(snapshot, domain)
+
+
+def risk_update_typed_data(
+    snapshot: Mapping[str, Any], domain: Eip712Domain = V1_DOMAIN
+) -> dict[str, Any]:
+    """EIP-712 ``full_message`` of a snapshot dict in the v1 form (signature ignored)."""
     return {
         "types": EIP712_TYPES,
         "primaryType": "RiskUpdate",
@@ -115,7 +231,7 @@ def risk_update_typed_data(
             "validUntil": int(parse_time(snapshot["valid_until"]).timestamp()),
             "status": snapshot["status"],
             "referenceId": snapshot["provenance"]["reference_id"],
-            "payloadHash": keccak(signing_payload(snapshot)),
+            "payloadHash": payload_keccak(snapshot),
         },
     }
 
@@ -128,12 +244,13 @@ class SnapshotSigner:
     keys
         From :func:`serving.keys.load_signing_keys`.
     domain
-        EIP-712 domain.
+        EIP-712 domain of v2 signatures; default :func:`configured_domain` (the
+        environment). v1 snapshots are always signed under :data:`V1_DOMAIN`.
     """
 
-    def __init__(self, keys: SigningKeys, domain: Eip712Domain = DEFAULT_DOMAIN) -> None:
+    def __init__(self, keys: SigningKeys, domain: Eip712Domain | None = None) -> None:
         self.keys = keys
-        self.domain = domain
+        self.domain = domain or configured_domain()
 
     def __repr__(self) -> str:
         return f"SnapshotSigner({self.keys!r}, chain_id={self.domain.chain_id})"
@@ -152,7 +269,7 @@ class SnapshotSigner:
         """Ed25519 signature (hex) of a checkpoint body (:mod:`serving.checkpoints`).
 
         The body's ``schema`` member (``dynamargin.checkpoint/1``) keeps this signature
-        from ever verifying as a snapshot's, whose payload says ``dynamargin.risk/1``.
+        from ever verifying as a snapshot's, whose payload says ``dynamargin.risk/<n>``.
         """
         return self.keys.ed25519.sign(payload).hex()
 
@@ -174,12 +291,15 @@ class SnapshotSigner:
                 "serving.standard.reference_id before signing"
             )
         ed = self.keys.ed25519.sign(signing_payload(data))
-        typed = encode_typed_data(full_message=risk_update_typed_data(data, self.domain))
-        eth = self.keys.eth_account.sign_message(typed)
+        v2 = snapshot.revision == 2
+        typed = typed_data_of(data, self.domain if v2 else V1_DOMAIN)
+        eth = self.keys.eth_account.sign_message(encode_typed_data(full_message=typed))
         signature = Signature(
             ed25519=Ed25519Signature(public_key=self.public_key, signature=ed.hex()),
             eip712=Eip712Signature(
-                signer=self.address, signature="0x" + bytes(eth.signature).hex()
+                signer=self.address,
+                signature="0x" + bytes(eth.signature).hex(),
+                domain=self.domain if v2 else None,
             ),
         )
         return snapshot.model_copy(update={"signature": signature})
@@ -217,7 +337,7 @@ def verify_snapshot(
     *,
     trusted_public_keys: Collection[str] | None = None,
     trusted_signers: Collection[str] | None = None,
-    domain: Eip712Domain = DEFAULT_DOMAIN,
+    domain: Eip712Domain | None = None,
     check_eip712: bool = True,
 ) -> VerificationResult:
     """Verify a published snapshot dict: schema, reference id and both signatures.
@@ -230,7 +350,9 @@ def verify_snapshot(
         Pinned Ed25519 keys / EIP-712 addresses; without them the signatures only prove
         integrity under the keys the snapshot names, not who published it.
     domain
-        EIP-712 domain the signer used.
+        v1: the EIP-712 domain the signer used (default :data:`V1_DOMAIN`). v2: the domain
+        the verifier expects (its chain and feed); the signature is checked under the domain
+        the snapshot states, and a stated domain other than this one fails ``domain``.
     check_eip712
         Also recover the EIP-712 signer (pure Python, milliseconds per snapshot); the
         API's per-load checks skip it, since the EIP-712 signature is part of the bytes
@@ -242,7 +364,15 @@ def verify_snapshot(
     update_id = document.get("update_id") if isinstance(document.get("update_id"), int) else None
     where = f"{asset or '?'} update {update_id if update_id is not None else '?'}"
 
-    schema_errors = sorted(_VALIDATOR.iter_errors(dict(document)), key=str)
+    revision = revision_of(document)
+    if revision is None:
+        checks["schema"] = False
+        errors.append(
+            f"{where}: unknown schema {document.get('schema')!r}; this verifier knows "
+            f"{', '.join(REVISIONS)}"
+        )
+        return VerificationResult(False, checks, tuple(errors), asset, update_id)
+    schema_errors = sorted(_VALIDATORS[revision].iter_errors(dict(document)), key=str)
     checks["schema"] = not schema_errors
     if schema_errors:
         first = schema_errors[0]
@@ -268,9 +398,20 @@ def verify_snapshot(
         checks["ed25519"] = False
         errors.append(f"{where}: Ed25519 signature does not match the canonical payload")
 
+    if revision == 2 and domain is not None:
+        stated = Eip712Domain.model_validate(sig["eip712"]["domain"])
+        checks["domain"] = _same_domain(stated, domain)
+        if not checks["domain"]:
+            errors.append(
+                f"{where}: signed for EIP-712 domain {stated.to_dict()}, "
+                f"expected {domain.to_dict()}"
+            )
+
     if check_eip712:
         try:
-            typed = encode_typed_data(full_message=risk_update_typed_data(document, domain))
+            typed = encode_typed_data(
+                full_message=typed_data_of(document, domain if revision == 1 else None)
+            )
             recovered = Account.recover_message(
                 typed, signature=bytes.fromhex(sig["eip712"]["signature"][2:])
             )
@@ -336,4 +477,10 @@ def verify_snapshot_bytes(raw: bytes, **kwargs: Any) -> VerificationResult:
     )
 
 
-_VALIDATOR = jsonschema.Draft202012Validator(json_schema())
+def _same_domain(a: Eip712Domain, b: Eip712Domain) -> bool:
+    return a.to_dict() | {"verifyingContract": a.verifying_contract.lower()} == b.to_dict() | {
+        "verifyingContract": b.verifying_contract.lower()
+    }
+
+
+_VALIDATORS = {n: jsonschema.Draft202012Validator(json_schema(n)) for n in (1, 2)}

@@ -1,4 +1,12 @@
-"""RiskSnapshot v1: the cross-protocol risk standard, its JSON Schema and canonical JSON.
+"""RiskSnapshot: the cross-protocol risk standard, its JSON Schema and canonical JSON.
+
+Revisions (the ``schema`` member names one; the full text is ``spec/risk-snapshot/``)
+    * ``dynamargin.risk/2`` (current): the payload of v1 unchanged, and an EIP-712 signature
+      a contract can use: the typed struct ``RiskParameters`` carries every parameter a
+      steward applies, and the domain (chain id, verifying contract) is configurable and
+      written into ``signature.eip712.domain``;
+    * ``dynamargin.risk/1``: the EIP-712 struct ``RiskUpdate`` types only the multiplier,
+      under the fixed domain ``(dynamargin, 1, chainId 1, zero address)``. Still verified.
 
 Canonical JSON (what is signed)
     * UTF-8, ASCII-escaped strings, object keys sorted, no whitespace (``,`` and ``:``);
@@ -14,7 +22,8 @@ Risk-oracle mapping
     One snapshot maps to several updates of the public on-chain risk-oracle pattern
     (``updateType, market, newValue, previousValue, referenceId, timestamp``), one per
     :data:`ORACLE_UPDATE_TYPES`; ``previousValue`` is the last value published for the same
-    market and update type.
+    market and update type. The byte encoding for the RiskOracle contract itself is
+    :mod:`serving.oracle_encoding`.
 """
 
 from __future__ import annotations
@@ -35,13 +44,19 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 
 from serving.errors import SnapshotError
 
-SCHEMA_VERSION = "dynamargin.risk/1"
-SCHEMA_ID = "urn:dynamargin:schema:risk-snapshot:1"
+SCHEMA_V1 = "dynamargin.risk/1"
+SCHEMA_V2 = "dynamargin.risk/2"
+SCHEMA_VERSION = SCHEMA_V2
+"""The revision the publisher writes."""
+REVISIONS: dict[str, int] = {SCHEMA_V1: 1, SCHEMA_V2: 2}
+SCHEMA_ID = "urn:dynamargin:schema:risk-snapshot:{revision}"
 SIGNIFICANT_DIGITS = 12
+ZERO_ADDRESS = "0x" + "0" * 40
 
 
 def format_time(value: datetime) -> str:
@@ -131,11 +146,36 @@ class Ed25519Signature(_Strict):
     signature: HexBytes64
 
 
+class Eip712Domain(_Strict):
+    """EIP-712 domain: a verifying contract pins the same values.
+
+    In v2, ``verifying_contract`` is the RiskOracle the updates are published to (the feed's
+    on-chain address), so a signature names its feed and chain; every steward reading that
+    feed verifies under it. v1 used the fixed :data:`serving.signing.V1_DOMAIN`.
+    """
+
+    name: str = "dynamargin"
+    version: str = "2"
+    chain_id: int = Field(1, ge=1, alias="chainId")
+    verifying_contract: str = Field(
+        ZERO_ADDRESS, pattern=r"^0x[0-9a-fA-F]{40}$", alias="verifyingContract"
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The domain as EIP-712 JSON (``name, version, chainId, verifyingContract``)."""
+        return self.model_dump(by_alias=True)
+
+
 class Eip712Signature(_Strict):
-    """EIP-712 typed-data signature of the ``RiskUpdate`` struct (see serving.signing)."""
+    """EIP-712 typed-data signature (see :mod:`serving.signing`).
+
+    v1: of the ``RiskUpdate`` struct under the fixed v1 domain, and no ``domain`` member;
+    v2: of the ``RiskParameters`` struct under ``domain``, which is required.
+    """
 
     signer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     signature: str = Field(pattern=r"^0x[0-9a-f]{130}$")
+    domain: Eip712Domain | None = None
 
 
 class Signature(_Strict):
@@ -146,14 +186,17 @@ class Signature(_Strict):
 
 
 class RiskSnapshot(_Strict):
-    """RiskSnapshot v1: one asset's risk parameters for one update.
+    """RiskSnapshot (v1 or v2): one asset's risk parameters for one update.
 
     ``sigma``, ``var_99`` and ``es_99`` are fractions of notional over ``horizon_hours``;
     ``*_lower``/``*_upper`` are conformal bounds. ``status`` is ``ok``, ``fallback``,
     ``stale`` or ``halted``. ``signature`` is absent until :mod:`serving.signing` signs it.
+    The two revisions share every payload field; only the EIP-712 signature differs.
     """
 
-    schema_: Literal["dynamargin.risk/1"] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_: Literal["dynamargin.risk/1", "dynamargin.risk/2"] = Field(
+        default=SCHEMA_VERSION, alias="schema"
+    )
     asset: str = Field(min_length=1)
     venue: str = Field(min_length=1)
     update_id: int = Field(ge=1)
@@ -176,11 +219,28 @@ class RiskSnapshot(_Strict):
     provenance: Provenance
     signature: Signature | None = None
 
+    @model_validator(mode="after")
+    def _signature_matches_revision(self) -> RiskSnapshot:
+        if self.signature is not None:
+            has_domain = self.signature.eip712.domain is not None
+            if self.revision == 1 and has_domain:
+                raise ValueError("a dynamargin.risk/1 EIP-712 signature has no domain member")
+            if self.revision == 2 and not has_domain:
+                raise ValueError("a dynamargin.risk/2 EIP-712 signature needs its domain")
+        return self
+
+    @property
+    def revision(self) -> int:
+        """1 or 2, from ``schema``."""
+        return REVISIONS[self.schema_]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the published field names (``signature`` omitted if unset)."""
         data = self.model_dump(mode="json", by_alias=True)
         if data.get("signature") is None:
             data.pop("signature", None)
+        elif data["signature"]["eip712"].get("domain") is None:
+            data["signature"]["eip712"].pop("domain", None)  # v1 has no domain member
         return data
 
 
@@ -199,16 +259,44 @@ def snapshot_from_dict(data: Mapping[str, Any]) -> RiskSnapshot:
         raise SnapshotError(f"invalid RiskSnapshot ({where}): {exc}") from exc
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of a *published* snapshot (signature required)."""
+def revision_of(document: Mapping[str, Any]) -> int | None:
+    """The revision a document claims (1 or 2), or None for an unknown ``schema``."""
+    tag = document.get("schema")
+    return REVISIONS.get(tag) if isinstance(tag, str) else None
+
+
+def json_schema(revision: int = 2) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a *published* snapshot (signature required).
+
+    Parameters
+    ----------
+    revision
+        1 or 2: the ``schema`` tag is pinned to that revision, and the EIP-712 signature's
+        ``domain`` is required (v2) or absent (v1).
+    """
+    tag = {number: name for name, number in REVISIONS.items()}.get(revision)
+    if tag is None:
+        raise SnapshotError(f"unknown RiskSnapshot revision {revision}; known: 1, 2")
     schema = RiskSnapshot.model_json_schema(by_alias=True, mode="serialization")
+    schema["properties"]["schema"] = {"const": tag, "title": "Schema", "type": "string"}
     schema["properties"]["signature"] = {"$ref": "#/$defs/Signature"}
     schema["required"] = sorted({*schema.get("required", []), "signature", "schema"})
+    eip712 = schema["$defs"]["Eip712Signature"]
+    if revision == 1:
+        eip712["properties"].pop("domain")
+        schema["$defs"].pop("Eip712Domain")
+    else:
+        eip712["properties"]["domain"] = {"$ref": "#/$defs/Eip712Domain"}
+        eip712["required"] = sorted({*eip712.get("required", []), "domain"})
+        domain = schema["$defs"]["Eip712Domain"]
+        domain["required"] = sorted(domain["properties"])
+        domain["properties"]["name"] = {"const": "dynamargin", "type": "string"}
+        domain["properties"]["version"] = {"const": "2", "type": "string"}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
+        "$id": SCHEMA_ID.format(revision=revision),
         **schema,
-        "title": "RiskSnapshot v1",
+        "title": f"RiskSnapshot v{revision}",
     }
 
 

@@ -54,6 +54,7 @@ def demo(
     where = f"{data}" if data else f"synthetic market: {assets} assets x {days} days, seed {seed}"
     console.print(f"[bold]dynamargin demo[/] in {settings.workdir}  ({where})")
     started = time.perf_counter()
+    onchain = _start_onchain()
     with _StepDisplay(verbose):
         try:
             summary = pipeline_flow(str(settings.workdir), config, runner)  # type: ignore[arg-type]
@@ -62,7 +63,42 @@ def demo(
             raise typer.Exit(1) from exc
     render_summary(summary, console)
     _show_served_snapshot(settings.workdir)
+    _show_onchain(onchain, settings.workdir)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+
+
+# -- on chain: RiskOracle deployed first, the publisher signs for it, then push and apply --
+
+
+def _start_onchain() -> Any:
+    """Deploy the RiskOracle on the in-process EVM; the pipeline's publisher signs for it."""
+    from pipelines import onchain_round_trip
+
+    session = onchain_round_trip.start()
+    onchain_round_trip.configure_publisher(session)
+    console.print(
+        f"  in-process EVM (chain id {session.chain.chain_id}): RiskOracle at "
+        f"{session.oracle.address}; the publisher signs for it"
+    )
+    return session
+
+
+def _show_onchain(session: Any, workdir: Path) -> None:
+    """Push the published batch to the RiskOracle; the steward applies it; read back."""
+    from pipelines import onchain_round_trip
+    from pipelines.commands.oracle import print_round_trip
+    from serving.store import PublicationStore, default_store_url
+
+    with PublicationStore(default_store_url(workdir), create=False) as store:
+        snapshots = [dict(p.snapshot) for p in store.latest().values()]
+    started = time.perf_counter()
+    trip = onchain_round_trip.push_and_apply(
+        session, snapshots, journal=workdir / "onchain" / "push-journal.json"
+    )
+    print_round_trip(trip, console)
+    console.print(f"  (on-chain round trip {time.perf_counter() - started:.1f} s)")
+    if not trip.all_equal:
+        raise typer.Exit(1)
 
 
 def _show_served_snapshot(workdir: Path) -> None:

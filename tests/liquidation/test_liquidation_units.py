@@ -124,7 +124,7 @@ def test_snapshot_parses_the_v1_shape() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda s: s.update(schema="dynamargin.risk/2"), "schema"),
+        (lambda s: s.update(schema="dynamargin.risk/9"), "schema"),
         (lambda s: s.pop("sigma"), "'sigma' must be a number"),
         (lambda s: s.update(status="maybe"), "status"),
         (lambda s: s["margin"].update(multiplier=-1.0), "multiplier"),

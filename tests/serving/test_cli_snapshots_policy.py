@@ -63,7 +63,11 @@ def test_schema_export_writes_a_valid_draft_2020_12_schema(cli, tmp_path):
     assert result.exit_code == 0
     schema = json.loads(out.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert "signature" in schema["required"] and schema["title"] == "RiskSnapshot v1"
+    assert "signature" in schema["required"] and schema["title"] == "RiskSnapshot v2"
+    assert schema["x-risk-oracle"]["value_scale"] == 10**18
+    v1 = tmp_path / "schema-v1.json"
+    assert run(cli, "schema", "export", "--revision", "1", "--out", str(v1)).exit_code == 0
+    assert json.loads(v1.read_text())["title"] == "RiskSnapshot v1"
 
 
 def test_snapshots_show_latest_and_time_travel(cli, published):
