@@ -83,6 +83,7 @@ def venue_command(
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll drowns the rest
     settings = settings_from(ctx)
     store = market_store(settings)
     symbols = tuple(parse_symbols(assets) or store.assets())
