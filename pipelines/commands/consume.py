@@ -19,10 +19,13 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.lifecycle import service_lifecycle
 from pipelines.stores import market_store
+from pipelines.venue_rehearsal import Rehearsal
 from venue.clock import SteppedClock, VenueClock, WallClock
 from venue.demo_book import seed_demo_book
 from venue.errors import VenueError
@@ -164,3 +167,37 @@ def _ms(text: str) -> int:
 def _fail(message: str) -> None:
     typer.echo(f"venue: {message}", err=True)
     raise typer.Exit(1)
+
+
+def print_rehearsal(result: Rehearsal, console: Console) -> None:
+    """The demo's venue step: what the served multipliers did to IM and to the accounts at risk."""
+    before, after = result.before, result.after
+    table = Table(
+        title=f"Venue consumed the served batch at {result.published} "
+        f"({result.traders} demo traders since {result.start})"
+    )
+    for column in ("asset", "multiplier", "traders' IM, USD", "change"):
+        table.add_column(column, justify="left" if column == "asset" else "right")
+    for asset in sorted(after.multipliers):
+        im0, im1 = before.traders_im_usd[asset], after.traders_im_usd[asset]
+        change = f"{(im1 / im0 - 1) * 100:+.1f}%" if im0 else "-"
+        table.add_row(
+            asset,
+            f"{before.multipliers[asset]:.3f} -> {after.multipliers[asset]:.3f}",
+            f"{im0:,.0f} -> {im1:,.0f}",
+            change,
+        )
+    console.print(table)
+    applied = ", ".join(f"{a} #{u}" for a, u, _ in result.poll.applied) or "nothing"
+    refused = ", ".join(r.line() for r in result.poll.refusals) or "none"
+    console.print(
+        f"  before: no snapshot yet, the venue's conservative fallback; applied: {applied}; "
+        f"refused: {refused}"
+    )
+    console.print(
+        f"  accounts at risk (equity/MM < {result.at_risk_health:g}): {before.at_risk} -> "
+        f"{after.at_risk}; below maintenance: {before.liquidatable} -> {after.liquidatable}; "
+        f"waterfall steps on the way: {result.liquidation_steps}; insurance fund "
+        f"{result.fund_usd:,.0f} USD"
+    )
+    console.print(f"  event log {result.log_path} (state {result.status_digest[:16]})")
