@@ -21,6 +21,9 @@ from features.store import MarketStore
 from liquidation.money import MAX_PRICE, MICRO
 from venue.errors import PriceFeedError
 
+RELOAD_MS = 60_000
+"""Shortest venue time between two reads of the store."""
+
 
 @dataclass(frozen=True)
 class PriceQuote:
@@ -88,6 +91,7 @@ class StorePriceFeed:
         self._close_ms: dict[str, np.ndarray] = {}
         self._close: dict[str, np.ndarray] = {}
         self._newest_ms = -1
+        self._loaded_at: int | None = None
 
     @property
     def bar_ms(self) -> int:
@@ -100,7 +104,11 @@ class StorePriceFeed:
 
     def quotes(self, at_ms: int) -> dict[str, PriceQuote]:
         """The close of each asset's newest bar whose close time is at or before ``at_ms``."""
-        if at_ms > self._newest_ms:
+        # Re-read only when a newer bar may have closed, and at most once a minute of venue
+        # time: a live venue ticks every few seconds, bars close once an hour.
+        due = self._newest_ms < 0 or at_ms >= self._newest_ms + self._bar_ms
+        if due and (self._loaded_at is None or abs(at_ms - self._loaded_at) >= RELOAD_MS):
+            self._loaded_at = at_ms
             self._load()
         found = {}
         for asset in self.assets:

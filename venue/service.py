@@ -34,7 +34,7 @@ from venue.metrics import VenueMetrics
 from venue.price_feed import PriceFeed
 from venue.risk_api import RiskApiClient
 from venue.settings import VenueSettings
-from venue.snapshot_gate import Refusal, admit
+from venue.snapshot_gate import Refusal, admit, withheld_of
 
 LOG = logging.getLogger("dynamargin.venue")
 
@@ -178,6 +178,10 @@ class Venue:
             now_ms=now_ms,
         )
         refusals = list(gate.refusals)
+        for asset, why in sorted(withheld_of(polled.body).items()):
+            # The API itself withholds an asset whose stored rows fail verification: the venue
+            # keeps what it has (then the fallback) and says so.
+            self.log.warning("venue: the API withholds %s (%s); parameters unchanged", asset, why)
         applied = []
         for item in gate.admitted:
             params = item.params
@@ -211,6 +215,17 @@ class Venue:
         for asset, quote in sorted(self.feed.quotes(now_ms).items()):
             key = f"price:{asset}:{quote.observed_ms}"
             if key in self.engine.state.keys or asset not in self.config.symbols:
+                continue
+            age = now_ms - quote.observed_ms
+            if age > self.config.oracle.heartbeat_ms or age < 0:
+                # Submitted now, an old quote would pass for a fresh one: the engine stamps a
+                # print with the command's time. Leave the asset stale (guarded) instead.
+                self.metrics.prices.labels(asset, "stale_feed").inc()
+                errors.append(self._tick_error(
+                    "stale_feed",
+                    f"{asset}: the feed's newest quote ({iso(quote.observed_ms)}) is "
+                    f"{age / 1000:.0f} s from the venue clock; not submitted",
+                ))  # fmt: skip
                 continue
             try:
                 verdict = self.engine.update_price(asset, quote.price, ts=now_ms, key=key)

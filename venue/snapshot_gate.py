@@ -85,6 +85,16 @@ class GateResult:
     already_applied: int
 
 
+def withheld_of(body: bytes) -> dict[str, str]:
+    """Assets the API withholds (their stored rows failed its integrity checks), and why."""
+    try:
+        document = strict_json.loads(body, what="/v1/risk body")
+    except strict_json.StrictJsonError:
+        return {}
+    withheld = document.get("withheld") if isinstance(document, dict) else None
+    return {str(k): str(v) for k, v in withheld.items()} if isinstance(withheld, dict) else {}
+
+
 def read_batch(body: bytes) -> list[Any] | Refusal:
     """The snapshots of a ``/v1/risk`` body, or the refusal of the whole body."""
     try:

@@ -113,7 +113,9 @@ def venue_command(
 
     def on_tick(outcome: TickOutcome) -> None:
         nonlocal seeded
-        if not seeded:
+        if not seeded and outcome.prints == 0 and not venue.engine.state.keys:
+            LOG.warning("venue: no fresh prices at %s; the demo book waits", iso(outcome.ts_ms))
+        elif not seeded:
             prices = {a: q.price for a, q in feed.quotes(outcome.ts_ms).items()}
             count = seed_demo_book(venue.engine, prices, ts=outcome.ts_ms)
             LOG.info("venue: demo book: %d commands applied (0: already in the log)", count)
