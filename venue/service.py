@@ -105,6 +105,7 @@ class Venue:
         self.metrics = metrics or VenueMetrics()
         self.log = log
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.check_rules()
         self._store = SQLiteEventStore(settings.log_path)
         self.engine = Engine.resume(self._store, self.config)
         self.pins = KeyPins(settings.pins_path, settings.trusted_keys)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.files import atomic_write_text
 from liquidation.config import AssetConfig, EngineConfig, OracleGuardConfig
 from venue.errors import VenueConfigError
 
@@ -63,6 +65,39 @@ class VenueSettings:
     @property
     def log_path(self) -> Path:
         return Path(self.state_dir) / "events.db"
+
+    @property
+    def rules_path(self) -> Path:
+        return Path(self.state_dir) / "venue-rules.json"
+
+    def rules(self) -> dict[str, object]:
+        """What the engine's rules derive from (the log replays only under the same)."""
+        return {
+            "assets": list(self.assets),
+            "bar_ms": self.bar_ms,
+            "fallback_multiplier": self.fallback_multiplier,
+            "base_imf": self.base_imf,
+            "maintenance_fraction": self.maintenance_fraction,
+        }
+
+    def check_rules(self) -> None:
+        """Record the rules on first start; refuse a restart under other rules.
+
+        Raises
+        ------
+        VenueConfigError
+            The state directory's log was written under other rules.
+        """
+        path = self.rules_path
+        if not path.exists():
+            atomic_write_text(path, json.dumps(self.rules(), indent=1, sort_keys=True) + "\n")
+            return
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        if recorded != self.rules():
+            raise VenueConfigError(
+                f"{self.state_dir} holds a venue run under {recorded}, not {self.rules()}; "
+                "restart with the same settings or use another --state-dir"
+            )
 
     @property
     def pins_path(self) -> Path:

@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from liquidation.errors import LiquidationCoreError
 from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.lifecycle import service_lifecycle
 from pipelines.stores import market_store
@@ -101,8 +102,8 @@ def venue_command(
         )
         feed = StorePriceFeed(store, symbols)
         venue = Venue(venue_settings, feed, RiskApiClient(api))
-    except VenueError as exc:
-        _fail(str(exc))
+    except (VenueError, LiquidationCoreError) as exc:  # bad settings, an unreadable log
+        _fail(f"{type(exc).__name__}: {exc}")
     ticker = _clock(clock, feed, symbols, start, end, venue.engine.state.clock_ms)
     pause = poll_interval if poll_interval is not None else (10.0 if clock == "wall" else 0.0)
     status = StatusServer(lambda: venue.status, venue.metrics.render, port=port).start()

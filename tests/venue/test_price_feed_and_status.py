@@ -53,3 +53,15 @@ def test_status_endpoint_serves_status_and_metrics_and_refuses_writes() -> None:
             assert client.get("/nothing").status_code == 404
     finally:
         server.stop()
+
+
+def test_a_state_dir_refuses_to_restart_under_other_rules(world: World) -> None:
+    from venue.errors import VenueConfigError
+    from venue.service import Venue
+    from venue.settings import VenueSettings
+
+    state = world.workdir / "venue"
+    Venue(VenueSettings(ASSETS, state), world.feed()).close()
+    Venue(VenueSettings(ASSETS, state), world.feed()).close()  # same rules: fine
+    with pytest.raises(VenueConfigError, match="same settings"):
+        Venue(VenueSettings(ASSETS, state, fallback_multiplier=1.5), world.feed())
