@@ -179,7 +179,7 @@ def print_rehearsal(result: Rehearsal, console: Console) -> None:
         title=f"Venue consumed the served batch at {result.published} "
         f"({result.traders} demo traders since {result.start})"
     )
-    for column in ("asset", "multiplier", "traders' IM, USD", "change"):
+    for column in ("asset", "multiplier: fallback -> served", "traders' IM, USD", "change"):
         table.add_column(column, justify="left" if column == "asset" else "right")
     for asset in sorted(after.multipliers):
         im0, im1 = before.traders_im_usd[asset], after.traders_im_usd[asset]
