@@ -52,16 +52,26 @@ class Rehearsal:
 
 
 def rehearse(
-    workdir: Path, store: MarketStore, api: str, assets: list[str], hours: int = 48
+    workdir: Path,
+    store: MarketStore,
+    api: str,
+    assets: list[str],
+    hours: int = 48,
+    published: int | None = None,
 ) -> Rehearsal:
-    """Run the rehearsal against the API at ``api`` (see the module docstring)."""
+    """Run the rehearsal against the API at ``api`` (see the module docstring).
+
+    ``published`` is the venue time of the poll, epoch ms: the batch's ``published_at``
+    (default: the newest bar close, which is when the demo stamps its batch).
+    """
     state_dir = Path(workdir) / "venue-demo"
     shutil.rmtree(state_dir, ignore_errors=True)
     settings = VenueSettings(tuple(sorted(assets)), state_dir)
     feed = StorePriceFeed(store, settings.assets)
     venue = Venue(settings, feed, RiskApiClient(api))
     try:
-        published = int(feed.bar_closes(settings.assets[0])[-1])
+        if published is None:
+            published = int(feed.bar_closes(settings.assets[0])[-1])
         start = published - hours * feed.bar_ms
         venue.tick(start)
         prices = {a: q.price for a, q in feed.quotes(start).items()}

@@ -136,6 +136,7 @@ def _show_served_snapshot(workdir: Path) -> None:
 
 def _show_venue(settings: Any) -> None:
     """A venue runs the liquidation core on the stored bars, then consumes the served batch."""
+    from liquidation.snapshot import parse_time_ms
     from pipelines.commands.consume import print_rehearsal
     from pipelines.served_snapshot import ServeCheckError, running_api
     from pipelines.stores import market_store
@@ -143,11 +144,15 @@ def _show_venue(settings: Any) -> None:
     from serving.store import PublicationStore, default_store_url
 
     with PublicationStore(default_store_url(settings.workdir), create=False) as store:
-        assets = sorted(store.latest())
+        latest = store.latest()
+    assets = sorted(latest)
+    published = max(parse_time_ms(p.snapshot["published_at"]) for p in latest.values())
     started = time.perf_counter()
     try:
         with running_api(settings.workdir) as api:
-            result = rehearse(settings.workdir, market_store(settings), api, assets)
+            result = rehearse(
+                settings.workdir, market_store(settings), api, assets, published=published
+            )
     except ServeCheckError as exc:
         console.print(f"[bold red]the venue step failed:[/] {exc}")
         raise typer.Exit(1) from exc
