@@ -1,13 +1,15 @@
-"""``dynamargin venue`` killed with SIGKILL mid-run restarts into the identical state.
+"""``dynamargin venue`` killed with SIGKILL mid-tick restarts into the identical state.
 
 Two venues run the same rehearsal (the same served batch, the same stored bars, the demo
-book): one uninterrupted, one killed once its log has grown past the seeding and restarted.
+book): one uninterrupted, one frozen (SIGSTOP) until its log, two thirds through, ends
+between two prints of one tick, then killed with SIGKILL and restarted.
 Each finished log, replayed by a fresh engine, must give the same state digest, and the
 restarted process must have reported exactly that state.
 """
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +41,16 @@ def events_in(log: Path) -> int:
         return 0
 
 
+def mid_tick(log: Path) -> bool:
+    """True if the last whole command is a tick's first or second print (more are due)."""
+    with sqlite3.connect(f"file:{log}?mode=ro", uri=True, timeout=1) as conn:
+        row = conn.execute(
+            "SELECT key FROM events WHERE cmd = (SELECT max(cmd) FROM events) ORDER BY seq LIMIT 1"
+        ).fetchone()
+    key = row[0] if row else None
+    return bool(key) and key.startswith(tuple(f"price:{a}:" for a in ASSETS[:-1]))
+
+
 def replayed_digest(state_dir: Path) -> tuple[str, int]:
     config = VenueSettings(ASSETS, state_dir).engine_config()
     engine = Engine.from_store(state_dir / "events.db", config)
@@ -46,7 +58,7 @@ def replayed_digest(state_dir: Path) -> tuple[str, int]:
     return engine.digest(), liquidations
 
 
-def test_sigkill_mid_run_then_restart_replays_to_the_same_state(tmp_path: Path) -> None:
+def test_sigkill_mid_tick_then_restart_replays_to_the_same_state(tmp_path: Path) -> None:
     world = make_world(tmp_path / "work", days=8)
     start = world.end - timedelta(days=6)
     world.publish(start)
@@ -67,10 +79,14 @@ def test_sigkill_mid_run_then_restart_replays_to_the_same_state(tmp_path: Path) 
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         threshold = total * 2 // 3  # past the demo book, among the ticks and liquidations
         deadline = time.monotonic() + 300
-        while events_in(log) < threshold:
+        while True:  # freeze it, look, and kill it only between two prints of one tick
             assert process.poll() is None, "the venue ended before it could be killed"
             assert time.monotonic() < deadline
-            time.sleep(0.005)
+            time.sleep(0.003)
+            process.send_signal(signal.SIGSTOP)
+            if events_in(log) >= threshold and mid_tick(log):
+                break
+            process.send_signal(signal.SIGCONT)
         process.kill()
         assert process.wait(timeout=30) == -9
         at_kill = events_in(log)
