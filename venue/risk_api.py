@@ -35,6 +35,11 @@ class RiskApiClient:
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s)
         self._etag: str | None = None
 
+    @property
+    def etag(self) -> str | None:
+        """The ETag the next poll sends (None: it asks for the whole body)."""
+        return self._etag
+
     def close(self) -> None:
         self._client.close()
 
@@ -44,8 +49,8 @@ class RiskApiClient:
         response = self._get("/v1/risk", headers)
         if response.status_code == 304:
             return Poll(None, self._etag)
-        # The ETag is kept even if the venue refuses the body: the same bytes again would be
-        # refused again, so a 304 (no new log line per poll) is the right answer to them.
+        # Kept even if the venue refuses the body's content (an old update_id would be refused
+        # again); the venue forgets it when a refetch could cure the refusal (forget_etag).
         self._etag = response.headers.get("etag")
         return Poll(response.content, self._etag)
 

@@ -38,8 +38,10 @@ from venue.snapshot_gate import Refusal, admit, withheld_of
 
 LOG = logging.getLogger("dynamargin.venue")
 
-RECHECK_REASONS = frozenset({"not_yet_published"})
-"""Refusals that time can cure: the next poll asks for the full body again (no ETag)."""
+RECHECK_REASONS = frozenset({"not_yet_published", "tampered", "malformed", "unsigned", "wrong_key"})
+"""Refusals a later fetch can cure (time passes; bytes damaged or replaced on the way): the
+next poll asks for the full body again, without its ETag, and refuses again (one more log
+line per poll) for as long as the damage lasts. The other refusals are the content itself."""
 
 
 @dataclass(frozen=True)

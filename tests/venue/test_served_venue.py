@@ -132,6 +132,7 @@ def test_tampered_foreign_old_failing_and_absent_api_change_nothing(
         assert [refused(venue, "tampered", a) for a in ASSETS] == [1, 1, 1]
         assert "refused snapshot BNBUSDT update 2: tampered" in caplog.text
         _assert_unchanged(venue, digest, ids)
+        assert venue.client is not None and venue.client.etag is None  # refetch next time
 
         # 2. correctly signed, by a key the venue did not pin
         other = SnapshotSigner(load_signing_keys(tmp_path / "other", environ={}))
