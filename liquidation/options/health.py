@@ -81,9 +81,30 @@ class OptionsBook:
         config: OptionsMarginConfig,
     ) -> HealthResult:
         """Accounts with equity below maintenance at ``market`` (exact on every flagged one)."""
+        equity, upper, minimum = self.bounds(market, risk, grid)
         n = self.n_accounts
-        price = market.price
-        perp_signed = self.perp_qty * price.take(self.perp_asset)
+        count = np.bincount(self.perp_account, minlength=n) + np.bincount(
+            self.opt_account, minlength=n
+        )
+        tolerance = TOLERANCE_PER_POSITION_USD * (count + 1) + TOLERANCE_RELATIVE * (
+            np.abs(self.cash) + upper
+        )
+        candidates = np.flatnonzero(equity < upper + tolerance)
+        if candidates.size == 0:
+            return HealthResult(np.empty(0, dtype=np.int64), equity, 0)
+        maintenance = self.exact_maintenance(candidates, market, risk, grid)
+        below = equity[candidates] < np.maximum(maintenance, minimum[candidates])
+        return HealthResult(candidates[below], equity, int(candidates.size))
+
+    def bounds(
+        self, market: OptionsMarket, risk: SeriesRisk, grid: Grid
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Per account: equity, the upper bound of maintenance, the short-option minimum.
+
+        The bound is ``max(sum of the positions' own worst losses, short-option minimum)``.
+        """
+        n = self.n_accounts
+        perp_signed = self.perp_qty * market.price.take(self.perp_asset)
         opt_value = self.opt_qty * risk.value.take(self.opt_series)
         equity = (
             self.cash
@@ -106,19 +127,7 @@ class OptionsBook:
             self.opt_account, weights=opt_part, minlength=n
         )
         minimum = np.bincount(self.opt_account, weights=minimum_rows, minlength=n)
-        upper = np.maximum(bound, minimum)
-        count = np.bincount(self.perp_account, minlength=n) + np.bincount(
-            self.opt_account, minlength=n
-        )
-        tolerance = TOLERANCE_PER_POSITION_USD * (count + 1) + TOLERANCE_RELATIVE * (
-            np.abs(self.cash) + upper
-        )
-        candidates = np.flatnonzero(equity < upper + tolerance)
-        if candidates.size == 0:
-            return HealthResult(np.empty(0, dtype=np.int64), equity, 0)
-        maintenance = self.exact_maintenance(candidates, market, risk, grid)
-        below = equity[candidates] < np.maximum(maintenance, minimum[candidates])
-        return HealthResult(candidates[below], equity, int(candidates.size))
+        return equity, np.maximum(bound, minimum), minimum
 
     def exact_maintenance(
         self,
