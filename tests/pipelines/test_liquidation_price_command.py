@@ -38,7 +38,7 @@ def account() -> dict:
                 "isolated": True,
                 "margin": "2000",
             },
-        ],  # fmt: skip
+        ],
         "snapshots": snaps,
         "accrued_funding": {"BTCUSDT": 0.0001},
     }
