@@ -118,6 +118,10 @@ class OptionsLedger:
             },
         )
 
+    def record_breach(self, account: str, breaches: list[dict[str, Any]], *, ts: int) -> None:
+        """Log a Greek-limit breach of ``account`` and the plan that answers it (audit)."""
+        self._emit(ts, "greek_breach", {"account": account, "steps": breaches})
+
     def settle(self, expiry_ms: int, settlement: Mapping[str, int], *, ts: int) -> int:
         """Cash-settle every series expiring at ``expiry_ms``; returns the series settled.
 
@@ -218,6 +222,8 @@ class OptionsLedger:
                 if not book[s]:
                     del book[s]
                 self.cash[account] = self.cash.get(account, 0) - sign * data["amount"]
+        elif event.kind == "greek_breach":
+            pass  # an audit record: the breach and the plan; the fills follow as their own events
         elif event.kind == "expiry":
             for item in data["series"]:
                 s = _series(item["series"])

@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from liquidation.config import AssetConfig, EngineConfig
 from liquidation.engine import Engine
-from liquidation.errors import InputError
+from liquidation.errors import InputError, StaleOracleError
 from liquidation.money import MICRO, QTY_SCALE, price, qty, usd
 from liquidation.options.config import GreekLimits, OptionsConfig, OptionsMarginConfig
+from liquidation.options.deleverage import execute_greek_plan
 from liquidation.options.health import OptionsBook
 from liquidation.options.ledger import OptionsLedger, account_risk, options_market
 from liquidation.options.risk import build_grid, requirement, series_risk
@@ -180,3 +181,31 @@ def test_health_scan_matches_the_exact_check_per_account():
     assert result.liquidatable.tolist() == expected
     assert 0 < len(expected) < n_accounts  # the book has both sides of the edge
     assert result.exact_checked < n_accounts  # the bound cleared some accounts cheaply
+
+
+def test_greek_limit_breach_is_liquidated_delta_first_through_the_engine():
+    engine, ledger = venue(GreekLimits(delta_usd=50_000, gamma_usd=1e9, vega_usd=1e9))
+    call = OptionSeries("BTCUSDT", 30 * DAY_MS, price("55000"), True)
+    ledger.list_series(call, ts=0)
+    ledger.trade("alice", "bob", call, qty("1"), price("7000"), ts=0)
+    engine.trade("alice", "BTCUSDT", qty("0.5"), ts=0)
+    before = account_risk(engine, ledger, "alice", ts=0)
+    assert before.greeks["BTCUSDT"]["delta_usd"] > 50_000
+    events = len(ledger.events)
+    with pytest.raises(StaleOracleError):  # no fresh price at 1 h: nothing is done or logged
+        execute_greek_plan(engine, ledger, "alice", ts=HOUR_MS)
+    assert len(ledger.events) == events
+    engine.update_price("BTCUSDT", price("60000"), ts=HOUR_MS)
+    engine.update_price("ETHUSDT", price("3000"), ts=HOUR_MS)
+    steps = execute_greek_plan(engine, ledger, "alice", ts=HOUR_MS)
+    assert steps and not any(s.skipped for s in steps)
+    assert all(s.greek == "delta_usd" and s.lots < 0 for s in steps)
+    after = account_risk(engine, ledger, "alice", ts=HOUR_MS)
+    assert abs(after.greeks["BTCUSDT"]["delta_usd"]) <= 50_000 * 1.001
+    assert not after.breaches_limits
+    kinds = [e.kind for e in ledger.events]
+    assert kinds.index("greek_breach") < len(kinds) - 1  # the breach is logged before fills
+    # The matched book holds: the vault took the other side of every option close.
+    assert sum(ledger.cash.values()) == 0
+    assert sum(q for book in ledger.positions.values() for q in book.values()) == 0
+    assert execute_greek_plan(engine, ledger, "alice", ts=HOUR_MS) == []
