@@ -59,10 +59,23 @@ class OptionsMarket:
 
 @dataclass(frozen=True)
 class Grid:
-    """Scenario moves: simple returns and vol shifts, ``(n_assets, n_scenarios)`` each."""
+    """Scenario moves: simple returns and vol shifts, ``(n_assets, n_scenarios)`` each.
+
+    Scenarios are ordered (vol level, price level, direction); ``shape`` is
+    ``(n_vol_levels, n_price_levels, n_directions)``.
+    """
 
     returns: NDArray[np.float64]
     vol_shift: NDArray[np.float64]
+    shape: tuple[int, int, int]
+
+    def group_max(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Max of ``values (..., n_scenarios)`` over the price levels of each
+        (vol level, direction) group: ``(..., n_vol_levels * n_directions)``."""
+        v, p, d = self.shape
+        return values.reshape(*values.shape[:-1], v, p, d).max(axis=-2).reshape(
+            *values.shape[:-1], v * d
+        )
 
     @property
     def size(self) -> int:
@@ -104,7 +117,11 @@ def build_grid(market: OptionsMarket, config: OptionsMarginConfig) -> Grid:
     shift = np.repeat(vols, len(levels) * d)[None, :] * (
         config.vol_shock_scale * market.sigma_annual[:, None]
     )
-    return Grid(returns=returns, vol_shift=np.broadcast_to(shift, returns.shape).copy())
+    return Grid(
+        returns=returns,
+        vol_shift=np.broadcast_to(shift, returns.shape).copy(),
+        shape=(len(vols), len(levels), d),
+    )
 
 
 def series_risk(
