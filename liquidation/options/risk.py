@@ -144,12 +144,24 @@ def series_risk(
     forward = market.price[a]
     years = series.years(market.ts_ms)
     greeks = black76.greeks(forward, series.strike, years, vols, series.is_call)
-    shocked_f = forward[:, None] * np.maximum(1.0 + grid.returns[a], MIN_FORWARD_FRACTION)
-    shocked_v = np.maximum(vols[:, None] + grid.vol_shift[a], config.min_vol)
-    scenario = black76.price(
-        shocked_f, series.strike[:, None], years[:, None], shocked_v, series.is_call[:, None]
-    )
-    pnl = scenario - greeks.price[:, None]
+    pnl = np.empty((len(a), grid.size))
+    for asset in np.unique(a):
+        rows = np.flatnonzero(a == asset)
+        # An underlying sees few distinct (return, vol shift) pairs among the scenarios
+        # (its own move along each direction): price those once and fan them out.
+        moves, inverse = np.unique(
+            np.stack([grid.returns[asset], grid.vol_shift[asset]]), axis=1, return_inverse=True
+        )
+        shocked_f = forward[rows, None] * np.maximum(1.0 + moves[0], MIN_FORWARD_FRACTION)
+        shocked_v = np.maximum(vols[rows, None] + moves[1], config.min_vol)
+        scenario = black76.price(
+            shocked_f,
+            series.strike[rows, None],
+            years[rows, None],
+            shocked_v,
+            series.is_call[rows, None],
+        )
+        pnl[rows] = (scenario - greeks.price[rows, None])[:, inverse.ravel()]
     liquidity = (
         np.abs(greeks.delta) * forward * market.liquidity_cost[a]
         + greeks.vega * config.option_vol_spread
