@@ -8,7 +8,7 @@ come from a real :class:`~liquidation.engine.Engine` with one RiskSnapshot per a
 same as ``bench_liquidation``). Each tick moves every price by ~1% and then:
 
 * reprices every series now and in every scenario of the joint price x vol grid
-  (9 price levels x 40 joint directions x 3 vol levels = 1,080 scenarios);
+  (9 price levels x 20 distinct joint directions x 3 vol levels = 540 scenarios);
 * scans the book: the grouped bound for every account (one cached sparse product of the
   book with each instrument's worst loss per (vol level, direction) group), then the exact
   grid for the accounts the bound does not clear.

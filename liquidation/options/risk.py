@@ -73,8 +73,10 @@ class Grid:
         """Max of ``values (..., n_scenarios)`` over the price levels of each
         (vol level, direction) group: ``(..., n_vol_levels * n_directions)``."""
         v, p, d = self.shape
-        return values.reshape(*values.shape[:-1], v, p, d).max(axis=-2).reshape(
-            *values.shape[:-1], v * d
+        return (
+            values.reshape(*values.shape[:-1], v, p, d)
+            .max(axis=-2)
+            .reshape(*values.shape[:-1], v * d)
         )
 
     @property
@@ -107,7 +109,9 @@ class Requirement:
 
 def build_grid(market: OptionsMarket, config: OptionsMarginConfig) -> Grid:
     """The joint price x vol grid, scenario order (vol level, price level, direction)."""
-    directions = scenario_directions(market.correlation)  # (n, D)
+    # Duplicate directions (with an identity correlation the principal components are the
+    # columns themselves) add cost and no scenario: keep each once.
+    directions = np.unique(scenario_directions(market.correlation).round(12), axis=1)  # (n, D)
     levels = np.asarray(config.price_levels, dtype=np.float64)
     vols = np.asarray(config.vol_levels, dtype=np.float64)
     n, d = directions.shape
