@@ -154,3 +154,30 @@ def test_band_clamps_and_bad_inputs_are_refused():
         breaker.observe("X", MICRO, ts=10 * 3_600_000, sigma=math.nan, horizon_hours=24)
     with pytest.raises(ConfigError):
         CircuitBreakerConfig(band=1.5)
+
+
+def test_close_out_slippage_follows_the_snapshots_liquidity_metrics():
+    """The dynamic spread adjustment: a wider published spread and slippage, a worse close-out."""
+    from tests.liquidation.liq_builders import snapshot
+
+    fills = {}
+    for spread, slippage in ((2.0, 8.0), (40.0, 150.0)):
+        engine = Engine(EngineConfig(assets=(AssetConfig("BTCUSDT"),)))
+        engine.update_price("BTCUSDT", 60_000 * MICRO, ts=0)
+        engine.apply_snapshot(
+            snapshot("BTCUSDT", 1, 1.0, spread_bps=spread, slippage_bps=slippage), ts=0
+        )
+        engine.deposit("vault", usd("100000000"), ts=0)
+        engine.deposit("alice", usd("40000"), ts=0)
+        engine.trade("alice", "BTCUSDT", qty("10"), ts=0)  # 600k notional, 15x
+        crash = 57_600 * MICRO  # -4%: below maintenance
+        engine.update_price("BTCUSDT", crash, ts=1_000, reference=crash)
+        report = engine.liquidate("alice", keeper="keeper", ts=1_000)
+        assert report.fraction > 0
+        fill = next(
+            e
+            for e in reversed(list(engine.log))
+            if e.kind == "fill" and e.data["reason"] != "trade"
+        )
+        fills[spread] = crash - fill.data["price"]  # a long sells below the mark
+    assert 0 < fills[2.0] < fills[40.0]
