@@ -182,10 +182,6 @@ class OptionsLedger:
         """Every account with cash or positions in the ledger."""
         return sorted(set(self.cash) | set(self.positions))
 
-    def live_series(self, ts: int) -> list[OptionSeries]:
-        """Listed series not yet settled, sorted."""
-        return sorted(self.series)
-
     def vols(self, arrays: SeriesArrays, market: OptionsMarket) -> np.ndarray:
         """Implied vol of each series from its underlying's surface (or the forecast)."""
         years = arrays.years(market.ts_ms)

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from liquidation.config import AssetConfig, EngineConfig
 from liquidation.engine import Engine
-from liquidation.errors import InputError, StaleOracleError
+from liquidation.errors import InputError, InsufficientMarginError, StaleOracleError
 from liquidation.money import MICRO, QTY_SCALE, price, qty, usd
+from liquidation.options import admission
 from liquidation.options.config import GreekLimits, OptionsConfig, OptionsMarginConfig
 from liquidation.options.deleverage import execute_greek_plan
 from liquidation.options.health import OptionsBook
@@ -209,3 +210,21 @@ def test_greek_limit_breach_is_liquidated_delta_first_through_the_engine():
     assert sum(ledger.cash.values()) == 0
     assert sum(q for book in ledger.positions.values() for q in book.values()) == 0
     assert execute_greek_plan(engine, ledger, "alice", ts=HOUR_MS) == []
+
+
+def test_option_trades_must_pass_the_margin_rule_on_the_combined_book():
+    engine, ledger = venue()
+    engine.deposit("carol", usd("1000"), ts=0)
+    call, put = straddle()
+    for s in (call, put):
+        ledger.list_series(s, ts=0)
+    # Carol's 1,000 USD cannot carry a short straddle on 5 BTC: refused, nothing changes.
+    with pytest.raises(InsufficientMarginError):
+        admission.trade(engine, ledger, "bob", "carol", call, qty("5"), price("1900"), ts=0)
+    assert ledger.cash == {} and ledger.lots("carol") == {}
+    # Alice's 100,000 USD can, and closing it again reduces risk, so that passes too.
+    admission.trade(engine, ledger, "bob", "alice", call, qty("5"), price("1900"), ts=0)
+    state = admission.margin_state(engine, ledger, "alice", 0)
+    assert state.equity >= state.initial > state.maintenance > 0
+    admission.trade(engine, ledger, "alice", "bob", call, qty("5"), price("1900"), ts=0)
+    assert ledger.lots("alice") == {} and sum(ledger.cash.values()) == 0
