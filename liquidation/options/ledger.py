@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from liquidation import inputs
+from liquidation.admission import require_priced
 from liquidation.errors import InputError, UnknownAccountError
 from liquidation.funding import funding_payments
 from liquidation.money import MAX_PRICE, MICRO, QTY_SCALE, value
@@ -354,3 +355,16 @@ def account_risk(
     )
     equity = (engine_equity + ledger.cash.get(account, 0)) / MICRO + option_value
     return AccountRisk(equity, option_value, req, greeks, plan)
+
+
+def settle_at_mark(engine: Any, ledger: OptionsLedger, expiry_ms: int, *, ts: int) -> int:
+    """Settle the series expiring at ``expiry_ms`` at the engine's mark at ``ts``.
+
+    Refused (nothing settles) while an underlying's oracle is stale or guarded: no option
+    settles at a price the engine would not trade at.
+    """
+    view = engine.view(ts)
+    underlyings = sorted({s.underlying for s in ledger.series if s.expiry_ms == expiry_ms})
+    for symbol in underlyings:
+        require_priced(view, symbol, f"settle the {symbol} options expiring at {expiry_ms}")
+    return ledger.settle(expiry_ms, {s: view.price(s) for s in underlyings}, ts=ts)

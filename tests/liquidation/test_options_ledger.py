@@ -15,7 +15,12 @@ from liquidation.options import admission
 from liquidation.options.config import GreekLimits, OptionsConfig, OptionsMarginConfig
 from liquidation.options.deleverage import execute_greek_plan
 from liquidation.options.health import OptionsBook
-from liquidation.options.ledger import OptionsLedger, account_risk, options_market
+from liquidation.options.ledger import (
+    OptionsLedger,
+    account_risk,
+    options_market,
+    settle_at_mark,
+)
 from liquidation.options.risk import build_grid, requirement, series_risk
 from liquidation.options.series import OptionSeries, SeriesArrays
 from liquidation.options.surface import VolSurface
@@ -137,7 +142,11 @@ def test_marks_converge_to_the_settlement_value():
     engine.apply_snapshot(snapshot("BTCUSDT", 2, 1.0, as_of_ms=EXPIRY - DAY_MS), ts=EXPIRY - 1000)
     engine.apply_snapshot(snapshot("ETHUSDT", 2, 1.0, as_of_ms=EXPIRY - DAY_MS), ts=EXPIRY - 1000)
     value_before = account_risk(engine, ledger, "bob", ts=EXPIRY - 1000).equity
-    ledger.settle(EXPIRY, {"BTCUSDT": price("61000")}, ts=EXPIRY)
+    with pytest.raises(StaleOracleError):  # the last print is 1 s old, the heartbeat 120 s ...
+        settle_at_mark(engine, ledger, EXPIRY, ts=EXPIRY + 200_000)
+    # ... so settle at the mark in force at expiry, an event of the ledger like any other.
+    assert settle_at_mark(engine, ledger, EXPIRY, ts=EXPIRY) == 2
+    assert ledger.events[-1].data["series"][0]["settlement"] == price("61000")
     value_after = account_risk(engine, ledger, "bob", ts=EXPIRY).equity
     # One second before expiry the straddle is worth its intrinsic value to within cents.
     assert value_after == pytest.approx(value_before, abs=1.0)
