@@ -62,7 +62,7 @@ from liquidation.config import (
     OracleGuardConfig,
 )
 from liquidation.errors import LiquidationCoreError
-from liquidation.fills import fill_events
+from liquidation.fills import fill_amounts, segments
 from liquidation.funding import funding_payments
 from liquidation.money import MICRO, QTY_SCALE, charge, div_trunc, value
 from liquidation.rules.backstop import backstop_share
@@ -597,6 +597,14 @@ class _Replay:
         self.n_s, self.n_a, self.n_t = n_s, n_a, n_t
         self.asset = cfg.asset
         self.px = tick_prices(market)
+        self.px_f = self.px.astype(np.float64)
+        # The scan filter values each position once per bar, at its worst scan tick: equity
+        # - MM moves with the price as the position does while 1.5 * cap * mmf < 1 (the size
+        # term's elasticity is 1/2), so the worst tick is the lowest price for a long and the
+        # highest for a short. Otherwise every scan tick is valued.
+        scan = self.px_f[:, :, list(SCAN_TICKS)]
+        self.worst_f = np.stack([scan.max(axis=2), scan.min(axis=2)])  # [short, long]
+        self.monotone = 1.5 * self.asset.imf_cap * self.asset.maintenance_fraction < 1.0
         self.tms = tick_times(market)
         check_bounds_v(self.px, np.zeros(1, dtype=np.int64), "replay prices")
         self.target = np.stack([sc.multiplier for sc in scenarios]).reshape(n_s * n_a, n_t)
@@ -716,8 +724,10 @@ class _Replay:
             self._retarget(t)
             self._funding(t)
             self._open(t)
-            for k in SCAN_TICKS:
-                self._liquidate(t, k)
+            at_risk = self._at_risk(t)
+            if len(at_risk):
+                for k in SCAN_TICKS:
+                    self._liquidate(t, k, at_risk)
             self._close_of_bar(t)
             if progress is not None and (t + 1) % 1000 == 0:
                 progress(t + 1, self.n_t)
@@ -741,7 +751,7 @@ class _Replay:
     ) -> NDArray[np.float64]:
         """Maintenance multiplier of each position: its ramp class's (rules.ramp)."""
         mult = np.empty(len(lane))
-        for ln in np.unique(lane):
+        for ln in np.unique(lane) if len(lane) > 1 else lane:
             rows = lane == ln
             state = self.ramps[ln]
             ramp_ms = self.lane_ramp_ms[ln]
@@ -771,21 +781,41 @@ class _Replay:
     # -- fills against the vault ---------------------------------------------------------------
     def _plan_fill(
         self, s: int, row: int, dq: int, price: int, ts: int, fee_rate: float
-    ) -> list[dict[str, Any]]:
-        """The engine's fill events of row ``row`` taking ``dq`` lots from the vault."""
+    ) -> tuple[tuple[int, int, int], Position | None, int, int, int]:
+        """Row ``row`` taking ``dq`` lots from the vault at ``price``, as the engine books it
+        (:func:`liquidation.fills.fill_events`: the trade split where either side would flip,
+        each segment's cost and PnL by :func:`~liquidation.fills.fill_amounts`, the taker fee
+        charged per segment). Returns the row's (lots, cost, risk_since), the vault's position,
+        the row's and the vault's balance changes and the fees; books nothing."""
         a = int(self.s_asset[row])
         symbol = self.m.assets[a]
-        lots = int(self.s_lots[row])
-        mine = (
-            Position(symbol, lots, int(self.s_cost[row]), int(self.s_risk_since[row]))
-            if lots
-            else None
+        lots, cost, since = (
+            int(self.s_lots[row]),
+            int(self.s_cost[row]),
+            int(self.s_risk_since[row]),
         )
-        return fill_events(
-            symbol, dq, price, ts,
-            taker=("t", mine), maker=("vault", self.venues[s].vault[a]), reason="fill",
-            taker_fee_rate=fee_rate,
-        )  # fmt: skip
+        theirs = self.venues[s].vault[a]
+        mine_delta = vault_delta = fees = 0
+        for part in segments(dq, lots, theirs.lots if theirs else 0):
+            fee = charge(abs(value(part, price)), fee_rate)
+            mine = fill_amounts(
+                Position(symbol, lots, cost, since) if lots else None, part, price, ts
+            )
+            other = fill_amounts(theirs, -part, price, ts)
+            lots, cost, since = lots + part, cost + mine.cost_delta, mine.risk_since_ms
+            if lots == 0:
+                cost, since = 0, 0
+            held = (theirs.lots if theirs else 0) - part
+            theirs = (
+                Position(symbol, held, (theirs.cost if theirs else 0) + other.cost_delta,
+                         other.risk_since_ms)
+                if held
+                else None
+            )  # fmt: skip
+            mine_delta += mine.realized_pnl - fee
+            vault_delta += other.realized_pnl
+            fees += fee
+        return (lots, cost, since), theirs, mine_delta, vault_delta, fees
 
     def _fill(
         self,
@@ -795,34 +825,18 @@ class _Replay:
         price: int,
         ts: int,
         fee_rate: float,
-        planned: list[dict[str, Any]] | None = None,
+        planned: tuple[tuple[int, int, int], Position | None, int, int, int] | None = None,
     ) -> None:
-        """Book row ``row`` taking ``dq`` lots from the vault at ``price``: one leg per side
-        and segment, exactly the engine's fill events."""
+        """Book row ``row`` taking ``dq`` lots from the vault at ``price`` (:meth:`_plan_fill`)."""
         venue = self.venues[s]
-        a = int(self.s_asset[row])
-        symbol = self.m.assets[a]
-        lots = int(self.s_lots[row])
-        mine = (
-            Position(symbol, lots, int(self.s_cost[row]), int(self.s_risk_since[row]))
-            if lots
-            else None
-        )
-        theirs = venue.vault[a]
-        events = (
+        (lots, cost, since), theirs, mine_delta, vault_delta, fees = (
             planned if planned is not None else self._plan_fill(s, row, dq, price, ts, fee_rate)
         )
-        for data in events:
-            mine_leg, vault_leg = data["legs"]
-            mine = _apply_leg(symbol, mine, mine_leg)
-            theirs = _apply_leg(symbol, theirs, vault_leg)
-            self.s_balance[row] += mine_leg["realized_pnl"] - mine_leg["fee"]
-            venue.vault_balance += vault_leg["realized_pnl"] - vault_leg["fee"]
-            venue.fees += mine_leg["fee"] + vault_leg["fee"]
-        venue.vault[a] = theirs
-        self.s_lots[row] = mine.lots if mine else 0
-        self.s_cost[row] = mine.cost if mine else 0
-        self.s_risk_since[row] = mine.risk_since_ms if mine else 0
+        venue.vault[int(self.s_asset[row])] = theirs
+        venue.vault_balance += vault_delta
+        venue.fees += fees
+        self.s_balance[row] += mine_delta
+        self.s_lots[row], self.s_cost[row], self.s_risk_since[row] = lots, cost, since
 
     def _require_vault(self, s: int, t: int, k: int) -> None:
         """The replay's vault is deep: refuse to go on if it would not admit a fill."""
@@ -903,8 +917,43 @@ class _Replay:
         for s in touched:
             self._require_vault(s, t, 0)
 
-    def _liquidate(self, t: int, k: int) -> None:
+    def _float_margin(
+        self, rows: NDArray[np.int64], t: int, k: int | None, scale: float = 1.0
+    ) -> NDArray[np.float64]:
+        """Float ``equity - scale * MM`` at tick ``k`` (None: each position's worst scan tick)
+        with every position paying its lane's target (no ramp class pays more), less a
+        tolerance covering the exact rules' rounding and the float error: a *filter* that
+        never misses an exact breach."""
+        asset = self.s_asset[rows]
+        lots = self.s_lots[rows].astype(np.float64)
+        if k is None:
+            price = self.worst_f[(lots > 0).astype(np.int64), asset, t]
+        else:
+            price = self.px_f[asset, t, k]
+        val = lots * price / QTY_SCALE
+        notional = np.abs(val)
+        lane = self.s_scen[rows] * self.n_a + asset
+        frac = position_fraction_v(notional / MICRO, self.target_now[lane], self.asset)
+        mm = notional * frac * self.asset.maintenance_fraction
+        balance, cost = self.s_balance[rows], self.s_cost[rows]
+        tol = 1e-9 * (np.abs(balance) + np.abs(cost) + notional) + 64.0
+        return balance + val - cost - scale * mm - tol
+
+    def _at_risk(self, t: int) -> NDArray[np.int64]:
+        """Positions that may be below maintenance at some scan tick of bar ``t``."""
         act = np.flatnonzero(self.s_active)
+        if len(act) == 0:
+            return act
+        self.target_now = self.mm_target[:, t]
+        if self.monotone:
+            return act[self._float_margin(act, t, None) < 0]
+        worst = self._float_margin(act, t, SCAN_TICKS[0])
+        for k in SCAN_TICKS[1:]:
+            worst = np.minimum(worst, self._float_margin(act, t, k))
+        return act[worst < 0]
+
+    def _liquidate(self, t: int, k: int, candidates: NDArray[np.int64]) -> None:
+        act = candidates[self.s_active[candidates]]
         if len(act) == 0:
             return
         eq, mm, _ = self._health(act, t, k)
@@ -1037,7 +1086,7 @@ class _Replay:
             act = np.flatnonzero(self.s_active)
         n_s = self.n_s
         asset = self.s_asset[act]
-        notional = np.abs(value_v(self.s_lots[act], self.px[asset, t, 3])) / MICRO
+        notional = np.abs(self.s_lots[act] * self.px_f[asset, t, 3]) / (QTY_SCALE * MICRO)
         lane = self.s_scen[act] * self.n_a + asset
         imf = np.minimum(self.asset.base_imf * self.target[lane, t], self.asset.imf_cap)
         scen = self.s_scen[act]
@@ -1047,6 +1096,13 @@ class _Replay:
 
     def _topups(self, t: int, act: NDArray[np.int64]) -> None:
         book = self.cfg.book
+        act = act[self.s_topups_left[act] > 0]
+        if len(act) == 0:
+            return
+        self.target_now = self.mm_target[:, t]
+        act = act[self._float_margin(act, t, 3, book.topup_trigger_health) < 0]
+        if len(act) == 0:
+            return
         eq, mm, notional = self._health(act, t, 3)
         want = wants_topup_v(eq, mm, self.s_topups_left[act], book.topup_trigger_health)
         if not want.any():
@@ -1074,9 +1130,7 @@ class _Replay:
             s, a = int(self.s_scen[row]), int(self.s_asset[row])
             dq = -int(self.s_lots[row])
             planned = self._plan_fill(s, row, dq, int(self.px[a, t, 3]), ts, fee)
-            after = int(self.s_balance[row]) + sum(
-                e["legs"][0]["realized_pnl"] - e["legs"][0]["fee"] for e in planned
-            )
+            after = int(self.s_balance[row]) + planned[2]
             # Without positions the dYdX rule admits a change only to equity >= 0.
             if after < 0:
                 continue
@@ -1126,14 +1180,6 @@ class _Replay:
             fund_seed=self.cfg.fund_seed_usd,
             **{name: values[s].copy() for name, values in self.out.items()},
         )
-
-
-def _apply_leg(symbol: str, position: Position | None, leg: dict[str, Any]) -> Position | None:
-    lots = (position.lots if position else 0) + leg["dq"]
-    if lots == 0:
-        return None
-    cost = (position.cost if position else 0) + leg["cost_delta"]
-    return Position(symbol, lots, cost, leg["risk_since"])
 
 
 def position_fractions(
