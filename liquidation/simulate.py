@@ -1,49 +1,53 @@
-"""Historical replay: a synthetic trader book through the liquidation rules, bar by bar.
+"""Historical replay: a synthetic trader book through the liquidation core, bar by bar.
 
 The simulator takes plain data only (this package imports nothing ML): per-asset OHLC,
-quote-volume and funding arrays, and per margin policy a per-asset, per-bar multiplier path.
-Several *scenarios* (policy x seed) run in one pass over the bars: positions of every scenario
-live in one structure-of-arrays book (one slot per open position, the layout of the engine's
-:class:`liquidation.scan.PositionBook`), keyed by a *lane* = (scenario, asset, side), so the
-per-bar Python overhead is paid once for all of them while each scenario keeps its own
-insurance fund and accounting. The engine's per-event API (integer money, one Python call per
-fill) would take hours for 100 000 traders x 5 seeds x 4 policies; the rules are the engine's
-and the tests check them against it (see ``tests/replay``).
+quote-volume and funding arrays, and per margin policy a per-asset, per-bar multiplier path
+(the effective target a RiskSnapshot stream gives, :mod:`liquidation.rules.multiplier`).
+Several *scenarios* (policy x seed) run in one pass over the bars, each with its own venue:
+insurance fund, fees, keeper rewards and a liquidity vault, the counterparty of every fill.
 
-One bar ``t`` (open time ``ts``, evaluation time ``ts + interval``) does, in order:
+Everything is the engine's, in the engine's units: quantities in lots, money in micro-USD,
+every rule from :mod:`liquidation.rules`, every fill booked by the engine's fill arithmetic
+(:mod:`liquidation.fills`). ``tests/liquidation/test_replay_engine_equivalence.py`` proves it
+by property: on random books, paths and snapshot streams the replay and a real
+:class:`~liquidation.engine.Engine` fed the same ticks end with identical integers.
 
-1. **funding** at the bar open (longs pay ``rate * qty * open``, shorts receive it);
-2. **opens** of the traders arriving at ``t`` at the open price; the notional is capped so that
-   equity after the taker fee covers the initial margin at the multiplier in force
-   (``notional <= collateral / (base_imf * m + fee)``, the engine's IM check);
-3. **liquidation scan at the wick**: longs are valued at the bar's low and shorts at its high
-   (a vectorised health scan with the engine's size-scaled fractions and the multiplier
-   ramp: positions older than the last tightening pay the ramped multiplier), then the
-   waterfall of :mod:`liquidation.waterfall` on each flagged position: a partial step sized as
-   in the engine (restore ``(1 + buffer) * MM`` after costs, at most ``max_step_fraction``),
-   or a full close-out for small, deep (``equity < emergency_health * MM``) or hopeless ones;
-   close-out at the wick price moved by :func:`liquidation.rules.margin.slippage_rate` with the
-   standard size set to ``participation`` of the bar's quote volume; the penalty is paid from
-   remaining equity and split with the insurance fund; bad debt is paid by the fund (capped per
-   event), then by auto-deleveraging of profitable opposite positions ranked with
-   :func:`liquidation.rules.adl.rank_candidates`, then socialized;
-4. **top-ups** at the close by the defending traders whose health fell below their trigger;
-5. **planned closes** at the close price (taker fee).
+One bar is the path open -> nearer extreme -> farther extreme -> close (:func:`tick_prices` at
+:func:`tick_times`):
+
+1. at the open: the maintenance ramp of each (scenario, asset) retargets to the bar's
+   multiplier (:func:`liquidation.rules.ramp.retarget`); funding settles at the open price,
+   zero-sum between the holders and the vault (:func:`liquidation.funding.funding_payments`);
+   arriving traders deposit and open the largest size within their target leverage that the
+   IM check admits (:func:`open_lots`);
+2. at each later tick a keeper pass: a float filter valued once per bar at each position's
+   worst tick (it never misses: its tolerance covers the exact rounding) selects the
+   positions to check exactly; those below maintenance (:mod:`liquidation.rules.margin`, ramp
+   classes of :mod:`liquidation.rules.ramp`) get one waterfall step each, lowest health
+   first: the emergency test and rate limit, a partial step sized by
+   :func:`liquidation.rules.partial.partial_ppm` at the slippage of
+   :mod:`liquidation.rules.closeout` (standard size ``participation`` of the bar's quote
+   volume), or a full close-out; the penalty split and the fund's cap per event of
+   :mod:`liquidation.rules.penalty`; a bankruptcy beyond the fund goes to the backstop vault
+   at the mark with a concession (:mod:`liquidation.rules.backstop`);
+3. at the close: defending traders top up (:mod:`liquidation.rules.topup`), planned closes
+   trade with the vault (taker fee); the initial margin and notional of open positions are
+   recorded.
+
+The vault is deep (:attr:`ReplayConfig.vault_usd`): it admits every fill, so ADL and
+socialization never trigger; if its margin would ever refuse a fill the replay raises instead
+of diverging from the engine. Per-event steps (a partial step's fills, a close-out) are scalar
+calls of the same rules on the few flagged positions; the per-bar scans are vectorised.
 
 A scenario may split its multiplier (:attr:`Scenario.maintenance`): the initial margin of new
-risk then pays ``multiplier`` at once and maintenance pays the separate path (ramped for
-existing positions as above); :func:`maintenance_multipliers` builds the documented rules.
-
-Simplifications (each documented where it happens): one waterfall step per position per bar
-(the engine's cooldown is shorter than a bar, so a bar replay cannot resolve several); the
-close-out executes at the wick extreme, i.e. a liquidation triggered inside the bar is filled
-as badly as the bar allows (conservative for bad debt); open-interest scaling of the initial
-fraction is off by default because the synthetic book's open interest is not the venue's.
+risk then pays ``multiplier`` and maintenance follows the separate path (ramped as above);
+:func:`maintenance_multipliers` builds the documented rules. Open-interest scaling of the
+initial fraction is off (the synthetic book's open interest is not the venue's): the template
+asset's OI band lies above any book the replay can hold.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -86,7 +90,8 @@ from liquidation.rules.partial import (
     rate_limited,
 )
 from liquidation.rules.penalty import fund_available, fund_cover, penalty_due, split_penalty
-from liquidation.rules.ramp import RampState, classes, ramped_multiplier, retarget
+from liquidation.rules.ramp import RampState, classes, retarget
+from liquidation.rules.ramp import multiplier as ramp_multiplier
 from liquidation.rules.topup import topup_amount_v, wants_topup_v
 from liquidation.trader_book import BookConfig, TraderBook, draw_book
 
@@ -103,6 +108,10 @@ def _default_asset() -> AssetConfig:
     # OI scaling would price the synthetic book's open interest as if it were the venue's;
     # the caps sit far above any book the simulator draws, which switches it off.
     return AssetConfig("REPLAY", oi_lower_usd=1e15, oi_upper_usd=1e16)
+
+
+#: Open interest no replay book reaches (100 000 positions at the vector bound of 9e9 USD).
+OI_FREE_USD = 1e15
 
 
 def _replay_guard() -> OracleGuardConfig:
@@ -185,6 +194,13 @@ class ReplayConfig:
             raise ReplayInputError("ReplayConfig.participation must be in (0, 1]")
         if self.fund_seed_usd < 0:
             raise ReplayInputError("ReplayConfig.fund_seed_usd must be >= 0")
+        if self.asset.oi_lower_usd < OI_FREE_USD:
+            raise ReplayInputError(
+                f"ReplayConfig.asset.oi_lower_usd must be >= {OI_FREE_USD:g}: the replay does "
+                "not model open-interest scaling (its book's open interest is not the venue's)"
+            )
+        if self.vault_usd <= 0:
+            raise ReplayInputError("ReplayConfig.vault_usd must be > 0")
 
     def engine_config(self, assets: Sequence[str]) -> EngineConfig:
         """The :class:`EngineConfig` with the same rules (for cross-checks with the engine)."""
@@ -337,48 +353,6 @@ class ReplaySeries:
     opened: NDArray[np.int64]
     topups: NDArray[np.int64]
     fund_seed: float
-
-
-def market_ramp(
-    target: NDArray[np.float64], ts_ms: NDArray[np.int64], eval_ms: NDArray[np.int64], ramp_ms: int
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Ramped multiplier of existing positions and the ramp start, per bar, as the engine does.
-
-    A new target published at ``ts_ms[t]`` starts a ramp from the value then in force
-    (:func:`liquidation.rules.ramp.ramped_multiplier` gives it); ``existing[t]`` is the ramped value
-    at ``eval_ms[t]``. The first bar counts as a publication with no ramp.
-
-    Parameters
-    ----------
-    target : array, shape (n_bars,)
-        Multiplier paid by new risk during each bar.
-    ts_ms, eval_ms : int64 arrays
-        Publication (bar open) and evaluation (bar close) times.
-    ramp_ms : int
-        Ramp length.
-
-    Returns
-    -------
-    existing, change_start : arrays of shape (n_bars,)
-    """
-    n = len(target)
-    existing = np.empty(n)
-    change_start = np.empty(n, dtype=np.int64)
-    changes = np.concatenate([[0], np.flatnonzero(np.diff(target) != 0) + 1, [n]])
-    ramp_from, start, current = float(target[0]), int(ts_ms[0]), float(target[0])
-    for begin, end in itertools.pairwise(changes):
-        if begin > 0:
-            # The value in force at the instant the new target lands is where the ramp starts.
-            ramp_from = ramped_multiplier(ramp_from, current, start, ramp_ms, int(ts_ms[begin]))
-            start, current = int(ts_ms[begin]), float(target[begin])
-        segment = slice(begin, end)
-        change_start[segment] = start
-        if current <= ramp_from or ramp_ms == 0:
-            existing[segment] = current
-        else:
-            progress = np.clip((eval_ms[segment] - start) / ramp_ms, 0.0, 1.0)
-            existing[segment] = np.minimum(current, ramp_from + (current - ramp_from) * progress)
-    return existing, change_start
 
 
 def simulate(
@@ -839,11 +813,21 @@ class _Replay:
         self.s_lots[row], self.s_cost[row], self.s_risk_since[row] = lots, cost, since
 
     def _require_vault(self, s: int, t: int, k: int) -> None:
-        """The replay's vault is deep: refuse to go on if it would not admit a fill."""
+        """The replay's vault is deep: refuse to go on if it would not admit a fill.
+
+        Admitted for sure if a float lower bound of its equity covers the whole notional it
+        holds (no margin fraction exceeds 1); otherwise the exact rules decide.
+        """
+        venue = self.venues[s]
+        gross = cost = 0.0
+        for a, pos in enumerate(venue.vault):
+            if pos is not None:
+                gross += abs(pos.lots) * float(self.px_f[a, t, k]) / QTY_SCALE
+                cost += abs(pos.cost)
+        if venue.vault_balance - cost - 2.0 * gross * (1 + 1e-9) - 2 * self.n_a > 0:
+            return
         lanes = s * self.n_a + np.arange(self.n_a)
-        eq, im = self.venues[s].vault_equity_and_im(
-            self.px[:, t, k], self.target[lanes, t], self.asset
-        )
+        eq, im = venue.vault_equity_and_im(self.px[:, t, k], self.target[lanes, t], self.asset)
         if eq < im:
             raise ReplayInputError(
                 f"scenario {self.sc[s].label!r}: the liquidity vault's equity {eq} fell below "
@@ -972,12 +956,18 @@ class _Replay:
         """One waterfall step on a one-position bucket, with the shared rules, as the engine."""
         lc = self.cfg.liquidation
         s, a = int(self.s_scen[row]), int(self.s_asset[row])
-        eqs, mms, notionals = self._health(np.array([row]), t, k)
-        eq, mm, notional = int(eqs[0]), int(mms[0]), int(notionals[0])
-        if eq >= mm:
-            return  # healthy again after an earlier step of this pass (the fund or vault moved)
         mark = int(self.px[a, t, k])
         lots, cost = int(self.s_lots[row]), int(self.s_cost[row])
+        lane = s * self.n_a + a
+        mult = ramp_multiplier(
+            self.ramps[lane], int(self.s_risk_since[row]), ts, self.lane_ramp_ms[lane]
+        )
+        val = value(lots, mark)
+        notional = abs(val)
+        eq = int(self.s_balance[row]) + val - cost
+        mm = maintenance_requirement(notional, mult, self.asset)
+        if eq >= mm:
+            return  # healthy again after an earlier step of this pass
         std = float(self.std[a, t])
         slip_full = self._slip(notional, std)
         emergency = is_emergency(eq, mm, charge(notional, slip_full), lc.emergency_health)
@@ -1002,11 +992,7 @@ class _Replay:
                 left = lots - closed
                 eq_fills = balance + value(left, mark) - (cost - cost_share)
                 pen = penalty_due(closed_notional, eq_fills, lc.penalty_rate)
-                since = np.array([self.s_risk_since[row]])
-                mult = self._mm_multiplier(np.array([s * self.n_a + a]), since, ts)
-                mm_after = maintenance_requirement(
-                    abs(value(left, mark)), float(mult[0]), self.asset
-                )
+                mm_after = maintenance_requirement(abs(value(left, mark)), mult, self.asset)
                 if improves(eq, mm, eq_fills, pen, mm_after):
                     self._fill(s, row, -closed, exec_price, ts, 0.0)
                     self._require_vault(s, t, k)
@@ -1122,12 +1108,11 @@ class _Replay:
         """Planned closes at the close price, taker fee, if the venue admits them."""
         ts = int(self.tms[t, 3])
         fee = self.cfg.fees.taker_fee_rate
-        _, _, notional = self._health(rows, t, 3)
         closing = []
-        for row, n in zip(rows.tolist(), notional.tolist(), strict=True):
-            if n < self.min_order:
-                continue  # the venue refuses dust: the remnant stays open
+        for row in rows.tolist():
             s, a = int(self.s_scen[row]), int(self.s_asset[row])
+            if abs(value(int(self.s_lots[row]), int(self.px[a, t, 3]))) < self.min_order:
+                continue  # the venue refuses dust: the remnant stays open
             dq = -int(self.s_lots[row])
             planned = self._plan_fill(s, row, dq, int(self.px[a, t, 3]), ts, fee)
             after = int(self.s_balance[row]) + planned[2]
