@@ -73,8 +73,10 @@ from liquidation.rules.backstop import backstop_share
 from liquidation.rules.closeout import close_price, slippage_rate
 from liquidation.rules.fixed import MAX_NOTIONAL_V, charge_v, check_bounds_v, value_v
 from liquidation.rules.margin import (
+    health,
     initial_requirement,
     initial_requirement_v,
+    liquidatable,
     maintenance_requirement,
     maintenance_requirement_v,
     position_fraction_v,
@@ -92,7 +94,7 @@ from liquidation.rules.partial import (
 from liquidation.rules.penalty import fund_available, fund_cover, penalty_due, split_penalty
 from liquidation.rules.ramp import RampState, classes, retarget
 from liquidation.rules.ramp import multiplier as ramp_multiplier
-from liquidation.rules.topup import topup_amount_v, wants_topup_v
+from liquidation.rules.topup import topup_amount, topup_amount_v, wants_topup, wants_topup_v
 from liquidation.trader_book import BookConfig, TraderBook, draw_book
 
 Progress = Callable[[int, int], None]
@@ -431,6 +433,8 @@ def _checked(
 TICKS = 4
 #: Ticks at which the keeper scans and liquidates: both extremes and the close.
 SCAN_TICKS = (1, 2, 3)
+#: Up to this many flagged positions, the scalar rules are cheaper than numpy's call overhead.
+SCALAR_ROWS = 32
 _NEVER = np.iinfo(np.int64).min
 
 
@@ -940,17 +944,29 @@ class _Replay:
         act = candidates[self.s_active[candidates]]
         if len(act) == 0:
             return
-        eq, mm, _ = self._health(act, t, k)
-        below = eq < mm
-        if not below.any():
-            return
-        rows, eq, mm = act[below], eq[below], mm[below]
+        found = []
+        for row in act.tolist():
+            eq, mm, _ = self._health_one(row, t, k)
+            if liquidatable(eq, mm):
+                s, trader = int(self.s_scen[row]), int(self.s_trader[row])
+                found.append((s, health(eq, mm), trader, row))
         # The keeper's order: lowest equity / MM first, then account id (the engine's).
-        health = eq / mm
-        order = np.lexsort((self.s_trader[rows], health, self.s_scen[rows]))
         ts = int(self.tms[t, k])
-        for i in order:
-            self._step(int(rows[i]), t, k, ts)
+        for *_, row in sorted(found):
+            self._step(row, t, k, ts)
+
+    def _health_one(self, row: int, t: int, k: int) -> tuple[int, int, int]:
+        """Exact equity, maintenance and notional of one position (the scalar rules)."""
+        s, a = int(self.s_scen[row]), int(self.s_asset[row])
+        lane = s * self.n_a + a
+        mult = ramp_multiplier(
+            self.ramps[lane], int(self.s_risk_since[row]), int(self.tms[t, k]),
+            self.lane_ramp_ms[lane],
+        )  # fmt: skip
+        val = value(int(self.s_lots[row]), int(self.px[a, t, k]))
+        notional = abs(val)
+        eq = int(self.s_balance[row]) + val - int(self.s_cost[row])
+        return eq, maintenance_requirement(notional, mult, self.asset), notional
 
     def _step(self, row: int, t: int, k: int, ts: int) -> None:
         """One waterfall step on a one-position bucket, with the shared rules, as the engine."""
@@ -1089,20 +1105,39 @@ class _Replay:
         act = act[self._float_margin(act, t, 3, book.topup_trigger_health) < 0]
         if len(act) == 0:
             return
+        if len(act) > SCALAR_ROWS:
+            self._topups_v(t, act)
+            return
+        for row in act.tolist():
+            eq, mm, notional = self._health_one(row, t, 3)
+            left = int(self.s_topups_left[row])
+            if not wants_topup(eq, mm, left, book.topup_trigger_health):
+                continue
+            s, a = int(self.s_scen[row]), int(self.s_asset[row])
+            im = initial_requirement(notional, float(self.target[s * self.n_a + a, t]), 0.0,
+                                     self.asset)  # fmt: skip
+            amount = topup_amount(eq, im, int(self.s_first_deposit[row]), book.topup_max_fraction)
+            if amount > 0:
+                self._deposit(s, row, t, amount)
+
+    def _topups_v(self, t: int, act: NDArray[np.int64]) -> None:
+        """:meth:`_topups` on many positions at once (the vector forms of the same rules)."""
+        book = self.cfg.book
         eq, mm, notional = self._health(act, t, 3)
         want = wants_topup_v(eq, mm, self.s_topups_left[act], book.topup_trigger_health)
-        if not want.any():
-            return
         rows = act[want]
         lane = self.s_scen[rows] * self.n_a + self.s_asset[rows]
         im = initial_requirement_v(notional[want], self.target[lane, t], 0.0, self.asset)
         amount = topup_amount_v(eq[want], im, self.s_first_deposit[rows], book.topup_max_fraction)
-        ok = amount > 0
-        self.s_balance[rows[ok]] += amount[ok]
-        self.s_topups_left[rows[ok]] -= 1
-        for s, a in zip(self.s_scen[rows[ok]], amount[ok], strict=True):
-            self.venues[s].deposits += int(a)
-        np.add.at(self.out["topups"][:, t], self.s_scen[rows[ok]], 1)
+        for row, paid in zip(rows.tolist(), amount.tolist(), strict=True):
+            if paid > 0:
+                self._deposit(int(self.s_scen[row]), row, t, paid)
+
+    def _deposit(self, s: int, row: int, t: int, amount: int) -> None:
+        self.s_balance[row] += amount
+        self.s_topups_left[row] -= 1
+        self.venues[s].deposits += amount
+        self.out["topups"][s, t] += 1
 
     def _closes(self, t: int, rows: NDArray[np.int64]) -> None:
         """Planned closes at the close price, taker fee, if the venue admits them."""

@@ -143,3 +143,15 @@ def test_book_is_seeded_and_capped() -> None:
     assert 0.25 < a.topup.mean() < 0.35
     # The heavy tail: a sizeable share wants more than the 20x a 5% IMF allows.
     assert (a.leverage > 20).mean() > 0.1
+
+
+def test_the_replay_refuses_what_it_does_not_model() -> None:
+    # Open-interest scaling: the synthetic book's open interest is not the venue's.
+    with pytest.raises(ReplayInputError, match="open-interest"):
+        ReplayConfig(asset=AssetConfig("REPLAY", oi_lower_usd=1e9, oi_upper_usd=2e9))
+    # A vault too small to take the book's fills: the replay stops instead of diverging from
+    # the engine (which would then backstop partially and deleverage).
+    market = random_walk_market(2)
+    shallow = replace(small_config(), vault_usd=1.0)
+    with pytest.raises(ReplayInputError, match="vault"):
+        simulate(market, [Scenario("s", 0, constant_multiplier(market, 1.0))], shallow)
