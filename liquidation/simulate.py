@@ -69,7 +69,12 @@ from liquidation.errors import LiquidationCoreError
 from liquidation.fills import fill_amounts, segments
 from liquidation.funding import funding_payments
 from liquidation.money import MICRO, QTY_SCALE, charge, div_trunc, value
-from liquidation.rules.backstop import backstop_share
+from liquidation.rules.backstop import (
+    backstop_share,
+    bankruptcy_deficit,
+    market_closeout_fits,
+    shortfall_beyond_fund,
+)
 from liquidation.rules.closeout import close_price, slippage_rate
 from liquidation.rules.fixed import MAX_NOTIONAL_V, charge_v, check_bounds_v, value_v
 from liquidation.rules.margin import (
@@ -1027,19 +1032,18 @@ class _Replay:
         available = fund_available(venue.fund, lc.insurance_cap_per_event_usd)
         exec_price = close_price(mark, lots, slip)
         market_debt = max(0, -(int(self.s_balance[row]) + value(lots, exec_price) - cost))
-        if market_debt <= available:
+        if market_closeout_fits(market_debt, available):
             bad_debt = market_debt
             self._fill(s, row, -lots, exec_price, ts, 0.0)
         else:
             # Bankruptcy: the backstop vault takes the position at the mark with a concession
             # covering the deficit beyond what the fund may pay (it admits the whole: it is deep).
-            bad_debt = max(0, -eq)
-            deficit = max(0, bad_debt - available)
+            bad_debt, deficit = bankruptcy_deficit(eq, available)
             self._fill(s, row, -closed_lots(lots, FRACTION_SCALE), mark, ts, 0.0)
             share = backstop_share(deficit, FRACTION_SCALE)
             self.s_balance[row] += share
             venue.vault_balance -= share
-            short = -int(self.s_balance[row]) - available
+            short = shortfall_beyond_fund(int(self.s_balance[row]), available)
             if short > 0 and share > 0:
                 self.s_balance[row] += short
                 venue.vault_balance -= short
