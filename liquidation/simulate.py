@@ -22,11 +22,11 @@ One bar ``t`` (open time ``ts``, evaluation time ``ts + interval``) does, in ord
    waterfall of :mod:`liquidation.waterfall` on each flagged position: a partial step sized as
    in the engine (restore ``(1 + buffer) * MM`` after costs, at most ``max_step_fraction``),
    or a full close-out for small, deep (``equity < emergency_health * MM``) or hopeless ones;
-   close-out at the wick price moved by :func:`liquidation.margin.slippage_rate` with the
+   close-out at the wick price moved by :func:`liquidation.rules.margin.slippage_rate` with the
    standard size set to ``participation`` of the bar's quote volume; the penalty is paid from
    remaining equity and split with the insurance fund; bad debt is paid by the fund (capped per
    event), then by auto-deleveraging of profitable opposite positions ranked with
-   :func:`liquidation.adl.rank_candidates`, then socialized;
+   :func:`liquidation.rules.adl.rank_candidates`, then socialized;
 4. **top-ups** at the close by the defending traders whose health fell below their trigger;
 5. **planned closes** at the close price (taker fee).
 
@@ -52,7 +52,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from liquidation.adl import AdlCandidate, rank_candidates
 from liquidation.config import (
     AssetConfig,
     EngineConfig,
@@ -61,7 +60,9 @@ from liquidation.config import (
     LiquidationConfig,
 )
 from liquidation.errors import LiquidationCoreError
-from liquidation.margin import ramped_multiplier, slippage_rate
+from liquidation.rules.adl import AdlCandidate, rank_candidates
+from liquidation.rules.closeout import slippage_rate
+from liquidation.rules.ramp import ramped_multiplier
 from liquidation.trader_book import BookConfig, TraderBook, draw_book
 
 Progress = Callable[[int, int], None]
@@ -298,7 +299,7 @@ def market_ramp(
     """Ramped multiplier of existing positions and the ramp start, per bar, as the engine does.
 
     A new target published at ``ts_ms[t]`` starts a ramp from the value then in force
-    (:func:`liquidation.margin.ramped_multiplier` gives it); ``existing[t]`` is the ramped value
+    (:func:`liquidation.rules.ramp.ramped_multiplier` gives it); ``existing[t]`` is the ramped value
     at ``eval_ms[t]``. The first bar counts as a publication with no ramp.
 
     Parameters
@@ -781,7 +782,7 @@ class _Replay:
 def position_fractions(
     notional: NDArray[np.float64], multiplier: NDArray[np.float64], asset: AssetConfig
 ) -> NDArray[np.float64]:
-    """Vectorised :func:`liquidation.margin.position_fraction` (size-scaled, capped).
+    """Vectorised :func:`liquidation.rules.margin.position_fraction` (size-scaled, capped).
 
     ``min(cap, max(base_imf * m, size_imf_factor * sqrt(N / size_reference)))``; a property
     test checks it against the engine's scalar function element by element.

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liquidation.config import AssetConfig
-from liquidation.margin import position_fraction, ramped_multiplier
+from liquidation.rules.margin import position_fraction
+from liquidation.rules.ramp import ramped_multiplier
 from liquidation.simulate import (
     ReplayConfig,
     ReplayInputError,

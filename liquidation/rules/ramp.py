@@ -34,9 +34,11 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from liquidation.config import AssetConfig
-from liquidation.margin import ramped_multiplier
-from liquidation.snapshot import MarginParameters, target_multiplier
+import numpy as np
+
+from liquidation.rules.fixed import Floats, Ints
+from liquidation.rules.multiplier import target_multiplier
+from liquidation.rules.terms import FallbackTerms, SnapshotTerms
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,35 @@ class RampState:
             changed_ms=data["changed_ms"],
             floors=tuple((int(s), float(f)) for s, f in data["floors"]),
         )
+
+
+def ramped_multiplier(
+    start_value: float, target: float, start_ms: int, ramp_ms: int, ts_ms: int
+) -> float:
+    """Multiplier applied to existing positions' maintenance at ``ts_ms``.
+
+    A relaxation applies at once. A tightening moves linearly from ``start_value`` (the value
+    in force when the target changed at ``start_ms``) to ``target`` over ``ramp_ms``. So the
+    result never exceeds ``target`` and equals it from ``start_ms + ramp_ms`` on.
+    """
+    if target <= start_value or ramp_ms == 0:
+        return target
+    progress = min(1.0, max(0.0, (ts_ms - start_ms) / ramp_ms))
+    if progress >= 1.0:
+        return target
+    return min(target, start_value + (target - start_value) * progress)
+
+
+def ramped_multiplier_v(
+    start_value: float, target: float, start_ms: int, ramp_ms: int, ts_ms: Ints
+) -> Floats:
+    """Vector :func:`ramped_multiplier` over evaluation times ``ts_ms``."""
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    if target <= start_value or ramp_ms == 0:
+        return np.full(ts.shape, target)
+    progress = np.minimum(1.0, np.maximum(0.0, (ts - start_ms) / ramp_ms))
+    ramped = np.minimum(target, start_value + (target - start_value) * progress)
+    return np.where(progress >= 1.0, target, ramped)
 
 
 def base_level(state: RampState, ts_ms: int, ramp_ms: int) -> float:
@@ -152,9 +183,9 @@ def retarget(
 
 def at_time(
     state: RampState,
-    params: MarginParameters | None,
+    params: SnapshotTerms | None,
     trusted: float | None,
-    asset: AssetConfig,
+    asset: FallbackTerms,
     ts_ms: int,
     ramp_ms: int,
     max_classes: int,

@@ -1,0 +1,43 @@
+"""The backstop vault's share of a bankruptcy (Hyperliquid's HLP).
+
+When the market close-out of a bucket would leave more bad debt than the insurance fund may
+pay, every position is transferred at the mark with a price concession covering the deficit
+beyond the fund (the bankruptcy price). The vault takes the largest fraction of every
+position its own margin admits, found first at the whole, else by bisection to a resolution
+of ``1e-3``, and pays ``trunc(deficit * fraction)`` of the concession. What it cannot take goes
+to ADL (:mod:`liquidation.rules.adl`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from liquidation.rules.partial import FRACTION_SCALE
+
+#: Bisection stops when the admitted and refused fractions are this many millionths apart.
+RESOLUTION_PPM: Final[int] = 1_000
+
+
+def backstop_share(deficit: int, ppm: int) -> int:
+    """Concession the vault pays for taking ``ppm`` millionths of every position."""
+    return deficit * ppm // FRACTION_SCALE
+
+
+def backstop_ppm(admits: Callable[[int], bool]) -> int:
+    """Largest fraction (millionths) the vault admits; 0 if it admits none.
+
+    ``admits(ppm)`` says whether the vault's margin admits taking ``ppm`` millionths of every
+    position with its share of the concession. The whole is tried first; otherwise the
+    fraction is bisected between 0 (admitted by convention) and the whole.
+    """
+    if admits(FRACTION_SCALE):
+        return FRACTION_SCALE
+    low, high = 0, FRACTION_SCALE
+    while high - low > RESOLUTION_PPM:
+        middle = (low + high) // 2
+        if admits(middle):
+            low = middle
+        else:
+            high = middle
+    return low if low and admits(low) else 0
