@@ -20,7 +20,13 @@ RESOLUTION_PPM: Final[int] = 1_000
 
 
 def backstop_share(deficit: int, ppm: int) -> int:
-    """Concession the vault pays for taking ``ppm`` millionths of every position."""
+    """Concession the vault pays for taking ``ppm`` millionths of every position.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: deficit >= 0 and 0 <= ppm <= FRACTION_SCALE
+    post: 0 <= __return__ <= deficit
+    """
     return deficit * ppm // FRACTION_SCALE
 
 
@@ -30,6 +36,10 @@ def backstop_ppm(admits: Callable[[int], bool]) -> int:
     ``admits(ppm)`` says whether the vault's margin admits taking ``ppm`` millionths of every
     position with its share of the concession. The whole is tried first; otherwise the
     fraction is bisected between 0 (admitted by convention) and the whole.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: 0 <= __return__ <= FRACTION_SCALE
     """
     if admits(FRACTION_SCALE):
         return FRACTION_SCALE

@@ -24,7 +24,14 @@ def slippage_rate(
     standard_size_usd: float,
     max_slippage_bps: float,
 ) -> float:
-    """Close-out cost as a fraction of notional: half spread plus square-root impact."""
+    """Close-out cost as a fraction of notional: half spread plus square-root impact.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: notional_usd >= 0 and spread_bps >= 0 and slippage_bps >= 0
+    pre: standard_size_usd > 0 and max_slippage_bps >= 0
+    post: 0 <= __return__ <= max_slippage_bps / 10_000.0
+    """
     impact = slippage_bps * math.sqrt(max(notional_usd, 0.0) / standard_size_usd)
     return min(max_slippage_bps, spread_bps / 2.0 + impact) / 10_000.0
 
@@ -46,6 +53,12 @@ def close_price(oracle: int, lots_closed: int, slip_rate: float) -> int:
 
     Selling a long fills below the oracle, buying back a short above; the slippage per unit
     is rounded up (against the liquidated trader).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: oracle >= 0 and slip_rate >= 0
+    post: lots_closed <= 0 or 0 <= __return__ <= oracle
+    post: lots_closed > 0 or __return__ >= oracle
     """
     slip = charge(oracle, slip_rate)
     return max(oracle - slip, 0) if lots_closed > 0 else oracle + slip

@@ -91,3 +91,69 @@ def enforced(*targets: tuple[Any, str]) -> Iterator[None]:
     finally:
         for owner, name, original in saved:
             setattr(owner, name, original)
+
+
+#: The modules whose public scalar functions carry contracts (the ``_v`` forms do not: numpy).
+RULE_MODULES = (
+    "margin",
+    "multiplier",
+    "ramp",
+    "partial",
+    "closeout",
+    "penalty",
+    "backstop",
+    "adl",
+    "socialization",
+    "topup",
+    "oracle_guard",
+)
+
+
+def contracted_rules() -> list[tuple[Any, str]]:
+    """``(module, name)`` of every public scalar function of ``liquidation.rules``."""
+    import importlib
+    import inspect
+
+    targets = []
+    for short in RULE_MODULES:
+        module = importlib.import_module(f"liquidation.rules.{short}")
+        for name, fn in vars(module).items():
+            if (
+                inspect.isfunction(fn)
+                and fn.__module__ == module.__name__
+                and not name.startswith("_")
+                and not name.endswith("_v")
+            ):
+                targets.append((module, name))
+    return targets
+
+
+def enforce_everywhere(targets: list[tuple[Any, str]]) -> Callable[[], None]:
+    """Wrap every target in its module and wherever it was imported by name; return an undo.
+
+    ``from liquidation.rules.penalty import penalty_due`` binds the function in the importing
+    module, so the wrapper replaces every binding to the original in ``sys.modules``.
+    """
+    import sys
+
+    undo: list[tuple[Any, str, Any]] = []
+    for owner, name in targets:
+        original = getattr(owner, name)
+        wrapper = checking(owner, name)
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None)
+            if not namespace:
+                continue
+            for attr, value in list(namespace.items()):
+                if value is original:
+                    undo.append((module, attr, original))
+                    setattr(module, attr, wrapper)
+        if isinstance(owner, type):
+            undo.append((owner, name, original))
+            setattr(owner, name, wrapper)
+
+    def restore() -> None:
+        for module, attr, original in reversed(undo):
+            setattr(module, attr, original)
+
+    return restore
