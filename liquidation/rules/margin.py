@@ -178,5 +178,5 @@ def health(equity: int, maintenance: int) -> float:
 
     pre: maintenance >= 0
     post: maintenance == 0 or max(abs(equity), maintenance) > 2**53 or (__return__ < 1.0) == liquidatable(equity, maintenance)
-    """
+    """  # noqa: E501
     return equity / maintenance if maintenance > 0 else math.inf

@@ -14,7 +14,7 @@ from tests.verification.runtime_contracts import contracted_rules, enforce_every
 
 def pytest_configure(config: pytest.Config) -> None:
     # Import what the tests use first, so the by-name bindings exist to be replaced.
-    import liquidation.engine  # noqa: F401
+    import liquidation.engine
     import liquidation.simulate  # noqa: F401
     from serving.policy import MultiplierPolicy
 
