@@ -24,7 +24,7 @@ def penalty_due(closed_notional: int, equity_left: int, penalty_rate: float) -> 
 
     Contract (PEP 316; CrossHair and tests/verification check it):
 
-    pre: closed_notional >= 0 and penalty_rate >= 0
+    pre: closed_notional >= 0 and 0 <= penalty_rate < math.inf
     post: 0 <= __return__ <= max(0, equity_left)
     """
     return min(charge(closed_notional, penalty_rate), max(0, equity_left))
@@ -59,7 +59,7 @@ def fund_available(fund: int, cap_per_event_usd: float) -> int:
 
     Contract (PEP 316; CrossHair and tests/verification check it):
 
-    pre: fund >= 0 and cap_per_event_usd >= 0
+    pre: fund >= 0 and 0 <= cap_per_event_usd < math.inf
     post: 0 <= __return__ <= fund and __return__ <= cap_per_event_usd * MICRO
     """
     return min(fund, math.floor(cap_per_event_usd * MICRO))

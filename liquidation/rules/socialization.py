@@ -34,6 +34,7 @@ def socialize(amount: int, holders: Sequence[tuple[str, int]]) -> tuple[list[tup
     Contract (PEP 316; CrossHair and tests/verification check it):
 
     pre: amount >= 0
+    pre: len({bucket for bucket, _ in holders}) == len(holders)
     post: sum(part for _, part in __return__[0]) + __return__[1] == amount
     post: __return__[1] >= 0 and all(part > 0 for _, part in __return__[0])
     post: all(part <= dict(holders)[bucket] for bucket, part in __return__[0])
