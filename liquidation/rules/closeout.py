@@ -28,8 +28,9 @@ def slippage_rate(
 
     Contract (PEP 316; CrossHair and tests/verification check it):
 
-    pre: notional_usd >= 0 and spread_bps >= 0 and slippage_bps >= 0
-    pre: standard_size_usd > 0 and max_slippage_bps >= 0
+    pre: 0 <= notional_usd < math.inf and 0 <= spread_bps < math.inf
+    pre: 0 <= slippage_bps < math.inf
+    pre: 0 < standard_size_usd < math.inf and 0 <= max_slippage_bps < math.inf
     post: 0 <= __return__ <= max_slippage_bps / 10_000.0
     """
     impact = slippage_bps * math.sqrt(max(notional_usd, 0.0) / standard_size_usd)
@@ -56,7 +57,7 @@ def close_price(oracle: int, lots_closed: int, slip_rate: float) -> int:
 
     Contract (PEP 316; CrossHair and tests/verification check it):
 
-    pre: oracle >= 0 and slip_rate >= 0
+    pre: oracle >= 0 and 0 <= slip_rate < math.inf
     post: lots_closed <= 0 or 0 <= __return__ <= oracle
     post: lots_closed > 0 or __return__ >= oracle
     """

@@ -81,7 +81,7 @@ def close_cost(notional: int, slip_rate: float, penalty_rate: float) -> float:
 
     Contract (PEP 316; CrossHair and tests/verification check it):
 
-    pre: notional >= 0 and slip_rate >= 0 and penalty_rate >= 0
+    pre: notional >= 0 and 0 <= slip_rate < math.inf and 0 <= penalty_rate < math.inf
     post: __return__ >= 0
     """
     return notional * (slip_rate + penalty_rate)

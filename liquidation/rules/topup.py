@@ -34,7 +34,7 @@ def topup_amount(equity: int, initial: int, first_deposit: int, max_fraction: fl
 
     Contract (PEP 316; CrossHair and tests/verification check it):
 
-    pre: first_deposit >= 0 and max_fraction >= 0
+    pre: first_deposit >= 0 and 0 <= max_fraction < float("inf")
     post: 0 <= __return__ <= max(0, initial - equity)
     """
     return max(0, min(initial - equity, int(max_fraction * first_deposit)))

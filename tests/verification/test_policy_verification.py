@@ -164,7 +164,7 @@ def _reason(reason: str) -> str:
     return "fallback" if reason in FALLBACK_REASONS else reason
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=step_cases())
 def test_binary64_encoding_is_step_bit_for_bit(case) -> None:
     policy, call, values = case
@@ -174,7 +174,7 @@ def test_binary64_encoding_is_step_bit_for_bit(case) -> None:
     assert multiplier.hex() == decision.multiplier.hex()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=step_cases())
 def test_rounded_real_encoding_admits_every_run_of_step(case) -> None:
     policy, call, values = case
