@@ -46,7 +46,7 @@ POLICY_STEP = "serving.policy.MultiplierPolicy.step"
 #: Per budget: CrossHair seconds per condition and per path, z3 ms per proof, symbolic
 #: examples per property test.
 BUDGETS = {
-    "short": {"condition_s": 4, "path_s": 2, "z3_ms": 120_000, "examples": 12},
+    "short": {"condition_s": 2, "path_s": 1, "z3_ms": 120_000, "examples": 12},
     "long": {"condition_s": 60, "path_s": 10, "z3_ms": 900_000, "examples": 200},
 }
 
