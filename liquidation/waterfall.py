@@ -46,7 +46,13 @@ from liquidation.errors import (
 from liquidation.fills import fill_amounts, fill_events
 from liquidation.money import charge, split_pro_rata, value
 from liquidation.rules.adl import AdlCandidate, allocate
-from liquidation.rules.backstop import backstop_ppm, backstop_share
+from liquidation.rules.backstop import (
+    backstop_ppm,
+    backstop_share,
+    bankruptcy_deficit,
+    market_closeout_fits,
+    shortfall_beyond_fund,
+)
 from liquidation.rules.closeout import close_price
 from liquidation.rules.partial import (
     FRACTION_SCALE,
@@ -220,11 +226,13 @@ def _full_closeout(
     market_debt = max(0, -balance_after_market)
     step: Step
     backstop = adl = 0
-    if market_debt <= available and _take_by_vault(tx, bucket, market, "liquidation"):
+    if market_closeout_fits(market_debt, available) and _take_by_vault(
+        tx, bucket, market, "liquidation"
+    ):
         step, bad_debt = "full", market_debt
     else:
-        bad_debt = max(0, -eq)
-        backstop, adl = _bankruptcy(tx, bucket_id, max(0, bad_debt - available), available)
+        bad_debt, deficit = bankruptcy_deficit(eq, available)
+        backstop, adl = _bankruptcy(tx, bucket_id, deficit, available)
         step = "adl" if _adl_happened(tx) else "backstop"
     penalty = 0
     balance = _balance(tx, bucket_id)
@@ -264,7 +272,7 @@ def _bankruptcy(
     backstop = _backstop(tx, bucket_id, deficit)
     rooms: list[tuple[str, int]] = []
     adl = _deleverage(tx, bucket_id, deficit - backstop, rooms)
-    short = -_balance(tx, bucket_id) - fund_available
+    short = shortfall_beyond_fund(_balance(tx, bucket_id), fund_available)
     for counterparty, room in rooms:
         payer = tx.state.peek_bucket(counterparty)
         if short <= 0 or payer is None or (payer.is_isolated and not payer.positions):

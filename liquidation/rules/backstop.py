@@ -51,3 +51,41 @@ def backstop_ppm(admits: Callable[[int], bool]) -> int:
         else:
             high = middle
     return low if low and admits(low) else 0
+
+
+def market_closeout_fits(market_debt: int, available: int) -> bool:
+    """A full close-out goes to the market only if its bad debt fits in what the fund may pay;
+    otherwise the positions go to the backstop (then ADL) at the bankruptcy price.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: available >= 0
+    post: __return__ == (market_debt <= available)
+    """
+    return market_debt <= available
+
+
+def bankruptcy_deficit(equity: int, available: int) -> tuple[int, int]:
+    """``(bad_debt, deficit)``: the shortfall at the mark, and the part beyond the fund's
+    share, which the backstop's (then ADL's) price concession covers.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: available >= 0
+    post: __return__[0] == max(0, -equity) and 0 <= __return__[1] <= __return__[0]
+    post: __return__[1] == 0 or __return__[0] - __return__[1] == available
+    """
+    bad_debt = max(0, -equity)
+    return bad_debt, max(0, bad_debt - available)
+
+
+def shortfall_beyond_fund(balance: int, available: int) -> int:
+    """What the settled transfer leaves the bucket short beyond the fund's share (fills split
+    into segments truncate separately, so the planned concession can miss by a few units).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: available >= 0
+    post: __return__ >= 0 and (__return__ == 0 or -balance - __return__ == available)
+    """
+    return max(0, -balance - available)
