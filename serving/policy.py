@@ -435,9 +435,26 @@ class MultiplierPolicy:
         -------
         PolicyDecision
             The multiplier, why, and the next state.
-        """
+
+        Notes
+        -----
+        The contract below (PEP 316) is checked by CrossHair and by a z3 proof of the same
+        code, and at run time in the tests (``tests/verification``). ``previous`` is the
+        stored multiplier clipped to ``[floor, cap]``; a move of at most ``_MIN_MOVE`` is float
+        noise, as for the hysteresis band.
+
+        pre: math.isfinite(state.multiplier)
+        pre: state.override_multiplier is None or math.isfinite(state.override_multiplier)
+        pre: now.tzinfo is not None
+        post: self.config.floor <= __return__.multiplier <= self.config.cap
+        post: __return__.reason == "override" or __return__.multiplier <= _previous(state, self.config) + self.config.max_step_up + _MIN_MOVE
+        post: __return__.reason == "override" or __return__.multiplier >= _previous(state, self.config) - self.config.max_step_down - _MIN_MOVE
+        post: __return__.reason == "override" or not _in_relax_delay(state, now, self.config) or __return__.multiplier >= _previous(state, self.config)
+        post: __return__.reason not in FALLBACK_REASONS or __return__.multiplier >= _previous(state, self.config)
+        post: __return__.target is None or not _in_hysteresis_band(__return__.target, _previous(state, self.config), self.config) or __return__.multiplier == _previous(state, self.config)
+        """  # noqa: E501 (one contract, one line: PEP 316 reads them line by line)
         cfg = self.config
-        previous = min(max(state.multiplier, cfg.floor), cfg.cap)
+        previous = _previous(state, cfg)
         reference = sigma_ref if sigma_ref is not None else cfg.sigma_ref
         valid_until = now + cfg.expiry
 
@@ -478,14 +495,13 @@ class MultiplierPolicy:
 
         assert forecast_sigma is not None and reference is not None  # checked just above
         target = self.target(forecast_sigma, reference)
-        if abs(target - previous) <= cfg.hysteresis * previous + _MIN_MOVE:
+        if _in_hysteresis_band(target, previous, cfg):
             return decide(previous, "ok", "hysteresis_hold", target, state)
         if target > previous:
             if target - previous > cfg.max_step_up:
                 return decide(previous + cfg.max_step_up, "ok", "rate_limited_up", target, state)
             return decide(target, "ok", "tightened", target, state)
-        last_change = _latest(state.last_tighten_at, state.last_relax_at)
-        if last_change is not None and now - last_change < cfg.min_relax_delay:
+        if _in_relax_delay(state, now, cfg):
             return decide(previous, "ok", "relax_delay_hold", target, state)
         if previous - target > cfg.max_step_down:
             return decide(previous - cfg.max_step_down, "ok", "rate_limited_down", target, state)
@@ -629,6 +645,22 @@ def _record_move(state: PolicyState, previous: float, new: float, now: datetime)
     elif new < previous:
         changes["last_relax_at"] = now
     return replace(state, **changes)
+
+
+def _previous(state: PolicyState, cfg: PolicyConfig) -> float:
+    """The stored multiplier clipped to ``[floor, cap]`` (the config may have changed)."""
+    return min(max(state.multiplier, cfg.floor), cfg.cap)
+
+
+def _in_hysteresis_band(target: float, previous: float, cfg: PolicyConfig) -> bool:
+    """True if ``target`` lies in the dead band around ``previous`` (nothing moves)."""
+    return abs(target - previous) <= cfg.hysteresis * previous + _MIN_MOVE
+
+
+def _in_relax_delay(state: PolicyState, now: datetime, cfg: PolicyConfig) -> bool:
+    """True if the last change, either way, is less than ``min_relax_delay`` before ``now``."""
+    last_change = _latest(state.last_tighten_at, state.last_relax_at)
+    return last_change is not None and now - last_change < cfg.min_relax_delay
 
 
 def _latest(*times: datetime | None) -> datetime | None:

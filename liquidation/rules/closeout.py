@@ -24,7 +24,15 @@ def slippage_rate(
     standard_size_usd: float,
     max_slippage_bps: float,
 ) -> float:
-    """Close-out cost as a fraction of notional: half spread plus square-root impact."""
+    """Close-out cost as a fraction of notional: half spread plus square-root impact.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: 0 <= notional_usd < math.inf and 0 <= spread_bps < math.inf
+    pre: 0 <= slippage_bps < math.inf
+    pre: 0 < standard_size_usd < math.inf and 0 <= max_slippage_bps < math.inf
+    post: 0 <= __return__ <= max_slippage_bps / 10_000.0
+    """
     impact = slippage_bps * math.sqrt(max(notional_usd, 0.0) / standard_size_usd)
     return min(max_slippage_bps, spread_bps / 2.0 + impact) / 10_000.0
 
@@ -46,6 +54,12 @@ def close_price(oracle: int, lots_closed: int, slip_rate: float) -> int:
 
     Selling a long fills below the oracle, buying back a short above; the slippage per unit
     is rounded up (against the liquidated trader).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: oracle >= 0 and 0 <= slip_rate < math.inf
+    post: lots_closed <= 0 or 0 <= __return__ <= oracle
+    post: lots_closed > 0 or __return__ >= oracle
     """
     slip = charge(oracle, slip_rate)
     return max(oracle - slip, 0) if lots_closed > 0 else oracle + slip

@@ -43,7 +43,11 @@ def may_update(before: MarginState, after: MarginState) -> bool:
     not fall (compared as ``equity_after * MM_before >= equity_before * MM_after`` to stay
     in integers). With no maintenance on either side only an equity gain is allowed.
     Removing one leg of a portfolio-margined hedge raises maintenance, so it must meet IM.
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: not __return__ or after.equity >= after.initial or (after.maintenance <= before.maintenance and after.equity * before.maintenance >= before.equity * after.maintenance)
+    """  # noqa: E501
     if after.equity >= after.initial:
         return True
     if after.maintenance > before.maintenance:
@@ -55,7 +59,14 @@ def may_update(before: MarginState, after: MarginState) -> bool:
 
 # -- fractions --------------------------------------------------------------------------------
 def position_fraction(notional_usd: float, multiplier: float, asset: MarginTerms) -> float:
-    """Size-scaled margin fraction at ``multiplier`` (before maintenance and OI scaling)."""
+    """Size-scaled margin fraction at ``multiplier`` (before maintenance and OI scaling).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: multiplier >= 0 and notional_usd >= 0
+    post: __return__ <= asset.imf_cap
+    post: __return__ >= min(asset.imf_cap, asset.base_imf * multiplier)
+    """
     base = asset.base_imf * multiplier
     size = asset.size_imf_factor * math.sqrt(max(notional_usd, 0.0) / asset.size_reference_usd)
     return min(asset.imf_cap, max(base, size))
@@ -69,7 +80,13 @@ def position_fraction_v(notional_usd: Floats, multiplier: Floats, asset: MarginT
 
 
 def oi_scaled_fraction(fraction: float, long_oi_usd: float, asset: MarginTerms) -> float:
-    """Raise ``fraction`` linearly with long open interest between the asset's OI caps."""
+    """Raise ``fraction`` linearly with long open interest between the asset's OI caps.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: 0 <= fraction <= asset.imf_cap
+    post: fraction <= __return__ <= asset.imf_cap
+    """
     top = max(fraction, asset.oi_imf_max)
     span = asset.oi_upper_usd - asset.oi_lower_usd
     weight = min(1.0, max(0.0, (long_oi_usd - asset.oi_lower_usd) / span))
@@ -88,7 +105,14 @@ def oi_scaled_fraction_v(fraction: Floats, long_oi_usd: float, asset: MarginTerm
 def initial_requirement(
     notional: int, multiplier: float, long_oi_usd: float, asset: MarginTerms
 ) -> int:
-    """Initial margin in micro-USD of one position of absolute notional ``notional``."""
+    """Initial margin in micro-USD of one position of absolute notional ``notional``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: notional >= 0 and multiplier >= 0
+    post: __return__ >= 0
+    post: asset.imf_cap > 1 or __return__ <= notional
+    """
     fraction = position_fraction(notional / MICRO, multiplier, asset)
     return charge(notional, oi_scaled_fraction(fraction, long_oi_usd, asset))
 
@@ -102,7 +126,14 @@ def initial_requirement_v(
 
 
 def maintenance_requirement(notional: int, multiplier: float, asset: MarginTerms) -> int:
-    """Maintenance margin in micro-USD of one position of absolute notional ``notional``."""
+    """Maintenance margin in micro-USD of one position of absolute notional ``notional``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: notional >= 0 and multiplier >= 0
+    post: __return__ >= 0
+    post: __return__ <= initial_requirement(notional, multiplier, 0.0, asset) or asset.maintenance_fraction > 1
+    """  # noqa: E501
     fraction = position_fraction(notional / MICRO, multiplier, asset)
     return charge(notional, fraction * asset.maintenance_fraction)
 
@@ -115,7 +146,13 @@ def maintenance_requirement_v(notional: Ints, multiplier: Floats, asset: MarginT
 
 # -- equity and health ------------------------------------------------------------------------
 def position_equity(balance: int, lots: int, cost: int, price: int) -> int:
-    """Equity of a one-position bucket: ``balance + value(lots, price) - cost``."""
+    """Equity of a one-position bucket: ``balance + value(lots, price) - cost``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: price > 0
+    post: __return__ - balance + cost == value(lots, price)
+    """
     return balance + value(lots, price) - cost
 
 
@@ -125,10 +162,21 @@ def position_equity_v(balance: Ints, lots: Ints, cost: Ints, price: Ints) -> Int
 
 
 def liquidatable(equity: int, maintenance: int) -> bool:
-    """A bucket with positions is liquidatable when its equity is below maintenance."""
+    """A bucket with positions is liquidatable when its equity is below maintenance.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: __return__ == (equity < maintenance)
+    """
     return equity < maintenance
 
 
 def health(equity: int, maintenance: int) -> float:
-    """``equity / MM`` (``inf`` without maintenance): the keeper's order, lowest first."""
+    """``equity / MM`` (``inf`` without maintenance): the keeper's order, lowest first.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: maintenance >= 0
+    post: maintenance == 0 or max(abs(equity), maintenance) > 2**53 or (__return__ < 1.0) == liquidatable(equity, maintenance)
+    """  # noqa: E501
     return equity / maintenance if maintenance > 0 else math.inf

@@ -17,7 +17,12 @@ USABLE_STATUSES: Final[frozenset[str]] = frozenset({"ok", "fallback"})
 
 
 def is_usable(status: str, valid_until_ms: int, ts_ms: int) -> bool:
-    """True if ``status`` is ``ok``/``fallback`` and ``ts_ms`` is not past expiry."""
+    """True if ``status`` is ``ok``/``fallback`` and ``ts_ms`` is not past expiry.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: not __return__ or ts_ms <= valid_until_ms
+    """
     return status in USABLE_STATUSES and ts_ms <= valid_until_ms
 
 
@@ -27,7 +32,13 @@ def target_multiplier(
     ts_ms: int,
     trusted: float | None = None,
 ) -> float:
-    """The multiplier new risk pays at ``ts_ms`` (see the module docstring)."""
+    """The multiplier new risk pays at ``ts_ms`` (see the module docstring).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: (params is not None and is_usable(params.status, params.valid_until_ms, ts_ms)) or __return__ >= max(asset.fallback_multiplier, trusted or 0.0)
+    post: params is None or is_usable(params.status, params.valid_until_ms, ts_ms) or __return__ >= params.multiplier
+    """  # noqa: E501
     if params is None:
         return max(asset.fallback_multiplier, trusted or 0.0)
     if is_usable(params.status, params.valid_until_ms, ts_ms):

@@ -32,7 +32,12 @@ FRACTION_SCALE: Final[int] = 1_000_000
 def is_emergency(
     equity: int, maintenance: int, full_close_cost: int, emergency_health: float
 ) -> bool:
-    """True if the bucket must be closed out at once (see the module docstring)."""
+    """True if the bucket must be closed out at once (see the module docstring).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: __return__ or equity - full_close_cost > 0
+    """
     return equity < emergency_health * maintenance or equity - full_close_cost <= 0
 
 
@@ -44,12 +49,23 @@ def is_emergency_v(
 
 
 def rate_limited(emergency: bool, last_step_ms: int | None, ts_ms: int, cooldown_ms: int) -> bool:
-    """True if a non-emergency step comes within the cooldown of the bucket's last step."""
+    """True if a non-emergency step comes within the cooldown of the bucket's last step.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: not (emergency and __return__)
+    post: not __return__ or ts_ms - last_step_ms < cooldown_ms
+    """
     return not emergency and last_step_ms is not None and ts_ms - last_step_ms < cooldown_ms
 
 
 def partial_allowed(emergency: bool, gross_notional: int, min_partial_notional_usd: float) -> bool:
-    """True if the bucket may get a partial step (no emergency, not too small)."""
+    """True if the bucket may get a partial step (no emergency, not too small).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: not (emergency and __return__)
+    """
     return not emergency and gross_notional >= min_partial_notional_usd * MICRO
 
 
@@ -61,7 +77,13 @@ def partial_allowed_v(
 
 
 def close_cost(notional: int, slip_rate: float, penalty_rate: float) -> float:
-    """Bound on the cost of closing a position: full-size slippage plus penalty (float)."""
+    """Bound on the cost of closing a position: full-size slippage plus penalty (float).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: notional >= 0 and 0 <= slip_rate < math.inf and 0 <= penalty_rate < math.inf
+    post: __return__ >= 0
+    """
     return notional * (slip_rate + penalty_rate)
 
 
@@ -74,7 +96,13 @@ def partial_ppm(equity: int, maintenance: int, cost: float, terms: WaterfallTerm
     """Millionths of every position a partial step closes; 0 if no partial step fits.
 
     ``cost`` is the sum of :func:`close_cost` over the bucket's positions.
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: 0 <= maintenance and cost >= 0 and 0 < terms.max_step_fraction
+    post: 0 <= __return__ <= FRACTION_SCALE
+    post: __return__ == 0 or __return__ >= min(terms.max_step_fraction, ((1.0 + terms.health_buffer) * maintenance - equity) / ((1.0 + terms.health_buffer) * maintenance - cost)) * FRACTION_SCALE
+    """  # noqa: E501
     target = (1.0 + terms.health_buffer) * maintenance
     denominator = target - cost
     if denominator <= 0:
@@ -100,7 +128,14 @@ def partial_ppm_v(equity: Ints, maintenance: Ints, cost: Floats, terms: Waterfal
 
 
 def closed_lots(lots: int, ppm: int) -> int:
-    """Lots of a position of ``lots`` that a step of ``ppm`` millionths closes (toward zero)."""
+    """Lots of a position of ``lots`` that a step of ``ppm`` millionths closes (toward zero).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: 0 <= ppm <= FRACTION_SCALE
+    post: abs(__return__) <= abs(lots) and __return__ * lots >= 0
+    post: ppm != FRACTION_SCALE or __return__ == lots
+    """
     return div_trunc(lots * ppm, FRACTION_SCALE)
 
 
@@ -115,7 +150,12 @@ def closed_lots_v(lots: Ints, ppm: Ints) -> Ints:
 def improves(
     equity: int, maintenance: int, equity_after_fills: int, penalty: int, maintenance_after: int
 ) -> bool:
-    """True if a planned partial step strictly raises ``equity - MM``."""
+    """True if a planned partial step strictly raises ``equity - MM``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: not __return__ or equity_after_fills - penalty - maintenance_after > equity - maintenance
+    """
     return (equity_after_fills - penalty) - maintenance_after > equity - maintenance
 
 

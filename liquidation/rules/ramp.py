@@ -86,6 +86,13 @@ def ramped_multiplier(
     A relaxation applies at once. A tightening moves linearly from ``start_value`` (the value
     in force when the target changed at ``start_ms``) to ``target`` over ``ramp_ms``. So the
     result never exceeds ``target`` and equals it from ``start_ms + ramp_ms`` on.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ramp_ms >= 0 and start_value > 0 and target > 0
+    post: min(start_value, target) <= __return__ <= max(start_value, target)
+    post: target > start_value or __return__ == target
+    post: ts_ms < start_ms + ramp_ms or __return__ == target
     """
     if target <= start_value or ramp_ms == 0:
         return target
@@ -108,7 +115,13 @@ def ramped_multiplier_v(
 
 
 def base_level(state: RampState, ts_ms: int, ramp_ms: int) -> float:
-    """Multiplier of the oldest positions at ``ts_ms`` (``<= target``)."""
+    """Multiplier of the oldest positions at ``ts_ms`` (``<= target``).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ramp_ms >= 0 and state.base_from > 0 and state.target > 0
+    post: __return__ <= state.target
+    """
     return ramped_multiplier(state.base_from, state.target, state.base_start_ms, ramp_ms, ts_ms)
 
 
@@ -124,6 +137,12 @@ def classes(
         is the smallest int64); class ``i`` covers ``[since[i], since[i + 1])``.
     multiplier : tuple of float
         The multiplier each class pays, non-decreasing, the last one the target.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ramp_ms >= 0 and state.base_from > 0 and state.target > 0
+    post: __return__[1][-1] == state.target and max(__return__[1]) <= state.target
+    post: min(__return__[1]) == base_level(state, ts_ms, ramp_ms)
     """
     base = base_level(state, ts_ms, ramp_ms)
     since = [_MIN_SINCE] + [s for s, _ in state.floors] + [state.changed_ms]
@@ -132,7 +151,14 @@ def classes(
 
 
 def multiplier(state: RampState, risk_since_ms: int, ts_ms: int, ramp_ms: int) -> float:
-    """Maintenance multiplier of a position whose risk dates from ``risk_since_ms``."""
+    """Maintenance multiplier of a position whose risk dates from ``risk_since_ms``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ramp_ms >= 0 and state.base_from > 0 and state.target > 0
+    post: risk_since_ms < state.changed_ms or __return__ == state.target
+    post: base_level(state, ts_ms, ramp_ms) <= __return__ <= state.target
+    """
     if risk_since_ms >= state.changed_ms:
         return state.target
     base = base_level(state, ts_ms, ramp_ms)
@@ -152,7 +178,15 @@ def retarget(
     relaxation), the base restarts from its current level, positions opened from ``ts_ms``
     on pay ``target``, and at most ``max_classes`` classes remain (the two closest floors
     merge into the higher one, which can only raise a requirement).
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ts_ms >= state.changed_ms and ramp_ms >= 0 and max_classes >= 3
+    pre: state.base_from > 0 and state.target > 0 and target > 0
+    post: target != state.target or __return__ is state
+    post: __return__.target == target and multiplier(__return__, ts_ms, ts_ms, ramp_ms) == target
+    post: all(min(target, multiplier(state, s, ts_ms, ramp_ms)) <= multiplier(__return__, s, ts_ms, ramp_ms) <= max(target, multiplier(state, s, ts_ms, ramp_ms)) for s in _probes(state, ts_ms) + _probes(__return__, ts_ms))
+    """  # noqa: E501
     if target == state.target:
         return state
     base = base_level(state, ts_ms, ramp_ms)
@@ -195,7 +229,14 @@ def at_time(
     A usable snapshot that expires at ``valid_until`` turns the target into the conservative
     fallback at that instant, without an event; this applies that change (a tightening or
     nothing: expiry never relaxes) so every reader sees the same ramp at ``ts_ms``.
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ts_ms >= state.changed_ms and ramp_ms >= 0 and max_classes >= 3
+    pre: state.base_from > 0 and state.target > 0
+    post: __return__.target >= state.target
+    post: all(multiplier(__return__, s, ts_ms, ramp_ms) >= multiplier(state, s, ts_ms, ramp_ms) for s in _probes(state, ts_ms) + _probes(__return__, ts_ms))
+    """  # noqa: E501
     if params is None or params.status not in ("ok", "fallback"):
         return state
     expiry = params.valid_until_ms
@@ -206,3 +247,12 @@ def at_time(
 
 
 _MIN_SINCE = -(2**63)
+
+
+def _probes(state: RampState, ts_ms: int) -> tuple[int, ...]:
+    """One ``risk_since_ms`` in every class of ``state``, and ``ts_ms`` (for the contracts).
+
+    Every position of a class pays the same, so the contracts that compare what positions pay
+    before and after a change need only these points (the classes' lower bounds).
+    """
+    return (_MIN_SINCE, *(since for since, _ in state.floors), state.changed_ms, ts_ms)

@@ -13,7 +13,12 @@ from liquidation.rules.fixed import Bools, Ints
 
 
 def wants_topup(equity: int, maintenance: int, topups_left: int, trigger_health: float) -> bool:
-    """True if the trader tops up now."""
+    """True if the trader tops up now.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: not __return__ or (maintenance > 0 and equity < trigger_health * maintenance)
+    """
     return topups_left > 0 and maintenance > 0 and equity < trigger_health * maintenance
 
 
@@ -25,7 +30,13 @@ def wants_topup_v(
 
 
 def topup_amount(equity: int, initial: int, first_deposit: int, max_fraction: float) -> int:
-    """Deposit of one top-up, micro-USD (0: none)."""
+    """Deposit of one top-up, micro-USD (0: none).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: first_deposit >= 0 and 0 <= max_fraction < float("inf")
+    post: 0 <= __return__ <= max(0, initial - equity)
+    """
     return max(0, min(initial - equity, int(max_fraction * first_deposit)))
 
 
