@@ -135,6 +135,8 @@ class IncrementalFeatures:
         self._frame: pd.DataFrame | None = None
         self._seen: dict[str, set[tuple[str, pd.Timestamp]]] = {}
         self._horizon = pd.Timestamp.min.tz_localize("UTC")
+        self._first_bar = pd.Timestamp.min.tz_localize("UTC")
+        self._whole_history_from: pd.Timestamp | None = None
         self._source = ""
 
     @property
@@ -156,14 +158,15 @@ class IncrementalFeatures:
 
         ``slack`` bounds how far back a backfilled bar may land and still be applied
         incrementally (the live ingest accepts a hole as a venue gap after a day). The
-        first read (nothing kept yet) takes ``keep`` plus the warm-up.
+        first read (nothing kept yet) takes the whole history.
         """
         if self._frame is None or self._frame.empty:
-            start = None
-            if self.keep is not None and end is not None:
-                start = end - self.keep - self.warmup
-        else:
-            start = self._frame["ts"].max() - slack - self.warmup
+            # The first read takes the whole history: one full build at start-up, after
+            # which a window that starts at its first bar is known to be the whole history.
+            market = store.read_market(self.interval, list(assets) if assets else None, None, end)
+            self._whole_history_from = market.bars["ts"].min() if len(market.bars) else None
+            return market
+        start = self._frame["ts"].max() - slack - self.warmup
         return store.read_market(self.interval, list(assets) if assets else None, start, end)
 
     def update(self, market: MarketData) -> FeatureUpdate:
@@ -197,6 +200,8 @@ class IncrementalFeatures:
         if self._frame is None:
             feature_set = build_features(market, self.config)
             self._frame = feature_set.frame
+            if len(market.bars) and self._whole_history_from == market.bars["ts"].min():
+                self._first_bar = self._whole_history_from
             self._source = market.source
             self._remember(observed)
             self._trim()
@@ -217,7 +222,8 @@ class IncrementalFeatures:
             )
         changed_from = min(fresh)
         first = market.bars["ts"].min()
-        if first > changed_from - self.warmup:
+        # A window that starts at the first bar ever seen is the whole history: exact too.
+        if first > changed_from - self.warmup and first > self._first_bar:
             raise FeatureInputError(
                 f"incremental features: new data from {changed_from} need bars from "
                 f"{changed_from - self.warmup} (a warm-up of {self.warmup}), the market given "
