@@ -22,10 +22,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from features.bars import interval_to_timedelta
-from features.build import FeatureConfig, FeatureSet, assemble_feature_set, build_features
+from features.build import (
+    FeatureConfig,
+    FeatureSet,
+    build_features,
+    feature_catalog,
+    feature_set_hash,
+)
 from features.errors import FeatureInputError
 from features.market import MarketData
 from features.store import MarketStore
@@ -41,9 +48,9 @@ EWMA_TOLERANCE = 1e-16
 def warmup_bars(config: FeatureConfig, interval: str = "1h") -> int:
     """Bars of history a feature row needs for its value to equal a full rebuild's.
 
-    The longest chain of windows (a window over a window's output, as the long order-flow
-    normalisers are), plus the longest lag, plus the bars after which the EWMA's start no
-    longer matters at :data:`EWMA_TOLERANCE`.
+    The larger of the longest chain of windows (a window over a window's output, as the
+    long order-flow normalisers are) and the bars after which the EWMA's start no longer
+    matters at :data:`EWMA_TOLERANCE`, plus the longest lag.
 
     Parameters
     ----------
@@ -70,9 +77,10 @@ def warmup_bars(config: FeatureConfig, interval: str = "1h") -> int:
     ]
     longest = max(windows) / step_hours
     chained = 2 * longest  # a window over a window's output
-    lags = max(config.spillover_lags_bars, default=0)
     ewma = math.log(EWMA_TOLERANCE) / math.log(config.ewma_lambda) + config.ewma_min_bars
-    return math.ceil(chained + lags + ewma) + 1
+    lags = max(config.spillover_lags_bars, default=0)
+    # The needs overlap (they all count back from the same row): the largest one, plus lags.
+    return math.ceil(max(chained, ewma) + lags) + 1
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,9 @@ class IncrementalFeatures:
         self.keep = keep
         self.warmup = self.step * warmup_bars(self.config, interval)
         self._frame: pd.DataFrame | None = None
-        self._seen: dict[str, set[tuple[str, pd.Timestamp]]] = {}
+        self._seen: dict[tuple[str, str], np.ndarray] = {}
+        self._catalog = feature_catalog(self.config, interval)
+        self._hash = feature_set_hash(self.config, interval)
         self._horizon = pd.Timestamp.min.tz_localize("UTC")
         self._first_bar = pd.Timestamp.min.tz_localize("UTC")
         self._whole_history_from: pd.Timestamp | None = None
@@ -194,9 +204,13 @@ class IncrementalFeatures:
                 f"incremental features are at {self.interval}, the market is at {market.interval}"
             )
         observed = _observations(market, self.step)
-        new = {name: keys - self._seen.get(name, set()) for name, keys in observed.items()}
-        # Observations older than the remembered horizon were folded in long ago.
-        fresh = [ts for keys in new.values() for _, ts in keys if ts >= self._horizon]
+        floor = self._horizon.value
+        fresh = []
+        for key, stamps in observed.items():
+            # Observations older than the remembered horizon were folded in long ago.
+            new = np.setdiff1d(stamps[stamps >= floor], self._seen.get(key, _NONE))
+            if len(new):
+                fresh.append(pd.Timestamp(int(new.min()), tz="UTC"))
         if self._frame is None:
             feature_set = build_features(market, self.config)
             self._frame = feature_set.frame
@@ -247,17 +261,24 @@ class IncrementalFeatures:
     # --- helpers -------------------------------------------------------------------------
 
     def _assemble(self, frame: pd.DataFrame) -> FeatureSet:
-        parts = [group for _, group in frame.groupby(frame["asset"].astype(str), sort=True)]
-        return assemble_feature_set(parts, self.config, self.interval, source=self._source)
+        # The frame comes from build_features: catalog columns, sorted by asset and time.
+        return FeatureSet(
+            frame=frame,
+            catalog=self._catalog,
+            config=self.config,
+            interval=self.interval,
+            feature_set_hash=self._hash,
+            source=self._source,
+        )
 
-    def _remember(self, observed: dict[str, set[tuple[str, pd.Timestamp]]]) -> None:
-        for name, keys in observed.items():
-            self._seen.setdefault(name, set()).update(keys)
+    def _remember(self, observed: dict[tuple[str, str], np.ndarray]) -> None:
         if self._frame is not None and len(self._frame):
             horizon = self._frame["ts"].max() - self.warmup - pd.Timedelta(days=7)
             self._horizon = max(self._horizon, horizon)
-            for name in self._seen:
-                self._seen[name] = {k for k in self._seen[name] if k[1] >= self._horizon}
+        floor = self._horizon.value
+        for key, stamps in observed.items():
+            merged = np.union1d(self._seen.get(key, _NONE), stamps)
+            self._seen[key] = merged[merged >= floor]
 
     def _trim(self) -> None:
         if self.keep is None or self._frame is None or self._frame.empty:
@@ -266,28 +287,28 @@ class IncrementalFeatures:
         self._frame = self._frame[self._frame["ts"] >= start].reset_index(drop=True)
 
 
-def _observations(
-    market: MarketData, step: pd.Timedelta
-) -> dict[str, set[tuple[str, pd.Timestamp]]]:
-    """Every observation of ``market`` as ``(asset, first row it can change)``, per dataset.
+_NONE = np.empty(0, dtype="int64")
+
+
+def _observations(market: MarketData, step: pd.Timedelta) -> dict[tuple[str, str], np.ndarray]:
+    """Every observation of ``market``: per ``(dataset, asset)``, the first rows it changes.
 
     A bar changes its own row onwards; a funding event stamped at ``ts`` is known at the
-    close of the bar containing it, so it changes that bar's row onwards.
+    close of the bar containing it, so it changes that bar's row onwards. Times are epoch
+    nanoseconds, for set operations on arrays.
     """
-    out: dict[str, set[tuple[str, pd.Timestamp]]] = {}
-    for name, frame, shift in (
-        ("bars", market.bars, None),
-        ("perp", market.perp, None),
-        ("funding", market.funding, "funding"),
-    ):
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for name, frame in (("bars", market.bars), ("perp", market.perp), ("funding", market.funding)):
         if frame is None or frame.empty or "ts" not in frame.columns:
-            out[name] = set()
             continue
         ts = pd.DatetimeIndex(frame["ts"])
-        if shift == "funding":
+        if name == "funding":
             # The row of the bar whose close is at or after the event sees it first.
             ts = (ts - step).ceil(step)
-        out[name] = set(zip(frame["asset"].astype(str), ts, strict=True))
+        stamps = ts.as_unit("ns").asi8
+        assets = frame["asset"].astype(str).to_numpy()
+        for asset in np.unique(assets):
+            out[(name, str(asset))] = np.unique(stamps[assets == asset])
     return out
 
 

@@ -155,4 +155,5 @@ def test_warm_up_covers_the_longest_window_chain_and_the_ewma_memory() -> None:
     config = FeatureConfig()
     bars = warmup_bars(config)
     assert bars >= 2 * max(config.rv_windows_hours)
-    assert config.ewma_lambda ** (bars - 2 * max(config.rv_windows_hours)) < 1e-15
+    lags = max(config.spillover_lags_bars)
+    assert config.ewma_lambda ** (bars - lags - config.ewma_min_bars) < 1e-15
