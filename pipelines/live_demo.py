@@ -1,12 +1,13 @@
 """The demo's live segment: the exchange emulator replays a stress day, the live loop publishes.
 
 The emulator serves a real stress day of ``../shared/data`` (2022-06-13, when BTC fell 15%
-as Celsius froze withdrawals; the data's other assets start in 2022) in the venues' REST formats, or, without the data, the most volatile day of
-the synthetic market. Its clock is paused and moved one hour at a time, so a day replays in
-seconds. After each close the live loop (:class:`pipelines.live_loop.LiveLoop`) ingests
-over HTTP, computes the new feature rows, forecasts with the demo's champion and publishes
-a signed batch into a live store of its own; every batch also goes to the consumers (the
-venue, when one is attached). The result lists the multipliers hour by hour.
+as Celsius froze withdrawals; the data's other assets start in 2022) in the venues' REST
+formats, or, without the data, the most volatile day of the synthetic market. Its clock is
+paused and moved one hour at a time, so a day replays in seconds. After each close the live
+loop (:class:`pipelines.live_loop.LiveLoop`) ingests over HTTP, computes the new feature
+rows, forecasts with the demo's champion and publishes a signed batch into a live store of
+its own; every batch also goes to the consumers (the venue, when one is attached). The
+result lists the multipliers hour by hour.
 """
 
 from __future__ import annotations

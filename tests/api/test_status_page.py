@@ -100,7 +100,7 @@ def test_data_age_comes_from_the_live_ingest_with_status_and_reason() -> None:
     assert "venue answered HTTP 503 &lt;after retries&gt;" in btc  # escaped, shown
     eth = html[html.index('id="asset-ETHUSDT"') :]
     # Without a live record: the data's age when the snapshot was published.
-    assert "5 s<br><span class=\"muted\">at publication" in eth
+    assert '5 s<br><span class="muted">at publication' in eth
     assert "Data age" in html
 
 
