@@ -57,7 +57,6 @@ def _prepare(store: MarketStore) -> tuple[EmulatorMarket, list[str]]:
     """A year of history in the store (the dump path), the emulator serving the days after."""
     if (SHARED / "binance").is_dir():
         store.ingest_dump(SHARED, ["1h"], ASSETS, months=("2023-03", "2024-01"))
-        store.ingest_perp_dir(SHARED, "1h", ASSETS)
         return EmulatorMarket.from_data(SHARED, "2024-01-25", "2024-03-07", ASSETS), ASSETS
     from features.synthetic import SyntheticMarketConfig, generate_market
 
