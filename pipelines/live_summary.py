@@ -16,7 +16,7 @@ def render_live_summary(result: LiveDemoResult, console: Console | None = None) 
         console.print("[bold red]live: nothing was published[/]")
         return
     assets = [a.asset for a in publications[0].assets]
-    lead = assets[0]
+    lead = "BTCUSDT" if "BTCUSDT" in assets else assets[0]
     table = Table(
         title=f"Live: {result.day:%Y-%m-%d} replayed by the emulator, one batch per close",
         caption=f"source: {result.source}; forecasts: {publications[-1].note}",
@@ -33,7 +33,10 @@ def render_live_summary(result: LiveDemoResult, console: Console | None = None) 
             flag = "" if record.status == "ok" else f" {record.status}"
             cells.append(f"{record.multiplier:.2f}{flag}")
         price = publication.asset(lead).oracle_price
-        oracle = "guarded" if publication.asset(lead).oracle_guarded else f"{price:,.0f}"
+        if publication.asset(lead).oracle_guarded or price is None:
+            oracle = "guarded"
+        else:
+            oracle = f"{price:,.0f}" if price >= 1000 else f"{price:.4g}"
         table.add_row(
             f"{publication.bar:%m-%d %H:%M}",
             *cells,
