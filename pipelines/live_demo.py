@@ -111,7 +111,7 @@ def run_live_segment(
     settings: Settings,
     shared_data: Path | None,
     *,
-    hours: int = 12,
+    hours: int = 8,
     consumers: Sequence[LiveConsumer] = (),
     on_publication: Callable[[LivePublication], None] | None = None,
     publish: PublishConfig | None = None,
