@@ -39,6 +39,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.commands.emulate",
     "pipelines.commands.oracle",
     "pipelines.commands.live",
+    "pipelines.commands.consume",
+    "pipelines.commands.liquidation_price",
 )
 
 

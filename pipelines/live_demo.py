@@ -12,6 +12,7 @@ result lists the multipliers hour by hour.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,60 @@ SETTLE = pd.Timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
+class VenueHour:
+    """What the venue did with one batch: applied snapshots, waterfall steps, accounts at risk."""
+
+    applied: int
+    liquidations: int
+    at_risk: int
+
+
+class VenueConsumer:
+    """The venue (:class:`venue.service.Venue`) consuming each live batch through the API.
+
+    It starts empty in ``<segment>/venue``, seeds the demo book at the first batch's prices,
+    then for every batch polls the served snapshots (verified against the pinned key) and
+    ticks: prices from the live market store, health scan, waterfall.
+    """
+
+    def __init__(self, root: Path, store: MarketStore, api: str, assets: Sequence[str]) -> None:
+        import shutil
+
+        from venue.price_feed import StorePriceFeed
+        from venue.risk_api import RiskApiClient
+        from venue.service import Venue
+        from venue.settings import VenueSettings
+
+        state = root / "venue"
+        shutil.rmtree(state, ignore_errors=True)
+        settings = VenueSettings(tuple(sorted(assets)), state)
+        self.feed = StorePriceFeed(store, settings.assets)
+        self.venue = Venue(settings, self.feed, RiskApiClient(api))
+        self.hours: dict[int, VenueHour] = {}
+        self._seeded = False
+
+    def __call__(self, publication: LivePublication) -> None:
+        from venue.demo_book import seed_demo_book
+
+        now_ms = int(publication.venue_time.value // 1_000_000)
+        if not self._seeded:
+            self.venue.tick(now_ms)
+            prices = {a: q.price for a, q in self.feed.quotes(now_ms).items()}
+            seed_demo_book(self.venue.engine, prices, ts=now_ms)
+            self._seeded = True
+        poll = self.venue.poll(now_ms)
+        tick = self.venue.tick(now_ms)
+        self.hours[publication.batch_id] = VenueHour(
+            applied=len(poll.applied),
+            liquidations=len(tick.liquidations),
+            at_risk=len(self.venue.accounts_at_risk()),
+        )
+
+    def close(self) -> None:
+        self.venue.close()
+
+
+@dataclass(frozen=True)
 class LiveDemoResult:
     """What the live segment did.
 
@@ -70,6 +125,7 @@ class LiveDemoResult:
     publications: list[LivePublication] = field(default_factory=list)
     seconds: float = 0.0
     workdir: Path = Path()
+    venue: dict[int, VenueHour] = field(default_factory=dict)
 
     def multipliers(self) -> pd.DataFrame:
         """One row per batch: ``bar`` and each asset's multiplier and status."""
@@ -116,6 +172,7 @@ def run_live_segment(
     on_publication: Callable[[LivePublication], None] | None = None,
     publish: PublishConfig | None = None,
     calibration: CalibrationSpec | None = None,
+    venue: bool = True,
 ) -> LiveDemoResult:
     """Replay ``hours`` of the stress day through the emulator and the live loop.
 
@@ -136,6 +193,8 @@ def run_live_segment(
         Forecast source (default: the champion, 10 days of forecast history).
     calibration
         Calibration of a baseline source (default 10 days).
+    venue
+        Serve the segment's store over HTTP and let a venue consume every batch from it.
     """
     started = time.perf_counter()
     market, day, assets = stress_market(shared_data)
@@ -145,46 +204,57 @@ def run_live_segment(
     publish = publish or PublishConfig(model="champion", history_days=10)
     context = EmulatorContext(market, SimulatedClock(day + SETTLE, 1.0, paused=True))
     result = LiveDemoResult(source=market.source, day=day, workdir=root)
-    with EmulatorServer(context) as server:
+    store_url = f"sqlite:///{root / 'publications.db'}"
+    venue_hours: dict[int, VenueHour] = {}
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(EmulatorServer(context))
         control = EmulatorControl(server.url)
         metrics = LiveMetrics()
         sources = VenueEndpoints.emulator(server.url, dump=False).build(
             metrics=metrics, retry=RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.2)
         )
-        try:
-            config = LiveIngestConfig(since=day - HISTORY, repoll_seconds=0.05)
-            ingest = LiveIngest(store, sources, assets, config, metrics)
-            loop = LiveLoop(
-                settings,
-                ingest,
-                publish,
-                calibration=calibration or CalibrationSpec(window_days=10),
-                store_url=f"sqlite:///{root / 'publications.db'}",
-                consumers=consumers,
-                status_file=root / "status.json",
-            )
-            first = loop.step_once()
-            if first is not None:
-                result.publications.append(first)
-                if on_publication is not None:
-                    on_publication(first)
-            for _ in range(hours):
-                control.advance(pd.Timedelta(hours=1))
-                publication = loop.step_once()
-                if publication is None:
-                    continue
-                result.publications.append(publication)
-                if on_publication is not None:
-                    on_publication(publication)
-        finally:
-            for source in sources:
-                source.close()
+        for source in sources:
+            stack.callback(source.close)
+        config = LiveIngestConfig(since=day - HISTORY, repoll_seconds=0.05)
+        ingest = LiveIngest(store, sources, assets, config, metrics)
+        loop = LiveLoop(
+            settings,
+            ingest,
+            publish,
+            calibration=calibration or CalibrationSpec(window_days=10),
+            store_url=store_url,
+            consumers=consumers,
+            status_file=root / "status.json",
+        )
+        first = loop.step_once()
+        if first is not None:
+            if venue:
+                from pipelines.served_snapshot import running_api
+
+                api = stack.enter_context(running_api(settings.workdir, store_url=store_url))
+                consumer = VenueConsumer(root, store, api, assets)
+                stack.callback(consumer.close)
+                consumer(first)
+                loop.add_consumer(consumer)
+                venue_hours = consumer.hours
+            result.publications.append(first)
+            if on_publication is not None:
+                on_publication(first)
+        for _ in range(hours):
+            control.advance(pd.Timedelta(hours=1))
+            publication = loop.step_once()
+            if publication is None:
+                continue
+            result.publications.append(publication)
+            if on_publication is not None:
+                on_publication(publication)
     return LiveDemoResult(
         source=result.source,
         day=day,
         publications=result.publications,
         seconds=time.perf_counter() - started,
         workdir=root,
+        venue=dict(venue_hours),
     )
 
 

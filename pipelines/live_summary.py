@@ -26,6 +26,9 @@ def render_live_summary(result: LiveDemoResult, console: Console | None = None) 
         table.add_column(asset.removesuffix("USDT"), justify="right")
     table.add_column(f"{lead.removesuffix('USDT')} oracle", justify="right")
     table.add_column("close->served", justify="right")
+    if result.venue:
+        table.add_column("venue: liquidations", justify="right")
+        table.add_column("at risk", justify="right")
     for publication in publications:
         cells = []
         for asset in assets:
@@ -37,11 +40,18 @@ def render_live_summary(result: LiveDemoResult, console: Console | None = None) 
             oracle = "guarded"
         else:
             oracle = f"{price:,.0f}" if price >= 1000 else f"{price:.4g}"
+        venue_cells = []
+        if result.venue:
+            hour = result.venue.get(publication.batch_id)
+            venue_cells = (
+                ["-", "-"] if hour is None else [str(hour.liquidations), str(hour.at_risk)]
+            )
         table.add_row(
             f"{publication.bar:%m-%d %H:%M}",
             *cells,
             oracle,
             f"{publication.seconds.get('total', float('nan')):.1f} s",
+            *venue_cells,
         )
     console.print(table)
     frame = result.multipliers()
@@ -50,6 +60,13 @@ def render_live_summary(result: LiveDemoResult, console: Console | None = None) 
         start, peak = float(frame[asset].iloc[0]), float(frame[asset].max())
         moves.append(f"{asset.removesuffix('USDT')} {start:.2f} -> {peak:.2f}")
     statuses = {r.status for p in publications for r in p.assets}
+    if result.venue:
+        steps = sum(h.liquidations for h in result.venue.values())
+        applied = sum(h.applied for h in result.venue.values())
+        console.print(
+            f"venue: consumed {len(result.venue)} batches through the API ({applied} snapshots "
+            f"applied), {steps} waterfall step(s); event log {result.workdir / 'venue'}"
+        )
     console.print(
         f"live: {len(publications)} batches in {result.seconds:.0f} s; multipliers from the "
         f"first batch to their peak: {', '.join(moves)}; statuses seen: {sorted(statuses)}"

@@ -6,9 +6,11 @@ real uvicorn server, a real HTTP request, and a signature verified on the bytes 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +78,37 @@ def serve_and_read(workdir: Path, asset: str, timeout_s: float = 30.0) -> Served
     ServeCheckError
         If the server does not start in time.
     """
+    with running_api(workdir, timeout_s) as base:
+        with httpx.Client(base_url=base, timeout=5.0) as client:
+            ready = _readiness(client.get("/readyz"))
+            multipliers = client.get("/v1/multipliers").json()
+            response = client.get(f"/v1/risk/{asset}", headers={"Accept-Encoding": "identity"})
+    verdict = verify_snapshot_bytes(response.content) if response.status_code == 200 else None
+    return ServedSnapshot(
+        url=f"{base}/v1/risk/{asset}",
+        status_code=response.status_code,
+        signature_ok=bool(verdict and verdict.ok),
+        checks=dict(verdict.checks) if verdict else {},
+        multipliers=multipliers.get("multipliers", multipliers),
+        ready=str(ready),
+    )
+
+
+@contextlib.contextmanager
+def running_api(
+    workdir: Path, timeout_s: float = 30.0, store_url: str | None = None
+) -> Iterator[str]:
+    """The API on the work dir's store (or ``store_url``) on a free loopback port; yields its URL.
+
+    Raises
+    ------
+    ServeCheckError
+        If the server does not start in time.
+    """
     port = _free_loopback_port()
-    config = ApiConfig.from_workdir(Path(workdir), store_url=default_store_url(workdir))
+    config = ApiConfig.from_workdir(
+        Path(workdir), store_url=store_url or default_store_url(workdir)
+    )
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -90,20 +121,7 @@ def serve_and_read(workdir: Path, asset: str, timeout_s: float = 30.0) -> Served
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise ServeCheckError(f"the API did not start on 127.0.0.1:{port}")
             time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=5.0) as client:
-            ready = _readiness(client.get("/readyz"))
-            multipliers = client.get("/v1/multipliers").json()
-            response = client.get(f"/v1/risk/{asset}", headers={"Accept-Encoding": "identity"})
-        verdict = verify_snapshot_bytes(response.content) if response.status_code == 200 else None
-        return ServedSnapshot(
-            url=f"{base}/v1/risk/{asset}",
-            status_code=response.status_code,
-            signature_ok=bool(verdict and verdict.ok),
-            checks=dict(verdict.checks) if verdict else {},
-            multipliers=multipliers.get("multipliers", multipliers),
-            ready=str(ready),
-        )
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -11,6 +11,8 @@ README ("Layout and import rules"):
 * ``serving`` imports ``contracts``, and ``models.champion`` only (to load a champion);
 * ``liquidation`` imports ``contracts`` and ``serving.standard`` only (plain snapshot data,
   never a model: the core runs without ML);
+* ``venue`` imports ``contracts``, ``features`` (the market store, for prices), ``serving``
+  (snapshot verification, strict JSON) and ``liquidation`` (the engine); never a model;
 * ``pipelines`` may import every package; nothing imports ``pipelines``.
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-PACKAGES = ("contracts", "features", "models", "serving", "liquidation", "pipelines")
+PACKAGES = ("contracts", "features", "models", "serving", "liquidation", "venue", "pipelines")
 
 ALLOWED: dict[str, tuple[str, ...]] = {
     "contracts": (),
@@ -29,6 +31,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "models": ("contracts", "features"),
     "serving": ("contracts", "models.champion"),
     "liquidation": ("contracts", "serving.standard"),
+    "venue": ("contracts", "features", "serving", "liquidation"),
     "pipelines": PACKAGES,
 }
 """Per package, the packages (or single modules) of ours it may import."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-PACKAGES = ("contracts", "features", "models", "serving", "liquidation", "pipelines")
+PACKAGES = ("contracts", "features", "models", "serving", "liquidation", "venue", "pipelines")
 
 
 def test_no_module_shadows_a_top_level_package() -> None:

@@ -65,6 +65,7 @@ def demo(
     _show_served_snapshot(settings.workdir)
     _show_onchain(onchain, settings.workdir)
     _show_live(settings, data)
+    _show_venue(settings)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
 
 
@@ -145,6 +146,34 @@ def _show_served_snapshot(workdir: Path) -> None:
             "--workdir or DYNAMARGIN_PUBLICATIONS_URL) makes them live)"
         )
     if not served.signature_ok:
+        raise typer.Exit(1)
+
+
+def _show_venue(settings: Any) -> None:
+    """A venue runs the liquidation core on the stored bars, then consumes the served batch."""
+    from liquidation.snapshot import parse_time_ms
+    from pipelines.commands.consume import print_rehearsal
+    from pipelines.served_snapshot import ServeCheckError, running_api
+    from pipelines.stores import market_store
+    from pipelines.venue_rehearsal import rehearse
+    from serving.store import PublicationStore, default_store_url
+
+    with PublicationStore(default_store_url(settings.workdir), create=False) as store:
+        latest = store.latest()
+    assets = sorted(latest)
+    published = max(parse_time_ms(p.snapshot["published_at"]) for p in latest.values())
+    started = time.perf_counter()
+    try:
+        with running_api(settings.workdir) as api:
+            result = rehearse(
+                settings.workdir, market_store(settings), api, assets, published=published
+            )
+    except ServeCheckError as exc:
+        console.print(f"[bold red]the venue step failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    print_rehearsal(result, console)
+    console.print(f"  (venue step {time.perf_counter() - started:.1f} s)")
+    if not result.poll.applied or result.poll.refusals:
         raise typer.Exit(1)
 
 

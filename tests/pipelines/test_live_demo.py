@@ -41,6 +41,9 @@ def test_stress_day_replay_tightens_and_the_status_page_shows_it(
     assert result.day == STRESS_DAY
     assert len(result.publications) == 10  # the bar before the day, then one per close
     assert consumed == [p.batch_id for p in result.publications]
+    # The venue consumed every batch through the API and applied every asset's snapshot.
+    assert sorted(result.venue) == [p.batch_id for p in result.publications]
+    assert all(h.applied == len(STRESS_ASSETS) for h in result.venue.values())
     assert all(p.statuses == {a: "ok" for a in STRESS_ASSETS} for p in result.publications)
     frame = result.multipliers()
     # The stress tightens every asset's multiplier at some hour of the day.
