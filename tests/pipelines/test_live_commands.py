@@ -240,7 +240,7 @@ def test_serve_stops_every_worker_on_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     args = ["--workdir", str(tmp_path / "wd"), "serve", "--port", str(port), "--workers", "2"]
     with _service(args, log) as server:
-        _wait(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 90, "the API", log, server)
+        _wait(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 180, "the API", log, server)
         workers = psutil.Process(server.pid).children(recursive=True)
         assert len(workers) >= 2
         _stop(server, signal.SIGTERM, log)
