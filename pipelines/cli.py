@@ -39,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.commands.emulate",
     "pipelines.commands.oracle",
     "pipelines.commands.consume",
+    "pipelines.commands.liquidation_price",
 )
 
 
