@@ -167,7 +167,10 @@ class SyntheticMarketConfig(BaseModel):
         strength with which taker imbalance leads volatility. ``0`` switches the lead off.
         ``garch_alpha + garch_beta + flow_lead < 1`` (stationarity).
     regime_p_enter_high
-        Per-bar probability of switching from the calm to the high-volatility regime.
+        Per-bar probability of switching from the calm to the high-volatility regime (the
+        high regime holds ~9% of the bars by default; it was 17% before the channels that
+        arrive ahead were added: an unforecastable regime that frequent drowns them in a
+        240-day demo).
     regime_p_exit_high
         Per-bar probability of switching from the high-volatility back to the calm regime.
     high_vol_multiplier
@@ -238,7 +241,8 @@ class SyntheticMarketConfig(BaseModel):
     crowding_open_interest
         Log open interest added per unit of crowding (leverage builds).
     event_rate_per_day
-        Expected macro releases per day in the seeded calendar.
+        Expected macro releases per day in the seeded calendar (the real US calendar has
+        about 0.1; the default is denser so a 240-day demo holds enough releases to learn).
     event_variance_boost
         ``A``: variance multiplier minus one in the release bar (FOMC-like releases 1.5 A).
     event_decay_hours
@@ -274,7 +278,7 @@ class SyntheticMarketConfig(BaseModel):
     garch_alpha: float = Field(0.05, ge=0.0, lt=1.0)
     garch_beta: float = Field(0.85, ge=0.0, lt=1.0)
     flow_lead: float = Field(0.09, ge=0.0, lt=1.0)
-    regime_p_enter_high: float = Field(0.002, ge=0.0, le=1.0)
+    regime_p_enter_high: float = Field(0.001, ge=0.0, le=1.0)
     regime_p_exit_high: float = Field(0.01, gt=0.0, le=1.0)
     high_vol_multiplier: float = Field(2.5, ge=1.0, le=20.0)
     jump_intensity_per_day: float = Field(0.1, ge=0.0)
@@ -300,13 +304,13 @@ class SyntheticMarketConfig(BaseModel):
     open_interest_sd: float = Field(0.01, ge=0.0, le=1.0)
     open_interest_half_life_days: float = Field(7.0, gt=0.0)
     open_interest_vol_sensitivity: float = Field(0.003, ge=0.0, le=1.0)
-    crowding_half_life_hours: float = Field(72.0, gt=0.0)
+    crowding_half_life_hours: float = Field(24.0, gt=0.0)
     crowding_common_share: float = Field(0.5, ge=0.0, le=1.0)
-    crowding_vol: float = Field(0.5, ge=0.0, le=2.0)
+    crowding_vol: float = Field(0.8, ge=0.0, le=2.0)
     crowding_basis: float = Field(0.0006, ge=0.0, le=0.05)
     crowding_open_interest: float = Field(0.05, ge=0.0, le=1.0)
-    event_rate_per_day: float = Field(0.15, ge=0.0, le=3.0)
-    event_variance_boost: float = Field(6.0, ge=0.0, le=100.0)
+    event_rate_per_day: float = Field(0.3, ge=0.0, le=3.0)
+    event_variance_boost: float = Field(10.0, ge=0.0, le=100.0)
     event_decay_hours: float = Field(4.0, gt=0.0, le=168.0)
     event_unscheduled_share: float = Field(0.05, ge=0.0, le=1.0)
     positioning_oi_assets: int = Field(2, ge=0)
