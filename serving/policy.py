@@ -404,7 +404,12 @@ class MultiplierPolicy:
 
     def target(self, sigma: float, sigma_ref: float) -> float:
         """``clip((sigma / sigma_ref) ** exponent, floor, cap)``."""
-        ratio = (sigma / sigma_ref) ** self.config.exponent
+        try:
+            ratio = (sigma / sigma_ref) ** self.config.exponent
+        except OverflowError:
+            # A finite ratio whose power overflows is far above any cap (found by the
+            # verification work: exponent > 1 with a tiny sigma_ref).
+            ratio = math.inf
         return min(max(ratio, self.config.floor), self.config.cap)
 
     def step(

@@ -285,3 +285,13 @@ def test_trailing_reference_is_point_in_time():
         float(sigma[(sigma.index > ts[100]) & (sigma.index <= ts[200])].median())
     )
     assert trailing_sigma_ref(sigma, ts[20], config) is None
+
+
+def test_a_convex_mapping_whose_power_overflows_gives_the_cap_not_an_error():
+    # Found by the verification work: (sigma / sigma_ref) ** 2 overflows a float when
+    # sigma_ref is tiny; the ratio is then far above any cap.
+    config = PolicyConfig(sigma_ref=1e-200, exponent=2.0, floor=0.8, cap=3.0)
+    policy = MultiplierPolicy(config)
+    assert policy.target(0.03, 1e-200) == 3.0
+    decision = policy.step(policy.initial_state("BTCUSDT"), 0.03, NOW, NOW)
+    assert config.floor <= decision.multiplier <= config.cap
