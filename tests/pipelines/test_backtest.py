@@ -66,15 +66,24 @@ def test_cli_writes_json_report_and_mlflow_run_with_the_model_policy(workdir: Pa
     assert result.exit_code == 0, result.output
     summary = json.loads(out.read_text())
     for name in ("static", "ewma", "model", "oracle"):
-        for key in ("bad_debt", "liquidations", "mean_im", "adl_events", "insurance_drawdown"):
+        for key in ("bad_debt", "positions_liquidated", "waterfall_steps", "mean_im", "topups"):
             assert isinstance(summary["policies"][name][key], float)
         assert "late" in summary["policies"][name]["windows"]
     for name in ("ewma", "model", "oracle"):
-        assert set(summary["equal_margin"][name]["ratio"]) >= {"bad_debt", "liquidations"}
+        ratio = summary["equal_margin"][name]["ratio"]
+        assert set(ratio) >= {"bad_debt", "positions_liquidated", "liquidated_notional"}
     assert summary["forecasts"]["cache_hit"] is False
     assert "no registry champion" in summary["forecasts"]["model_source"]
     html = (workdir / "report" / "backtest.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
+    assert "Risk-capital frontier" in html and "Oracle gain captured" in html
+    for name in ("ewma", "model"):
+        gains = summary["equal_margin"][name]["oracle_gain_captured"]
+        assert set(gains) == {"overall", "first_jump", "aftershock"}
+        assert len(gains["overall"]["seeds"]) == 2
+        scale = summary["equal_margin"][name]["oracle_at_margin"]["scale"]
+        assert scale > 0
+    assert {"static", "ewma", "model", "oracle"} <= set(summary["frontier"])
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     assert experiment is not None and str(workdir) in experiment.artifact_location
@@ -123,7 +132,7 @@ def test_real_btc_covid_crash(shared_data: Path, tmp_path: Path) -> None:
     static = result.summary["policies"]["static"]
     covid = static["windows"]["2020-03-covid"]
     assert covid["n_bars"] == 48
-    assert covid["liquidations"] > 0
+    assert covid["positions_liquidated"] > 0
     assert covid["bad_debt"] >= 0.4 * static["bad_debt"], "the crash dominates the losses"
     assert result.summary["equal_margin"]["oracle"]["ratio"]["bad_debt"] <= 1.0
     ewma = result.series["ewma"][0]
