@@ -514,7 +514,10 @@ def _served_history(
                 "from": start.isoformat(), "to": end.isoformat(), "limit": 1000,
             }  # fmt: skip
             while True:
-                response = client.get(f"/v1/risk/{asset}/history", params=params)
+                try:
+                    response = client.get(f"/v1/risk/{asset}/history", params=params)
+                except httpx.HTTPError as exc:
+                    raise ReplayInputError(f"cannot read {base}: {exc}") from exc
                 if response.status_code == 404:
                     break  # the server holds nothing of this asset
                 if response.status_code != 200:

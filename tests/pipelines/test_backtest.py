@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -155,3 +156,51 @@ def test_replay_config_is_read_from_toml_and_errors_name_the_file(tmp_path: Path
     bad.write_text("[replay.book]\nleverage_min = 0.5\n")
     with pytest.raises(ReplayInputError, match=r"bad\.toml.*leverage_min"):
         replay_config_from_toml(bad)
+
+
+def test_served_snapshots_are_replayed_as_the_engine_reads_them(tmp_path: Path) -> None:
+    # A real store with 24 hourly batches inside the synthetic replay window, served by a real
+    # `dynamargin serve`: the replay's `served` policy is exactly the engine's reading of it.
+    from datetime import UTC, datetime, timedelta
+
+    from liquidation.snapshot_stream import multipliers_from_snapshots
+    from pipelines.backtest import read_snapshots
+    from tests.api.api_seeding import seed_store
+    from tests.api.live_server import live_server
+
+    workdir = tmp_path / "served"
+    workdir.mkdir()
+    end = datetime(2024, 9, 29, tzinfo=UTC)
+    seed_store(workdir, ["BTCUSDT"], batches=24, step=timedelta(hours=1), end=end).close()
+    config = BacktestConfig(policies=("static",), seeds=1, replay=replay_config(1_000))
+    market = DataConfig(synthetic_assets=1, synthetic_days=330)
+    with live_server(workdir) as server:
+        result = run_backtest(
+            market, config, 24, PolicyConfig(), tmp_path / "cache", snapshots=server.base
+        )
+    stream = result.summary["snapshot_streams"]["served"]
+    assert stream["read"] == 24 and stream["applied"] == {"BTCUSDT": 24}
+    assert stream["refused"] == {}
+    paths = result.paths
+    held = list(read_snapshots(str(workdir / "publications.db"), paths.assets, *_window(result)))
+    expected, _ = multipliers_from_snapshots(
+        held, paths.assets, paths.ts_ms, config.replay.asset,
+        config.replay.ramp_ms, config.replay.engine_config(paths.assets).max_ramp_classes,
+    )  # fmt: skip
+    served = result.series["served"][0].multiplier
+    np.testing.assert_array_equal(served, expected)
+    ts = pd.to_datetime(paths.ts_ms, unit="ms", utc=True)
+    published = {s["published_at"]: s["margin"]["multiplier"] for s in held}
+    bar = ts.get_loc(pd.Timestamp("2024-09-28T12:00Z"))
+    assert served[0, bar] == published["2024-09-28T12:00:00Z"]
+    # Two hours after the last publication its snapshot has expired: the fallback, or more.
+    after = ts > pd.Timestamp(end + timedelta(hours=2))
+    assert (served[0, after] >= config.replay.asset.fallback_multiplier).all()
+    assert result.summary["equal_margin"]["served"]["static_level"] > 0
+    with pytest.raises(ReplayInputError, match="cannot read"):
+        list(read_snapshots(server.base, paths.assets, *_window(result)))
+
+
+def _window(result: object) -> tuple[pd.Timestamp, pd.Timestamp]:
+    data = result.summary["data"]  # type: ignore[attr-defined]
+    return pd.Timestamp(data["warmup_start"]), pd.Timestamp(data["end"])
