@@ -484,8 +484,9 @@ def _frontier(
     config: BacktestConfig,
     say: Say,
 ) -> list[FrontierPoint]:
-    """Each dynamic policy (the oracle's come from its bisection) at the frontier scales."""
-    names = [n for n in dynamic if n != "oracle"]
+    """Static and each dynamic policy at the frontier scales (the oracle's points come from
+    its bisection, static's from its bisections above the base too)."""
+    names = ["static", *[n for n in dynamic if n != "oracle"]]
     if not scales or not names:
         return []
     scenarios = [
