@@ -81,6 +81,10 @@ from serving.risk_metrics import liquidity_metrics
 
 Say = Callable[[str], None]
 
+TRAINING_RESERVE = pd.Timedelta(days=240)
+"""History kept before the walk-forward's test period (its folds' warm-up and first fit)."""
+
+
 SERVED = "served"
 """The policy name of a replayed publication (``--snapshots``)."""
 
@@ -129,7 +133,10 @@ def run_backtest(
     warm = warm_grid(paths, pd.Timedelta(hours=policy.sigma_ref_window_hours))
     target = TargetSpec(horizon=horizon)
     dynamic = [p for p in config.run_policies if p != "static"]
-    sigma, info = _forecast_sigma(market, warm, config, target, dynamic, cache_dir, say)
+    forecast_from = walkforward_start(market, start, warm)
+    sigma, info = _forecast_sigma(
+        market, warm, forecast_from, config, target, dynamic, cache_dir, say
+    )
     if "oracle" in dynamic:
         sigma["oracle"] = _warm_oracle_sigma(market, warm, start, end, horizon)
     realized = oracle_sigma(paths, horizon)
@@ -246,6 +253,20 @@ def warm_grid(paths: MarketPaths, warmup: pd.Timedelta) -> SigmaGrid:
     return SigmaGrid(paths.assets, before.append(index))
 
 
+def walkforward_start(market: MarketData, start: pd.Timestamp, warm: SigmaGrid) -> pd.Timestamp:
+    """Where the walk-forward's test period starts: as early as the warm grid needs, but
+    leaving it :data:`TRAINING_RESERVE` of history before its first fold's warm-up.
+
+    The forecasts of the month before the replay start always exist (the walk-forward's
+    test period starts at least a month before it), so the policy's reference is warm on
+    the first bar (168 forecasts suffice); where the history allows, they cover the whole
+    90-day window as a publisher running since then would have had.
+    """
+    latest = start - pd.DateOffset(months=1)
+    trained = min(latest, market.bars["ts"].min() + TRAINING_RESERVE)
+    return max(warm.index[0] - pd.DateOffset(months=1), trained)
+
+
 def read_snapshots(
     source: str, assets: Sequence[str], start: pd.Timestamp, end: pd.Timestamp
 ) -> Iterator[dict[str, Any]]:
@@ -341,6 +362,7 @@ def backtest_market(
 def _forecast_sigma(
     market: MarketData,
     grid: SigmaGrid,
+    test_start: pd.Timestamp,
     config: BacktestConfig,
     target: TargetSpec,
     dynamic: list[str],
@@ -356,7 +378,9 @@ def _forecast_sigma(
         by_model, info = pinned_sigma(config.forecasts, grid, models)
     else:
         evaluation = EvaluationConfig(refit=config.refit).with_models(models)
-        by_model, info = walkforward_sigma(market, grid, cache_dir, evaluation, target, say)
+        by_model, info = walkforward_sigma(
+            market, grid, cache_dir, evaluation, target, say, test_start=test_start
+        )
     return {policy: by_model[model] for policy, model in wanted.items()}, info
 
 
