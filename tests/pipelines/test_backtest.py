@@ -204,3 +204,25 @@ def test_served_snapshots_are_replayed_as_the_engine_reads_them(tmp_path: Path) 
 def _window(result: object) -> tuple[pd.Timestamp, pd.Timestamp]:
     data = result.summary["data"]  # type: ignore[attr-defined]
     return pd.Timestamp(data["warmup_start"]), pd.Timestamp(data["end"])
+
+
+def test_walkforward_start_keeps_training_history_and_always_the_month_before() -> None:
+    from models.replay_forecasts import SigmaGrid
+    from pipelines.backtest import TRAINING_RESERVE, walkforward_start
+
+    class Bars:
+        def __init__(self, first: str) -> None:
+            self.bars = pd.DataFrame({"ts": [pd.Timestamp(first, tz="UTC")]})
+
+    def start_of(first: str, start: str) -> pd.Timestamp:
+        begin = pd.Timestamp(start, tz="UTC")
+        grid = SigmaGrid(("A",), pd.date_range(begin - pd.Timedelta(days=90), begin, freq="h"))
+        return walkforward_start(Bars(first), begin, grid)  # type: ignore[arg-type]
+
+    # Long history: the whole 90-day warm grid is forecast (from a month before it).
+    assert start_of("2017-08-17", "2019-01-01") == pd.Timestamp("2018-09-03", tz="UTC")
+    # Short history: never later than a month before the start, never before the reserve.
+    assert start_of("2024-01-01", "2024-09-27") == pd.Timestamp("2024-08-27", tz="UTC")
+    mid = start_of("2024-01-01", "2024-11-15")
+    assert mid == pd.Timestamp("2024-01-01", tz="UTC") + TRAINING_RESERVE
+    assert start_of("2022-01-01", "2022-01-01") == pd.Timestamp("2021-12-01", tz="UTC")
