@@ -33,8 +33,9 @@ from numpy.typing import NDArray
 
 from liquidation.config import AssetConfig
 from liquidation.errors import SnapshotValidationError
-from liquidation.ramp import RampState, at_time, retarget
-from liquidation.snapshot import MarginParameters, check_bounds, parse_time_ms, target_multiplier
+from liquidation.rules.ramp import RampState, at_time, retarget
+from liquidation.rules.multiplier import target_multiplier
+from liquidation.snapshot import MarginParameters, check_bounds, parse_time_ms
 
 
 @dataclass

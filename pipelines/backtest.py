@@ -468,8 +468,9 @@ _STREAM_CODE: tuple[str, ...] = (
     "serving/risk_metrics.py",
     "liquidation/snapshot.py",
     "liquidation/snapshot_stream.py",
-    "liquidation/ramp.py",
-    "liquidation/margin.py",
+    "liquidation/rules/ramp.py",
+    "liquidation/rules/multiplier.py",
+    "liquidation/rules/margin.py",
     "liquidation/config.py",
 )
 """Code whose change invalidates a cached snapshot stream."""

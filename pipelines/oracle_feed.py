@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from features.oracle_price import MedianPrice
 from liquidation.engine import Engine
 from liquidation.money import MICRO
-from liquidation.oracle import GuardVerdict
+from liquidation.rules.oracle_guard import GuardVerdict
 from pipelines.live_loop import LivePublication
 
 logger = logging.getLogger("dynamargin.live.oracle")
