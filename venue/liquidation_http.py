@@ -34,7 +34,8 @@ PROBLEM_MEDIA_TYPE: Final[str] = "application/problem+json"
 PROBLEM_TYPE_BASE: Final[str] = "https://dynamargin.dev/problems/"
 
 MAX_BODY_BYTES: Final[int] = 256 * 1024
-"""Largest body read (a three-leg account with a day of hourly snapshots is ~60 KiB)."""
+"""Largest body read. A snapshot of ``tests/liquidation/liq_builders.snapshot`` is 772 bytes of
+JSON, so three assets with a day of hourly snapshots (72) fit in ~56 KiB."""
 MAX_POSITIONS: Final[int] = 64
 """Most positions per request: each costs ~100 exact maintenance tests (walk + bisection)."""
 MAX_SNAPSHOTS: Final[int] = 512
