@@ -10,7 +10,8 @@ Every refusal is an RFC 9457 problem (``application/problem+json``) with a 4xx s
 field named: a body over :data:`MAX_BODY_BYTES` (413), no ``Content-Length`` (411), a media
 type other than JSON (415), JSON that :func:`serving.strict_json.loads` refuses, an account
 the spec refuses or the engine could not have opened (422), more positions or snapshots than
-the cost bounds allow (422). The endpoint's OpenAPI document is :data:`OPENAPI`, served at
+the cost bounds allow (422), more than :data:`MAX_CONCURRENT` requests at once (429). The
+endpoint's OpenAPI document is :data:`OPENAPI`, served at
 ``GET /v1/openapi.json`` (what schemathesis fuzzes).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -41,7 +43,14 @@ MAX_POSITIONS: Final[int] = 64
 MAX_SNAPSHOTS: Final[int] = 512
 """Most snapshots per request: each is verified and applied by the replay."""
 
+MAX_CONCURRENT: Final[int] = 2
+"""Requests computed at once (the machine's cores); one more is a 429, so a flood of posts
+cannot starve the venue's own loop of the interpreter."""
+
 Answer = tuple[int, bytes, str]
+
+COMPUTING = threading.BoundedSemaphore(MAX_CONCURRENT)
+"""Held while a request is computed (see :data:`MAX_CONCURRENT`)."""
 
 
 class Problem(Exception):
@@ -87,6 +96,10 @@ def answer(body: bytes, content_type: str | None) -> Answer:
     Never raises for any input: a refusal is a 4xx problem; an unexpected failure is logged
     with its traceback and answered as a 500 problem (the fuzz tests assert none occurs).
     """
+    if not COMPUTING.acquire(blocking=False):
+        return problem(
+            429, "too-many-requests", f"{MAX_CONCURRENT} requests are being computed; retry"
+        )
     try:
         result = json.dumps(_prices(body, content_type), sort_keys=True).encode()
         return 200, result, "application/json"
@@ -95,6 +108,8 @@ def answer(body: bytes, content_type: str | None) -> Answer:
     except Exception:  # a bug, not an input error: logged, never a dropped connection
         LOG.exception("venue: %s failed", PATH)
         return problem(500, "internal-error", "the venue failed to compute this; see its log")
+    finally:
+        COMPUTING.release()
 
 
 def _prices(body: bytes, content_type: str | None) -> dict[str, Any]:
@@ -236,7 +251,7 @@ OPENAPI: Final[dict[str, Any]] = {
                             }
                         },
                     },
-                    **{str(s): _PROBLEM for s in (400, 405, 411, 413, 415, 422)},
+                    **{str(s): _PROBLEM for s in (400, 405, 411, 413, 415, 422, 429)},
                 },
             }
         }

@@ -27,7 +27,15 @@ from liquidation.account_spec import AccountSpec, engine_for_account
 from liquidation.liquidation_price import account_liquidation_prices
 from liquidation.money import MICRO
 from tests.pipelines.test_liquidation_price_command import account
-from venue.liquidation_http import MAX_BODY_BYTES, MAX_POSITIONS, OPENAPI, OPENAPI_PATH, PATH
+from venue.liquidation_http import (
+    COMPUTING,
+    MAX_BODY_BYTES,
+    MAX_CONCURRENT,
+    MAX_POSITIONS,
+    OPENAPI,
+    OPENAPI_PATH,
+    PATH,
+)
 from venue.metrics import VenueMetrics
 from venue.status_http import StatusServer
 
@@ -182,6 +190,17 @@ def test_other_media_types_sizes_and_methods_are_refused(server: StatusServer) -
     connection.close()
     # The venue's other routes stay read-only.
     assert httpx.post(server.url + "/status", content=b"{}").status_code == 405
+
+
+def test_requests_beyond_the_concurrency_bound_are_429(server: StatusServer) -> None:
+    for _ in range(MAX_CONCURRENT):  # as if that many requests were being computed
+        assert COMPUTING.acquire(blocking=False)
+    try:
+        assert_problem(post(server, json.dumps(account()).encode()), 429)
+    finally:
+        for _ in range(MAX_CONCURRENT):
+            COMPUTING.release()
+    assert post(server, json.dumps(account()).encode()).status_code == 200
 
 
 json_leaf = st.one_of(
