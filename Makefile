@@ -11,7 +11,7 @@ DATA ?=
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench fuzz fuzz-engine fuzz-api fuzz-steward vectors lint clean
+.PHONY: install demo test bench fuzz fuzz-engine fuzz-api fuzz-steward vectors verify lint clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -58,6 +58,13 @@ fuzz-steward: install
 vectors: install
 	$(PY) -c "from serving.standard_vectors import VECTORS_PATH, vectors_text; VECTORS_PATH.write_text(vectors_text())"
 	cd onchain && node verifier/verify_vectors.mjs ../spec/risk-snapshot/vectors.json
+
+# Formal verification with the long budget (CI runs the short one inside `make test`, in
+# tests/verification): CrossHair on every contract of liquidation/rules and
+# MultiplierPolicy.step, the z3 proofs of step, hypothesis-crosshair on selected property
+# tests, and the liquidation suite with every contract checked at run time.
+verify: install
+	nice -n 10 $(PY) scripts/verify.py --budget long
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -44,7 +44,7 @@ from features.columns.cross_columns import cross_columns
 from features.columns.inputs import AssetInputs, MarketContext
 from features.columns.registry import ColumnNames, FeatureSpec
 from features.errors import FeatureInputError, StoreError
-from features.market import MarketData
+from features.market import POSITIONING_COLUMNS, MarketData, empty_positioning
 from features.volatility import complete_grid
 
 __all__ = [
@@ -304,6 +304,7 @@ def asset_inputs(market: MarketData) -> list[AssetInputs]:
         )
     funding = _by_asset(market.funding, ("ts", "asset", "funding_rate"), "funding")
     perp = _by_asset(market.perp, ("ts", "asset", "close"), "perp")
+    positioning = _by_asset(market.positioning, POSITIONING_COLUMNS, "positioning")
     empty_funding = market.funding.iloc[0:0] if "asset" in market.funding else pd.DataFrame()
     return [
         AssetInputs(
@@ -311,6 +312,8 @@ def asset_inputs(market: MarketData) -> list[AssetInputs]:
             bars=bars,
             funding=funding.get(str(asset), empty_funding),
             perp=perp.get(str(asset), pd.DataFrame()),
+            positioning=positioning.get(str(asset), empty_positioning()),
+            events=market.events,
         )
         for asset, bars in market.bars.groupby(market.bars["asset"].astype(str), sort=True)
     ]

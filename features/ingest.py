@@ -231,6 +231,11 @@ def ingest_market(
         )
         _account(result, store.write("perp", perp, market.interval), len(perp))
         report = report.merge(perp_report)
+    # Positioning and the macro calendar are small side tables, merged whole.
+    if len(market.positioning):
+        store.write_table("positioning", market.positioning)
+    if len(market.events):
+        store.write_table("events", market.events)
     if rejected is not None and len(rejected):
         frames = [q for q in (report.quarantine, rejected) if len(q)]
         report.quarantine = pd.concat(frames, ignore_index=True)

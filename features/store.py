@@ -5,6 +5,8 @@ Layout under ``root``::
     bars/interval=1h/asset=BTCUSDT/year=2024/part-0.parquet      spot bars
     perp/interval=1h/asset=BTCUSDT/year=2024/part-0.parquet      perpetual bars
     funding/asset=BTCUSDT/year=2024/part-0.parquet               funding events
+    positioning.parquet                                          daily positioning, when known
+    events.parquet                                               the macro calendar
     quarantine/dataset=bars/<source-id>.csv                      rejected rows + reason
     _manifest.json                                               ingested source files
     .lock                                                        writers' exclusive lock
@@ -52,13 +54,19 @@ from contracts.timestamps import optional_utc_timestamp
 from features import ingest
 from features.bars import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, empty_bars, interval_to_timedelta
 from features.errors import ConflictingDuplicateError, StoreError
-from features.market import FUNDING_COLUMNS, MarketData
+from features.market import FUNDING_COLUMNS, MarketData, empty_events, empty_positioning
 from features.validation import (
     PROVENANCE_COLUMNS,
     find_gaps,
 )
 
 Dataset = Literal["bars", "perp", "funding"]
+SideTable = Literal["positioning", "events"]
+SIDE_TABLES: Final[dict[str, tuple[str, ...]]] = {
+    "positioning": ("asset", "ts"),
+    "events": ("release_utc", "event", "known_until"),
+}
+"""Whole-file tables beside the partitioned datasets, and the key each is merged on."""
 DATASETS: Final[tuple[Dataset, ...]] = ("bars", "perp", "funding")
 PART_NAME: Final[str] = "part-0.parquet"
 MANIFEST_NAME: Final[str] = "_manifest.json"
@@ -209,10 +217,16 @@ class MarketStore:
                     f"{self.root}: no {interval} spot bars for {unknown}; the store holds {held}"
                 )
         chosen = list(assets) if assets is not None else held
+        positioning = self.read_table("positioning")
+        positioning = positioning.loc[positioning["asset"].astype(str).isin(chosen)]
+        if end is not None:
+            positioning = positioning.loc[positioning["ts"] < optional_utc_timestamp(end)]
         return MarketData(
             bars=self.read_bars(interval, chosen, start, end),
             funding=self.read_funding(chosen, start, end),
             perp=self.read_perp(interval, chosen, start, end),
+            positioning=positioning.reset_index(drop=True),
+            events=self.read_table("events"),
             interval=interval,
             source=f"store:{self.root}",
         )
@@ -316,6 +330,41 @@ class MarketStore:
             table = pa.Table.from_pandas(merged, preserve_index=False)
             _write_parquet(path, table.replace_schema_metadata(None))
         return sum(added for _, _, added in plans), len(plans)
+
+    @_exclusive
+    def write_table(self, name: SideTable, frame: pd.DataFrame) -> int:
+        """Merge rows into a whole-file side table (``positioning`` or ``events``).
+
+        Both are small (a row per asset and day, a row per release), so the file is read,
+        merged on its key (newer rows win) and replaced atomically.
+
+        Returns
+        -------
+        int
+            Rows in the table after the merge.
+        """
+        key = SIDE_TABLES[name]
+        stored = self.read_table(name)
+        merged = (
+            pd.concat([stored, frame[stored.columns]], ignore_index=True)
+            if len(stored)
+            else frame[list(_side_empty(name).columns)]
+        )
+        merged = merged.drop_duplicates(list(key), keep="last").sort_values(list(key))
+        table = pa.Table.from_pandas(merged.reset_index(drop=True), preserve_index=False)
+        _write_parquet(self.root / f"{name}.parquet", table.replace_schema_metadata(None))
+        return len(merged)
+
+    def read_table(self, name: SideTable) -> pd.DataFrame:
+        """A side table (``positioning`` or ``events``); empty when none was stored."""
+        path = self.root / f"{name}.parquet"
+        if not path.is_file():
+            return _side_empty(name)
+        frame = pq.read_table(path).to_pandas()
+        for column in frame.columns:
+            if column in ("asset", "event"):
+                frame[column] = frame[column].astype("string")
+        return frame
 
     # Ingesting is features.ingest; as methods they hold the writer lock for the whole ingest.
     ingest_dump = _exclusive(ingest.ingest_dump)
@@ -436,6 +485,10 @@ class MarketStore:
     def save_manifest(self, manifest: dict[str, dict[str, object]]) -> None:
         payload = json.dumps(manifest, indent=1, sort_keys=True).encode()
         atomic_write_bytes(self.root / MANIFEST_NAME, payload)
+
+
+def _side_empty(name: str) -> pd.DataFrame:
+    return empty_positioning() if name == "positioning" else empty_events()
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:

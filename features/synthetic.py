@@ -20,16 +20,29 @@ pipeline that works here has a fair chance on the real data:
   extremes inside each sub-step, so wicks (and range-based estimators) behave as in theory;
 * **perpetuals and funding**: the spot path plus a small mean-reverting basis, Binance-style
   8-hourly funding computed from that basis, and a mean-reverting open interest.
+* **information that arrives ahead** (the channels real margin must anticipate):
+
+  - *crowding*: a slow per-asset leverage state (partly common to the market) lifts the
+    perpetual premium, hence funding and basis, and builds open interest; six hours later it
+    lifts volatility. Funding stress and open-interest growth therefore lead volatility.
+  - *scheduled events*: a seeded macro calendar (FOMC-, CPI- and payroll-like releases, a
+    few unscheduled) whose releases multiply every asset's variance, decaying over hours;
+    a scheduled release is known long before it happens, so its volatility is forecastable.
+  - *positioning*: daily open interest (the first two assets, as in the real data) and
+    daily long/short liquidations (the first four), which follow large adverse moves.
 
 Model (per asset ``i`` and bar ``t``; ``sigma_i`` is the long-run per-bar volatility)::
 
     g_t   = omega + alpha * g_{t-1} * z_{t-1}^2 + beta * g_{t-1} + lead * f_{t-1}^2
-    r_t   = sigma_i * c * m(s_t) * d(h_t) * sqrt(g_t) * z_t  +  sum of N_t jumps J_{t,i}
+    r_t   = sigma_i * c * m(s_t) * d(h_t) * e(t) * k_i(t) * sqrt(g_t) * z_t  +  jumps J_{t,i}
     z_t   = (L e_t) * sqrt((nu - 2) / W_t),   e_t ~ N(0, I),  W_t ~ chi2(nu),  L L' = R
     f_t   = kappa * z_t + sqrt(1 - kappa^2) * u_t,            imbalance_t = q * tanh(f_t)
 
 with ``omega = 1 - alpha - beta - lead`` (so ``E[g] = 1``), ``m(s)`` the regime multiplier,
-``d(h)`` the intraday (hour-of-day) volatility profile, ``N_t ~ Poisson(lambda)`` common jump
+``d(h)`` the intraday (hour-of-day) volatility profile, ``e(t)^2 = 1 + sum_releases
+A exp(-(t - release) / tau)`` the event multiplier, ``k_i(t)^2 = exp(gamma C_i(t - 6h) -
+gamma^2 / 2)`` the crowding multiplier (``C_i`` a unit-variance AR(1)),
+``N_t ~ Poisson(lambda)`` common jump
 arrivals with correlated normal sizes ``J_{t,i}``, and ``c`` chosen so that the long-run
 variance of ``r`` equals ``sigma_i^2``.
 Log prices are driftless.
@@ -154,7 +167,10 @@ class SyntheticMarketConfig(BaseModel):
         strength with which taker imbalance leads volatility. ``0`` switches the lead off.
         ``garch_alpha + garch_beta + flow_lead < 1`` (stationarity).
     regime_p_enter_high
-        Per-bar probability of switching from the calm to the high-volatility regime.
+        Per-bar probability of switching from the calm to the high-volatility regime (the
+        high regime holds ~9% of the bars by default; it was 17% before the channels that
+        arrive ahead were added: an unforecastable regime that frequent drowns them in a
+        240-day demo).
     regime_p_exit_high
         Per-bar probability of switching from the high-volatility back to the calm regime.
     high_vol_multiplier
@@ -214,6 +230,31 @@ class SyntheticMarketConfig(BaseModel):
         Half-life of log open interest's mean reversion.
     open_interest_vol_sensitivity
         Fall of log open interest per unit of ``|r_t| / sigma`` (deleveraging in big moves).
+    crowding_half_life_hours
+        Half-life of the per-asset crowding state ``C_i`` (unit variance AR(1)).
+    crowding_common_share
+        Share of the crowding variance that is common to every asset.
+    crowding_vol
+        ``gamma``: log-variance loading on crowding six hours earlier (0 switches it off).
+    crowding_basis
+        Premium ``(perp - spot) / spot`` added per unit of crowding (funding follows).
+    crowding_open_interest
+        Log open interest added per unit of crowding (leverage builds).
+    event_rate_per_day
+        Expected macro releases per day in the seeded calendar (the real US calendar has
+        about 0.1; the default is denser so a 240-day demo holds enough releases to learn).
+    event_variance_boost
+        ``A``: variance multiplier minus one in the release bar (FOMC-like releases 1.5 A).
+    event_decay_hours
+        ``tau``: e-folding time of the release's variance boost.
+    event_unscheduled_share
+        Share of releases that were not scheduled (known only from their release).
+    positioning_oi_assets, positioning_liquidation_assets
+        The first this-many assets carry daily open interest / liquidations (the real data
+        has open interest for 2 of 10 assets and liquidations for 4).
+    liquidation_rate
+        Liquidated notional per bar, as a share of open interest notional, per unit of
+        adverse standardised move beyond one sigma.
 
     Examples
     --------
@@ -237,7 +278,7 @@ class SyntheticMarketConfig(BaseModel):
     garch_alpha: float = Field(0.05, ge=0.0, lt=1.0)
     garch_beta: float = Field(0.85, ge=0.0, lt=1.0)
     flow_lead: float = Field(0.09, ge=0.0, lt=1.0)
-    regime_p_enter_high: float = Field(0.002, ge=0.0, le=1.0)
+    regime_p_enter_high: float = Field(0.001, ge=0.0, le=1.0)
     regime_p_exit_high: float = Field(0.01, gt=0.0, le=1.0)
     high_vol_multiplier: float = Field(2.5, ge=1.0, le=20.0)
     jump_intensity_per_day: float = Field(0.1, ge=0.0)
@@ -263,6 +304,18 @@ class SyntheticMarketConfig(BaseModel):
     open_interest_sd: float = Field(0.01, ge=0.0, le=1.0)
     open_interest_half_life_days: float = Field(7.0, gt=0.0)
     open_interest_vol_sensitivity: float = Field(0.003, ge=0.0, le=1.0)
+    crowding_half_life_hours: float = Field(24.0, gt=0.0)
+    crowding_common_share: float = Field(0.5, ge=0.0, le=1.0)
+    crowding_vol: float = Field(0.8, ge=0.0, le=2.0)
+    crowding_basis: float = Field(0.0006, ge=0.0, le=0.05)
+    crowding_open_interest: float = Field(0.05, ge=0.0, le=1.0)
+    event_rate_per_day: float = Field(0.3, ge=0.0, le=3.0)
+    event_variance_boost: float = Field(5.0, ge=0.0, le=100.0)
+    event_decay_hours: float = Field(6.0, gt=0.0, le=168.0)
+    event_unscheduled_share: float = Field(0.05, ge=0.0, le=1.0)
+    positioning_oi_assets: int = Field(2, ge=0)
+    positioning_liquidation_assets: int = Field(4, ge=0)
+    liquidation_rate: float = Field(0.002, ge=0.0, le=1.0)
 
     @field_validator("interval")
     @classmethod
@@ -400,12 +453,22 @@ def generate_market(config: SyntheticMarketConfig) -> MarketData:
     g = _variance_path(config, z, flow)
     profile = _intraday_profile(config, ts)
     jumps = _jumps(config, chol, sigma, n_bars)
+    calendar = _event_calendar(config)
+    event_mult = _event_multiplier(config, ts, calendar)
+    crowding = _crowding(config, n_bars)
+    crowd_mult = _crowding_multiplier(config, crowding)
 
     # c normalises the diffusive part so that the long-run variance per bar is sigma^2.
     p_high = _stationary_high_share(config)
     mean_sq_mult = 1.0 - p_high + p_high * config.high_vol_multiplier**2
+    mean_sq_mult *= _mean_event_multiplier(config)
     scale = math.sqrt((1.0 - config.jump_variance_share) / mean_sq_mult)
-    cond_sd = sigma * scale * regime_mult[:, None] * profile[:, None] * np.sqrt(g)
+    cond_sd = (
+        sigma
+        * scale
+        * (regime_mult * np.sqrt(event_mult) * profile)[:, None]
+        * np.sqrt(g * crowd_mult)
+    )
     log_open, offsets = _intrabar(cond_sd, z, jumps, config, np.log(price0))
     open_, high, low, close = (np.exp(log_open + o) for o in offsets)
 
@@ -431,11 +494,14 @@ def generate_market(config: SyntheticMarketConfig) -> MarketData:
         quote_volume,
         imbalance,
         (price0, daily_quote),
+        crowding,
     )
     return MarketData(
         bars=bars,
         funding=funding,
         perp=perp,
+        positioning=_positioning(config, ts, perp, returns / sigma),
+        events=calendar,
         interval=config.interval,
         source=f"synthetic(seed={config.seed})",
     )
@@ -677,8 +743,12 @@ def _perpetual(
     spot_quote_volume: np.ndarray,
     spot_imbalance: np.ndarray,
     levels: tuple[np.ndarray, np.ndarray],
+    crowding: np.ndarray,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Perpetual bars (spot path times exp(premium)) and the funding they imply."""
+    """Perpetual bars (spot path times exp(premium)) and the funding they imply.
+
+    Crowding lifts the premium (so funding) and builds open interest.
+    """
     n_bars, n_assets = spot_quote_volume.shape
     hours_per_bar = config.bar / pd.Timedelta(hours=1)
     phi = 0.5 ** (hours_per_bar / config.basis_half_life_hours)
@@ -686,6 +756,7 @@ def _perpetual(
     innovation = config.basis_sd * math.sqrt(1.0 - phi**2) * shocks
     innovation += config.basis_return_beta * np.log(spot_ohlc[3] / spot_ohlc[0])
     premium = _ar1(innovation, phi, config.basis_mean, config.basis_mean)
+    premium = premium + config.crowding_basis * crowding
     premium_open = np.vstack([np.full((1, n_assets), config.basis_mean), premium[:-1]])
     open_ = spot_ohlc[0] * np.exp(premium_open)
     close = spot_ohlc[3] * np.exp(premium)
@@ -709,6 +780,7 @@ def _perpetual(
     rate_on_bars[settle_rows] = funding_rate
     price0, daily_quote = levels
     open_interest = _open_interest(config, price0, daily_quote, standardised_returns)
+    open_interest = open_interest * np.exp(config.crowding_open_interest * crowding)
     perp = _bars_frame(
         ts,
         config.asset_names(),
@@ -793,3 +865,153 @@ def _ar1(
         previous = phi * previous + innovation[t]
         dev[t] = previous
     return dev + mean
+
+
+_EVENT_KINDS: Final[tuple[tuple[str, float, int], ...]] = (
+    ("fomc", 1.5, 18),
+    ("cpi", 1.0, 12),
+    ("nfp", 1.0, 12),
+)
+"""Synthetic release kinds: name, boost relative to ``event_variance_boost``, UTC hour."""
+_CALENDAR_AHEAD_DAYS: Final[int] = 35
+_SCHEDULE_LEAD: Final[pd.Timedelta] = pd.Timedelta(days=180)
+_CROWDING_LAG_HOURS: Final[int] = 6
+
+
+def _event_calendar(config: SyntheticMarketConfig) -> pd.DataFrame:
+    """The seeded macro calendar (:data:`features.market.EVENT_COLUMNS`).
+
+    Each day draws whether a release happens, its kind, and whether it was scheduled; the
+    calendar runs a month past the sample, since scheduled releases are known ahead. Drawn
+    day by day, so a shorter sample's calendar is a prefix of a longer one's.
+    """
+    days = config.days + _CALENDAR_AHEAD_DAYS
+    draws = _rng(config, "event-calendar").random((days, 3))
+    happens = draws[:, 0] < config.event_rate_per_day
+    kind = np.minimum((draws[:, 1] * len(_EVENT_KINDS)).astype(int), len(_EVENT_KINDS) - 1)
+    scheduled = draws[:, 2] >= config.event_unscheduled_share
+    first_day = pd.Timestamp(config.start).floor("D")
+    rows = []
+    for day in np.flatnonzero(happens):
+        name, _boost, hour = _EVENT_KINDS[kind[day]]
+        release = first_day + pd.Timedelta(days=int(day), hours=hour)
+        known = release - _SCHEDULE_LEAD if scheduled[day] else release
+        rows.append((name, release, bool(scheduled[day]), known, pd.NaT))
+    frame = pd.DataFrame(
+        rows, columns=["event", "release_utc", "scheduled", "known_from", "known_until"]
+    )
+    for column in ("release_utc", "known_from", "known_until"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[ns, UTC]")
+    frame["event"] = frame["event"].astype("string")
+    frame["scheduled"] = frame["scheduled"].astype(bool)
+    return frame
+
+
+def _event_multiplier(
+    config: SyntheticMarketConfig, ts: pd.DatetimeIndex, calendar: pd.DataFrame
+) -> np.ndarray:
+    """Variance multiplier per bar: ``1 + sum A exp(-(bar open - release) / tau)``."""
+    out = np.ones(len(ts))
+    if not len(calendar) or config.event_variance_boost == 0:
+        return out
+    hours = (ts - ts[0]) / pd.Timedelta(hours=1)
+    boosts = {name: boost for name, boost, _ in _EVENT_KINDS}
+    for name, release in zip(calendar["event"], calendar["release_utc"], strict=True):
+        since = np.asarray(hours) - (release - ts[0]) / pd.Timedelta(hours=1)
+        after = since >= 0
+        out[after] += (
+            config.event_variance_boost
+            * boosts[str(name)]
+            * np.exp(-since[after] / config.event_decay_hours)
+        )
+    return out
+
+
+def _mean_event_multiplier(config: SyntheticMarketConfig) -> float:
+    """Long-run mean of the event multiplier, for the variance normalisation."""
+    mean_boost = sum(b for _, b, _ in _EVENT_KINDS) / len(_EVENT_KINDS)
+    per_bar = config.bar / pd.Timedelta(hours=1)
+    decay = math.exp(-per_bar / config.event_decay_hours)
+    events_per_bar = config.event_rate_per_day / config.bars_per_day
+    return 1.0 + events_per_bar * config.event_variance_boost * mean_boost / (1.0 - decay)
+
+
+def _crowding(config: SyntheticMarketConfig, n_bars: int) -> np.ndarray:
+    """Unit-variance AR(1) crowding per asset, a share of it common to the market."""
+    hours_per_bar = config.bar / pd.Timedelta(hours=1)
+    phi = 0.5 ** (hours_per_bar / config.crowding_half_life_hours)
+    gauss = _rng(config, "crowding").standard_normal((n_bars, config.n_assets + 1))
+    share = config.crowding_common_share
+    shocks = math.sqrt(share) * gauss[:, :1] + math.sqrt(1.0 - share) * gauss[:, 1:]
+    return _ar1(math.sqrt(1.0 - phi**2) * shocks, phi, 0.0, 0.0)
+
+
+def _crowding_multiplier(config: SyntheticMarketConfig, crowding: np.ndarray) -> np.ndarray:
+    """``exp(gamma C(t - lag) - gamma^2 / 2)``: unit mean; crowding leads volatility."""
+    lag = max(1, int(pd.Timedelta(hours=_CROWDING_LAG_HOURS) / config.bar))
+    gamma = config.crowding_vol
+    lagged = np.vstack([np.zeros((lag, crowding.shape[1])), crowding[:-lag]])[: len(crowding)]
+    return np.exp(gamma * lagged - 0.5 * gamma**2)
+
+
+def _positioning(
+    config: SyntheticMarketConfig,
+    ts: pd.DatetimeIndex,
+    perp: pd.DataFrame,
+    standardised_returns: np.ndarray,
+) -> pd.DataFrame:
+    """Daily open interest and liquidations, stamped at each day's close (when known).
+
+    Liquidations follow adverse moves beyond one sigma, in proportion to open interest
+    notional; longs on down moves, shorts on up moves. Only complete days are reported.
+    """
+    names = config.asset_names()
+    n_bars, n_assets = standardised_returns.shape
+    per_day = config.bars_per_day
+    days = n_bars // per_day
+    if days == 0:
+        from features.market import empty_positioning
+
+        return empty_positioning()
+    close = perp.pivot(index="ts", columns="asset", values="close")[names].to_numpy()
+    oi = perp.pivot(index="ts", columns="asset", values="open_interest")[names].to_numpy()
+    notional = oi * close
+    down = np.maximum(-standardised_returns - 1.0, 0.0)
+    up = np.maximum(standardised_returns - 1.0, 0.0)
+    noise = np.exp(0.3 * _rng(config, "liquidations").standard_normal((n_bars, n_assets, 2)))
+    long_liq = config.liquidation_rate * notional * down * noise[..., 0]
+    short_liq = config.liquidation_rate * notional * up * noise[..., 1]
+    cut = days * per_day
+
+    def daily(values: np.ndarray, how: str) -> np.ndarray:
+        shaped = values[:cut].reshape(days, per_day, n_assets)
+        return shaped.sum(axis=1) if how == "sum" else shaped[:, -1, :]
+
+    known = ts[:cut:per_day] + pd.Timedelta(days=1)
+    assets = np.arange(n_assets)
+    frame = pd.DataFrame(
+        {
+            "ts": np.tile(known.values, n_assets),
+            "asset": np.repeat(np.asarray(names, dtype=object), days),
+            "open_interest": np.ravel(
+                np.where(assets < config.positioning_oi_assets, daily(oi, "last"), np.nan),
+                order="F",
+            ),
+            "long_liquidations_usd": np.ravel(
+                np.where(
+                    assets < config.positioning_liquidation_assets, daily(long_liq, "sum"), np.nan
+                ),
+                order="F",
+            ),
+            "short_liquidations_usd": np.ravel(
+                np.where(
+                    assets < config.positioning_liquidation_assets, daily(short_liq, "sum"), np.nan
+                ),
+                order="F",
+            ),
+        }
+    )
+    frame = frame.dropna(subset=["open_interest", "long_liquidations_usd"], how="all")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype("datetime64[ns, UTC]")
+    frame["asset"] = frame["asset"].astype("string")
+    return _sorted(frame)

@@ -7,8 +7,8 @@ mode switch, a vault taking a liquidated position) may happen:
   (stale, tripped) is refused. The only change admitted to a bucket holding a guarded leg is
   one that provably adds no risk without valuing that leg: in standard margin, positions only
   shrink (no flip) in unguarded assets and equity does not fall (see :func:`admit`).
-* **The dYdX v4 rule** (:func:`liquidation.margin.may_update`): the bucket meets initial margin
-  afterwards, or its maintenance does not rise and ``equity / MM`` does not fall.
+* **The dYdX v4 rule** (:func:`liquidation.rules.margin.may_update`): the bucket meets initial
+  margin afterwards, or its maintenance does not rise and ``equity / MM`` does not fall.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from liquidation.accounts import Bucket
 from liquidation.errors import GuardedAssetError, InsufficientMarginError, StaleOracleError
-from liquidation.margin import MarginState, may_update
 from liquidation.money import value
+from liquidation.rules.margin import MarginState, may_update
 from liquidation.state import EngineState
 from liquidation.valuation import MarketView, equity, initial_margin, maintenance_margin
 

@@ -71,12 +71,14 @@ from liquidation.insurance import (
     review,
 )
 from liquidation.money import MAX_AMOUNT, MAX_PRICE
-from liquidation.oracle import (
+from liquidation.rules.margin import health
+from liquidation.rules.multiplier import target_multiplier
+from liquidation.rules.oracle_guard import (
     GuardVerdict,
 )
-from liquidation.ramp import at_time, retarget
+from liquidation.rules.ramp import at_time, retarget
 from liquidation.scan import MarginArrays, ScanResult
-from liquidation.snapshot import MarginParameters, check_bounds, target_multiplier
+from liquidation.snapshot import MarginParameters, check_bounds
 from liquidation.state import (
     EngineState,
     apply_command,
@@ -390,7 +392,7 @@ class Engine:
 
         The ramp restarts only if the effective target changes: republishing the same
         multiplier changes no one's margin. A stale, halted or expired snapshot can only
-        tighten (see :func:`liquidation.snapshot.target_multiplier`).
+        tighten (see :func:`liquidation.rules.multiplier.target_multiplier`).
 
         Raises
         ------
@@ -491,7 +493,7 @@ class Engine:
         key : str, optional
             Idempotency key.
 
-        Each side's change must pass the dYdX rule (:func:`liquidation.margin.may_update`):
+        Each side's change must pass the dYdX rule (:func:`liquidation.rules.margin.may_update`):
         it meets initial margin afterwards, or it lowers maintenance without lowering
         health. No trade happens at a guarded price, and no margin check values a guarded
         leg (:mod:`liquidation.admission`).
@@ -704,9 +706,7 @@ class Engine:
 
     def health(self, bucket: str, ts: int | None = None) -> float:
         """``equity / MM``; below 1 means liquidatable, ``inf`` without positions."""
-        mm = self.maintenance_margin(bucket, ts)
-        eq = self.equity(bucket, ts)
-        return eq / mm if mm > 0 else math.inf
+        return health(self.equity(bucket, ts), self.maintenance_margin(bucket, ts))
 
     def summary(self, bucket: str, ts: int | None = None) -> BucketSummary:
         """Everything about one bucket at once."""

@@ -56,16 +56,6 @@ def fill_amounts(position: Position | None, dq: int, exec_price: int, ts_ms: int
     return FillAmounts(-cost_share, realized, position.risk_since_ms)
 
 
-def close_price(oracle: int, lots_closed: int, slip_rate: float) -> int:
-    """Execution price of closing ``lots_closed`` (sign of the closed position) with slippage.
-
-    Selling a long fills below the oracle, buying back a short above; the slippage per unit
-    is rounded up (against the liquidated trader).
-    """
-    slip = charge(oracle, slip_rate)
-    return max(oracle - slip, 0) if lots_closed > 0 else oracle + slip
-
-
 def segments(dq: int, taker_lots: int, maker_lots: int) -> list[int]:
     """Split a taker trade of ``dq`` lots so that neither side flips within one leg.
 

@@ -1,7 +1,7 @@
 """Planning of oracle prints and of the guard's escalation on a transaction.
 
-The pure decisions live in :mod:`liquidation.oracle`; this module turns them into events:
-a ``price`` event with the verdict, the TWAP and the re-anchoring window; ``guard`` events
+The pure decisions live in :mod:`liquidation.rules.oracle_guard`; this module turns them into
+events: a ``price`` event with the verdict, the TWAP and the re-anchoring window; ``guard`` events
 when the guard trips or clears; a ``guard_alert`` once a guard has lasted
 ``alert_after_ms``; and ``mark_source`` events when a guard that lasted ``fallback_after_ms``
 hands the mark to the reference median, and back when the primary feed agrees again.
@@ -9,7 +9,7 @@ hands the mark to the reference median, and back when the primary feed agrees ag
 
 from __future__ import annotations
 
-from liquidation.oracle import (
+from liquidation.rules.oracle_guard import (
     GuardVerdict,
     PriceObservation,
     check_observation,

@@ -12,15 +12,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from contracts.timestamps import utc_timestamp
 from liquidation.simulate import ReplayInputError, ReplaySeries
 
 METRIC_KEYS: tuple[str, ...] = (
-    "liquidations",
     "positions_liquidated",
-    "full_closeouts",
     "liquidated_notional",
+    "waterfall_steps",
+    "full_closeouts",
     "bad_debt",
     "insurance_drawdown",
     "adl_events",
@@ -84,7 +85,10 @@ def window_metrics(series: ReplaySeries, window: Window | None = None) -> dict[s
     Returns
     -------
     dict
-        The :data:`METRIC_KEYS` plus ``n_bars``. ``insurance_drawdown`` is the largest fall of
+        The :data:`METRIC_KEYS` plus ``n_bars``. The headline counts are
+        ``positions_liquidated`` (positions hit at least once) and ``liquidated_notional``;
+        ``waterfall_steps`` counts every partial or full step (forced de-risking inflates
+        it). ``topups`` counts top-ups. ``insurance_drawdown`` is the largest fall of
         the fund from its running peak (USD, peak taken from the window start);
         ``mean_im`` is the time mean of posted initial margin at the bar closes;
         ``multiplier_changes`` counts changes of the target multiplier summed over assets.
@@ -105,8 +109,8 @@ def window_metrics(series: ReplaySeries, window: Window | None = None) -> dict[s
     notional = float(series.open_notional[mask].mean())
     return {
         "n_bars": n,
-        "liquidations": int(series.liquidations[mask].sum()),
         "positions_liquidated": int(series.positions_liquidated[mask].sum()),
+        "waterfall_steps": int(series.liquidations[mask].sum()),
         "full_closeouts": int(series.full_closeouts[mask].sum()),
         "liquidated_notional": float(series.liquidated_notional[mask].sum()),
         "bad_debt": float(series.bad_debt[mask].sum()),
@@ -161,3 +165,98 @@ def _mask(ts_ms: np.ndarray, window: Window | None) -> np.ndarray:
     start = window.start.value // 1_000_000
     end = window.end.value // 1_000_000
     return (ts_ms >= start) & (ts_ms < end)
+
+
+FIRST_JUMP_LOOKBACK_MS: int = 24 * 3_600_000
+"""A bad-debt bar is a first jump if the static run had none in the 24 h before it."""
+GAIN_SPLITS: tuple[str, ...] = ("overall", "first_jump", "aftershock")
+"""The bar sets :func:`oracle_gain_captured` scores."""
+MIN_ORACLE_GAIN: float = 0.05
+"""Below this ``1 - oracle / static`` the oracle's gain is too small to divide by."""
+
+
+def first_jump_bars(
+    static: ReplaySeries, interval_ms: int, lookback_ms: int = FIRST_JUMP_LOOKBACK_MS
+) -> NDArray[np.bool_]:
+    """Bars with bad debt in ``static`` and none in its previous ``lookback_ms``.
+
+    Parameters
+    ----------
+    static
+        The equal-margin static run of one seed: its bad debt defines the bar set.
+    interval_ms
+        Bar length.
+    lookback_ms
+        The calm that must precede a first jump (24 h).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n_bars,)
+    """
+    bad = static.bad_debt > 0
+    lag = max(1, int(lookback_ms // interval_ms))
+    count = np.concatenate([[0], np.cumsum(bad)])
+    idx = np.arange(len(bad))
+    before = count[idx] - count[np.maximum(idx - lag, 0)]
+    return bad & (before == 0)
+
+
+def oracle_gain_captured(
+    policy: Sequence[ReplaySeries],
+    static: Sequence[ReplaySeries],
+    oracle: Sequence[ReplaySeries],
+    interval_ms: int,
+) -> dict[str, dict[str, Any]]:
+    """Share of the oracle's bad-debt gain over static that a policy captures, per bar set.
+
+    Per seed and bar set ``B``: ``(1 - P/S) / (1 - O/S)`` with ``P``, ``S``, ``O`` the bad
+    debt over ``B`` of the policy, of the static at the policy's mean margin and of the oracle
+    at the policy's mean margin. The sets: ``overall`` (every bar), ``first_jump``
+    (:func:`first_jump_bars` of that seed's static) and ``aftershock`` (every other bar), so
+    the two splits partition the replay and one bar set scores all three runs. A seed's
+    ratio is None where ``S == 0`` or ``1 - O/S <`` :data:`MIN_ORACLE_GAIN`.
+
+    Parameters
+    ----------
+    policy, static, oracle
+        Runs of the same seeds, in the same order.
+    interval_ms
+        Bar length.
+
+    Returns
+    -------
+    dict
+        Per split: ``mean`` (of the per-seed ratios that exist, None if none does),
+        ``std``, ``seeds`` (the per-seed ratios), ``n`` (how many exist), and the bad-debt
+        sums ``policy``, ``static``, ``oracle`` (means over seeds).
+    """
+    triples = list(zip(policy, static, oracle, strict=True))
+    for p, s, o in triples:
+        if not p.seed == s.seed == o.seed:
+            raise ReplayInputError(
+                f"oracle_gain_captured pairs seeds {p.seed}, {s.seed}, {o.seed}; pass runs of "
+                "the same seeds in the same order"
+            )
+    out: dict[str, dict[str, Any]] = {}
+    for split in GAIN_SPLITS:
+        ratios: list[float | None] = []
+        sums: dict[str, list[float]] = {"policy": [], "static": [], "oracle": []}
+        for p, s, o in triples:
+            jump = first_jump_bars(s, interval_ms)
+            mask = {"overall": np.ones_like(jump), "first_jump": jump, "aftershock": ~jump}[split]
+            bad = {k: float(r.bad_debt[mask].sum()) for k, r in zip(sums, (p, s, o), strict=True)}
+            for k, v in bad.items():
+                sums[k].append(v)
+            gain = 1 - bad["oracle"] / bad["static"] if bad["static"] > 0 else 0.0
+            ratios.append(
+                (1 - bad["policy"] / bad["static"]) / gain if gain >= MIN_ORACLE_GAIN else None
+            )
+        valid = [r for r in ratios if r is not None]
+        out[split] = {
+            "mean": float(np.mean(valid)) if valid else None,
+            "std": float(np.std(valid, ddof=1)) if len(valid) > 1 else (0.0 if valid else None),
+            "n": len(valid),
+            "seeds": ratios,
+            **{k: float(np.mean(v)) for k, v in sums.items()},
+        }
+    return out

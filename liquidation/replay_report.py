@@ -1,8 +1,10 @@
 """The replay's outputs: the result, a self-contained HTML report and the JSON summary.
 
-The report shows, per policy: the price and the multiplier path, cumulative liquidations and
-bad debt over time (mean over seeds), a bar chart of the headline metrics at the base IMF
-and at equal margin, and the tables of the JSON summary (:mod:`liquidation.replay_summary`).
+The report shows, per policy: the price and the multiplier path, cumulative positions
+liquidated and bad debt over time (mean over seeds), the risk-capital frontier (bad debt and
+positions liquidated against mean margin posted, static over a range of levels and each
+dynamic policy over a range of scales), a bar chart of the headline metrics, and the tables
+of the JSON summary (:mod:`liquidation.replay_summary`), the oracle gain captured included.
 matplotlib is imported only when a report is drawn, so the core stays light.
 """
 
@@ -26,8 +28,15 @@ from liquidation.simulate import MarketPaths, ReplaySeries
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-_COLORS = {"static": "#555555", "ewma": "#1f77b4", "model": "#d62728", "oracle": "#2ca02c"}
-_HEADLINE = ("bad_debt", "liquidations", "insurance_drawdown", "mean_im")
+_COLORS = {
+    "static": "#555555",
+    "ewma": "#1f77b4",
+    "model": "#d62728",
+    "oracle": "#2ca02c",
+    "served": "#9467bd",
+}
+_HEADLINE = ("bad_debt", "positions_liquidated", "liquidated_notional", "mean_im")
+_GAIN_SPLITS = ("overall", "first_jump", "aftershock")
 
 
 @dataclass
@@ -57,7 +66,8 @@ def write_report(result: ReplayResult, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     figures = {
         "Price and multiplier": price_multiplier_figure(result),
-        "Cumulative liquidations and bad debt (mean over seeds)": cumulative_figure(result),
+        "Cumulative positions liquidated and bad debt (mean over seeds)": cumulative_figure(result),
+        "Risk-capital frontier (mean over seeds)": frontier_figure(result),
         "Headline metrics per policy": bar_figure(result),
     }
     images = "\n".join(
@@ -76,7 +86,17 @@ img{{max-width:100%}}</style></head><body>
 {summary["data"]["n_bars"]} bars, {summary["seeds"]} seeds. Model forecasts:
 {html.escape(str(summary["forecasts"].get("model_source", "not used")))}.</p>
 <h2>Same base parameters (mean over seeds)</h2>{_policy_table(summary)}
-<h2>Equal mean margin (policy / static at the calibrated level)</h2>{_equal_table(summary)}
+<h2>Equal mean margin (policy / static at the calibrated level)</h2>
+<p>Every policy, static levels included, runs under the maintenance rule
+<code>{html.escape(str(summary["config"]["replay"]["maintenance_rule"]))}</code>. Headline
+counts are positions liquidated and notional liquidated; waterfall steps are counted apart.</p>
+{_equal_table(summary)}
+<h2>Oracle gain captured at equal mean margin (bad debt)</h2>
+<p><code>(1 - policy/static) / (1 - oracle/static)</code>, the static and the oracle both at
+the policy's mean margin; mean &plusmn; std of the per-seed ratios (seeds counted), n/a
+where the oracle gains less than 5% in a split. First-jump bars: bad debt in the
+equal-margin static run of the seed and none in its previous 24 h; aftershock: every other
+bar.</p>{_gain_table(summary)}
 <h2>Model against EWMA</h2><pre>{html.escape(json.dumps(summary["comparison"], indent=2))}</pre>
 {images}
 </body></html>"""
@@ -115,18 +135,18 @@ def cumulative_figure(result: ReplayResult) -> Figure:
     index = pd.to_datetime(result.paths.ts_ms, unit="ms", utc=True)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in result.series.items():
-        liq = np.mean([np.cumsum(r.liquidations) for r in runs], axis=0)
+        liq = np.mean([np.cumsum(r.positions_liquidated) for r in runs], axis=0)
         bad = np.mean([np.cumsum(r.bad_debt) for r in runs], axis=0)
         left.plot(index, liq, label=name, color=_COLORS[name])
         right.plot(index, bad, label=name, color=_COLORS[name])
     for name, runs in result.equal_margin_series.items():
         if runs:
             bad = np.mean([np.cumsum(r.bad_debt) for r in runs], axis=0)
-            liq = np.mean([np.cumsum(r.liquidations) for r in runs], axis=0)
+            liq = np.mean([np.cumsum(r.positions_liquidated) for r in runs], axis=0)
             style = {"color": _COLORS[name], "ls": ":", "label": f"static @ {name} margin"}
             left.plot(index, liq, **style)
             right.plot(index, bad, **style)
-    left.set_title("liquidation steps")
+    left.set_title("positions liquidated")
     right.set_title("bad debt (USD)")
     for ax in (left, right):
         ax.legend(fontsize=7)
@@ -135,11 +155,35 @@ def cumulative_figure(result: ReplayResult) -> Figure:
     return fig
 
 
+def frontier_figure(result: ReplayResult) -> Figure:
+    """Bad debt (left) and positions liquidated (right) against mean margin posted.
+
+    Static is drawn over the levels its bisections tried, each dynamic policy over its
+    frontier scales (the oracle over its bisection's scales); a policy below the static
+    curve buys less risk with the same capital.
+    """
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for family, points in result.summary.get("frontier", {}).items():
+        x = [p["mean_im"] for p in points]
+        style = {"color": _COLORS.get(family, "#000000"), "marker": "o", "ms": 3, "lw": 1}
+        left.plot(x, [p["bad_debt"] for p in points], label=family, **style)
+        right.plot(x, [p["positions_liquidated"] for p in points], label=family, **style)
+    left.set_ylabel("bad debt (USD)")
+    right.set_ylabel("positions liquidated")
+    for ax in (left, right):
+        ax.set_xlabel("mean initial margin posted (USD)")
+        ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def bar_figure(result: ReplayResult) -> Figure:
     """Bars of the headline metrics per policy, with the min-max range over seeds."""
     plt = _pyplot()
     policies = result.summary["policies"]
-    names = [p for p in POLICIES if p in policies]
+    names = [p for p in (*POLICIES, "served") if p in policies]
     fig, axes = plt.subplots(1, len(_HEADLINE), figsize=(12, 3.2))
     for ax, key in zip(axes, _HEADLINE, strict=True):
         means = [policies[n][key] for n in names]
@@ -155,8 +199,10 @@ def bar_figure(result: ReplayResult) -> Figure:
 def _policy_table(summary: dict[str, Any]) -> str:
     keys = (
         "bad_debt",
-        "liquidations",
         "positions_liquidated",
+        "liquidated_notional",
+        "waterfall_steps",
+        "topups",
         "insurance_drawdown",
         "adl_events",
         "mean_im",
@@ -173,8 +219,37 @@ def _policy_table(summary: dict[str, Any]) -> str:
     return f"<table><tr><th>policy</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _gain_table(summary: dict[str, Any]) -> str:
+    head = "".join(f"<th>{k}</th>" for k in _GAIN_SPLITS)
+    rows = []
+    for name, block in summary["equal_margin"].items():
+        gains = block.get("oracle_gain_captured")
+        if gains is None:
+            continue
+        cells = "".join(f"<td>{_gain_cell(gains[k])}</td>" for k in _GAIN_SPLITS)
+        scale = block.get("oracle_at_margin", {}).get("scale")
+        at = "own margin" if scale is None else f"oracle scale {scale:.3f}"
+        rows.append(f"<tr><th>{html.escape(name)} ({at})</th>{cells}</tr>")
+    return f"<table><tr><th>policy</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _gain_cell(gain: dict[str, Any]) -> str:
+    if gain["mean"] is None:
+        return "n/a"
+    return f"{gain['mean']:.2f} &plusmn; {gain['std']:.2f} ({gain['n']} seeds)"
+
+
 def _equal_table(summary: dict[str, Any]) -> str:
-    keys = ("bad_debt", "liquidations", "insurance_drawdown", "adl_events", "mean_im")
+    keys = (
+        "bad_debt",
+        "positions_liquidated",
+        "liquidated_notional",
+        "waterfall_steps",
+        "insurance_drawdown",
+        "adl_events",
+        "topups",
+        "mean_im",
+    )
     head = "".join(f"<th>{k}</th>" for k in keys)
     rows = []
     for name, block in summary["equal_margin"].items():

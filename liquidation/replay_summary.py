@@ -12,18 +12,31 @@ Stable keys:
   ``policy.<metric>``, ``ratio.<metric>`` (policy / static),
   ``windows.<window>.ratio.<metric>``, ``ratio_by_seed.<metric>`` (mean/std/min/max of
   the per-seed ratio, paired on the same trader book);
+* ``equal_margin.<name>.oracle_at_margin``: the scale of the oracle's path that posts the
+  policy's mean margin (``scale``, ``achieved_mean_im``), and
+  ``equal_margin.<name>.oracle_gain_captured.<split>`` for ``overall``, ``first_jump`` and
+  ``aftershock`` (:func:`liquidation.replay_metrics.oracle_gain_captured`: ``mean`` of the
+  per-seed ratios, ``std``, ``n``, ``seeds``, bad-debt sums);
 * ``same_base.<name>.ratio.<metric>``: policy / static at the base IMF (and
   ``ratio_by_seed``);
+* ``frontier.<family>``: the risk-capital frontier, a list of points (``level``,
+  ``mean_im``, ``bad_debt``, ``positions_liquidated``, ``liquidated_notional``, ``topups``)
+  for static over a range of levels and each dynamic policy over a range of scales;
 * ``comparison``: paired seed counts of ``model`` against ``ewma`` at equal margin.
+
+The headline counts are ``positions_liquidated`` and ``liquidated_notional``;
+``waterfall_steps`` (every partial or full step) is reported beside them. The replay counts
+top-ups (``topups``) but does not yet record the collateral they deposit.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
-from liquidation.equal_margin import EqualMarginLevel
+from liquidation.equal_margin import EqualMarginLevel, FrontierPoint
 from liquidation.replay_metrics import Window, across_seeds, series_metrics, spread
 from liquidation.simulate import ReplaySeries
 
@@ -32,11 +45,12 @@ POLICIES: tuple[str, ...] = ("static", "ewma", "model", "oracle")
 
 RATIO_KEYS: tuple[str, ...] = (
     "bad_debt",
-    "liquidations",
     "positions_liquidated",
     "liquidated_notional",
+    "waterfall_steps",
     "insurance_drawdown",
     "adl_events",
+    "topups",
     "mean_im",
 )
 """Metrics compared as policy / static ratios."""
@@ -47,6 +61,10 @@ def summarise(
     levels: Mapping[str, EqualMarginLevel],
     windows: Sequence[Window],
     base_imf: float,
+    *,
+    oracle_levels: Mapping[str, EqualMarginLevel] | None = None,
+    gains: Mapping[str, Mapping[str, Any]] | None = None,
+    frontier: Sequence[FrontierPoint] = (),
 ) -> dict[str, Any]:
     """``policies``, ``same_base``, ``equal_margin`` and ``comparison`` of one replay.
 
@@ -61,6 +79,12 @@ def summarise(
         Stress windows scored separately.
     base_imf
         The template's base initial margin fraction (``static_imf = level * base_imf``).
+    oracle_levels
+        Per dynamic policy, the oracle scaled to its mean margin.
+    gains
+        Per dynamic policy, :func:`liquidation.replay_metrics.oracle_gain_captured`.
+    frontier
+        Points of the risk-capital frontier.
     """
     policies = {name: policy_block(runs, windows) for name, runs in series.items()}
     static = policies["static"]
@@ -91,10 +115,24 @@ def summarise(
                 for w in windows
             },
         }
+        oracle = (oracle_levels or {}).get(name)
+        if oracle is not None:
+            equal_margin[name]["oracle_at_margin"] = {
+                "scale": oracle.level,
+                "achieved_mean_im": oracle.achieved,
+                "iterations": oracle.iterations,
+            }
+        if gains and name in gains:
+            equal_margin[name]["oracle_gain_captured"] = dict(gains[name])
+    curves: dict[str, list[dict[str, float]]] = {}
+    for point in sorted(frontier, key=lambda p: (p.family, p.mean_im)):
+        row = {k: v for k, v in asdict(point).items() if k != "family"}
+        curves.setdefault(point.family, []).append(row)
     return {
         "policies": policies,
         "same_base": same_base,
         "equal_margin": equal_margin,
+        "frontier": curves,
         "comparison": compare_policies(equal_margin, policies, "model", "ewma"),
     }
 
@@ -158,8 +196,8 @@ def compare_policies(
         "evaluated": True,
         "policies": [first, second],
         "bad_debt_ratio": {n: equal_margin[n]["ratio"]["bad_debt"] for n in (first, second)},
-        "liquidations_ratio": {
-            n: equal_margin[n]["ratio"]["liquidations"] for n in (first, second)
+        "positions_liquidated_ratio": {
+            n: equal_margin[n]["ratio"]["positions_liquidated"] for n in (first, second)
         },
         f"{first}_lower_bad_debt_seeds": sum(a["bad_debt"] < b["bad_debt"] for a, b in pairs),
         "seeds": len(pairs),
@@ -178,6 +216,9 @@ def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
         for key, value in block["ratio"].items():
             if value is not None:
                 out[_key(f"equal_margin.{name}.ratio.{key}")] = float(value)
+        for split, gain in block.get("oracle_gain_captured", {}).items():
+            if gain["mean"] is not None:
+                out[_key(f"equal_margin.{name}.oracle_gain_captured.{split}")] = gain["mean"]
     return out
 
 

@@ -14,7 +14,7 @@ requirement per position, plus float error relative to the amounts involved), an
 re-checks each flagged bucket with exact integer money before it liquidates. So the buckets
 liquidated are exactly those the integer check finds below maintenance.
 
-Positions pay the multiplier of their *ramp class* (:mod:`liquidation.ramp`): per asset, the
+Positions pay the multiplier of their *ramp class* (:mod:`liquidation.rules.ramp`): per asset, the
 classes are intervals of ``risk_since``; the exposure matrix keeps one quantity block per class.
 """
 

@@ -1,49 +1,53 @@
-"""Historical replay: a synthetic trader book through the liquidation rules, bar by bar.
+"""Historical replay: a synthetic trader book through the liquidation core, bar by bar.
 
 The simulator takes plain data only (this package imports nothing ML): per-asset OHLC,
-quote-volume and funding arrays, and per margin policy a per-asset, per-bar multiplier path.
-Several *scenarios* (policy x seed) run in one pass over the bars: positions of every scenario
-live in one structure-of-arrays book (one slot per open position, the layout of the engine's
-:class:`liquidation.scan.PositionBook`), keyed by a *lane* = (scenario, asset, side), so the
-per-bar Python overhead is paid once for all of them while each scenario keeps its own
-insurance fund and accounting. The engine's per-event API (integer money, one Python call per
-fill) would take hours for 100 000 traders x 5 seeds x 4 policies; the rules are the engine's
-and the tests check them against it (see ``tests/replay``).
+quote-volume and funding arrays, and per margin policy a per-asset, per-bar multiplier path
+(the effective target a RiskSnapshot stream gives, :mod:`liquidation.rules.multiplier`).
+Several *scenarios* (policy x seed) run in one pass over the bars, each with its own venue:
+insurance fund, fees, keeper rewards and a liquidity vault, the counterparty of every fill.
 
-One bar ``t`` (open time ``ts``, evaluation time ``ts + interval``) does, in order:
+Everything is the engine's, in the engine's units: quantities in lots, money in micro-USD,
+every rule from :mod:`liquidation.rules`, every fill booked by the engine's fill arithmetic
+(:mod:`liquidation.fills`). ``tests/liquidation/test_replay_engine_equivalence.py`` proves it
+by property: on random books, paths and snapshot streams the replay and a real
+:class:`~liquidation.engine.Engine` fed the same ticks end with identical integers.
 
-1. **funding** at the bar open (longs pay ``rate * qty * open``, shorts receive it);
-2. **opens** of the traders arriving at ``t`` at the open price; the notional is capped so that
-   equity after the taker fee covers the initial margin at the multiplier in force
-   (``notional <= collateral / (base_imf * m + fee)``, the engine's IM check);
-3. **liquidation scan at the wick**: longs are valued at the bar's low and shorts at its high
-   (a vectorised health scan with the engine's size-scaled fractions and the multiplier
-   ramp: positions older than the last tightening pay the ramped multiplier), then the
-   waterfall of :mod:`liquidation.waterfall` on each flagged position: a partial step sized as
-   in the engine (restore ``(1 + buffer) * MM`` after costs, at most ``max_step_fraction``),
-   or a full close-out for small, deep (``equity < emergency_health * MM``) or hopeless ones;
-   close-out at the wick price moved by :func:`liquidation.margin.slippage_rate` with the
-   standard size set to ``participation`` of the bar's quote volume; the penalty is paid from
-   remaining equity and split with the insurance fund; bad debt is paid by the fund (capped per
-   event), then by auto-deleveraging of profitable opposite positions ranked with
-   :func:`liquidation.adl.rank_candidates`, then socialized;
-4. **top-ups** at the close by the defending traders whose health fell below their trigger;
-5. **planned closes** at the close price (taker fee).
+One bar is the path open -> nearer extreme -> farther extreme -> close (:func:`tick_prices` at
+:func:`tick_times`):
+
+1. at the open: the maintenance ramp of each (scenario, asset) retargets to the bar's
+   multiplier (:func:`liquidation.rules.ramp.retarget`); funding settles at the open price,
+   zero-sum between the holders and the vault (:func:`liquidation.funding.funding_payments`);
+   arriving traders deposit and open the largest size within their target leverage that the
+   IM check admits (:func:`open_lots`);
+2. at each later tick a keeper pass: a float filter valued once per bar at each position's
+   worst tick (it never misses: its tolerance covers the exact rounding) selects the
+   positions to check exactly; those below maintenance (:mod:`liquidation.rules.margin`, ramp
+   classes of :mod:`liquidation.rules.ramp`) get one waterfall step each, lowest health
+   first: the emergency test and rate limit, a partial step sized by
+   :func:`liquidation.rules.partial.partial_ppm` at the slippage of
+   :mod:`liquidation.rules.closeout` (standard size ``participation`` of the bar's quote
+   volume), or a full close-out; the penalty split and the fund's cap per event of
+   :mod:`liquidation.rules.penalty`; a bankruptcy beyond the fund goes to the backstop vault
+   at the mark with a concession (:mod:`liquidation.rules.backstop`);
+3. at the close: defending traders top up (:mod:`liquidation.rules.topup`), planned closes
+   trade with the vault (taker fee); the initial margin and notional of open positions are
+   recorded.
+
+The vault is deep (:attr:`ReplayConfig.vault_usd`): it admits every fill, so ADL and
+socialization never trigger; if its margin would ever refuse a fill the replay raises instead
+of diverging from the engine. Per-event steps (a partial step's fills, a close-out) are scalar
+calls of the same rules on the few flagged positions; the per-bar scans are vectorised.
 
 A scenario may split its multiplier (:attr:`Scenario.maintenance`): the initial margin of new
-risk then pays ``multiplier`` at once and maintenance pays the separate path (ramped for
-existing positions as above); :func:`maintenance_multipliers` builds the documented rules.
-
-Simplifications (each documented where it happens): one waterfall step per position per bar
-(the engine's cooldown is shorter than a bar, so a bar replay cannot resolve several); the
-close-out executes at the wick extreme, i.e. a liquidation triggered inside the bar is filled
-as badly as the bar allows (conservative for bad debt); open-interest scaling of the initial
-fraction is off by default because the synthetic book's open interest is not the venue's.
+risk then pays ``multiplier`` and maintenance follows the separate path (ramped as above);
+:func:`maintenance_multipliers` builds the documented rules. Open-interest scaling of the
+initial fraction is off (the synthetic book's open interest is not the venue's): the template
+asset's OI band lies above any book the replay can hold.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -52,16 +56,50 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from liquidation.adl import AdlCandidate, rank_candidates
+from liquidation.accounts import Position
 from liquidation.config import (
     AssetConfig,
     EngineConfig,
     FeeConfig,
     InsuranceConfig,
     LiquidationConfig,
+    OracleGuardConfig,
 )
 from liquidation.errors import LiquidationCoreError
-from liquidation.margin import ramped_multiplier, slippage_rate
+from liquidation.fills import fill_amounts, segments
+from liquidation.funding import funding_payments
+from liquidation.money import MICRO, QTY_SCALE, charge, div_trunc, value
+from liquidation.rules.backstop import (
+    backstop_share,
+    bankruptcy_deficit,
+    market_closeout_fits,
+    shortfall_beyond_fund,
+)
+from liquidation.rules.closeout import close_price, slippage_rate
+from liquidation.rules.fixed import MAX_NOTIONAL_V, charge_v, check_bounds_v, value_v
+from liquidation.rules.margin import (
+    health,
+    initial_requirement,
+    initial_requirement_v,
+    liquidatable,
+    maintenance_requirement,
+    maintenance_requirement_v,
+    position_fraction_v,
+)
+from liquidation.rules.partial import (
+    FRACTION_SCALE,
+    close_cost,
+    closed_lots,
+    improves,
+    is_emergency,
+    partial_allowed,
+    partial_ppm,
+    rate_limited,
+)
+from liquidation.rules.penalty import fund_available, fund_cover, penalty_due, split_penalty
+from liquidation.rules.ramp import RampState, classes, retarget
+from liquidation.rules.ramp import multiplier as ramp_multiplier
+from liquidation.rules.topup import topup_amount, topup_amount_v, wants_topup, wants_topup_v
 from liquidation.trader_book import BookConfig, TraderBook, draw_book
 
 Progress = Callable[[int, int], None]
@@ -77,6 +115,16 @@ def _default_asset() -> AssetConfig:
     # OI scaling would price the synthetic book's open interest as if it were the venue's;
     # the caps sit far above any book the simulator draws, which switches it off.
     return AssetConfig("REPLAY", oi_lower_usd=1e15, oi_upper_usd=1e16)
+
+
+#: Open interest no replay book reaches (100 000 positions at the vector bound of 9e9 USD).
+OI_FREE_USD = 1e15
+
+
+def _replay_guard() -> OracleGuardConfig:
+    # A bar replay prints four prices per bar: the heartbeat spans a day of bars and the
+    # deviation bound is wide, so that no print of a historical path is guarded.
+    return OracleGuardConfig(heartbeat_ms=86_400_000, max_deviation=0.9, reanchor_band=0.5)
 
 
 @dataclass(frozen=True)
@@ -110,6 +158,14 @@ class ReplayConfig:
         :attr:`Scenario.maintenance` paths.
     stress_threshold : float
         Multiplier from which the ``stress`` rule passes a tightening to maintenance (2.0).
+    vault_usd : float
+        Collateral of the liquidity vault, the counterparty of every fill and the backstop
+        (1e10 USD: deep; the replay raises if it would ever refuse a fill).
+    oracle : OracleGuardConfig
+        Guard of the engine the replay stands for (:meth:`engine_config`): wide enough that
+        no print of a bar path is guarded.
+    max_ramp_classes, max_funding_rate
+        As in :class:`~liquidation.config.EngineConfig`.
     """
 
     asset: AssetConfig = field(default_factory=_default_asset)
@@ -124,6 +180,10 @@ class ReplayConfig:
     fund_seed_usd: float = 50_000.0
     maintenance_rule: str = "follow"
     stress_threshold: float = 2.0
+    vault_usd: float = 1e10
+    oracle: OracleGuardConfig = field(default_factory=_replay_guard)
+    max_ramp_classes: int = 8
+    max_funding_rate: float = 0.04
 
     def __post_init__(self) -> None:
         if self.maintenance_rule not in MAINTENANCE_RULES:
@@ -141,15 +201,25 @@ class ReplayConfig:
             raise ReplayInputError("ReplayConfig.participation must be in (0, 1]")
         if self.fund_seed_usd < 0:
             raise ReplayInputError("ReplayConfig.fund_seed_usd must be >= 0")
+        if self.asset.oi_lower_usd < OI_FREE_USD:
+            raise ReplayInputError(
+                f"ReplayConfig.asset.oi_lower_usd must be >= {OI_FREE_USD:g}: the replay does "
+                "not model open-interest scaling (its book's open interest is not the venue's)"
+            )
+        if self.vault_usd <= 0:
+            raise ReplayInputError("ReplayConfig.vault_usd must be > 0")
 
     def engine_config(self, assets: Sequence[str]) -> EngineConfig:
         """The :class:`EngineConfig` with the same rules (for cross-checks with the engine)."""
         return EngineConfig(
             assets=tuple(replace(self.asset, symbol=s) for s in assets),
+            oracle=self.oracle,
             liquidation=self.liquidation,
             fees=self.fees,
             insurance=self.insurance,
             ramp_ms=self.ramp_ms,
+            max_funding_rate=self.max_funding_rate,
+            max_ramp_classes=self.max_ramp_classes,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -292,48 +362,6 @@ class ReplaySeries:
     fund_seed: float
 
 
-def market_ramp(
-    target: NDArray[np.float64], ts_ms: NDArray[np.int64], eval_ms: NDArray[np.int64], ramp_ms: int
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Ramped multiplier of existing positions and the ramp start, per bar, as the engine does.
-
-    A new target published at ``ts_ms[t]`` starts a ramp from the value then in force
-    (:func:`liquidation.margin.ramped_multiplier` gives it); ``existing[t]`` is the ramped value
-    at ``eval_ms[t]``. The first bar counts as a publication with no ramp.
-
-    Parameters
-    ----------
-    target : array, shape (n_bars,)
-        Multiplier paid by new risk during each bar.
-    ts_ms, eval_ms : int64 arrays
-        Publication (bar open) and evaluation (bar close) times.
-    ramp_ms : int
-        Ramp length.
-
-    Returns
-    -------
-    existing, change_start : arrays of shape (n_bars,)
-    """
-    n = len(target)
-    existing = np.empty(n)
-    change_start = np.empty(n, dtype=np.int64)
-    changes = np.concatenate([[0], np.flatnonzero(np.diff(target) != 0) + 1, [n]])
-    ramp_from, start, current = float(target[0]), int(ts_ms[0]), float(target[0])
-    for begin, end in itertools.pairwise(changes):
-        if begin > 0:
-            # The value in force at the instant the new target lands is where the ramp starts.
-            ramp_from = ramped_multiplier(ramp_from, current, start, ramp_ms, int(ts_ms[begin]))
-            start, current = int(ts_ms[begin]), float(target[begin])
-        segment = slice(begin, end)
-        change_start[segment] = start
-        if current <= ramp_from or ramp_ms == 0:
-            existing[segment] = current
-        else:
-            progress = np.clip((eval_ms[segment] - start) / ramp_ms, 0.0, 1.0)
-            existing[segment] = np.minimum(current, ramp_from + (current - ramp_from) * progress)
-    return existing, change_start
-
-
 def simulate(
     market: MarketPaths,
     scenarios: Sequence[Scenario],
@@ -367,6 +395,27 @@ def simulate(
         If a multiplier path has the wrong shape, is not finite or not positive.
     """
     cfg = config or ReplayConfig()
+    return _checked(market, scenarios, cfg, books).run(progress)
+
+
+def simulate_ledger(
+    market: MarketPaths,
+    scenarios: Sequence[Scenario],
+    config: ReplayConfig | None = None,
+    books: Mapping[int, TraderBook] | None = None,
+) -> tuple[list[ReplaySeries], list[VenueLedger]]:
+    """:func:`simulate`, plus each scenario's integer end state (for checks against the engine)."""
+    replay = _checked(market, scenarios, config or ReplayConfig(), books)
+    series = replay.run(None)
+    return series, [replay.ledger(s) for s in range(len(scenarios))]
+
+
+def _checked(
+    market: MarketPaths,
+    scenarios: Sequence[Scenario],
+    cfg: ReplayConfig,
+    books: Mapping[int, TraderBook] | None,
+) -> _Replay:
     if not scenarios:
         raise ReplayInputError("simulate needs at least one scenario")
     for sc in scenarios:
@@ -381,10 +430,141 @@ def simulate(
                 raise ReplayInputError(f"scenario {sc.label!r}: {name} must be finite and > 0")
         if sc.ramp_ms is not None and sc.ramp_ms < 0:
             raise ReplayInputError(f"scenario {sc.label!r}: ramp_ms must be >= 0")
-    return _Replay(market, list(scenarios), cfg, dict(books or {})).run(progress)
+    return _Replay(market, list(scenarios), cfg, dict(books or {}))
 
 
-# -- the engine of the replay ------------------------------------------------------------------
+# -- the venue of the replay -------------------------------------------------------------------
+#: The path within a bar: open, first extreme, second extreme, close (see :func:`tick_prices`).
+TICKS = 4
+#: Ticks at which the keeper scans and liquidates: both extremes and the close.
+SCAN_TICKS = (1, 2, 3)
+#: Up to this many flagged positions, the scalar rules are cheaper than numpy's call overhead.
+SCALAR_ROWS = 32
+_NEVER = np.iinfo(np.int64).min
+
+
+def tick_prices(market: MarketPaths) -> NDArray[np.int64]:
+    """Integer micro-USD prices of the path within each bar, shape ``(n_assets, n_bars, 4)``.
+
+    Open, then the extreme nearer the open's side first (the low of a rising bar, the high of
+    a falling one), then the other extreme, then the close. The engine fed these prices tick
+    by tick at :func:`tick_times` sees what the replay sees.
+    """
+    micro = [np.round(x * MICRO).astype(np.int64) for x in (market.open, market.high,
+             market.low, market.close)]  # fmt: skip
+    o, h, lo, c = micro
+    up = c >= o
+    return np.stack([o, np.where(up, lo, h), np.where(up, h, lo), c], axis=-1)
+
+
+def tick_times(market: MarketPaths) -> NDArray[np.int64]:
+    """Epoch ms of each tick of :func:`tick_prices`, shape ``(n_bars, 4)``."""
+    step = market.interval_ms // TICKS
+    return market.ts_ms[:, None] + step * np.arange(TICKS, dtype=np.int64)[None, :]
+
+
+def trader_account(index: int) -> str:
+    """Account id of the ``index``-th trader of a book (ids sort like the indices)."""
+    return f"t{index:08d}"
+
+
+def open_lots(
+    collateral: NDArray[np.int64],
+    leverage: NDArray[np.float64],
+    side: NDArray[np.int8],
+    price: NDArray[np.int64],
+    multiplier: NDArray[np.float64],
+    asset: AssetConfig,
+    fee_rate: float,
+    min_order: int,
+) -> NDArray[np.int64]:
+    """Signed lots each trader opens: the largest within its target leverage that the venue
+    admits, i.e. ``collateral - fee >= IM`` after the trade (the engine's check on a new
+    position, :func:`liquidation.rules.margin.may_update`), found by bisection on the exact
+    integer rules, with ``SEGMENT_SLACK`` micro-USD to spare for the rounding of a fill split
+    where the vault's position changes sign. 0 for an order below the minimum notional.
+    """
+    wanted = np.floor(collateral * leverage / price * QTY_SCALE)
+    cap = np.minimum(wanted, MAX_NOTIONAL_V / price * QTY_SCALE).astype(np.int64)
+
+    def fits(lots: NDArray[np.int64]) -> NDArray[np.bool_]:
+        notional = value_v(lots, price)
+        fee = charge_v(notional, fee_rate)
+        im = initial_requirement_v(notional, multiplier, 0.0, asset)
+        return collateral - fee - SEGMENT_SLACK >= im
+
+    cap = np.maximum(cap, 0)
+    ok = fits(cap)
+    low, high = np.where(ok, cap, 0), cap
+    while True:
+        open_ = ~ok & (high - low > 1)
+        if not open_.any():
+            break
+        middle = low + (high - low) // 2
+        good = fits(middle)
+        low = np.where(open_ & good, middle, low)
+        high = np.where(open_ & ~good, middle, high)
+    lots = low
+    dust = value_v(lots, price) < min_order
+    return np.where(dust, 0, lots * side.astype(np.int64))
+
+
+#: Micro-USD an opening trader leaves unused: a fill split in segments rounds each one.
+SEGMENT_SLACK = 4
+
+
+@dataclass
+class VenueLedger:
+    """Integer end state of one scenario's venue (micro-USD, lots): what the engine would hold.
+
+    ``balance[i]``, ``lots[i]`` and ``cost[i]`` are trader ``i``'s (account :func:`trader_account`);
+    ``vault`` maps asset to the vault's (lots, cost); ``liquidated`` lists the traders hit.
+    """
+
+    balance: NDArray[np.int64]
+    lots: NDArray[np.int64]
+    cost: NDArray[np.int64]
+    opened_lots: NDArray[np.int64]
+    fund: int
+    fees: int
+    keeper: int
+    vault_balance: int
+    vault: dict[str, tuple[int, int]]
+    liquidated: list[int]
+    steps: int
+    bad_debt: int
+    backstop: int
+    adl: int
+    socialized: int
+    deposits: int
+
+
+class _Venue:
+    """One scenario's venue: insurance fund, fees, keeper, the liquidity vault (Python ints)."""
+
+    def __init__(self, assets: tuple[str, ...], fund: int, vault: int) -> None:
+        self.assets = assets
+        self.fund = fund
+        self.fees = 0
+        self.keeper = 0
+        self.vault_balance = vault
+        self.vault: list[Position | None] = [None] * len(assets)
+        self.deposits = fund + vault
+        self.bad_debt = self.backstop = self.adl = self.socialized = 0
+
+    def vault_equity_and_im(
+        self, price: NDArray[np.int64], target: NDArray[np.float64], asset: AssetConfig
+    ) -> tuple[int, int]:
+        eq, im = self.vault_balance, 0
+        for a, pos in enumerate(self.vault):
+            if pos is None:
+                continue
+            val = value(pos.lots, int(price[a]))
+            eq += val - pos.cost
+            im += initial_requirement(abs(val), float(target[a]), 0.0, asset)
+        return eq, im
+
+
 class _Replay:
     """Mutable state of one pass; kept private so the public surface is :func:`simulate`."""
 
@@ -398,26 +578,38 @@ class _Replay:
         self.m, self.sc, self.cfg = market, scenarios, cfg
         n_s, n_a, n_t = len(scenarios), len(market.assets), market.n_bars
         self.n_s, self.n_a, self.n_t = n_s, n_a, n_t
-        self.eval_ms = market.ts_ms + market.interval_ms
-        # Lanes: (scenario, asset); scan keys: (lane, side) with side 0 long, 1 short.
+        self.asset = cfg.asset
+        self.px = tick_prices(market)
+        self.px_f = self.px.astype(np.float64)
+        # The scan filter values each position once per bar, at its worst scan tick: equity
+        # - MM moves with the price as the position does while 1.5 * cap * mmf < 1 (the size
+        # term's elasticity is 1/2), so the worst tick is the lowest price for a long and the
+        # highest for a short. Otherwise every scan tick is valued.
+        scan = self.px_f[:, :, list(SCAN_TICKS)]
+        self.worst_f = np.stack([scan.max(axis=2), scan.min(axis=2)])  # [short, long]
+        self.monotone = 1.5 * self.asset.imf_cap * self.asset.maintenance_fraction < 1.0
+        self.tms = tick_times(market)
+        check_bounds_v(self.px, np.zeros(1, dtype=np.int64), "replay prices")
         self.target = np.stack([sc.multiplier for sc in scenarios]).reshape(n_s * n_a, n_t)
-        # Maintenance target per lane, and each lane's ramp (the scenario's, else the config's).
         self.mm_target = np.stack([sc.maintenance_path for sc in scenarios]).reshape(n_s * n_a, n_t)
-        lane_ramp = [cfg.ramp_ms if sc.ramp_ms is None else sc.ramp_ms for sc in scenarios]
-        ramps = [
-            market_ramp(row, market.ts_ms, self.eval_ms, lane_ramp[lane // n_a])
-            for lane, row in enumerate(self.mm_target)
+        self.lane_ramp_ms = [
+            cfg.ramp_ms
+            if scenarios[lane // n_a].ramp_ms is None
+            else scenarios[lane // n_a].ramp_ms
+            for lane in range(n_s * n_a)
         ]
-        self.existing = np.stack([r[0] for r in ramps])
-        self.change_start = np.stack([r[1] for r in ramps])
-        self.key_lane = np.repeat(np.arange(n_s * n_a), 2)
-        self.key_short = np.tile([False, True], n_s * n_a)
-        self.key_asset = self.key_lane % n_a
-        self.key_scen = self.key_lane // n_a
-        a = cfg.asset
+        self.ramps = [RampState.start(self.asset.fallback_multiplier) for _ in range(n_s * n_a)]
+        self.lane_classes: list[tuple[NDArray[np.int64], NDArray[np.float64]] | None] = [None] * (
+            n_s * n_a
+        )
+        self.std = np.maximum(cfg.participation * market.quote_volume, 1.0)
+        self.min_order = math.ceil(cfg.fees.min_order_notional_usd * MICRO)
+        self.venues = [
+            _Venue(market.assets, round(cfg.fund_seed_usd * MICRO), round(cfg.vault_usd * MICRO))
+            for _ in scenarios
+        ]
         self.stream = self._merge_books(books)
         self._allocate(self._initial_capacity())
-        self.fund = np.full(n_s, cfg.fund_seed_usd)
         self.out = {
             name: np.zeros((n_s, n_t), dtype=dtype)
             for name, dtype in (
@@ -436,12 +628,7 @@ class _Replay:
                 ("topups", np.int64),
             )
         }
-        self._slip = np.vectorize(
-            lambda n, std: slippage_rate(
-                n, cfg.spread_bps, cfg.impact_bps, std, a.max_slippage_bps
-            ),
-            otypes=[np.float64],
-        )
+        self.liquidated: list[list[int]] = [[] for _ in scenarios]
 
     # -- setup ---------------------------------------------------------------------------------
     def _merge_books(self, books: dict[int, TraderBook]) -> dict[str, NDArray[Any]]:
@@ -453,24 +640,34 @@ class _Replay:
                 books[sc.seed] = draw_book(
                     self.cfg.book, self.n_t, self.n_a, sc.seed, bar_hours, weights
                 )
-            book = books[sc.seed]
-            parts.append((s, book))
+            parts.append((s, books[sc.seed]))
+        self.book_sizes = [len(b) for _, b in parts]
         cat = {
             "scen": np.concatenate([np.full(len(b), s, dtype=np.int64) for s, b in parts]),
+            "trader": np.concatenate([np.arange(len(b), dtype=np.int64) for _, b in parts]),
             **{
                 name: np.concatenate([getattr(b, name) for _, b in parts])
-                for name in (
-                    "arrival",
-                    "asset",
-                    "side",
-                    "collateral",
-                    "leverage",
-                    "hold_bars",
-                    "topup",
-                )
+                for name in ("arrival", "asset", "side", "collateral", "leverage", "hold_bars",
+                             "topup")
             },
-        }
-        order = np.argsort(cat["arrival"], kind="stable")
+        }  # fmt: skip
+        cat["collateral"] = np.round(cat["collateral"] * MICRO).astype(np.int64)
+        lane = cat["scen"] * self.n_a + cat["asset"]
+        cat["lots"] = open_lots(
+            cat["collateral"],
+            cat["leverage"],
+            cat["side"],
+            self.px[cat["asset"], cat["arrival"], 0],
+            self.target[lane, cat["arrival"]],
+            self.asset,
+            self.cfg.fees.taker_fee_rate,
+            self.min_order,
+        )
+        self.ledger_balance = [np.zeros(len(b), dtype=np.int64) for _, b in parts]
+        self.ledger_lots = [np.zeros(len(b), dtype=np.int64) for _, b in parts]
+        self.ledger_cost = [np.zeros(len(b), dtype=np.int64) for _, b in parts]
+        self.opened_lots = [np.zeros(len(b), dtype=np.int64) for _, b in parts]
+        order = np.lexsort((cat["trader"], cat["scen"], cat["arrival"]))
         merged = {k: v[order] for k, v in cat.items()}
         merged["bounds"] = np.searchsorted(merged["arrival"], np.arange(self.n_t + 1))
         return merged
@@ -486,15 +683,16 @@ class _Replay:
             "active": bool,
             "scen": np.int64,
             "asset": np.int64,
-            "key": np.int64,
+            "trader": np.int64,
             "close_bar": np.int64,
             "topups_left": np.int64,
-            "first_deposit": np.float64,
+            "first_deposit": np.int64,
             "hit": bool,
-            "qty": np.float64,
-            "cost": np.float64,
-            "balance": np.float64,
+            "lots": np.int64,
+            "cost": np.int64,
+            "balance": np.int64,
             "risk_since": np.int64,
+            "last_step": np.int64,
         }
         for name, dtype in fields.items():
             grown = np.zeros(capacity, dtype=dtype)
@@ -506,9 +704,13 @@ class _Replay:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, progress: Progress | None) -> list[ReplaySeries]:
         for t in range(self.n_t):
+            self._retarget(t)
             self._funding(t)
             self._open(t)
-            self._liquidate(t)
+            at_risk = self._at_risk(t)
+            if len(at_risk):
+                for k in SCAN_TICKS:
+                    self._liquidate(t, k, at_risk)
             self._close_of_bar(t)
             if progress is not None and (t + 1) % 1000 == 0:
                 progress(t + 1, self.n_t)
@@ -516,33 +718,159 @@ class _Replay:
             progress(self.n_t, self.n_t)
         return [self._series(s) for s in range(self.n_s)]
 
+    def _retarget(self, t: int) -> None:
+        """Each lane's maintenance ramp takes the bar's target (the engine's snapshot step)."""
+        ts = int(self.tms[t, 0])
+        column = self.mm_target[:, t]
+        for lane, state in enumerate(self.ramps):
+            target = float(column[lane])
+            if target != state.target:
+                self.ramps[lane] = retarget(
+                    state, target, ts, self.lane_ramp_ms[lane], self.cfg.max_ramp_classes
+                )
+
+    def _mm_multiplier(
+        self, lane: NDArray[np.int64], since: NDArray[np.int64], ts: int
+    ) -> NDArray[np.float64]:
+        """Maintenance multiplier of each position: its ramp class's (rules.ramp)."""
+        mult = np.empty(len(lane))
+        for ln in np.unique(lane) if len(lane) > 1 else lane:
+            rows = lane == ln
+            state = self.ramps[ln]
+            ramp_ms = self.lane_ramp_ms[ln]
+            if not state.floors and (
+                state.target <= state.base_from or ts - state.base_start_ms >= ramp_ms
+            ):
+                mult[rows] = state.target
+                continue
+            bounds, paid = classes(state, ts, ramp_ms)
+            k = np.searchsorted(np.asarray(bounds, dtype=np.int64), since[rows], side="right") - 1
+            mult[rows] = np.asarray(paid)[k]
+        return mult
+
     def _health(
-        self, t: int, price: NDArray[np.float64]
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Equity and maintenance of every slot with ``price`` per scan key (free slots: 0, 0).
+        self, rows: NDArray[np.int64], t: int, k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """Exact equity, maintenance and notional of ``rows`` at tick ``k`` of bar ``t``."""
+        asset = self.s_asset[rows]
+        price = self.px[asset, t, k]
+        val = value_v(self.s_lots[rows], price)
+        notional = np.abs(val)
+        lane = self.s_scen[rows] * self.n_a + asset
+        mult = self._mm_multiplier(lane, self.s_risk_since[rows], int(self.tms[t, k]))
+        mm = maintenance_requirement_v(notional, mult, self.asset)
+        return self.s_balance[rows] + val - self.s_cost[rows], mm, notional
 
-        The maintenance rule is the engine's: positions whose risk predates the last
-        multiplier change pay the ramped multiplier, newer ones the target; the fraction is
-        :func:`position_fractions` times the maintenance fraction.
+    # -- fills against the vault ---------------------------------------------------------------
+    def _plan_fill(
+        self, s: int, row: int, dq: int, price: int, ts: int, fee_rate: float
+    ) -> tuple[tuple[int, int, int], Position | None, int, int, int]:
+        """Row ``row`` taking ``dq`` lots from the vault at ``price``, as the engine books it
+        (:func:`liquidation.fills.fill_events`: the trade split where either side would flip,
+        each segment's cost and PnL by :func:`~liquidation.fills.fill_amounts`, the taker fee
+        charged per segment). Returns the row's (lots, cost, risk_since), the vault's position,
+        the row's and the vault's balance changes and the fees; books nothing."""
+        a = int(self.s_asset[row])
+        symbol = self.m.assets[a]
+        lots, cost, since = (
+            int(self.s_lots[row]),
+            int(self.s_cost[row]),
+            int(self.s_risk_since[row]),
+        )
+        theirs = self.venues[s].vault[a]
+        mine_delta = vault_delta = fees = 0
+        for part in segments(dq, lots, theirs.lots if theirs else 0):
+            fee = charge(abs(value(part, price)), fee_rate)
+            mine = fill_amounts(
+                Position(symbol, lots, cost, since) if lots else None, part, price, ts
+            )
+            other = fill_amounts(theirs, -part, price, ts)
+            lots, cost, since = lots + part, cost + mine.cost_delta, mine.risk_since_ms
+            if lots == 0:
+                cost, since = 0, 0
+            held = (theirs.lots if theirs else 0) - part
+            theirs = (
+                Position(symbol, held, (theirs.cost if theirs else 0) + other.cost_delta,
+                         other.risk_since_ms)
+                if held
+                else None
+            )  # fmt: skip
+            mine_delta += mine.realized_pnl - fee
+            vault_delta += other.realized_pnl
+            fees += fee
+        return (lots, cost, since), theirs, mine_delta, vault_delta, fees
+
+    def _fill(
+        self,
+        s: int,
+        row: int,
+        dq: int,
+        price: int,
+        ts: int,
+        fee_rate: float,
+        planned: tuple[tuple[int, int, int], Position | None, int, int, int] | None = None,
+    ) -> None:
+        """Book row ``row`` taking ``dq`` lots from the vault at ``price`` (:meth:`_plan_fill`)."""
+        venue = self.venues[s]
+        (lots, cost, since), theirs, mine_delta, vault_delta, fees = (
+            planned if planned is not None else self._plan_fill(s, row, dq, price, ts, fee_rate)
+        )
+        venue.vault[int(self.s_asset[row])] = theirs
+        venue.vault_balance += vault_delta
+        venue.fees += fees
+        self.s_balance[row] += mine_delta
+        self.s_lots[row], self.s_cost[row], self.s_risk_since[row] = lots, cost, since
+
+    def _require_vault(self, s: int, t: int, k: int) -> None:
+        """The replay's vault is deep: refuse to go on if it would not admit a fill.
+
+        Admitted for sure if a float lower bound of its equity covers the whole notional it
+        holds (no margin fraction exceeds 1); otherwise the exact rules decide.
         """
-        key = self.s_key
-        px = price[key]
-        signed = self.s_qty * px
-        notional = np.abs(signed)
-        lane = key // 2
-        is_new = self.s_risk_since >= self.change_start[lane, t]
-        mult = np.where(is_new, self.mm_target[lane, t], self.existing[lane, t])
-        fraction = position_fractions(notional, mult, self.cfg.asset)
-        maintenance = notional * fraction * self.cfg.asset.maintenance_fraction
-        return self.s_balance + signed - self.s_cost, maintenance
+        venue = self.venues[s]
+        gross = cost = 0.0
+        for a, pos in enumerate(venue.vault):
+            if pos is not None:
+                gross += abs(pos.lots) * float(self.px_f[a, t, k]) / QTY_SCALE
+                cost += abs(pos.cost)
+        if venue.vault_balance - cost - 2.0 * gross * (1 + 1e-9) - 2 * self.n_a > 0:
+            return
+        lanes = s * self.n_a + np.arange(self.n_a)
+        eq, im = venue.vault_equity_and_im(self.px[:, t, k], self.target[lanes, t], self.asset)
+        if eq < im:
+            raise ReplayInputError(
+                f"scenario {self.sc[s].label!r}: the liquidity vault's equity {eq} fell below "
+                f"its initial margin {im} at bar {t}; the replay assumes a vault deep enough to "
+                "take every fill (raise ReplayConfig.vault_usd)"
+            )
 
+    # -- bar steps -----------------------------------------------------------------------------
     def _funding(self, t: int) -> None:
         rates = self.m.funding_rate[:, t]
         if not rates.any():
             return
         act = np.flatnonzero(self.s_active)
-        asset = self.s_asset[act]
-        self.s_balance[act] -= self.s_qty[act] * self.m.open[asset, t] * rates[asset]
+        for a in np.flatnonzero(rates):
+            rate = float(rates[a])
+            if abs(rate) >= self.cfg.max_funding_rate:
+                raise ReplayInputError(
+                    f"funding rate {rate} of {self.m.assets[a]} at bar {t} exceeds the venue's "
+                    f"bound {self.cfg.max_funding_rate}"
+                )
+            mark = int(self.px[a, t, 0])
+            here = act[self.s_asset[act] == a]
+            for s, venue in enumerate(self.venues):
+                rows = here[self.s_scen[here] == s]
+                rows = rows[np.argsort(self.s_trader[rows], kind="stable")]
+                holders = [(int(r), int(self.s_lots[r])) for r in rows]
+                vault = venue.vault[a]
+                if vault is not None and vault.lots:
+                    holders.append((-1, vault.lots))
+                for who, amount in funding_payments(holders, mark, rate):
+                    if who == -1:
+                        venue.vault_balance += amount
+                    else:
+                        self.s_balance[who] += amount
 
     def _open(self, t: int) -> None:
         lo, hi = self.stream["bounds"][t], self.stream["bounds"][t + 1]
@@ -551,220 +879,320 @@ class _Replay:
         if len(self.free) < hi - lo:
             self._allocate(max(2 * self.cap, self.cap + (hi - lo) + 64))
         st = {k: v[lo:hi] for k, v in self.stream.items() if k != "bounds"}
-        slots = np.array([self.free.pop() for _ in range(hi - lo)], dtype=np.int64)
-        lane = st["scen"] * self.n_a + st["asset"]
-        price = self.m.open[st["asset"], t]
+        ts = int(self.tms[t, 0])
         fee = self.cfg.fees.taker_fee_rate
-        imf = np.minimum(self.cfg.asset.base_imf * self.target[lane, t], self.cfg.asset.imf_cap)
-        # The engine's IM check after the fee: collateral - fee * N >= imf * N.
-        notional = st["collateral"] * np.minimum(st["leverage"], 1.0 / (imf + fee))
-        qty = st["side"] * notional / price
-        self.s_active[slots] = True
-        self.s_hit[slots] = False
-        self.s_scen[slots] = st["scen"]
-        self.s_asset[slots] = st["asset"]
-        self.s_key[slots] = 2 * lane + (st["side"] < 0)
-        self.s_close_bar[slots] = np.minimum(t + st["hold_bars"] - 1, self.n_t - 1)
-        self.s_topups_left[slots] = np.where(st["topup"], self.cfg.book.topup_max_count, 0)
-        self.s_first_deposit[slots] = st["collateral"]
-        self.s_qty[slots] = qty
-        self.s_cost[slots] = qty * price
-        self.s_balance[slots] = st["collateral"] - fee * notional
-        self.s_risk_since[slots] = self.m.ts_ms[t]
-        np.add.at(self.out["opened"][:, t], st["scen"], 1)
+        touched = set()
+        for i in range(hi - lo):
+            s, trader, lots = int(st["scen"][i]), int(st["trader"][i]), int(st["lots"][i])
+            venue = self.venues[s]
+            venue.deposits += int(st["collateral"][i])
+            if lots == 0:
+                self.ledger_balance[s][trader] = st["collateral"][i]
+                continue
+            row = self.free.pop()
+            a = int(st["asset"][i])
+            self.s_active[row] = True
+            self.s_hit[row] = False
+            self.s_scen[row] = s
+            self.s_asset[row] = a
+            self.s_trader[row] = trader
+            self.s_close_bar[row] = min(t + int(st["hold_bars"][i]) - 1, self.n_t - 1)
+            self.s_topups_left[row] = self.cfg.book.topup_max_count if st["topup"][i] else 0
+            self.s_first_deposit[row] = st["collateral"][i]
+            self.s_balance[row] = st["collateral"][i]
+            self.s_lots[row] = 0
+            self.s_cost[row] = 0
+            self.s_last_step[row] = _NEVER
+            self._fill(s, row, lots, int(self.px[a, t, 0]), ts, fee)
+            self.opened_lots[s][trader] = lots
+            self.out["opened"][s, t] += 1
+            touched.add(s)
+        for s in touched:
+            self._require_vault(s, t, 0)
 
-    def _liquidate(self, t: int) -> None:
-        key_asset = self.key_asset
-        wick = np.where(self.key_short, self.m.high[key_asset, t], self.m.low[key_asset, t])
-        equity, maintenance = self._health(t, wick)
-        rows = np.flatnonzero(self.s_active & (equity < maintenance))
-        if len(rows) == 0:
+    def _float_margin(
+        self, rows: NDArray[np.int64], t: int, k: int | None, scale: float = 1.0
+    ) -> NDArray[np.float64]:
+        """Float ``equity - scale * MM`` at tick ``k`` (None: each position's worst scan tick)
+        with every position paying its lane's target (no ramp class pays more), less a
+        tolerance covering the exact rules' rounding and the float error: a *filter* that
+        never misses an exact breach."""
+        asset = self.s_asset[rows]
+        lots = self.s_lots[rows].astype(np.float64)
+        if k is None:
+            price = self.worst_f[(lots > 0).astype(np.int64), asset, t]
+        else:
+            price = self.px_f[asset, t, k]
+        val = lots * price / QTY_SCALE
+        notional = np.abs(val)
+        lane = self.s_scen[rows] * self.n_a + asset
+        frac = position_fraction_v(notional / MICRO, self.target_now[lane], self.asset)
+        mm = notional * frac * self.asset.maintenance_fraction
+        balance, cost = self.s_balance[rows], self.s_cost[rows]
+        tol = 1e-9 * (np.abs(balance) + np.abs(cost) + notional) + 64.0
+        return balance + val - cost - scale * mm - tol
+
+    def _at_risk(self, t: int) -> NDArray[np.int64]:
+        """Positions that may be below maintenance at some scan tick of bar ``t``."""
+        act = np.flatnonzero(self.s_active)
+        if len(act) == 0:
+            return act
+        self.target_now = self.mm_target[:, t]
+        if self.monotone:
+            return act[self._float_margin(act, t, None) < 0]
+        worst = self._float_margin(act, t, SCAN_TICKS[0])
+        for k in SCAN_TICKS[1:]:
+            worst = np.minimum(worst, self._float_margin(act, t, k))
+        return act[worst < 0]
+
+    def _liquidate(self, t: int, k: int, candidates: NDArray[np.int64]) -> None:
+        act = candidates[self.s_active[candidates]]
+        if len(act) == 0:
             return
-        lc, cfg = self.cfg.liquidation, self.cfg
-        share = cfg.insurance.initial_fund_share
-        q, cost = self.s_qty[rows], self.s_cost[rows]
-        px = wick[self.s_key[rows]]
-        asset, scen = self.s_asset[rows], self.s_scen[rows]
-        side = np.sign(q)
-        gross = np.abs(q) * px
-        eq, mm = equity[rows], maintenance[rows]
-        std = np.maximum(cfg.participation * self.m.quote_volume[asset, t], 1.0)
-        slip_full = self._slip(gross, std)
-        # -- plan a partial step exactly as the engine's _plan_partial does.
-        emergency = (
-            (eq < lc.emergency_health * mm)
-            | (eq - gross * slip_full <= 0)
-            | (gross < lc.min_partial_notional_usd)
+        found = []
+        for row in act.tolist():
+            eq, mm, _ = self._health_one(row, t, k)
+            if liquidatable(eq, mm):
+                s, trader = int(self.s_scen[row]), int(self.s_trader[row])
+                found.append((s, health(eq, mm), trader, row))
+        # The keeper's order: lowest equity / MM first, then account id (the engine's).
+        ts = int(self.tms[t, k])
+        for *_, row in sorted(found):
+            self._step(row, t, k, ts)
+
+    def _health_one(self, row: int, t: int, k: int) -> tuple[int, int, int]:
+        """Exact equity, maintenance and notional of one position (the scalar rules)."""
+        s, a = int(self.s_scen[row]), int(self.s_asset[row])
+        lane = s * self.n_a + a
+        mult = ramp_multiplier(
+            self.ramps[lane], int(self.s_risk_since[row]), int(self.tms[t, k]),
+            self.lane_ramp_ms[lane],
+        )  # fmt: skip
+        val = value(int(self.s_lots[row]), int(self.px[a, t, k]))
+        notional = abs(val)
+        eq = int(self.s_balance[row]) + val - int(self.s_cost[row])
+        return eq, maintenance_requirement(notional, mult, self.asset), notional
+
+    def _step(self, row: int, t: int, k: int, ts: int) -> None:
+        """One waterfall step on a one-position bucket, with the shared rules, as the engine."""
+        lc = self.cfg.liquidation
+        s, a = int(self.s_scen[row]), int(self.s_asset[row])
+        mark = int(self.px[a, t, k])
+        lots, cost = int(self.s_lots[row]), int(self.s_cost[row])
+        lane = s * self.n_a + a
+        mult = ramp_multiplier(
+            self.ramps[lane], int(self.s_risk_since[row]), ts, self.lane_ramp_ms[lane]
         )
-        target = (1.0 + lc.health_buffer) * mm
-        denominator = target - gross * (slip_full + lc.penalty_rate)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            needed = np.where(denominator > 0, (target - eq) / denominator, np.inf)
-        fraction = np.ceil(np.minimum(needed, lc.max_step_fraction) * 1e6) / 1e6
-        fraction = np.clip(fraction, 1e-6, 1.0)
-        slip_part = self._slip(fraction * gross, std)
-        equity_fills = eq - fraction * gross * slip_part
-        penalty_part = np.minimum(lc.penalty_rate * fraction * gross, np.maximum(equity_fills, 0))
-        improves = (equity_fills - penalty_part) - mm * (1 - fraction) > eq - mm
-        partial = ~emergency & (denominator > 0) & (fraction < 1.0) & improves
-        first_hit = ~self.s_hit[rows]
-        self.s_hit[rows] = True
-        n_s = self.n_s
-        self.out["liquidations"][:, t] += np.bincount(scen, minlength=n_s)
-        self.out["positions_liquidated"][:, t] += np.bincount(scen[first_hit], minlength=n_s)
-
-        # -- partial steps: close `fraction` at the wick with slippage, pay the penalty.
-        p = np.flatnonzero(partial)
-        if len(p):
-            r, f = rows[p], fraction[p]
-            exec_price = px[p] * (1 - side[p] * slip_part[p])
-            realized = f * (q[p] * exec_price - cost[p])
-            self.s_balance[r] += realized - penalty_part[p]
-            self.s_qty[r] *= 1 - f
-            self.s_cost[r] *= 1 - f
-            self.fund += np.bincount(scen[p], weights=share * penalty_part[p], minlength=n_s)
-            self.out["liquidated_notional"][:, t] += np.bincount(
-                scen[p], weights=f * gross[p], minlength=n_s
-            )
-
-        # -- full close-outs: the rest of the flagged positions.
-        full = np.flatnonzero(~partial)
-        if len(full) == 0:
+        val = value(lots, mark)
+        notional = abs(val)
+        eq = int(self.s_balance[row]) + val - cost
+        mm = maintenance_requirement(notional, mult, self.asset)
+        if eq >= mm:
+            return  # healthy again after an earlier step of this pass
+        std = float(self.std[a, t])
+        slip_full = self._slip(notional, std)
+        emergency = is_emergency(eq, mm, charge(notional, slip_full), lc.emergency_health)
+        last = int(self.s_last_step[row])
+        if rate_limited(emergency, None if last == _NEVER else last, ts, lc.cooldown_ms):
             return
-        r = rows[full]
-        exec_price = px[full] * (1 - side[full] * slip_full[full])
-        after = self.s_balance[r] + q[full] * exec_price - cost[full]
-        penalty = np.minimum(lc.penalty_rate * gross[full], np.maximum(after, 0.0))
-        after -= penalty
-        bad = np.maximum(-after, 0.0)
-        sc_full = scen[full]
-        self.fund += np.bincount(sc_full, weights=share * penalty, minlength=n_s)
-        self.out["liquidated_notional"][:, t] += np.bincount(
-            sc_full, weights=gross[full], minlength=n_s
-        )
-        self.out["full_closeouts"][:, t] += np.bincount(sc_full, minlength=n_s)
-        self.out["bad_debt"][:, t] += np.bincount(sc_full, weights=bad, minlength=n_s)
-        self._release(r)
-        for i in np.flatnonzero(bad > 0):
-            self._cover(
-                int(sc_full[i]),
-                int(asset[full][i]),
-                float(side[full][i]),
-                float(bad[i]),
-                abs(float(q[full][i])),
-                wick,
-                t,
-            )
+        first = not self.s_hit[row]
+        self.s_hit[row] = True
+        self.out["liquidations"][s, t] += 1
+        if first:
+            self.out["positions_liquidated"][s, t] += 1
+            self.liquidated[s].append(int(self.s_trader[row]))
+        self.s_last_step[row] = ts
+        if partial_allowed(emergency, notional, lc.min_partial_notional_usd):
+            ppm = partial_ppm(eq, mm, close_cost(notional, slip_full, lc.penalty_rate), lc)
+            closed = closed_lots(lots, ppm) if ppm else 0
+            if closed:
+                closed_notional = abs(value(-closed, mark))
+                exec_price = close_price(mark, closed, self._slip(closed_notional, std))
+                cost_share = div_trunc(cost * closed, lots)
+                balance = int(self.s_balance[row]) + value(closed, exec_price) - cost_share
+                left = lots - closed
+                eq_fills = balance + value(left, mark) - (cost - cost_share)
+                pen = penalty_due(closed_notional, eq_fills, lc.penalty_rate)
+                mm_after = maintenance_requirement(abs(value(left, mark)), mult, self.asset)
+                if improves(eq, mm, eq_fills, pen, mm_after):
+                    self._fill(s, row, -closed, exec_price, ts, 0.0)
+                    self._require_vault(s, t, k)
+                    self._penalty(s, row, pen)
+                    self.out["liquidated_notional"][s, t] += closed_notional / MICRO
+                    return
+        self._full_closeout(s, row, t, k, ts, eq, notional, slip_full)
 
-    def _cover(
-        self, s: int, a: int, side: float, bad: float, qty: float, wick: NDArray[np.float64], t: int
+    def _full_closeout(
+        self, s: int, row: int, t: int, k: int, ts: int, eq: int, notional: int, slip: float
     ) -> None:
-        """Fund (capped per event), then ADL of ranked opposite positions, then socialization."""
-        cap = self.cfg.liquidation.insurance_cap_per_event_usd
-        paid = min(bad, self.fund[s], cap)
-        self.fund[s] -= paid
-        rest = bad - paid
-        if rest <= 0:
+        lc, venue = self.cfg.liquidation, self.venues[s]
+        a = int(self.s_asset[row])
+        mark = int(self.px[a, t, k])
+        lots, cost = int(self.s_lots[row]), int(self.s_cost[row])
+        available = fund_available(venue.fund, lc.insurance_cap_per_event_usd)
+        exec_price = close_price(mark, lots, slip)
+        market_debt = max(0, -(int(self.s_balance[row]) + value(lots, exec_price) - cost))
+        if market_closeout_fits(market_debt, available):
+            bad_debt = market_debt
+            self._fill(s, row, -lots, exec_price, ts, 0.0)
+        else:
+            # Bankruptcy: the backstop vault takes the position at the mark with a concession
+            # covering the deficit beyond what the fund may pay (it admits the whole: it is deep).
+            bad_debt, deficit = bankruptcy_deficit(eq, available)
+            self._fill(s, row, -closed_lots(lots, FRACTION_SCALE), mark, ts, 0.0)
+            share = backstop_share(deficit, FRACTION_SCALE)
+            self.s_balance[row] += share
+            venue.vault_balance -= share
+            short = shortfall_beyond_fund(int(self.s_balance[row]), available)
+            if short > 0 and share > 0:
+                self.s_balance[row] += short
+                venue.vault_balance -= short
+                share += short
+            venue.backstop += share
+        self._require_vault(s, t, k)
+        balance = int(self.s_balance[row])
+        if balance > 0:
+            self._penalty(s, row, penalty_due(notional, balance, lc.penalty_rate))
+        debt = max(0, -int(self.s_balance[row]))
+        cover = fund_cover(debt, available)
+        venue.fund -= cover
+        self.s_balance[row] += cover
+        if debt > cover:  # unreachable with a deep vault; kept explicit, never silent
+            raise ReplayInputError(f"scenario {self.sc[s].label!r}: bad debt left after the vault")
+        venue.bad_debt += bad_debt
+        self.out["full_closeouts"][s, t] += 1
+        self.out["bad_debt"][s, t] += bad_debt / MICRO
+        self.out["liquidated_notional"][s, t] += notional / MICRO
+        self._release(np.array([row]))
+
+    def _penalty(self, s: int, row: int, penalty: int) -> None:
+        if penalty <= 0:
             return
-        self.out["adl_events"][s, t] += 1
-        # Counterparties: open, profitable positions of the other side in the same lane,
-        # valued at the price the liquidated position was closed at (their favourable wick).
-        lane_key = 2 * (s * self.n_a + a) + (1 if side > 0 else 0)
-        cand = np.flatnonzero(self.s_active & (self.s_key == lane_key))
-        price = wick[2 * (s * self.n_a + a) + (0 if side > 0 else 1)]
-        absorbed = 0.0
-        if len(cand):
-            upnl = self.s_qty[cand] * price - self.s_cost[cand]
-            equity = self.s_balance[cand] + upnl
-            ranked = rank_candidates(
-                [
-                    AdlCandidate(
-                        bucket=f"{int(c):012d}",
-                        lots=round(self.s_qty[c] * 1e8),
-                        cost=round(self.s_cost[c] * 1e6),
-                        upnl=int(upnl[i] * 1e6),
-                        notional=int(abs(self.s_qty[c] * price) * 1e6),
-                        equity=int(equity[i] * 1e6),
-                    )
-                    for i, c in enumerate(cand)
-                ]
-            )
-            remaining = qty
-            for candidate in ranked:
-                if remaining <= 0 or rest - absorbed <= 0:
-                    break
-                c = int(candidate.bucket)
-                held = abs(self.s_qty[c])
-                take = min(remaining, held)
-                profit = (self.s_qty[c] * price - self.s_cost[c]) * take / held
-                concession = min((rest - absorbed) * take / qty if qty > 0 else 0.0, profit)
-                # The counterparty is closed out of `take` at the bankruptcy price: it realizes
-                # its profit on that quantity minus the concession.
-                frac = take / held
-                self.s_balance[c] += profit - concession
-                self.s_qty[c] *= 1 - frac
-                self.s_cost[c] *= 1 - frac
-                absorbed += concession
-                remaining -= take
-                if self.s_qty[c] == 0 or frac >= 1.0:
-                    self._release(np.array([c]))
-        self.out["adl_absorbed"][s, t] += absorbed
-        self.out["socialized"][s, t] += rest - absorbed
+        keeper, fund = split_penalty(penalty, self.cfg.insurance.initial_fund_share)
+        self.s_balance[row] -= penalty
+        self.venues[s].keeper += keeper
+        self.venues[s].fund += fund
+
+    def _slip(self, notional: int, std: float) -> float:
+        return slippage_rate(
+            notional / MICRO, self.cfg.spread_bps, self.cfg.impact_bps, std,
+            self.asset.max_slippage_bps,
+        )  # fmt: skip
 
     def _close_of_bar(self, t: int) -> None:
-        close = self.m.close[self.key_asset, t]
-        equity, maintenance = self._health(t, close)
         act = np.flatnonzero(self.s_active)
-        n_s = self.n_s
         if len(act):
-            self._topups(t, act, equity, maintenance, close)
+            self._topups(t, act)
             act = np.flatnonzero(self.s_active)
             ending = act[self.s_close_bar[act] <= t]
+            # Closes trade with the vault one after another, in account order (as the engine).
+            ending = ending[np.lexsort((self.s_trader[ending], self.s_scen[ending]))]
             if len(ending):
-                # The trader closes at the close and takes the balance home: only the slot
-                # matters to the venue's metrics.
-                self._release(ending)
+                self._closes(t, ending)
             act = np.flatnonzero(self.s_active)
-        notional = np.abs(self.s_qty[act]) * close[self.s_key[act]]
-        lane = self.s_key[act] // 2
-        imf = np.minimum(self.cfg.asset.base_imf * self.target[lane, t], self.cfg.asset.imf_cap)
+        n_s = self.n_s
+        asset = self.s_asset[act]
+        notional = np.abs(self.s_lots[act] * self.px_f[asset, t, 3]) / (QTY_SCALE * MICRO)
+        lane = self.s_scen[act] * self.n_a + asset
+        imf = np.minimum(self.asset.base_imf * self.target[lane, t], self.asset.imf_cap)
         scen = self.s_scen[act]
         self.out["initial_margin"][:, t] = np.bincount(scen, weights=notional * imf, minlength=n_s)
         self.out["open_notional"][:, t] = np.bincount(scen, weights=notional, minlength=n_s)
-        self.out["fund"][:, t] = self.fund
+        self.out["fund"][:, t] = [v.fund / MICRO for v in self.venues]
 
-    def _topups(
-        self,
-        t: int,
-        act: NDArray[np.int64],
-        equity: NDArray[np.float64],
-        maintenance: NDArray[np.float64],
-        close: NDArray[np.float64],
-    ) -> None:
+    def _topups(self, t: int, act: NDArray[np.int64]) -> None:
         book = self.cfg.book
-        eq, mm = equity[act], maintenance[act]
-        want = (self.s_topups_left[act] > 0) & (mm > 0) & (eq < book.topup_trigger_health * mm)
-        rows = act[want]
-        if len(rows) == 0:
+        act = act[self.s_topups_left[act] > 0]
+        if len(act) == 0:
             return
-        notional = np.abs(self.s_qty[rows]) * close[self.s_key[rows]]
-        imf = np.minimum(
-            self.cfg.asset.base_imf * self.target[self.s_key[rows] // 2, t], self.cfg.asset.imf_cap
-        )
-        amount = np.minimum(
-            notional * imf - eq[want], book.topup_max_fraction * self.s_first_deposit[rows]
-        )
-        ok = amount > 0
-        self.s_balance[rows[ok]] += amount[ok]
-        self.s_topups_left[rows[ok]] -= 1
-        np.add.at(self.out["topups"][:, t], self.s_scen[rows[ok]], 1)
+        self.target_now = self.mm_target[:, t]
+        act = act[self._float_margin(act, t, 3, book.topup_trigger_health) < 0]
+        if len(act) == 0:
+            return
+        if len(act) > SCALAR_ROWS:
+            self._topups_v(t, act)
+            return
+        for row in act.tolist():
+            eq, mm, notional = self._health_one(row, t, 3)
+            left = int(self.s_topups_left[row])
+            if not wants_topup(eq, mm, left, book.topup_trigger_health):
+                continue
+            s, a = int(self.s_scen[row]), int(self.s_asset[row])
+            im = initial_requirement(notional, float(self.target[s * self.n_a + a, t]), 0.0,
+                                     self.asset)  # fmt: skip
+            amount = topup_amount(eq, im, int(self.s_first_deposit[row]), book.topup_max_fraction)
+            if amount > 0:
+                self._deposit(s, row, t, amount)
+
+    def _topups_v(self, t: int, act: NDArray[np.int64]) -> None:
+        """:meth:`_topups` on many positions at once (the vector forms of the same rules)."""
+        book = self.cfg.book
+        eq, mm, notional = self._health(act, t, 3)
+        want = wants_topup_v(eq, mm, self.s_topups_left[act], book.topup_trigger_health)
+        rows = act[want]
+        lane = self.s_scen[rows] * self.n_a + self.s_asset[rows]
+        im = initial_requirement_v(notional[want], self.target[lane, t], 0.0, self.asset)
+        amount = topup_amount_v(eq[want], im, self.s_first_deposit[rows], book.topup_max_fraction)
+        for row, paid in zip(rows.tolist(), amount.tolist(), strict=True):
+            if paid > 0:
+                self._deposit(int(self.s_scen[row]), row, t, paid)
+
+    def _deposit(self, s: int, row: int, t: int, amount: int) -> None:
+        self.s_balance[row] += amount
+        self.s_topups_left[row] -= 1
+        self.venues[s].deposits += amount
+        self.out["topups"][s, t] += 1
+
+    def _closes(self, t: int, rows: NDArray[np.int64]) -> None:
+        """Planned closes at the close price, taker fee, if the venue admits them."""
+        ts = int(self.tms[t, 3])
+        fee = self.cfg.fees.taker_fee_rate
+        closing = []
+        for row in rows.tolist():
+            s, a = int(self.s_scen[row]), int(self.s_asset[row])
+            if abs(value(int(self.s_lots[row]), int(self.px[a, t, 3]))) < self.min_order:
+                continue  # the venue refuses dust: the remnant stays open
+            dq = -int(self.s_lots[row])
+            planned = self._plan_fill(s, row, dq, int(self.px[a, t, 3]), ts, fee)
+            after = int(self.s_balance[row]) + planned[2]
+            # Without positions the dYdX rule admits a change only to equity >= 0.
+            if after < 0:
+                continue
+            self._fill(s, row, dq, int(self.px[a, t, 3]), ts, fee, planned)
+            closing.append(row)
+        if closing:
+            self._release(np.array(closing, dtype=np.int64))
 
     def _release(self, rows: NDArray[np.int64]) -> None:
+        for row in rows:
+            s, trader = int(self.s_scen[row]), int(self.s_trader[row])
+            self.ledger_balance[s][trader] = self.s_balance[row]
+            self.ledger_lots[s][trader] = self.s_lots[row]
+            self.ledger_cost[s][trader] = self.s_cost[row]
         self.s_active[rows] = False
-        self.s_qty[rows] = 0.0
-        self.s_cost[rows] = 0.0
-        self.s_balance[rows] = 0.0
+        self.s_lots[rows] = 0
+        self.s_cost[rows] = 0
+        self.s_balance[rows] = 0
         self.free.extend(int(r) for r in rows)
+
+    def ledger(self, s: int) -> VenueLedger:
+        """The integer end state of scenario ``s`` (open positions included)."""
+        balance = self.ledger_balance[s].copy()
+        lots = self.ledger_lots[s].copy()
+        cost = self.ledger_cost[s].copy()
+        act = np.flatnonzero(self.s_active & (self.s_scen == s))
+        balance[self.s_trader[act]] = self.s_balance[act]
+        lots[self.s_trader[act]] = self.s_lots[act]
+        cost[self.s_trader[act]] = self.s_cost[act]
+        v = self.venues[s]
+        return VenueLedger(
+            balance=balance, lots=lots, cost=cost, opened_lots=self.opened_lots[s],
+            fund=v.fund, fees=v.fees, keeper=v.keeper, vault_balance=v.vault_balance,
+            vault={self.m.assets[a]: (p.lots, p.cost) for a, p in enumerate(v.vault) if p},
+            liquidated=sorted(self.liquidated[s]), steps=int(self.out["liquidations"][s].sum()),
+            bad_debt=v.bad_debt, backstop=v.backstop, adl=v.adl, socialized=v.socialized,
+            deposits=v.deposits,
+        )  # fmt: skip
 
     def _series(self, s: int) -> ReplaySeries:
         sc = self.sc[s]
@@ -781,14 +1209,8 @@ class _Replay:
 def position_fractions(
     notional: NDArray[np.float64], multiplier: NDArray[np.float64], asset: AssetConfig
 ) -> NDArray[np.float64]:
-    """Vectorised :func:`liquidation.margin.position_fraction` (size-scaled, capped).
-
-    ``min(cap, max(base_imf * m, size_imf_factor * sqrt(N / size_reference)))``; a property
-    test checks it against the engine's scalar function element by element.
-    """
-    base = asset.base_imf * multiplier
-    size = asset.size_imf_factor * np.sqrt(np.maximum(notional, 0.0) / asset.size_reference_usd)
-    return np.minimum(asset.imf_cap, np.maximum(base, size))
+    """The size-scaled fraction of every position (``rules.margin.position_fraction_v``)."""
+    return position_fraction_v(notional, multiplier, asset)
 
 
 def constant_multiplier(market: MarketPaths, level: float) -> NDArray[np.float64]:

@@ -15,12 +15,12 @@ from typing import Any, Final, Literal
 
 from liquidation.config import AssetConfig
 from liquidation.errors import SnapshotValidationError
+from liquidation.rules.multiplier import is_usable
 
 SCHEMA: Final[str] = "dynamargin.risk/1"
 # Revision 2 changes only the EIP-712 signature; the payload read here is the same.
 SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA, "dynamargin.risk/2"})
 STATUSES: Final[frozenset[str]] = frozenset({"ok", "fallback", "stale", "halted"})
-USABLE_STATUSES: Final[frozenset[str]] = frozenset({"ok", "fallback"})
 Status = Literal["ok", "fallback", "stale", "halted"]
 
 
@@ -114,7 +114,7 @@ class MarginParameters:
 
     def is_usable(self, ts_ms: int) -> bool:
         """True if the status is ``ok``/``fallback`` and ``ts_ms`` is not past expiry."""
-        return self.status in USABLE_STATUSES and ts_ms <= self.valid_until_ms
+        return is_usable(self.status, self.valid_until_ms, ts_ms)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the event log)."""
@@ -124,26 +124,6 @@ class MarginParameters:
     def from_dict(cls, data: Mapping[str, Any]) -> MarginParameters:
         """Inverse of :meth:`to_dict`."""
         return cls(**dict(data))
-
-
-def target_multiplier(
-    params: MarginParameters | None,
-    asset: AssetConfig,
-    ts_ms: int,
-    trusted: float | None = None,
-) -> float:
-    """The multiplier new risk pays at ``ts_ms``.
-
-    A usable snapshot gives its multiplier. An absent, expired, ``stale`` or ``halted`` one
-    gives the conservative fallback: the largest of the configured fallback multiplier, the
-    ``trusted`` multiplier (that of the last usable snapshot) and the snapshot's own. So only
-    a fresh, usable snapshot can relax margin; expiry and bad status only tighten it.
-    """
-    if params is None:
-        return max(asset.fallback_multiplier, trusted or 0.0)
-    if params.is_usable(ts_ms):
-        return params.multiplier
-    return max(asset.fallback_multiplier, trusted or 0.0, params.multiplier)
 
 
 def check_bounds(params: MarginParameters, asset: AssetConfig) -> None:

@@ -33,8 +33,8 @@ from liquidation.accounts import Bucket, Position, split_bucket_id
 from liquidation.config import EngineConfig
 from liquidation.errors import EventLogError
 from liquidation.events import Event
-from liquidation.oracle import ReferenceQuote
-from liquidation.ramp import RampState
+from liquidation.rules.oracle_guard import ReferenceQuote
+from liquidation.rules.ramp import RampState
 from liquidation.scan import PositionBook
 from liquidation.snapshot import MarginParameters
 

@@ -22,17 +22,18 @@ from numpy.typing import NDArray
 from liquidation.accounts import Bucket, Position
 from liquidation.config import AssetConfig, EngineConfig
 from liquidation.errors import StaleOracleError
-from liquidation.margin import (
-    initial_requirement,
-    maintenance_requirement,
-    position_fraction,
-    slippage_rate,
-)
 from liquidation.mark import decayed_basis, mark_price
 from liquidation.money import MICRO, QTY_SCALE, value
-from liquidation.oracle import is_stale, reference_price
 from liquidation.portfolio import portfolio_requirement, scenario_returns
-from liquidation.ramp import at_time, classes
+from liquidation.rules.closeout import slippage_rate
+from liquidation.rules.margin import (
+    initial_requirement,
+    liquidatable,
+    maintenance_requirement,
+    position_fraction,
+)
+from liquidation.rules.oracle_guard import is_stale, reference_price
+from liquidation.rules.ramp import at_time, classes
 from liquidation.state import AssetState
 
 
@@ -43,7 +44,7 @@ class AssetMargin:
     ``price`` is the mark (what margin, equity and liquidation use), ``oracle`` the guarded
     index it derives from. ``target`` is paid by new risk; a position pays the multiplier of
     its ramp class (``class_since[k] <= risk_since < class_since[k + 1]`` pays
-    ``class_mult[k]``, always ``<= target``; see :mod:`liquidation.ramp`).
+    ``class_mult[k]``, always ``<= target``; see :mod:`liquidation.rules.ramp`).
     """
 
     config: AssetConfig
@@ -194,8 +195,9 @@ def below_maintenance(bucket: Bucket, view: MarketView) -> bool:
     if not bucket.positions or any(view.assets[a].guarded for a in bucket.positions):
         return False
     positions = bucket.positions.values()
-    return equity(bucket.balance, positions, view) < maintenance_margin(
-        positions, bucket.portfolio, view
+    return liquidatable(
+        equity(bucket.balance, positions, view),
+        maintenance_margin(positions, bucket.portfolio, view),
     )
 
 

@@ -20,9 +20,9 @@ Order (DESIGN.md), in a matched book where every fill has a counterparty account
    concession (the bankruptcy price) covering the deficit beyond the fund's share; the vault
    takes the largest fraction of them its margin allows and absorbs that share of the deficit.
 6. **ADL**: the rest goes to ranked opposite positions, each absorbing only what it can
-   (:func:`liquidation.adl.allocate`).
+   (:func:`liquidation.rules.adl.allocate`).
 7. **Socialized loss**: what is still negative is charged pro rata to the positive equity of
-   the buckets holding positions (:func:`liquidation.socialization.socialize`); what even that
+   the buckets holding positions (:func:`liquidation.rules.socialization.socialize`); what even that
    cannot cover is written off (the ledger's ``socialized_loss``).
 
 Each step is logged as ``fill``/``penalty``/``fund_cover``/``socialize`` events and closed by a
@@ -32,12 +32,10 @@ step as one command.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from liquidation.accounts import Bucket, Position
-from liquidation.adl import AdlCandidate, allocate
 from liquidation.admission import admit, guarded_legs, require_priced
 from liquidation.errors import (
     InputError,
@@ -45,14 +43,33 @@ from liquidation.errors import (
     RateLimitedError,
     UnknownAccountError,
 )
-from liquidation.fills import close_price, fill_amounts, fill_events
-from liquidation.money import MICRO, charge, div_trunc, split_pro_rata, value
-from liquidation.socialization import socialize
+from liquidation.fills import fill_amounts, fill_events
+from liquidation.money import charge, split_pro_rata, value
+from liquidation.rules.adl import AdlCandidate, allocate
+from liquidation.rules.backstop import (
+    backstop_ppm,
+    backstop_share,
+    bankruptcy_deficit,
+    market_closeout_fits,
+    shortfall_beyond_fund,
+)
+from liquidation.rules.closeout import close_price
+from liquidation.rules.partial import (
+    FRACTION_SCALE,
+    close_cost,
+    closed_lots,
+    improves,
+    is_emergency,
+    partial_allowed,
+    partial_ppm,
+    rate_limited,
+)
+from liquidation.rules.penalty import fund_available, fund_cover, penalty_due, split_penalty
+from liquidation.rules.socialization import socialize
 from liquidation.trading import sweep_isolated
 from liquidation.transaction import Transaction
 from liquidation.valuation import MarketView, equity, maintenance_margin, notional
 
-FRACTION_SCALE = 1_000_000
 Step = Literal["partial", "full", "backstop", "adl"]
 
 
@@ -138,14 +155,15 @@ def liquidate(tx: Transaction, bucket_id: str, keeper: str) -> LiquidationReport
     cfg = tx.config.liquidation
     gross = sum(notional(p, view) for p in positions)
     full_cost = sum(charge(notional(p, view), _slip(view, p, p.lots)) for p in positions)
-    emergency = eq < cfg.emergency_health * mm or eq - full_cost <= 0
+    emergency = is_emergency(eq, mm, full_cost, cfg.emergency_health)
     last = bucket.last_liquidation_ms
-    if not emergency and last is not None and tx.ts - last < cfg.cooldown_ms:
+    if rate_limited(emergency, last, tx.ts, cfg.cooldown_ms):
+        assert last is not None
         raise RateLimitedError(
             f"{bucket_id!r} at ts={tx.ts}: last liquidation step at {last}, cooldown "
             f"{cfg.cooldown_ms} ms; retry at {last + cfg.cooldown_ms}"
         )
-    if not emergency and gross >= cfg.min_partial_notional_usd * MICRO:
+    if partial_allowed(emergency, gross, cfg.min_partial_notional_usd):
         plan = _plan_partial(tx, bucket, positions, view, eq, mm)
         if plan is not None and _take_by_vault(tx, bucket, plan[1], "liquidation"):
             fraction, _, penalty = plan
@@ -164,20 +182,16 @@ def _plan_partial(
     mm: int,
 ) -> tuple[float, list[_PlannedFill], int] | None:
     cfg = tx.config.liquidation
-    target = (1.0 + cfg.health_buffer) * mm
     # Cost of closing everything (slippage at full size is an upper bound per unit closed).
-    cost = sum(notional(p, view) * (_slip(view, p, p.lots) + cfg.penalty_rate) for p in positions)
-    denominator = target - cost
-    if denominator <= 0:
+    cost = sum(
+        close_cost(notional(p, view), _slip(view, p, p.lots), cfg.penalty_rate) for p in positions
+    )
+    ppm = partial_ppm(eq, mm, cost, cfg)
+    if ppm == 0:
         return None
-    needed = (target - eq) / denominator
-    fraction = min(needed, cfg.max_step_fraction)
-    if fraction >= 1.0:
-        return None
-    ppm = min(FRACTION_SCALE, max(1, math.ceil(fraction * FRACTION_SCALE)))
     fills = []
     for p in positions:
-        closed = div_trunc(p.lots * ppm, FRACTION_SCALE)
+        closed = closed_lots(p.lots, ppm)
         if closed == 0:
             continue
         fills.append(_market_fill(view, p, -closed, tx.ts))
@@ -186,9 +200,9 @@ def _plan_partial(
     after_positions, balance = _simulate(bucket, positions, fills)
     eq_fills = equity(balance, after_positions, view)
     closed_notional = sum(f.closed_notional for f in fills)
-    penalty = min(charge(closed_notional, cfg.penalty_rate), max(0, eq_fills))
+    penalty = penalty_due(closed_notional, eq_fills, cfg.penalty_rate)
     mm_after = maintenance_margin(after_positions, bucket.portfolio, view)
-    if (eq_fills - penalty) - mm_after <= eq - mm:
+    if not improves(eq, mm, eq_fills, penalty, mm_after):
         return None
     return ppm / FRACTION_SCALE, fills, penalty
 
@@ -205,27 +219,25 @@ def _full_closeout(
     cfg = tx.config.liquidation
     view = tx.view()
     bucket_id = bucket.bucket_id
-    fund_available = min(
-        tx.state.insurance.fund, math.floor(cfg.insurance_cap_per_event_usd * MICRO)
-    )
+    available = fund_available(tx.state.insurance.fund, cfg.insurance_cap_per_event_usd)
     closed_notional = sum(notional(p, view) for p in positions)
     market = [_market_fill(view, p, -p.lots, tx.ts) for p in positions]
     _, balance_after_market = _simulate(bucket, positions, market)
     market_debt = max(0, -balance_after_market)
     step: Step
     backstop = adl = 0
-    if market_debt <= fund_available and _take_by_vault(tx, bucket, market, "liquidation"):
+    if market_closeout_fits(market_debt, available) and _take_by_vault(
+        tx, bucket, market, "liquidation"
+    ):
         step, bad_debt = "full", market_debt
     else:
-        bad_debt = max(0, -eq)
-        backstop, adl = _bankruptcy(
-            tx, bucket_id, max(0, bad_debt - fund_available), fund_available
-        )
+        bad_debt, deficit = bankruptcy_deficit(eq, available)
+        backstop, adl = _bankruptcy(tx, bucket_id, deficit, available)
         step = "adl" if _adl_happened(tx) else "backstop"
     penalty = 0
     balance = _balance(tx, bucket_id)
     if balance > 0:
-        penalty = min(charge(closed_notional, cfg.penalty_rate), balance)
+        penalty = penalty_due(closed_notional, balance, cfg.penalty_rate)
         _charge_penalty(tx, bucket_id, keeper, penalty)
     fund_paid = socialized = 0
     # The bucket, then any counterparty that ADL closed out while it was bankrupt itself
@@ -234,7 +246,7 @@ def _full_closeout(
         debt = max(0, -_balance(tx, debtor))
         if debtor != bucket_id:
             bad_debt += debt
-        cover = min(debt, fund_available - fund_paid)
+        cover = fund_cover(debt, available - fund_paid)
         if cover:
             tx.emit("fund_cover", {"bucket": debtor, "amount": cover})
             fund_paid += cover
@@ -260,7 +272,7 @@ def _bankruptcy(
     backstop = _backstop(tx, bucket_id, deficit)
     rooms: list[tuple[str, int]] = []
     adl = _deleverage(tx, bucket_id, deficit - backstop, rooms)
-    short = -_balance(tx, bucket_id) - fund_available
+    short = shortfall_beyond_fund(_balance(tx, bucket_id), fund_available)
     for counterparty, room in rooms:
         payer = tx.state.peek_bucket(counterparty)
         if short <= 0 or payer is None or (payer.is_isolated and not payer.positions):
@@ -291,33 +303,28 @@ def _backstop(tx: Transaction, bucket_id: str, deficit: int) -> int:
     if bucket.account == vault or tx.state.peek_bucket(vault) is None:
         return 0
     positions = _ordered(bucket)
+    admitted: dict[int, tuple[Transaction, int]] = {}
 
-    def attempt(ppm: int) -> tuple[Transaction, int] | None:
+    def admits(ppm: int) -> bool:
         child = tx.savepoint()
         for p in positions:
-            lots = div_trunc(p.lots * ppm, FRACTION_SCALE)
+            lots = closed_lots(p.lots, ppm)
             if lots:
                 _fill(
                     child, bucket_id, vault, p.asset, -lots, child.view().price(p.asset), "backstop"
                 )
-        share = deficit * ppm // FRACTION_SCALE
+        share = backstop_share(deficit, ppm)
         if share:
             _concede(child, bucket_id, vault, share, "backstop")
-        return (child, share) if _vault_admits(tx, child) else None
+        if not _vault_admits(tx, child):
+            return False
+        admitted[ppm] = (child, share)
+        return True
 
-    best = attempt(FRACTION_SCALE)
-    if best is None:
-        low, high = 0, FRACTION_SCALE
-        while high - low > 1_000:  # 0.1% resolution is enough; the rest goes to ADL
-            middle = (low + high) // 2
-            if attempt(middle) is not None:
-                low = middle
-            else:
-                high = middle
-        best = attempt(low) if low else None
-    if best is None:
+    ppm = backstop_ppm(admits)
+    if ppm == 0:
         return 0
-    child, absorbed = best
+    child, absorbed = admitted[ppm]
     tx.adopt(child)
     return absorbed
 
@@ -530,13 +537,13 @@ def _finish(
 def _charge_penalty(tx: Transaction, bucket_id: str, keeper: str, penalty: int) -> None:
     if penalty <= 0:
         return
-    fund_amount = int(penalty * tx.state.insurance.fund_share)
+    keeper_amount, fund_amount = split_penalty(penalty, tx.state.insurance.fund_share)
     tx.emit(
         "penalty",
         {
             "bucket": bucket_id,
             "keeper": keeper,
-            "keeper_amount": penalty - fund_amount,
+            "keeper_amount": keeper_amount,
             "fund_amount": fund_amount,
         },
     )

@@ -52,12 +52,13 @@ def walkforward_sigma(
     config: EvaluationConfig,
     target: TargetSpec,
     say: Say,
+    test_start: pd.Timestamp | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Out-of-sample sigma of ``config.models`` on a bar grid, from cache when possible.
 
-    The walk-forward test period starts one month before the grid so a policy's trailing
-    reference is warm; every fold is fitted only on data before it
-    (:func:`models.walkforward.run_evaluation`).
+    The walk-forward test period starts at ``test_start`` (default: one month before the
+    grid); grid bars before it get NaN (no forecast). Every fold is fitted only on data
+    before it (:func:`models.walkforward.run_evaluation`).
 
     Returns
     -------
@@ -67,7 +68,8 @@ def walkforward_sigma(
         Cache key, path, whether it was a hit, and the forecast source.
     """
     index = grid.index
-    test_start = index[0] - pd.DateOffset(months=1)
+    if test_start is None:
+        test_start = index[0] - pd.DateOffset(months=1)
     test_end = index[-1] + grid.step
     models = config.models
     key = _cache_key(market, grid.assets, test_start, test_end, config, target)

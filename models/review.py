@@ -7,7 +7,12 @@ The gates, each configurable through :class:`GateConfig`:
     each baseline (HAR by default). Pooling averages the per-asset losses of each hour, and a
     Diebold-Mariano test with a HAC lag of at least ``H - 1`` (overlapping targets) decides.
     "Worse" is one-sided: ``DM > 0`` with ``P(Z >= DM) < alpha``. With
-    ``require_improvement`` the challenger must instead be significantly *better*.
+    ``require_improvement`` the challenger must instead be significantly *better*. Against a
+    baseline there is one more rule: a challenger whose pooled QLIKE is higher than the
+    baseline's fails, whatever the DM test says (a model that loses to HAR is not promoted
+    as "not significantly worse"; the training flow registers the best baseline instead,
+    :func:`models.training.choose_candidate`). A challenger that *is* the baseline passes
+    and the gate says so.
 ``var_green_zone``
     The 99% VaR backtest of every asset is in the Basel green zone.
 ``leakage``
@@ -286,6 +291,14 @@ def qlike_gate(
     name = f"qlike_vs_{label}"
     if other is None:
         return GateResult(name, True, "no champion yet: compared with the baselines only")
+    if isinstance(other, str) and other == challenger.model:
+        return GateResult(
+            name,
+            True,
+            f"the challenger is the baseline {label} itself: the primary model's pooled QLIKE "
+            f"was worse than {label}'s, so the best baseline was registered instead",
+            {"challenger_is_baseline": "true"},
+        )
     theirs = (
         challenger.model_forecasts(other) if isinstance(other, str) else other.model_forecasts()
     )
@@ -329,11 +342,45 @@ def qlike_gate(
     else:
         passed = not (dm.statistic > 0 and p_worse < config.alpha)
         outcome = (
-            "not significantly worse"
+            f"not significantly worse (p_better={p_better:.3g})"
             if passed
             else (f"significantly worse (p={p_worse:.3g} < {config.alpha})")
         )
+        worse_than_baseline = isinstance(other, str) and (
+            metrics["qlike_challenger"] > metrics["qlike_other"]
+        )
+        if passed and worse_than_baseline:
+            passed = False
+            outcome = (
+                f"worse than the baseline {label} on pooled QLIKE: not promoted, whatever the "
+                f"DM test says (p_worse={p_worse:.3g})"
+            )
+        elif passed and isinstance(other, str):
+            outcome = (
+                f"better than {label} (p_better={p_better:.3g}"
+                f"{', significant' if p_better < config.alpha else ', not significant'})"
+            )
     return GateResult(name, passed, f"{verdict}: {outcome}", metrics)
+
+
+def pooled_qlike(forecasts: pd.DataFrame, models: list[str]) -> dict[str, float]:
+    """Pooled QLIKE of each model on the rows every model forecast.
+
+    The hourly cross-asset mean loss of each model, averaged over the hours; the same rows
+    for every model, so the numbers compare. ``forecasts`` is the long frame of
+    :class:`CandidateEvidence` (``ts, asset, model, variance, rv``).
+    """
+    wide = forecasts.pivot_table(
+        index=list(FORECAST_KEY), columns=MODEL_COLUMN, values=FORECAST_COLUMN, aggfunc="first"
+    )
+    realized = forecasts.groupby(list(FORECAST_KEY))[REALIZED_COLUMN].first()
+    losses = {
+        m: pd.Series(qlike(realized, wide[m].reindex(realized.index)), index=realized.index)
+        for m in models
+    }
+    frame = pd.DataFrame(losses).replace([np.inf, -np.inf], np.nan).dropna()
+    hourly = frame.groupby(level="ts").mean()
+    return {m: float(hourly[m].mean()) for m in models}
 
 
 def var_zone_gate(challenger: CandidateEvidence, config: GateConfig) -> GateResult:

@@ -110,13 +110,47 @@ def combine_evaluations(
     return EvaluationResult(metrics=metrics, forecasts=forecasts)
 
 
+def choose_candidate(evaluation: EvaluationResult, config: EvaluationConfig) -> tuple[str, str]:
+    """The model to register: the primary, unless a baseline beat it on pooled QLIKE.
+
+    A primary whose pooled QLIKE (:func:`models.review.pooled_qlike`, on the rows every
+    compared model forecast) is higher than the best baseline's is not a candidate: the
+    review would refuse it anyway. The best baseline is registered instead, so the champion
+    is never a model that lost to a simpler one.
+
+    Returns
+    -------
+    tuple
+        ``(model, reason)``; the reason is one sentence for the logs and the summary.
+    """
+    from models.review import pooled_qlike
+
+    models = list(config.models)
+    baselines = [m for m in models if m != config.primary]
+    if not baselines:
+        return config.primary, f"{config.primary} is the only model compared"
+    pooled = pooled_qlike(evaluation.forecasts, models)
+    best = min(baselines, key=lambda m: pooled[m])
+    if pooled[config.primary] <= pooled[best]:
+        return config.primary, (
+            f"{config.primary} pooled QLIKE {pooled[config.primary]:.4f} <= best baseline "
+            f"{best} {pooled[best]:.4f}"
+        )
+    return best, (
+        f"{config.primary} pooled QLIKE {pooled[config.primary]:.4f} is worse than the best "
+        f"baseline {best} ({pooled[best]:.4f}): {best} is registered instead"
+    )
+
+
 def fit_candidate(
     feature_set: FeatureSet,
     config: EvaluationConfig,
     target: TargetSpec,
     evaluation: EvaluationResult,
+    model: str | None = None,
 ) -> tuple[CalibratedForecaster, pd.DataFrame]:
-    """The primary model fitted on every row with a known target, and calibrated.
+    """The candidate (``model``, default the primary) fitted on every row with a known
+    target, and calibrated.
 
     The calibration uses the model's own out-of-sample walk-forward forecasts of the test
     period (the last ``calibration.window_days`` of them), never in-sample fits, so the
@@ -138,13 +172,14 @@ def fit_candidate(
     if rows.empty:
         raise TrainingInputError("no row of the feature set has a known forward target")
     features = rows.drop(columns=["rv_fwd", "ret_fwd"])
-    forecaster = build_forecaster(config.spec(config.primary, target), feature_set.interval)
+    name = model or config.primary
+    forecaster = build_forecaster(config.spec(name, target), feature_set.interval)
     forecaster.fit(features, rows["rv_fwd"].to_numpy())
     try:
-        forecaster.calibrate_on(evaluation.model_forecasts(config.primary))
+        forecaster.calibrate_on(evaluation.model_forecasts(name))
     except CalibrationError as exc:
         raise TrainingInputError(
-            f"{config.primary} cannot be calibrated on its out-of-sample forecasts: {exc}"
+            f"{name} cannot be calibrated on its out-of-sample forecasts: {exc}"
         ) from exc
     return forecaster, features
 

@@ -2,16 +2,23 @@
 
 :func:`run_backtest` is orchestration only. It loads the bars (or a synthetic market), lays
 them on the replay grid (:func:`liquidation.market_paths.market_paths`), takes out-of-sample
-sigma forecasts per policy (:mod:`models.replay_forecasts`), turns them into multiplier
-paths with the publishing policy (:func:`serving.policy_replay.multipliers_in_force`),
-replays the same seeded trader books under every policy in one pass
-(:func:`liquidation.simulate.simulate`), finds each dynamic policy's equal-margin static
-level (:mod:`liquidation.equal_margin`) and summarises
+sigma forecasts per policy (:mod:`models.replay_forecasts`) from a warm-up before the replay
+start, turns them into the RiskSnapshots the publisher would have published
+(:func:`serving.policy_replay.policy_snapshots`), reads every snapshot stream as the engine
+reads it (:func:`liquidation.snapshot_stream.multipliers_from_snapshots`), replays the same
+seeded trader books under every policy in one pass (:func:`liquidation.simulate.simulate`),
+finds each dynamic policy's equal-margin static level and the oracle's scale at its margin
+(:mod:`liquidation.equal_margin`), scores the oracle gain captured
+(:func:`liquidation.replay_metrics.oracle_gain_captured`) and summarises
 (:func:`liquidation.replay_summary.summarise`, whose docstring lists the JSON keys).
 
-How a dynamic multiplier reaches *maintenance* is a policy choice
-(:attr:`liquidation.simulate.ReplayConfig.maintenance_rule`, applied to the dynamic
-policies only by :func:`liquidation.simulate.maintenance_multipliers`): the engine's
+``snapshots`` replays a publication instead: the history a running ``dynamargin serve``
+(``http://...``) or a publication store (a path or ``sqlite:///`` URL) holds becomes the
+policy ``served``.
+
+How a multiplier reaches *maintenance* is the run's rule
+(:attr:`liquidation.simulate.ReplayConfig.maintenance_rule`), applied to every policy,
+static levels included, by :func:`liquidation.equal_margin.margin_scenario`: the engine's
 ``follow`` rule (existing positions' maintenance ramps to every tightening),
 ``initial-only`` (a tightening caps the leverage of new risk only) or ``stress``
 (maintenance follows only from ``stress_threshold``).
@@ -19,29 +26,46 @@ policies only by :func:`liquidation.simulate.maintenance_multipliers`): the engi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from contracts.files import atomic_write
+from contracts.forecast import ProvenanceInfo
 from contracts.timestamps import utc_timestamp
 from features.market import MarketData
-from liquidation.equal_margin import equal_margin_levels, mean_im
+from liquidation.equal_margin import (
+    BRACKET,
+    FRONTIER_SCALES,
+    SCALE_BRACKET,
+    FrontierPoint,
+    margin_scenario,
+    match_levels,
+    mean_im,
+    scaled_family,
+    static_family,
+)
 from liquidation.market_paths import grid_index, market_paths, oracle_sigma
-from liquidation.replay_metrics import STRESS_WINDOWS, parse_window
+from liquidation.replay_metrics import STRESS_WINDOWS, oracle_gain_captured, parse_window
 from liquidation.replay_report import ReplayResult
 from liquidation.replay_summary import summarise
 from liquidation.simulate import (
     MarketPaths,
+    ReplayConfig,
     ReplayInputError,
+    ReplaySeries,
     Scenario,
     constant_multiplier,
-    maintenance_multipliers,
     simulate,
 )
+from liquidation.snapshot_stream import multipliers_from_snapshots
 from models.replay_forecasts import (
     SigmaGrid,
     forecast_diagnostics,
@@ -52,9 +76,17 @@ from models.spec import TargetSpec
 from models.walkforward import EvaluationConfig
 from pipelines.flows.config import BacktestConfig, DataConfig
 from serving.policy import MultiplierPolicy, PolicyConfig
-from serving.policy_replay import multipliers_in_force
+from serving.policy_replay import policy_snapshots
+from serving.risk_metrics import liquidity_metrics
 
 Say = Callable[[str], None]
+
+TRAINING_RESERVE = pd.Timedelta(days=240)
+"""History kept before the walk-forward's test period (its folds' warm-up and first fit)."""
+
+
+SERVED = "served"
+"""The policy name of a replayed publication (``--snapshots``)."""
 
 
 def run_backtest(
@@ -64,6 +96,8 @@ def run_backtest(
     policy: PolicyConfig,
     cache_dir: Path,
     progress: Say | None = None,
+    snapshots: str | None = None,
+    frontier_scales: Sequence[float] = FRONTIER_SCALES,
 ) -> ReplayResult:
     """Run the whole backtest (see the module docstring).
 
@@ -81,6 +115,11 @@ def run_backtest(
         Where walk-forward forecasts are cached (``<workdir>/cache``).
     progress
         Receives short progress messages.
+    snapshots
+        URL of a running ``dynamargin serve`` or a publication store: its history is
+        replayed as the policy ``served``.
+    frontier_scales
+        Scales of every dynamic policy replayed for the risk-capital frontier.
 
     Returns
     -------
@@ -91,50 +130,78 @@ def run_backtest(
     market, start, end = backtest_market(data, config, say)
     paths = market_paths(market.bars, market.funding, market.interval, start, end, market.source)
     say(f"replay grid: {len(paths.assets)} assets x {paths.n_bars} bars")
+    warm = warm_grid(paths, pd.Timedelta(hours=policy.sigma_ref_window_hours))
     target = TargetSpec(horizon=horizon)
     dynamic = [p for p in config.run_policies if p != "static"]
-    sigma, info = _forecast_sigma(market, paths, config, target, dynamic, cache_dir, say)
-    realized = oracle_sigma(paths, horizon)
+    forecast_from = walkforward_start(market, start, warm)
+    sigma, info = _forecast_sigma(
+        market, warm, forecast_from, config, target, dynamic, cache_dir, say
+    )
     if "oracle" in dynamic:
-        sigma["oracle"] = realized
-    info["diagnostics"] = forecast_diagnostics(sigma, realized)
+        sigma["oracle"] = _warm_oracle_sigma(market, warm, start, end, horizon)
+    realized = oracle_sigma(paths, horizon)
+    info["diagnostics"] = forecast_diagnostics(
+        {name: values[:, -paths.n_bars :] for name, values in sigma.items()}, realized
+    )
     for name, diag in info["diagnostics"].items():
         say(f"{name} sigma vs realized: QLIKE {diag['qlike']:.3f}, log corr {diag['corr_log']:.2f}")
-    say("multiplier paths")
-    index = grid_index(paths)
-    multipliers = {
-        name: constant_multiplier(paths, 1.0)
-        if name == "static"
-        else multipliers_in_force(sigma[name], index, MultiplierPolicy(policy), paths.assets)
-        for name in config.run_policies
-    }
+
+    say("snapshot streams")
+    engine = config.replay.engine_config(paths.assets)
+    liquidity = _liquidity(market, start)
+    streams: dict[str, Any] = {}
+    multipliers = {"static": constant_multiplier(paths, 1.0)}
+    for name in dynamic:
+        multipliers[name], streams[name] = _stream_multipliers(
+            name, sigma[name], warm, policy, liquidity, horizon, paths, config, cache_dir, say
+        )
+    if snapshots is not None:
+        say(f"served snapshots from {snapshots}")
+        served = list(read_snapshots(snapshots, paths.assets, warm.index[0], end))
+        multipliers[SERVED], report = multipliers_from_snapshots(
+            served, paths.assets, paths.ts_ms, config.replay.asset, engine.ramp_ms,
+            engine.max_ramp_classes,
+        )  # fmt: skip
+        streams[SERVED] = {"source": snapshots, "read": len(served), **report.to_dict()}
+        dynamic.append(SERVED)
+    names = ["static", *dynamic]
     timing = {"inputs": time.perf_counter() - started}
 
     seeds = list(range(config.seeds))
-    scenarios = [
-        Scenario(
-            name,
-            seed,
-            multipliers[name],
-            None
-            if name == "static"
-            else maintenance_multipliers(
-                multipliers[name],
-                config.replay.maintenance_rule,
-                config.replay.stress_threshold,
-            ),
-        )
-        for name in config.run_policies
-        for seed in seeds
-    ]
+    replay = config.replay
+    scenarios = [margin_scenario(n, seed, multipliers[n], replay) for n in names for seed in seeds]
     say(f"replay: {len(scenarios)} scenarios")
-    runs = simulate(paths, scenarios, config.replay, _bar_progress(say, "replay"))
-    series = {name: [r for r in runs if r.label == name] for name in config.run_policies}
+    runs = simulate_runs(paths, scenarios, replay, say)
+    series = {name: [r for r in runs if r.label == name] for name in names}
     timing["replay"] = time.perf_counter() - started - timing["inputs"]
 
     targets = {name: mean_im(series[name]) for name in dynamic}
-    levels = equal_margin_levels(paths, targets, seeds, config.replay, config.equal_margin, say)
+    family = static_family(paths)
+    levels, static_tried = match_levels(
+        {name: (family, BRACKET) for name in dynamic}, targets, seeds, paths, replay,
+        config.equal_margin, say,
+    )  # fmt: skip
     timing["equal_margin"] = time.perf_counter() - started - sum(timing.values())
+
+    frontier = [FrontierPoint.of("static", lvl, r) for _, lvl, r in static_tried]
+    frontier.append(FrontierPoint.of("static", 1.0, series["static"]))
+    oracle_levels, gains = {}, {}
+    if "oracle" in multipliers:
+        others = {n: targets[n] for n in dynamic if n != "oracle"}
+        scaled = scaled_family(multipliers["oracle"])
+        oracle_levels, oracle_tried = match_levels(
+            {n: (scaled, SCALE_BRACKET) for n in others}, others, seeds, paths, replay,
+            config.equal_margin, say, label="oracle at policy margin",
+        )  # fmt: skip
+        frontier += [FrontierPoint.of("oracle", lvl, r) for _, lvl, r in oracle_tried]
+        for name in dynamic:
+            oracle_runs = series["oracle"] if name == "oracle" else oracle_levels[name].series
+            gains[name] = oracle_gain_captured(
+                series[name], levels[name].series, oracle_runs, paths.interval_ms
+            )
+    frontier += _frontier(paths, multipliers, dynamic, frontier_scales, seeds, config, say)
+    frontier += [FrontierPoint.of(name, 1.0, series[name]) for name in dynamic]
+    timing["oracle_and_frontier"] = time.perf_counter() - started - sum(timing.values())
 
     windows = STRESS_WINDOWS + tuple(parse_window(w) for w in config.windows)
     summary = {
@@ -144,21 +211,106 @@ def run_backtest(
             "start": str(pd.Timestamp(paths.ts_ms[0], unit="ms", tz="UTC")),
             "end": str(pd.Timestamp(paths.ts_ms[-1] + paths.interval_ms, unit="ms", tz="UTC")),
             "n_bars": paths.n_bars,
+            "warmup_start": str(warm.index[0]),
         },
         "seeds": config.seeds,
         "forecasts": info,
+        "snapshot_streams": streams,
         "config": {
             "replay": config.replay.describe(),
             "policy": policy.model_dump(),
             "horizon": horizon,
             "refit": config.refit,
             "windows": {w.name: [str(w.start), str(w.end)] for w in windows},
+            "frontier_scales": list(frontier_scales),
         },
-        **summarise(series, levels, windows, config.replay.asset.base_imf),
+        **summarise(
+            series,
+            levels,
+            windows,
+            config.replay.asset.base_imf,
+            oracle_levels=oracle_levels,
+            gains=gains,
+            frontier=frontier,
+        ),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
     }
     equal_series = {name: levels[name].series for name in dynamic}
     return ReplayResult(summary, paths, series, equal_series)
+
+
+def warm_grid(paths: MarketPaths, warmup: pd.Timedelta) -> SigmaGrid:
+    """The replay's bar grid extended ``warmup`` back: the policy's reference warms up there.
+
+    The stream of snapshots starts at the grid's first bar, so on the replay's first bar the
+    trailing reference, the rate limits and the relaxation delay are in the state a
+    publisher running since then would have.
+    """
+    index = grid_index(paths)
+    step = pd.Timedelta(milliseconds=paths.interval_ms)
+    bars = int(np.ceil(warmup / step))
+    before = pd.date_range(end=index[0] - step, periods=bars, freq=step) if bars else index[:0]
+    return SigmaGrid(paths.assets, before.append(index))
+
+
+def walkforward_start(market: MarketData, start: pd.Timestamp, warm: SigmaGrid) -> pd.Timestamp:
+    """Where the walk-forward's test period starts: as early as the warm grid needs, but
+    leaving it :data:`TRAINING_RESERVE` of history before its first fold's warm-up.
+
+    The forecasts of the month before the replay start always exist (the walk-forward's
+    test period starts at least a month before it), so the policy's reference is warm on
+    the first bar (168 forecasts suffice); where the history allows, they cover the whole
+    90-day window as a publisher running since then would have had.
+    """
+    latest = start - pd.DateOffset(months=1)
+    trained = min(latest, market.bars["ts"].min() + TRAINING_RESERVE)
+    return max(warm.index[0] - pd.DateOffset(months=1), trained)
+
+
+def read_snapshots(
+    source: str, assets: Sequence[str], start: pd.Timestamp, end: pd.Timestamp
+) -> Iterator[dict[str, Any]]:
+    """Every snapshot of ``assets`` published in ``[start, end]`` by a server or a store.
+
+    Parameters
+    ----------
+    source
+        ``http(s)://host:port`` of a running ``dynamargin serve`` (its paginated
+        ``/v1/risk/{asset}/history``), or a publication store: a ``sqlite:///`` URL or a path.
+    assets
+        Assets to read (an asset the source does not hold yields nothing).
+    start, end
+        Publication-time bounds.
+
+    Raises
+    ------
+    ReplayInputError
+        If the server answers with an error or the store cannot be opened.
+    """
+    if source.startswith(("http://", "https://")):
+        yield from _served_history(source.rstrip("/"), assets, start, end)
+        return
+    from serving.errors import ServingError
+    from serving.store import PublicationStore
+
+    url = source if "://" in source else f"sqlite:///{Path(source).resolve()}"
+    try:
+        store = PublicationStore(url, create=False)
+    except (ServingError, OSError) as exc:
+        raise ReplayInputError(f"cannot open the publication store {source}: {exc}") from exc
+    with store:
+        held = set(store.assets())
+        for asset in assets:
+            if asset in held:
+                for stored in store.iter_history(asset, start.to_pydatetime(), end.to_pydatetime()):
+                    yield dict(stored.snapshot)
+
+
+def simulate_runs(
+    paths: MarketPaths, scenarios: Sequence[Scenario], replay: ReplayConfig, say: Say
+) -> list[ReplaySeries]:
+    """:func:`liquidation.simulate.simulate` with bar progress messages."""
+    return simulate(paths, scenarios, replay, _bar_progress(say, "replay"))
 
 
 def backtest_market(
@@ -209,7 +361,8 @@ def backtest_market(
 
 def _forecast_sigma(
     market: MarketData,
-    paths: MarketPaths,
+    grid: SigmaGrid,
+    test_start: pd.Timestamp,
     config: BacktestConfig,
     target: TargetSpec,
     dynamic: list[str],
@@ -219,15 +372,189 @@ def _forecast_sigma(
     wanted = {p: m for p, m in config.forecasters.items() if p in dynamic}
     if not wanted:
         return {}, {}
-    grid = SigmaGrid(paths.assets, grid_index(paths))
     models = tuple(wanted.values())
     if config.forecasts is not None:
         say(f"pinned walk-forward forecasts {config.forecasts}")
         by_model, info = pinned_sigma(config.forecasts, grid, models)
     else:
         evaluation = EvaluationConfig(refit=config.refit).with_models(models)
-        by_model, info = walkforward_sigma(market, grid, cache_dir, evaluation, target, say)
+        by_model, info = walkforward_sigma(
+            market, grid, cache_dir, evaluation, target, say, test_start=test_start
+        )
     return {policy: by_model[model] for policy, model in wanted.items()}, info
+
+
+def _warm_oracle_sigma(
+    market: MarketData, grid: SigmaGrid, start: pd.Timestamp, end: pd.Timestamp, horizon: int
+) -> np.ndarray:
+    """The oracle's realized sigma on the warm grid (NaN before every asset's first bar)."""
+    bars = market.bars.loc[market.bars["asset"].astype(str).isin(grid.assets)]
+    first = bars.groupby("asset", observed=True)["ts"].min().max()
+    begin = max(grid.index[0], first)
+    paths = market_paths(market.bars, market.funding, market.interval, begin, end, market.source)
+    realized = pd.DataFrame(oracle_sigma(paths, horizon).T, index=grid_index(paths))
+    return realized.reindex(grid.index).to_numpy().T.copy()
+
+
+def _liquidity(market: MarketData, start: pd.Timestamp) -> dict[str, dict[str, float]]:
+    """Liquidity block of the replay's snapshots (descriptive: the replay does not read it).
+
+    Point in time at the replay start where two days of bars exist before it; otherwise
+    (an asset listed at the start) on its first two days.
+    """
+    first = market.bars.groupby("asset", observed=True)["ts"].min().max()
+    as_of = max(start, first + pd.Timedelta(days=2))
+    table = liquidity_metrics(market.bars, as_of=as_of)
+    return {str(a): {k: float(v) for k, v in row.items()} for a, row in table.iterrows()}
+
+
+def _stream_multipliers(
+    name: str,
+    sigma: np.ndarray,
+    grid: SigmaGrid,
+    policy: PolicyConfig,
+    liquidity: dict[str, dict[str, float]],
+    horizon: int,
+    paths: MarketPaths,
+    config: BacktestConfig,
+    cache_dir: Path,
+    say: Say,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One policy's snapshot stream read as the engine reads it, cached by its inputs.
+
+    Building the snapshots costs about 0.3 ms a bar; the key hashes the sigma path, the
+    grid, the policy, the venue's rules and the code that publishes and reads snapshots, so
+    a changed rule never reads a stale path.
+    """
+    engine = config.replay.engine_config(paths.assets)
+    digest = hashlib.sha256()
+    for part in (sigma.tobytes(), grid.index.asi8.tobytes(), paths.ts_ms.tobytes()):
+        digest.update(part)
+    settings = [name, policy.model_dump(), liquidity, horizon, list(paths.assets)]
+    settings += [asdict(config.replay.asset), engine.ramp_ms, engine.max_ramp_classes]
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    root = Path(__file__).resolve().parent.parent
+    for module in _STREAM_CODE:
+        digest.update((root / module).read_bytes())
+    path = cache_dir / "backtest" / f"stream-{digest.hexdigest()[:16]}.npz"
+    if path.exists():
+        say(f"{name} snapshot stream from cache {path}")
+        with np.load(path, allow_pickle=False) as cached:
+            report = json.loads(str(cached["report"]))
+            return cached["multipliers"].copy(), {**report, "cache_path": str(path)}
+    say(f"{name}: publishing {sigma.size:,} snapshots")
+    stream = _policy_stream(name, sigma, grid, policy, liquidity, horizon)
+    multipliers, read = multipliers_from_snapshots(
+        stream, paths.assets, paths.ts_ms, config.replay.asset, engine.ramp_ms,
+        engine.max_ramp_classes,
+    )  # fmt: skip
+    report = {"source": "policy replay", "snapshots": len(stream), **read.to_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(tmp: Path) -> None:
+        # A handle, not a name: np.savez would append ".npz" to the temporary name.
+        with tmp.open("wb") as handle:
+            np.savez(handle, multipliers=multipliers, report=np.array(json.dumps(report)))
+
+    atomic_write(path, save)
+    return multipliers, {**report, "cache_path": str(path)}
+
+
+_STREAM_CODE: tuple[str, ...] = (
+    "serving/policy.py",
+    "serving/policy_replay.py",
+    "serving/publishing.py",
+    "serving/standard.py",
+    "serving/risk_metrics.py",
+    "liquidation/snapshot.py",
+    "liquidation/snapshot_stream.py",
+    "liquidation/ramp.py",
+    "liquidation/margin.py",
+    "liquidation/config.py",
+)
+"""Code whose change invalidates a cached snapshot stream."""
+
+
+def _policy_stream(
+    name: str,
+    sigma: np.ndarray,
+    grid: SigmaGrid,
+    policy: PolicyConfig,
+    liquidity: dict[str, dict[str, float]],
+    horizon: int,
+) -> list[dict[str, Any]]:
+    """Every asset's snapshots of one policy: a forecast at bar ``t`` publishes at ``t + 1``."""
+    out: list[dict[str, Any]] = []
+    provenance = ProvenanceInfo(model_name=name, model_version="replay")
+    for row, asset in enumerate(grid.assets):
+        out += policy_snapshots(
+            MultiplierPolicy(policy),
+            asset,
+            pd.Series(sigma[row], index=grid.index),
+            grid.step.to_pytimedelta(),
+            liquidity=liquidity[asset],
+            provenance=provenance,
+            horizon_hours=horizon,
+        )
+    return out
+
+
+def _frontier(
+    paths: MarketPaths,
+    multipliers: dict[str, np.ndarray],
+    dynamic: Sequence[str],
+    scales: Sequence[float],
+    seeds: Sequence[int],
+    config: BacktestConfig,
+    say: Say,
+) -> list[FrontierPoint]:
+    """Static and each dynamic policy at the frontier scales (the oracle's points come from
+    its bisection, static's from its bisections above the base too)."""
+    names = ["static", *[n for n in dynamic if n != "oracle"]]
+    if not scales or not names:
+        return []
+    scenarios = [
+        margin_scenario(f"{name}@{scale}", seed, multipliers[name] * scale, config.replay)
+        for name in names
+        for scale in scales
+        for seed in seeds
+    ]
+    say(f"frontier: {len(scenarios)} scenarios")
+    runs = simulate_runs(paths, scenarios, config.replay, say)
+    return [
+        FrontierPoint.of(name, scale, [r for r in runs if r.label == f"{name}@{scale}"])
+        for name in names
+        for scale in scales
+    ]
+
+
+def _served_history(
+    base: str, assets: Sequence[str], start: pd.Timestamp, end: pd.Timestamp
+) -> Iterator[dict[str, Any]]:
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=30.0) as client:
+        for asset in assets:
+            params: dict[str, Any] = {
+                "from": start.isoformat(), "to": end.isoformat(), "limit": 1000,
+            }  # fmt: skip
+            while True:
+                try:
+                    response = client.get(f"/v1/risk/{asset}/history", params=params)
+                except httpx.HTTPError as exc:
+                    raise ReplayInputError(f"cannot read {base}: {exc}") from exc
+                if response.status_code == 404:
+                    break  # the server holds nothing of this asset
+                if response.status_code != 200:
+                    raise ReplayInputError(
+                        f"{base}/v1/risk/{asset}/history answered {response.status_code}: "
+                        f"{response.text[:200]}"
+                    )
+                page = response.json()
+                yield from page["snapshots"]
+                if not page.get("next_cursor"):
+                    break
+                params["cursor"] = page["next_cursor"]
 
 
 def _bar_progress(say: Say, what: str) -> Callable[[int, int], None]:

@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.commands.demo",
     "pipelines.commands.emulate",
     "pipelines.commands.oracle",
+    "pipelines.commands.live",
     "pipelines.commands.consume",
     "pipelines.commands.liquidation_price",
 )

@@ -95,8 +95,10 @@ def serve_and_read(workdir: Path, asset: str, timeout_s: float = 30.0) -> Served
 
 
 @contextlib.contextmanager
-def running_api(workdir: Path, timeout_s: float = 30.0) -> Iterator[str]:
-    """The API on the work dir's store on a free loopback port; yields its base URL.
+def running_api(
+    workdir: Path, timeout_s: float = 30.0, store_url: str | None = None
+) -> Iterator[str]:
+    """The API on the work dir's store (or ``store_url``) on a free loopback port; yields its URL.
 
     Raises
     ------
@@ -104,7 +106,9 @@ def running_api(workdir: Path, timeout_s: float = 30.0) -> Iterator[str]:
         If the server does not start in time.
     """
     port = _free_loopback_port()
-    config = ApiConfig.from_workdir(Path(workdir), store_url=default_store_url(workdir))
+    config = ApiConfig.from_workdir(
+        Path(workdir), store_url=store_url or default_store_url(workdir)
+    )
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")

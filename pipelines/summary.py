@@ -59,6 +59,8 @@ def render_summary(summary: PipelineSummary, console: Console | None = None) -> 
     for name, value in sorted(t.mean_qlike.items(), key=lambda kv: kv[1]):
         models.add_row(name, f"{value:.4f}", "candidate" if name == t.candidate else "")
     console.print(models)
+    if t.candidate_reason:
+        console.print(f"candidate: {t.candidate} ({t.candidate_reason})")
 
     gates = Table(title=f"{r.model_name} v{r.version}: review gates")
     gates.add_column("gate")

@@ -24,6 +24,8 @@ same). Tests and embedded servers use :meth:`ApiConfig.from_workdir`.
 ``DYNAMARGIN_ADMIN_KEY_HASHES``          extra admin key hashes (see :mod:`serving.admin_auth`)
 ``DYNAMARGIN_CONFIG``                    TOML with the ``[policy]`` section (default
                                          ``<workdir>/dynamargin.toml`` if present)
+``DYNAMARGIN_LIVE_DATA_FILE``            live data freshness for the status page (default
+                                         ``<workdir>/store/_live/freshness.json``)
 =======================================  ==============================================
 
 The API needs no write access for reads: it opens the store without creating it (a
@@ -49,6 +51,7 @@ from serving.store import ENV_URL, default_store_url
 
 PUBLICATIONS_URL_ENV = ENV_URL
 WORKDIR_ENV = "DYNAMARGIN_WORKDIR"
+LIVE_DATA_ENV = "DYNAMARGIN_LIVE_DATA_FILE"
 
 
 class ApiConfigError(ServingError, ValueError):
@@ -93,6 +96,10 @@ class ApiConfig:
         Idle time allowed between two requests on one connection.
     max_connections
         Open connections one worker accepts; further ones are closed at once.
+    live_data_file
+        Per-asset data freshness written by the live ingest (``dynamargin live`` or
+        ``ingest live``); the status page shows each asset's data age and status from it.
+        Default ``<workdir>/store/_live/freshness.json`` (``DYNAMARGIN_LIVE_DATA_FILE``).
     """
 
     workdir: Path
@@ -110,6 +117,7 @@ class ApiConfig:
     body_timeout_seconds: float = 10.0
     keep_alive_seconds: float = 5.0
     max_connections: int = 512
+    live_data_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.update_interval <= timedelta(0):
@@ -137,6 +145,7 @@ class ApiConfig:
             workdir=workdir,
             store_url=f"sqlite:///{workdir / 'publications.db'}",
             policy_path=config_file if config_file.exists() else None,
+            live_data_file=workdir / "store" / "_live" / "freshness.json",
         )
         return replace(base, **overrides)
 
@@ -167,6 +176,8 @@ class ApiConfig:
             values["assets"] = _csv(env["DYNAMARGIN_API_ASSETS"])
         if env.get("DYNAMARGIN_API_CORS_ORIGINS"):
             values["cors_origins"] = _csv(env["DYNAMARGIN_API_CORS_ORIGINS"])
+        if env.get(LIVE_DATA_ENV):
+            values["live_data_file"] = Path(env[LIVE_DATA_ENV])
         if env.get("DYNAMARGIN_API_UPDATE_INTERVAL_S"):
             seconds = _number(env, "DYNAMARGIN_API_UPDATE_INTERVAL_S")
             values["update_interval"] = timedelta(seconds=seconds)
@@ -192,6 +203,8 @@ class ApiConfig:
             env["DYNAMARGIN_API_CORS_ORIGINS"] = ",".join(self.cors_origins)
         if self.policy_path is not None:
             env[POLICY_CONFIG_ENV] = str(self.policy_path)
+        if self.live_data_file is not None:
+            env[LIVE_DATA_ENV] = str(self.live_data_file)
         return env
 
 

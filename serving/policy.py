@@ -88,8 +88,9 @@ class PolicyConfig(BaseModel):
     ----------
     sigma_ref
         Long-run reference sigma (same units as the forecast: std of the H-ahead log
-        return). ``None`` means the trailing-median rule: the median forecast sigma over the
-        last ``sigma_ref_window_hours``, with at least ``sigma_ref_min_obs`` forecasts.
+        return). ``None`` means the trailing-median rule of :func:`rolling_sigma_ref`: the median
+        forecast sigma over the ``sigma_ref_window_hours`` before the forecast, with at least
+        ``sigma_ref_min_obs`` forecasts.
     floor, cap
         Bounds of the multiplier; ``floor < 1`` releases capital in calm markets.
     exponent
@@ -404,7 +405,12 @@ class MultiplierPolicy:
 
     def target(self, sigma: float, sigma_ref: float) -> float:
         """``clip((sigma / sigma_ref) ** exponent, floor, cap)``."""
-        ratio = (sigma / sigma_ref) ** self.config.exponent
+        try:
+            ratio = (sigma / sigma_ref) ** self.config.exponent
+        except OverflowError:
+            # A finite ratio whose power overflows is far above any cap (found by the
+            # verification work: exponent > 1 with a tiny sigma_ref).
+            ratio = math.inf
         return min(max(ratio, self.config.floor), self.config.cap)
 
     def step(
@@ -435,9 +441,26 @@ class MultiplierPolicy:
         -------
         PolicyDecision
             The multiplier, why, and the next state.
-        """
+
+        Notes
+        -----
+        The contract below (PEP 316) is checked by CrossHair and by a z3 proof of the same
+        code, and at run time in the tests (``tests/verification``). ``previous`` is the
+        stored multiplier clipped to ``[floor, cap]``; a move of at most ``_MIN_MOVE`` is float
+        noise, as for the hysteresis band.
+
+        pre: math.isfinite(state.multiplier)
+        pre: state.override_multiplier is None or math.isfinite(state.override_multiplier)
+        pre: now.tzinfo is not None
+        post: self.config.floor <= __return__.multiplier <= self.config.cap
+        post: __return__.reason == "override" or __return__.multiplier <= _previous(state, self.config) + self.config.max_step_up + _MIN_MOVE
+        post: __return__.reason == "override" or __return__.multiplier >= _previous(state, self.config) - self.config.max_step_down - _MIN_MOVE
+        post: __return__.reason == "override" or not _in_relax_delay(state, now, self.config) or __return__.multiplier >= _previous(state, self.config)
+        post: __return__.reason not in FALLBACK_REASONS or __return__.multiplier >= _previous(state, self.config)
+        post: __return__.target is None or not _in_hysteresis_band(__return__.target, _previous(state, self.config), self.config) or __return__.multiplier == _previous(state, self.config)
+        """  # noqa: E501 (one contract, one line: PEP 316 reads them line by line)
         cfg = self.config
-        previous = min(max(state.multiplier, cfg.floor), cfg.cap)
+        previous = _previous(state, cfg)
         reference = sigma_ref if sigma_ref is not None else cfg.sigma_ref
         valid_until = now + cfg.expiry
 
@@ -478,14 +501,13 @@ class MultiplierPolicy:
 
         assert forecast_sigma is not None and reference is not None  # checked just above
         target = self.target(forecast_sigma, reference)
-        if abs(target - previous) <= cfg.hysteresis * previous + _MIN_MOVE:
+        if _in_hysteresis_band(target, previous, cfg):
             return decide(previous, "ok", "hysteresis_hold", target, state)
         if target > previous:
             if target - previous > cfg.max_step_up:
                 return decide(previous + cfg.max_step_up, "ok", "rate_limited_up", target, state)
             return decide(target, "ok", "tightened", target, state)
-        last_change = _latest(state.last_tighten_at, state.last_relax_at)
-        if last_change is not None and now - last_change < cfg.min_relax_delay:
+        if _in_relax_delay(state, now, cfg):
             return decide(previous, "ok", "relax_delay_hold", target, state)
         if previous - target > cfg.max_step_down:
             return decide(previous - cfg.max_step_down, "ok", "rate_limited_down", target, state)
@@ -578,48 +600,71 @@ class MultiplierPolicy:
         return replace(state, override_multiplier=None, override_until=None), record
 
 
-def trailing_sigma_ref(
-    sigma: pd.Series, now: datetime | pd.Timestamp, config: PolicyConfig
-) -> float | None:
-    """Trailing-median reference: median finite sigma with ``ts`` in ``(now - window, now]``.
+def rolling_sigma_ref(sigma: pd.Series, config: PolicyConfig) -> pd.Series:
+    """The reference sigma of every forecast: the one rule of publisher and replay.
+
+    The reference of the forecast made at ``ts`` is the median of the usable forecasts
+    (finite, inside ``[sigma_min, sigma_max]``) with a time in ``[ts - window, ts)``: it
+    uses only forecasts known *before* the one it normalises, so it is point-in-time, and the
+    forecast being judged never moves its own yardstick (including it would pull the median
+    towards a spike and damp the very signal the multiplier should carry). A fixed
+    ``config.sigma_ref`` replaces the rule. NaN where fewer than ``sigma_ref_min_obs``
+    forecasts exist.
 
     Parameters
     ----------
     sigma
-        Forecast sigma of one asset indexed by forecast ``ts``.
-    now
-        End of the window (inclusive): only forecasts known by then count.
+        Forecast sigma of one asset indexed by forecast ``ts``, increasing (NaN: missing).
     config
-        Supplies the window and minimum number of observations.
+        Supplies the window, the minimum number of observations and the plausible range.
 
     Returns
     -------
-    float or None
-        ``None`` if fewer than ``sigma_ref_min_obs`` usable forecasts exist.
-    """
-    end = pd.Timestamp(now)
-    start = end - pd.Timedelta(hours=config.sigma_ref_window_hours)
-    window = sigma[(sigma.index > start) & (sigma.index <= end)]
-    window = window[window.between(config.sigma_min, config.sigma_max)]
-    if len(window) < config.sigma_ref_min_obs:
-        return None
-    return float(window.median())
-
-
-def rolling_sigma_ref(sigma: pd.Series, config: PolicyConfig) -> pd.Series:
-    """Point-in-time trailing-median reference at every ``ts`` of a sigma series.
-
-    Uses only forecasts strictly before each ``ts`` (``closed="left"``), so the current
-    forecast never dampens its own signal. NaN where too few observations exist.
+    pandas.Series
+        The reference on ``sigma``'s index.
     """
     if config.sigma_ref is not None:
         return pd.Series(config.sigma_ref, index=sigma.index, dtype="float64")
-    usable = sigma.where(sigma.between(config.sigma_min, config.sigma_max))
+    usable = sigma.astype("float64")
+    usable = usable.where(usable.between(config.sigma_min, config.sigma_max))
     return usable.rolling(
         pd.Timedelta(hours=config.sigma_ref_window_hours),
         min_periods=config.sigma_ref_min_obs,
         closed="left",
     ).median()
+
+
+def sigma_ref_at(
+    sigma: pd.Series, ts: datetime | pd.Timestamp, config: PolicyConfig
+) -> float | None:
+    """:func:`rolling_sigma_ref` of the forecast made at ``ts`` (the publisher's one value).
+
+    Evaluates the same rolling rule on the forecasts of the window only, so a publisher
+    holding years of history pays for one window, not for the whole series.
+
+    Parameters
+    ----------
+    sigma
+        Forecast sigma of one asset indexed by forecast ``ts``, increasing.
+    ts
+        Time of the forecast being published; later forecasts are ignored.
+    config
+        The asset's policy config.
+
+    Returns
+    -------
+    float or None
+        ``None`` where the rule gives no reference (too few forecasts).
+    """
+    if config.sigma_ref is not None:
+        return config.sigma_ref
+    end = pd.Timestamp(ts)
+    start = end - pd.Timedelta(hours=config.sigma_ref_window_hours)
+    window = sigma[(sigma.index >= start) & (sigma.index < end)]
+    # The value at `end` itself is excluded by the rule, so any stand-in works there.
+    probe = pd.concat([window, pd.Series([float("nan")], index=pd.DatetimeIndex([end]))])
+    value = rolling_sigma_ref(probe, config).iloc[-1]
+    return None if pd.isna(value) else float(value)
 
 
 def _record_move(state: PolicyState, previous: float, new: float, now: datetime) -> PolicyState:
@@ -629,6 +674,22 @@ def _record_move(state: PolicyState, previous: float, new: float, now: datetime)
     elif new < previous:
         changes["last_relax_at"] = now
     return replace(state, **changes)
+
+
+def _previous(state: PolicyState, cfg: PolicyConfig) -> float:
+    """The stored multiplier clipped to ``[floor, cap]`` (the config may have changed)."""
+    return min(max(state.multiplier, cfg.floor), cfg.cap)
+
+
+def _in_hysteresis_band(target: float, previous: float, cfg: PolicyConfig) -> bool:
+    """True if ``target`` lies in the dead band around ``previous`` (nothing moves)."""
+    return abs(target - previous) <= cfg.hysteresis * previous + _MIN_MOVE
+
+
+def _in_relax_delay(state: PolicyState, now: datetime, cfg: PolicyConfig) -> bool:
+    """True if the last change, either way, is less than ``min_relax_delay`` before ``now``."""
+    last_change = _latest(state.last_tighten_at, state.last_relax_at)
+    return last_change is not None and now - last_change < cfg.min_relax_delay
 
 
 def _latest(*times: datetime | None) -> datetime | None:

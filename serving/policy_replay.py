@@ -19,7 +19,7 @@ report gives:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from contracts.errors import ForecastContractError
-from contracts.forecast import validate_forecasts
-from serving.policy import MultiplierPolicy, PolicyBook, rolling_sigma_ref
+from contracts.forecast import ProvenanceInfo, validate_forecasts
+from serving.policy import MultiplierPolicy, PolicyBook, PolicyDecision, rolling_sigma_ref
+from serving.publishing import decision_snapshot
 
 
 @dataclass(frozen=True)
@@ -179,15 +180,14 @@ def replay_policy(
     return ReplayReport(summaries, all_paths)
 
 
-def policy_path(
+def policy_decisions(
     policy: MultiplierPolicy, asset: str, sigma: pd.Series, publish_lag: timedelta
-) -> pd.DataFrame:
+) -> Iterator[tuple[pd.Timestamp, datetime, PolicyDecision]]:
     """Step the policy through one asset's forecasts in time order: the one replay loop.
 
     The forecast made at the close of bar ``ts`` is published at ``ts + publish_lag`` with
-    the point-in-time trailing-median reference of :func:`serving.policy.rolling_sigma_ref`
-    (which excludes the current forecast). A missing (NaN) sigma is a missing forecast: the
-    policy's fallback decides.
+    the reference of :func:`serving.policy.rolling_sigma_ref`, the publisher's rule. A
+    missing (NaN) sigma is a missing forecast: the policy's fallback decides.
 
     Parameters
     ----------
@@ -200,60 +200,98 @@ def policy_path(
     publish_lag
         Delay between a forecast's ``ts`` and its publication.
 
+    Yields
+    ------
+    tuple
+        ``(ts, published_at, decision)`` per forecast.
+    """
+    references = rolling_sigma_ref(sigma, policy.config).to_numpy()
+    state = policy.initial_state(asset)
+    for ts, value, ref in zip(sigma.index, sigma.to_numpy(float), references, strict=True):
+        known = bool(np.isfinite(value))
+        now = ts.to_pydatetime() + publish_lag
+        decision = policy.step(
+            state,
+            float(value) if known else None,
+            ts.to_pydatetime() if known else None,
+            now,
+            None if np.isnan(ref) else float(ref),
+        )
+        state = decision.state
+        yield ts, now, decision
+
+
+def policy_path(
+    policy: MultiplierPolicy, asset: str, sigma: pd.Series, publish_lag: timedelta
+) -> pd.DataFrame:
+    """The decisions of :func:`policy_decisions` as a frame.
+
     Returns
     -------
     pandas.DataFrame
         One row per forecast: ``ts, asset, multiplier, previous, status, reason`` of the
         decision published at ``ts + publish_lag``.
     """
-    references = rolling_sigma_ref(sigma, policy.config).to_numpy()
-    state = policy.initial_state(asset)
-    rows = []
-    for ts, value, ref in zip(sigma.index, sigma.to_numpy(float), references, strict=True):
-        known = bool(np.isfinite(value))
-        decision = policy.step(
-            state,
-            float(value) if known else None,
-            ts.to_pydatetime() if known else None,
-            ts.to_pydatetime() + publish_lag,
-            None if np.isnan(ref) else float(ref),
-        )
-        state = decision.state
-        rows.append(
-            (ts, asset, decision.multiplier, decision.previous, decision.status, decision.reason)
-        )
+    rows = [
+        (ts, asset, d.multiplier, d.previous, d.status, d.reason)
+        for ts, _, d in policy_decisions(policy, asset, sigma, publish_lag)
+    ]
     return pd.DataFrame(rows, columns=["ts", "asset", "multiplier", "previous", "status", "reason"])
 
 
-def multipliers_in_force(
-    sigma: np.ndarray, index: pd.DatetimeIndex, policy: MultiplierPolicy, assets: Sequence[str]
-) -> np.ndarray:
-    """The multiplier in force on every bar, per asset, when ``sigma[:, t]`` is published at
-    the close of bar ``t``: the decision at bar ``t`` applies from bar ``t + 1``, and bar 0 has
-    the policy's initial value.
+def policy_snapshots(
+    policy: MultiplierPolicy,
+    asset: str,
+    sigma: pd.Series,
+    publish_lag: timedelta,
+    *,
+    liquidity: Mapping[str, float],
+    provenance: ProvenanceInfo,
+    horizon_hours: int,
+    venue: str = "replay",
+) -> list[dict[str, Any]]:
+    """The RiskSnapshots a publisher would have made from one asset's forecast history.
+
+    Every decision of :func:`policy_decisions` becomes the publisher's unsigned snapshot
+    (:func:`serving.publishing.decision_snapshot`): status, fallback, ``valid_until`` and
+    ``update_id`` as published. A venue (or the replay, through
+    :func:`liquidation.snapshot_stream.multipliers_from_snapshots`) reads nothing else.
 
     Parameters
     ----------
-    sigma
-        ``(n_assets, n_bars)`` forecast sigma on the bar grid ``index`` (NaN: no forecast).
-    index
-        Bar open times, UTC, evenly spaced.
-    policy
-        The policy (one config for every asset).
-    assets
-        Asset names, in the rows' order.
+    policy, asset, sigma, publish_lag
+        As in :func:`policy_decisions`.
+    liquidity
+        The asset's liquidity block (``amihud``, ``spread_bps``, ``slippage_bps``,
+        ``standard_size_usd``).
+    provenance
+        Model name and version stamped on every snapshot.
+    horizon_hours, venue
+        Copied into every snapshot.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_assets, n_bars)`` multipliers.
+    list of dict
+        One snapshot per forecast, ``update_id`` 1, 2, ...
     """
-    step = (index[1] - index[0]).to_pytimedelta() if len(index) > 1 else timedelta(hours=1)
-    out = np.empty(np.shape(sigma))
-    for row, asset in enumerate(assets):
-        path = policy_path(policy, asset, pd.Series(sigma[row], index=index), step)
-        out[row, 0] = policy.initial_state(asset).multiplier
-        out[row, 1:] = path["multiplier"].to_numpy()[:-1]
+    out = []
+    values = sigma.to_numpy(float)
+    for i, (ts, now, decision) in enumerate(policy_decisions(policy, asset, sigma, publish_lag)):
+        forecast = {"ts": ts, "sigma": float(values[i])} if np.isfinite(values[i]) else None
+        out.append(
+            decision_snapshot(
+                asset=asset,
+                update_id=i + 1,
+                forecast=forecast,
+                now=now,
+                decision=decision,
+                config=policy.config,
+                liquidity=liquidity,
+                provenance=provenance,
+                venue=venue,
+                horizon_hours=horizon_hours,
+            )
+        )
     return out
 
 

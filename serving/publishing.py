@@ -37,7 +37,7 @@ from serving.policy import (
     PolicyConfig,
     PolicyDecision,
     PolicyState,
-    trailing_sigma_ref,
+    sigma_ref_at,
 )
 from serving.risk_metrics import TailMetrics, liquidity_metrics, tail_metrics
 from serving.signing import SnapshotSigner
@@ -342,7 +342,7 @@ def _publish(
             sigma = float("nan")
         reference = config.sigma_ref
         if reference is None and history is not None:
-            reference = trailing_sigma_ref(history.set_index("ts")["sigma"], row["ts"], config)
+            reference = sigma_ref_at(history.set_index("ts")["sigma"], row["ts"], config)
         decision = policy.step(state, sigma, as_of, now, reference)
         decisions[asset] = decision
         usable = policy.check_input(sigma, as_of, now, reference) is None
@@ -501,3 +501,61 @@ def _finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def decision_snapshot(
+    *,
+    asset: str,
+    update_id: int,
+    forecast: Mapping[str, Any] | None,
+    now: datetime,
+    decision: PolicyDecision,
+    config: PolicyConfig,
+    liquidity: Mapping[str, float],
+    provenance: ProvenanceInfo,
+    venue: str,
+    horizon_hours: int,
+) -> dict[str, Any]:
+    """The unsigned RiskSnapshot dict the publisher makes from one policy decision.
+
+    The same tails, fallback sigma and payload as :func:`publish_batch`, without a store or a
+    signature: the historical replay turns its policy decisions into the snapshots a venue
+    would have received (:func:`serving.policy_replay.policy_snapshots`).
+
+    Parameters
+    ----------
+    forecast
+        The forecast row decided on (``ts``, ``sigma`` and optionally ``sigma_lower``,
+        ``sigma_upper``, ``var_99``, ``es_99``, ``model``, ``model_version``); ``None`` if
+        there was none.
+    Other parameters
+        As in :func:`publish_batch`.
+    """
+    policy = MultiplierPolicy(config)
+    sigma = _finite_or_none(forecast["sigma"]) if forecast is not None else None
+    as_of = pd.Timestamp(forecast["ts"]).to_pydatetime() if forecast is not None else None
+    usable = policy.check_input(sigma, as_of, now, decision.sigma_ref) is None
+    row: Any = None
+    if forecast is not None:
+        row = {field: forecast.get(field, float("nan")) for field in _FORECAST_FIELDS}
+    tails, sigmas = _tails(row, usable, decision, config)
+    return _snapshot(
+        asset=asset,
+        venue=venue,
+        update_id=update_id,
+        as_of=as_of or now,
+        now=now,
+        decision=decision,
+        config=config,
+        horizon_hours=horizon_hours,
+        sigmas=sigmas,
+        tails=tails,
+        liquidity=liquidity,
+        provenance=provenance,
+        row=row,
+    ).to_dict()
+
+
+_FORECAST_FIELDS = (
+    "ts", "sigma", "sigma_lower", "sigma_upper", "var_99", "es_99", "model", "model_version"
+)  # fmt: skip

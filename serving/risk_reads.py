@@ -22,6 +22,7 @@ from serving.errors import IntegrityFailure, InvalidInputError, PublicationStore
 from serving.http_caching import JSON_MEDIA_TYPE, RenderedBody, render_bytes
 from serving.input_validation import normalise_asset
 from serving.latest_view import LatestView, LatestViewCache, StoreUnavailableError
+from serving.live_data import read_live_data
 from serving.metrics import SnapshotGauge
 from serving.problems import (
     BadParameterError,
@@ -212,8 +213,13 @@ class RiskReads:
             return cached
 
         def rows() -> list[AssetRow]:
+            live = read_live_data(self.config.live_data_file)
             return [
-                AssetRow(snapshot=snap, week=self.backend.week(asset, now - WEEK, now))
+                AssetRow(
+                    snapshot=snap,
+                    week=self.backend.week(asset, now - WEEK, now),
+                    live=live.get(asset),
+                )
                 for asset, snap in view.snapshots.items()
             ]
 

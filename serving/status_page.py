@@ -29,10 +29,13 @@ class AssetRow:
         The newest RiskSnapshot as JSON data (the v1 wire shape).
     week
         ``(published_at, multiplier)`` over the last week, oldest first.
+    live
+        The asset's live data freshness record (:mod:`serving.live_data`), if any.
     """
 
     snapshot: Mapping[str, Any]
     week: Sequence[tuple[datetime, float]]
+    live: Mapping[str, Any] | None = None
 
 
 def render_status_page(rows: Sequence[AssetRow], *, now: datetime, title: str) -> str:
@@ -53,7 +56,7 @@ def render_status_page(rows: Sequence[AssetRow], *, now: datetime, title: str) -
         A complete HTML5 document.
     """
     body_rows = "\n".join(_row(row, now) for row in rows) or (
-        '<tr><td colspan="8" class="empty">No snapshot has been published yet.</td></tr>'
+        '<tr><td colspan="9" class="empty">No snapshot has been published yet.</td></tr>'
     )
     stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"""<!doctype html>
@@ -69,7 +72,8 @@ machine-readable: <a href="/v1/multipliers">/v1/multipliers</a>,
 <a href="/docs">API docs</a></p>
 <table>
 <thead><tr><th>Asset</th><th>Multiplier</th><th>Status</th><th>Last 7 days</th>
-<th>IMF / MMF</th><th>Model</th><th>Data through</th><th>Valid until</th></tr></thead>
+<th>IMF / MMF</th><th>Model</th><th>Data through</th><th>Data age</th>
+<th>Valid until</th></tr></thead>
 <tbody>
 {body_rows}
 </tbody></table>
@@ -149,9 +153,49 @@ def _row(row: AssetRow, now: datetime) -> str:
         f"{_fmt(_num(margin.get('mmf')), 4)}</td>"
         f"<td>{escape(model)}</td>"
         f'<td>{escape(data_through)}<br><span class="muted">{_ago(data_through, now)}</span></td>'
+        f'<td class="data-age">{_data_age(snap, row.live)}</td>'
         f'<td class="{"expired" if expired else ""}">{escape(valid_until)}'
         f"{' (expired)' if expired else ''}</td></tr>"
     )
+
+
+def _data_age(snap: Mapping[str, Any], live: Mapping[str, Any] | None) -> str:
+    """The data's age: from the live ingest when it runs, else at publication time.
+
+    The live record is evaluated on the venue's clock (the age of the newest closed bar
+    when the ingest last looked), with its status and reason; without one, the snapshot
+    says how old its data were when it was published.
+    """
+    if live:
+        status = str(live.get("status", "?"))
+        colour = STATUS_COLOURS.get(status, "#9a6700" if status == "late" else "#57606a")
+        age = live.get("age_seconds")
+        text = _span(float(age)) if isinstance(age, int | float) else "no data yet"
+        reason = str(live.get("reason") or "")
+        venue_time = str(live.get("venue_time") or "")
+        return (
+            f'<span class="badge" style="background:{colour}">data {escape(status)}</span> '
+            f"{escape(text)}"
+            f'<br><span class="muted">at venue time {escape(venue_time[:16])}</span>'
+            + (f'<br><span class="reason">{escape(reason)}</span>' if reason else "")
+        )
+    published = _parse(str(snap.get("published_at", "")))
+    provenance = snap.get("provenance") or {}
+    through = _parse(str(provenance.get("data_through") or snap.get("as_of", "")))
+    if published is None or through is None:
+        return "&ndash;"
+    age = _span((published - through).total_seconds())
+    return f'{escape(age)}<br><span class="muted">at publication</span>'
+
+
+def _span(seconds: float) -> str:
+    if seconds < 0:
+        return "in the future"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
 
 
 def _range_caption(points: Sequence[tuple[datetime, float]]) -> str:
@@ -205,5 +249,6 @@ td.num{font-variant-numeric:tabular-nums;text-align:right;white-space:nowrap}
 .muted{color:#57606a;font-size:12px}
 .expired{color:#cf222e;font-weight:600}
 .empty{text-align:center;color:#57606a;padding:24px}
+.reason{color:#cf222e;font-size:12px}
 svg.spark{display:block}
 """

@@ -8,6 +8,7 @@ import pandas as pd
 from features import cross_asset
 from features.columns.config import FeatureConfig
 from features.columns.inputs import MarketContext
+from features.columns.lead_columns import add_lead_columns
 from features.columns.registry import ColumnNames, Columns
 
 __all__ = ["cross_columns"]
@@ -105,6 +106,7 @@ def cross_columns(
         f"rank of rv_{day}h across assets, 0 lowest .. 1 highest",
         _on(_column(context.vol_rank, asset), index),
     )
+    add_lead_columns(cols, names, index, context)
     return cols
 
 

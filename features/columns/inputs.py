@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
+
+from features.market import empty_events, empty_positioning
 
 __all__ = ["AssetInputs", "MarketContext"]
 
 
 @dataclass(frozen=True)
 class AssetInputs:
-    """Everything stage 1 needs about one asset (a unit of parallel work)."""
+    """Everything stage 1 needs about one asset (a unit of parallel work).
+
+    ``positioning`` holds the asset's rows of :attr:`features.market.MarketData.positioning`
+    and ``events`` the market-wide macro calendar; both are empty when the source has none.
+    """
 
     asset: str
     bars: pd.DataFrame
     funding: pd.DataFrame
     perp: pd.DataFrame
+    positioning: pd.DataFrame = field(default_factory=empty_positioning)
+    events: pd.DataFrame = field(default_factory=empty_events)
 
 
 @dataclass(frozen=True)

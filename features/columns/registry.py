@@ -30,7 +30,9 @@ class FeatureSpec:
         Column name.
     family
         ``volatility``, ``har``, ``range``, ``jump``, ``orderflow``, ``liquidity``,
-        ``cross_asset``, ``funding``, ``basis`` or ``calendar``.
+        ``cross_asset``, ``funding``, ``basis``, ``calendar``, or one of the families of
+        information that arrives ahead: ``funding_stress``, ``activity``, ``positioning``,
+        ``macro_event`` and ``cross_asset_lead``.
     window
         Look-back, e.g. ``"24h"``, ``"1 bar"``, ``"as-of"`` or ``"none"``.
     definition

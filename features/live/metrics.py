@@ -64,6 +64,15 @@ class LiveMetrics:
         newest bar of the asset's required feeds.
     cycles
         ``dynamargin_live_cycles_total``: ingest cycles run.
+    publications
+        ``dynamargin_live_publications_total{asset, status}``: snapshots the live loop
+        published, by status (``ok``, ``stale``, ``fallback``, ``halted``).
+    publish_failures
+        ``dynamargin_live_publish_failures_total{stage}``: live-loop steps that failed (the
+        previous batch stays served; the next close tries again).
+    stage_seconds
+        ``dynamargin_live_stage_seconds{stage}``: duration of each step of the newest
+        publication (``ingest``, ``features``, ``forecast``, ``publish``, ``total``).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -160,6 +169,24 @@ class LiveMetrics:
             registry=reg,
         )
         self.cycles = Counter("dynamargin_live_cycles", "Live ingest cycles run.", registry=reg)
+        self.publications = Counter(
+            "dynamargin_live_publications",
+            "Snapshots published by the live loop, by status.",
+            ("asset", "status"),
+            registry=reg,
+        )
+        self.publish_failures = Counter(
+            "dynamargin_live_publish_failures",
+            "Live-loop steps that failed; the previous batch stays served.",
+            ("stage",),
+            registry=reg,
+        )
+        self.stage_seconds = Gauge(
+            "dynamargin_live_stage_seconds",
+            "Duration of each step of the newest live publication.",
+            ("stage",),
+            registry=reg,
+        )
 
     def note_unclosed(self, feed: str, asset: str, count: int) -> None:
         """Count and log bars a venue returned before their close (they are dropped)."""

@@ -21,7 +21,9 @@ import pandas as pd
 
 from contracts.timestamps import optional_utc_timestamp
 from features.bars import empty_bars
+from features.macro_calendar import read_macro_calendar
 from features.market import FUNDING_COLUMNS, MarketData
+from features.positioning import read_positioning
 from features.sources.dump import OnFileError, read_batch, select_files
 from features.sources.perp import load_perp
 from features.validation import ValidationReport
@@ -113,10 +115,13 @@ def load_market(
     if (root / "perp_ohlcv").is_dir():
         perp, perp_report = load_perp(root, interval, sorted(spot_symbols), start_ts, end_ts)
         report = report.merge(perp_report)
+    # Positioning and the macro calendar are read in place, when the root has them.
     market = MarketData(
         bars=bars,
         funding=batch.funding[list(FUNDING_COLUMNS)].reset_index(drop=True),
         perp=perp,
+        positioning=read_positioning(root, sorted(spot_symbols), end=end_ts),
+        events=read_macro_calendar(root),
         interval=interval,
         source=f"binance-dump:{root}",
     )

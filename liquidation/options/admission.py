@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from liquidation.errors import InsufficientMarginError
-from liquidation.margin import MarginState, may_update
+from liquidation.rules.margin import MarginState, may_update
 from liquidation.money import MICRO
 from liquidation.options.ledger import OptionsLedger, account_risk
 from liquidation.options.series import OptionSeries

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from contracts.files import atomic_write_text
+from liquidation.equal_margin import FRONTIER_SCALES
 from liquidation.errors import LiquidationCoreError
 from liquidation.replay_metrics import parse_window
 from liquidation.replay_report import write_report, write_summary
@@ -76,6 +77,18 @@ def backtest(
     policy_config: Annotated[
         Path | None, typer.Option(help="TOML with a [policy] section (MultiplierPolicy bounds)")
     ] = None,
+    snapshots: Annotated[
+        str | None,
+        typer.Option(
+            help="Also replay what a publication holds, as policy 'served': the URL of a "
+            "running `dynamargin serve` (http://host:port) or a publication store (path or "
+            "sqlite:/// URL)"
+        ),
+    ] = None,
+    frontier_scales: Annotated[
+        str,
+        typer.Option(help="Comma-separated scales of each dynamic policy for the frontier"),
+    ] = ",".join(str(s) for s in FRONTIER_SCALES),
 ) -> None:
     """Replay static, EWMA, model and oracle margin policies; compare at equal margin."""
     # Imported here: the forecasting and tracking stack adds seconds to every CLI start.
@@ -118,6 +131,9 @@ def backtest(
         for text in config.windows:
             parse_window(text)
         policy = load_policy_book(settings.policy_path(config.policy_config)).default
+        scales = tuple(float(x) for x in frontier_scales.split(",") if x.strip())
+        if any(not scale > 0 for scale in scales):
+            raise ValueError(f"--frontier-scales must be positive, got {frontier_scales!r}")
     except (LiquidationCoreError, ServingError, ValueError) as exc:
         # A bad option or config file: one clear line, exit 1.
         console.print(f"[bold red]backtest:[/] {escape(config_error_text(exc))}")
@@ -127,7 +143,21 @@ def backtest(
     def say(message: str) -> None:
         console.log(f"[{time.perf_counter() - started:7.1f}s] {message}")
 
-    result = run_backtest(source, config, settings.horizon_hours, policy, settings.cache_dir, say)
+    try:
+        result = run_backtest(
+            source,
+            config,
+            settings.horizon_hours,
+            policy,
+            settings.cache_dir,
+            say,
+            snapshots=snapshots,
+            frontier_scales=scales,
+        )
+    except LiquidationCoreError as exc:
+        # Bad replay input (an unreadable store, a server error): one clear line, exit 1.
+        console.print(f"[bold red]backtest:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
     out_dir = report_dir or settings.reports_dir / "backtest"
     html_path = write_report(result, out_dir)
     json_path = out_dir / "backtest.json"
@@ -153,7 +183,16 @@ def backtest(
 def _print_tables(summary: dict) -> None:
     out = Console()
     table = Table(title="Same base parameters (mean ± std over seeds)")
-    keys = ("bad_debt", "liquidations", "insurance_drawdown", "adl_events", "mean_im")
+    keys = (
+        "bad_debt",
+        "positions_liquidated",
+        "liquidated_notional",
+        "waterfall_steps",
+        "insurance_drawdown",
+        "adl_events",
+        "topups",
+        "mean_im",
+    )
     table.add_column("policy")
     for key in keys:
         table.add_column(key, justify="right")
@@ -164,10 +203,16 @@ def _print_tables(summary: dict) -> None:
         )
     out.print(table)
     equal = Table(title="Equal mean margin: policy / static at the calibrated static level")
+    ratio_keys = ("bad_debt", "positions_liquidated", "liquidated_notional", "waterfall_steps")
     equal.add_column("policy")
     equal.add_column("static level", justify="right")
-    for key in ("bad_debt", "liquidations", "insurance_drawdown", "mean_im"):
+    for key in (*ratio_keys, "insurance_drawdown", "adl_events", "mean_im"):
         equal.add_column(key, justify="right")
+    gain = Table(title="Oracle gain captured (bad debt, mean ± std of per-seed ratios, seeds)")
+    gain.add_column("policy")
+    splits = ("overall", "first_jump", "aftershock")
+    for split in splits:
+        gain.add_column(split, justify="right")
     for name, block in summary["equal_margin"].items():
         ratio = block["ratio"]
         equal.add_row(
@@ -175,11 +220,21 @@ def _print_tables(summary: dict) -> None:
             f"{block['static_level']:.3f}",
             *[
                 "n/a" if ratio[k] is None else f"{ratio[k]:.3f}"
-                for k in ("bad_debt", "liquidations", "insurance_drawdown", "mean_im")
+                for k in (*ratio_keys, "insurance_drawdown", "adl_events", "mean_im")
             ],
         )
+        gains = block.get("oracle_gain_captured")
+        if gains is not None:
+            gain.add_row(name, *[_gain_text(gains[split]) for split in splits])
     out.print(equal)
+    out.print(gain)
     out.print(json.dumps(summary["comparison"]))
+
+
+def _gain_text(gain: dict | None) -> str:
+    if gain is None or gain["mean"] is None:
+        return "n/a"
+    return f"{gain['mean']:.2f} ± {gain['std']:.2f} ({gain['n']})"
 
 
 def register(app: typer.Typer) -> None:

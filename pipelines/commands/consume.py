@@ -15,27 +15,18 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from liquidation.errors import LiquidationCoreError
 from pipelines.commands.context import parse_symbols, settings_from
-from pipelines.lifecycle import service_lifecycle
-from pipelines.stores import market_store
-from pipelines.venue_rehearsal import Rehearsal
-from venue.clock import SteppedClock, VenueClock, WallClock
-from venue.demo_book import seed_demo_book
-from venue.errors import VenueError
-from venue.loop import run_venue
-from venue.price_feed import StorePriceFeed
-from venue.risk_api import RiskApiClient
-from venue.service import TickOutcome, Venue, iso
-from venue.settings import VenueSettings
-from venue.status_http import StatusServer
+
+if TYPE_CHECKING:
+    from pipelines.venue_rehearsal import Rehearsal
+    from venue.clock import VenueClock
+    from venue.price_feed import StorePriceFeed
 
 LOG = logging.getLogger("dynamargin.venue")
 
@@ -84,6 +75,20 @@ def venue_command(
     max_ticks: Annotated[int | None, typer.Option(min=1, help="Stop after N ticks.")] = None,
 ) -> None:
     """Run the venue: poll signed snapshots, price, scan and liquidate every tick."""
+    # Imported here: the venue pulls in the signature stack (eth-account), which every other
+    # command would otherwise pay for at start-up.
+    from liquidation.errors import LiquidationCoreError
+    from pipelines.lifecycle import service_lifecycle
+    from pipelines.stores import market_store
+    from venue.demo_book import seed_demo_book
+    from venue.errors import VenueError
+    from venue.loop import run_venue
+    from venue.price_feed import StorePriceFeed
+    from venue.risk_api import RiskApiClient
+    from venue.service import TickOutcome, Venue, iso
+    from venue.settings import VenueSettings
+    from venue.status_http import StatusServer
+
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
@@ -149,6 +154,8 @@ def _clock(
     end: str | None,
     engine_clock: int,
 ) -> VenueClock:
+    from venue.clock import SteppedClock, WallClock
+
     if kind == "wall":
         return WallClock()
     if kind != "bars":
@@ -162,6 +169,8 @@ def _clock(
 
 
 def _ms(text: str) -> int:
+    import pandas as pd
+
     stamp = pd.Timestamp(text)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return int(stamp.value // 1_000_000)

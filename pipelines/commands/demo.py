@@ -64,8 +64,23 @@ def demo(
     render_summary(summary, console)
     _show_served_snapshot(settings.workdir)
     _show_onchain(onchain, settings.workdir)
+    _show_live(settings, data)
     _show_venue(settings)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+
+
+# -- live: the emulator replays a stress day, the live loop publishes hour by hour --------
+
+
+def _show_live(settings: Any, data: Path | None) -> None:
+    """Replay a stress day through the exchange emulator and the live loop; summarise."""
+    from pipelines.live_demo import run_live_segment
+    from pipelines.live_summary import render_live_summary
+
+    shared = data if data is not None else settings.shared_data
+    with console.status("live: the emulator replays a stress day ..."):
+        result = run_live_segment(settings, shared)
+    render_live_summary(result, console)
 
 
 # -- on chain: RiskOracle deployed first, the publisher signs for it, then push and apply --

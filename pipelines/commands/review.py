@@ -345,14 +345,22 @@ def ui_mlflow(
     ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
-    """Start the MLflow UI on the project's store (Ctrl-C stops it)."""
+    """Start the MLflow UI on the project's store (SIGTERM or Ctrl-C stops it, workers too)."""
+    import threading
+
+    from pipelines.lifecycle import service_lifecycle
+
     settings = settings_from(ctx)
     command = mlflow_ui_command(settings, port)
     (settings.workdir / "mlartifacts").mkdir(parents=True, exist_ok=True)
     console.print(f"MLflow UI on http://127.0.0.1:{port}  (store {settings.mlflow_uri})")
-    try:
-        completed = subprocess.run(command, cwd=settings.workdir, check=False)
-    except KeyboardInterrupt:
-        return
-    if completed.returncode not in (0, -2, 130):
-        raise _fail(f"mlflow server exited with status {completed.returncode}")
+    stop = threading.Event()
+    # The server runs as a child; the lifecycle terminates it and its workers on the way
+    # out, so a SIGTERM to this command never leaves an orphaned MLflow server behind.
+    with service_lifecycle("ui-mlflow", stop.set, lambda line: console.print(line)):
+        server = subprocess.Popen(command, cwd=settings.workdir)
+        while not stop.is_set() and server.poll() is None:
+            stop.wait(0.5)
+    code = server.poll()
+    if not stop.is_set() and code not in (0, -2, 130):
+        raise _fail(f"mlflow server exited with status {code}")

@@ -19,7 +19,7 @@ from pipelines.flows.config import BacktestConfig, DataConfig
 from pipelines.flows.runtime import IO_TASK, flow_settings
 from serving.policy import load_policy_book
 
-HEADLINE_METRICS = ("bad_debt", "liquidations", "liquidated_notional", "mean_im")
+HEADLINE_METRICS = ("bad_debt", "positions_liquidated", "liquidated_notional", "mean_im")
 
 
 @dataclass(frozen=True)

@@ -203,7 +203,9 @@ def features_flow(
     feature_set = assemble_feature_set(frames, config, market.interval, source=market.source)
     passed, detail = lookahead_check(market, config, LEAKAGE_CUTOFFS)
     (logger.info if passed else logger.error)("look-ahead check: %s", detail)
-    digest = content_digest(market.bars, market.funding, market.perp)
+    digest = content_digest(
+        market.bars, market.funding, market.perp, market.positioning, market.events
+    )
     directory = settings.features_dir / f"{feature_set.feature_set_hash[:12]}-{digest[:12]}"
     path = persist_feature_set(feature_set, directory)
     step = interval_to_timedelta(market.interval)

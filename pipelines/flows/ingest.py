@@ -73,13 +73,25 @@ def ingest_dump(workdir: str, data: DataConfig) -> IngestResult:
     months = None
     if data.start is not None or data.end is not None:
         months = (_month(data.start, "2017-01"), _month_before(data.end))
-    return market_store(flow_settings(workdir)).ingest_dump(
+    store = market_store(flow_settings(workdir))
+    result = store.ingest_dump(
         data.data,
         intervals=(data.interval,),
         symbols=list(data.assets) if data.assets else None,
         months=months,
         on_file_error="raise",
     )
+    # Positioning and the macro calendar, read in place from the same root when it has them.
+    from features.macro_calendar import read_macro_calendar
+    from features.positioning import read_positioning
+
+    positioning = read_positioning(data.data, list(data.assets) if data.assets else None)
+    if len(positioning):
+        store.write_table("positioning", positioning)
+    events = read_macro_calendar(data.data)
+    if len(events):
+        store.write_table("events", events)
+    return result
 
 
 @task(**IO_TASK)

@@ -35,7 +35,10 @@ class TrainOutput:
     model_name, version, run_id
         Registered model, its new version (``@challenger``) and the MLflow run.
     candidate
-        Model column of the candidate (e.g. ``lgbm``).
+        Model column of the registered candidate (e.g. ``lgbm``; the best baseline when the
+        primary lost to it on pooled QLIKE).
+    candidate_reason
+        Why that model was registered (:func:`models.training.choose_candidate`).
     mean_qlike
         Mean QLIKE across assets per compared model, on the test period.
     test_start, test_end
@@ -55,6 +58,7 @@ class TrainOutput:
     test_end: str
     data_through: str
     leakage_passed: bool
+    candidate_reason: str = ""
 
 
 @task(**IO_TASK)
@@ -89,9 +93,10 @@ def fit_candidate(
     config: EvaluationConfig,
     target: TargetSpec,
     evaluation: EvaluationResult,
+    model: str,
 ) -> tuple[CalibratedForecaster, object]:
     """Final fit and calibration of the candidate (:func:`models.training.fit_candidate`)."""
-    return training.fit_candidate(feature_set, config, target, evaluation)
+    return training.fit_candidate(feature_set, config, target, evaluation, model)
 
 
 @task(**IO_TASK)
@@ -154,7 +159,9 @@ def train_flow(
         unmapped(target),
     )
     evaluation = score(per_model, config, target)
-    forecaster, rows = fit_candidate(feature_set, config, target, evaluation)
+    candidate, reason = training.choose_candidate(evaluation, config)
+    logger.info("candidate: %s (%s)", candidate, reason)
+    forecaster, rows = fit_candidate(feature_set, config, target, evaluation, candidate)
     leakage = training.leakage_evidence(
         forecaster, features.leakage_passed, features.leakage_detail
     )
@@ -182,10 +189,11 @@ def train_flow(
         model_name=model_name,
         version=version,
         run_id=run_id,
-        candidate=train.candidate,
+        candidate=candidate,
         mean_qlike=qlike,
         test_start=window.start.isoformat(),
         test_end=window.end.isoformat(),
         data_through=features.data_through,
         leakage_passed=leakage[0],
+        candidate_reason=reason,
     )

@@ -77,3 +77,41 @@ def test_sparkline_stays_inside_its_box(values: list[float], step_minutes: int) 
         assert 0 <= y <= SPARK_HEIGHT
     # A step line has two vertices per change after the first point.
     assert len(coords) == max(2 * len(values) - 1, 2)
+
+
+def test_data_age_comes_from_the_live_ingest_with_status_and_reason() -> None:
+    snap = snapshot("BTCUSDT", "stale", "2025-07-01T01:00:00Z")
+    snap["published_at"] = "2025-06-30T23:00:05Z"
+    live = {
+        "status": "stale",
+        "reason": "binance-spot: venue answered HTTP 503 <after retries>",
+        "venue_time": "2025-06-30T23:00:05+00:00",
+        "age_seconds": 3 * 3600 + 5,
+    }
+    eth_snap = snapshot("ETHUSDT", "ok", "2025-07-01T01:00:00Z")
+    eth_snap["published_at"] = "2025-06-30T23:00:05Z"
+    html = render_status_page(
+        [AssetRow(snap, [], live=live), AssetRow(eth_snap, [])],
+        now=NOW,
+        title="t",
+    )
+    btc = html[html.index('id="asset-BTCUSDT"') : html.index('id="asset-ETHUSDT"')]
+    assert "data stale" in btc and "3.0 h" in btc
+    assert "venue answered HTTP 503 &lt;after retries&gt;" in btc  # escaped, shown
+    eth = html[html.index('id="asset-ETHUSDT"') :]
+    # Without a live record: the data's age when the snapshot was published.
+    assert '5 s<br><span class="muted">at publication' in eth
+    assert "Data age" in html
+
+
+def test_live_data_file_is_read_strictly_and_a_bad_one_is_ignored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from serving.live_data import read_live_data
+
+    path = tmp_path / "freshness.json"
+    assert read_live_data(path) == {}
+    path.write_text('{"schema": "dynamargin.freshness/1", "assets": {"BTCUSDT": {"status": "ok"}}}')
+    assert read_live_data(path) == {"BTCUSDT": {"status": "ok"}}
+    path.write_text('{"schema": "dynamargin.freshness/1", "assets": {"A": 1, "A": 2}}')
+    assert read_live_data(path) == {}  # duplicate keys: refused, page still renders
+    path.write_text('{"schema": "other", "assets": {}}')
+    assert read_live_data(path) == {}

@@ -41,6 +41,11 @@ FAMILIES = {
     "funding",
     "basis",
     "calendar",
+    "funding_stress",
+    "activity",
+    "positioning",
+    "macro_event",
+    "cross_asset_lead",
 }
 
 

@@ -1,9 +1,12 @@
 """No look-ahead, proven by truncation: every feature row is a function of the past only.
 
 For a cut time ``c`` the information set is every bar that has closed by ``c``
-(``ts + interval <= c``), every funding event stamped at or before ``c`` and every perp bar
-closed by ``c``. Rebuilding all features on that information alone must reproduce every
-row of the full build at or before the cut, within 1e-12 (relative, NaN positions equal).
+(``ts + interval <= c``), every funding event stamped at or before ``c``, every perp bar
+closed by ``c``, every positioning row known by ``c`` (stamped at its day's close) and every
+calendar row known by ``c`` (a scheduled release long before it happens, an unscheduled one
+from its release; a withdrawal only once it is known). Rebuilding all features on that
+information alone must reproduce every row of the full build at or before the cut, within
+1e-12 (relative, NaN positions equal).
 The markets are hand-built with gaps, staggered listings, assets without funding or perp,
 and a funding event stamped exactly on a bar close.
 """
@@ -16,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.build import FeatureConfig, build_features
-from features.market import MarketData
+from features.market import EVENT_COLUMNS, POSITIONING_COLUMNS, MarketData
 
 STEP = pd.Timedelta("1h")
 START = pd.Timestamp("2024-03-01", tz="UTC")
@@ -90,6 +93,7 @@ def random_market(seed: int, n_bars: int, n_assets: int = 4) -> MarketData:
             perp.append(p[rng.random(n) > 0.05])
     bars_frame = pd.concat(bars, ignore_index=True)
     bars_frame["asset"] = bars_frame["asset"].astype("string")
+    end = bars_frame["ts"].max() + STEP
     funding_frame = pd.concat(funding, ignore_index=True)
     funding_frame["ts"] = pd.to_datetime(funding_frame["ts"], utc=True)
     funding_frame["asset"] = funding_frame["asset"].astype("string")
@@ -97,9 +101,71 @@ def random_market(seed: int, n_bars: int, n_assets: int = 4) -> MarketData:
         bars=bars_frame,
         funding=funding_frame,
         perp=pd.concat(perp, ignore_index=True),
+        positioning=random_positioning(rng, end),
+        events=random_calendar(rng, end),
         interval="1h",
         source=f"test(seed={seed})",
     )
+
+
+def random_positioning(rng: np.random.Generator, end: pd.Timestamp) -> pd.DataFrame:
+    """Daily rows stamped at each day's close from 40 days before START: liquidations for
+    BTC and ETH, open interest for BTC only, one BTC day missing."""
+    days = pd.date_range(START - pd.Timedelta(days=40), end, freq="1D") + pd.Timedelta(days=1)
+    frames = []
+    for asset in ("BTCUSDT", "ETHUSDT"):
+        n = len(days)
+        oi = np.exp(10 + np.cumsum(rng.normal(0, 0.03, n))) if asset == "BTCUSDT" else np.nan
+        frame = pd.DataFrame(
+            {
+                "ts": days,
+                "asset": asset,
+                "open_interest": oi,
+                "long_liquidations_usd": rng.lognormal(16, 1, n),
+                "short_liquidations_usd": rng.lognormal(16, 1, n),
+            }
+        )
+        frames.append(frame.drop(index=n // 2) if asset == "BTCUSDT" else frame)
+    out = pd.concat(frames, ignore_index=True)
+    out["asset"] = out["asset"].astype("string")
+    return out[list(POSITIONING_COLUMNS)]
+
+
+def random_calendar(rng: np.random.Generator, end: pd.Timestamp) -> pd.DataFrame:
+    """Releases every 1-3 days from before START to beyond the data: mostly scheduled (known
+    30 days ahead), some unscheduled (known at release), one cancelled two days ahead."""
+    release = START - pd.Timedelta(days=3)
+    rows = []
+    while release < end + pd.Timedelta(days=10):
+        release += pd.Timedelta(hours=int(rng.integers(20, 72)), minutes=int(rng.choice([0, 30])))
+        scheduled = bool(rng.random() > 0.2)
+        known_from = release - pd.Timedelta(days=30) if scheduled else release
+        rows.append(
+            ("fomc" if rng.random() < 0.3 else "cpi", release, scheduled, known_from, pd.NaT)
+        )
+    cancelled = rows[len(rows) // 3][1] + pd.Timedelta(hours=5)
+    rows.append(
+        (
+            "nfp",
+            cancelled,
+            True,
+            cancelled - pd.Timedelta(days=30),
+            cancelled - pd.Timedelta(days=2),
+        )
+    )
+    frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+    for column in ("release_utc", "known_from", "known_until"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[ns, UTC]")
+    frame["event"] = frame["event"].astype("string")
+    return frame.sort_values("release_utc").reset_index(drop=True)
+
+
+def calendar_at(events: pd.DataFrame, cut: pd.Timestamp) -> pd.DataFrame:
+    """The calendar as known at ``cut``: rows known by then; a withdrawal not yet known is
+    not in it."""
+    known = events.loc[events["known_from"] <= cut].copy()
+    known.loc[known["known_until"] > cut, "known_until"] = pd.NaT
+    return known.reset_index(drop=True)
 
 
 def information_at(market: MarketData, cut: pd.Timestamp) -> MarketData:
@@ -108,6 +174,8 @@ def information_at(market: MarketData, cut: pd.Timestamp) -> MarketData:
         bars=market.bars[market.bars["ts"] + STEP <= cut].reset_index(drop=True),
         funding=market.funding[market.funding["ts"] <= cut].reset_index(drop=True),
         perp=market.perp[market.perp["ts"] + STEP <= cut].reset_index(drop=True),
+        positioning=market.positioning[market.positioning["ts"] <= cut].reset_index(drop=True),
+        events=calendar_at(market.events, cut),
         interval=market.interval,
         source=market.source,
     )
@@ -189,3 +257,8 @@ def test_the_truncation_markets_exercise_every_column() -> None:
         assert empty == []
         no_funding = frame[frame["asset"] == "SOLUSDT"]
         assert no_funding["funding_rate"].isna().all()
+        # Missing stays missing: ETH has liquidations but no open interest, SOL neither.
+        eth = frame[frame["asset"] == "ETHUSDT"]
+        assert eth["oi_growth_1d"].isna().all() and eth["liq_log_1d"].notna().any()
+        absent = [c for c in frame.columns if c.startswith(("liq_", "basis_chg_", "funding_z_"))]
+        assert len(absent) == 5 and no_funding[absent].isna().all().all()

@@ -104,6 +104,8 @@ def test_same_config_gives_identical_frames() -> None:
     pd.testing.assert_frame_equal(first.bars, second.bars)
     pd.testing.assert_frame_equal(first.perp, second.perp)
     pd.testing.assert_frame_equal(first.funding, second.funding)
+    pd.testing.assert_frame_equal(first.positioning, second.positioning)
+    pd.testing.assert_frame_equal(first.events, second.events)
     other = generate_market(config.model_copy(update={"seed": 6}))
     assert not np.allclose(other.bars["close"], first.bars["close"])
 
@@ -119,6 +121,52 @@ def test_a_shorter_sample_is_a_prefix_of_a_longer_one(seed: int, days: int, extr
         expected = getattr(long, name)
         expected = expected[expected["ts"] <= end].reset_index(drop=True)
         pd.testing.assert_frame_equal(getattr(short, name), expected, check_exact=True)
+    # Daily positioning of the complete days, and the calendar up to the short one's horizon.
+    known = long.positioning[long.positioning["ts"] <= end + pd.Timedelta(hours=1)]
+    pd.testing.assert_frame_equal(short.positioning, known.reset_index(drop=True))
+    horizon = short.events["release_utc"].max() if len(short.events) else end
+    calendar = long.events[long.events["release_utc"] <= horizon].reset_index(drop=True)
+    pd.testing.assert_frame_equal(short.events, calendar)
+
+
+def test_scheduled_releases_lift_volatility_in_the_hours_after_them(market: MarketData) -> None:
+    calendar = market.events
+    assert calendar["scheduled"].mean() > 0.8 and (~calendar["scheduled"]).any()
+    unscheduled = calendar[~calendar["scheduled"]]
+    assert (unscheduled["known_from"] == unscheduled["release_utc"]).all()
+    returns = _log_returns(market.bars)
+    squared = (returns**2).mean(axis=1)
+    releases = set(calendar["release_utc"])
+    after = squared.index.isin(list(releases))
+    ratio = squared[after].mean() / squared[~after].mean()
+    assert ratio > 3.0, f"release-bar variance only {ratio:.2f}x the rest"
+
+
+def test_funding_stress_leads_volatility(market: MarketData) -> None:
+    """High funding now predicts higher realized variance over the next day."""
+    returns = _log_returns(market.bars)
+    funding = market.funding.pivot(index="ts", columns="asset", values="funding_rate")
+    ahead = (returns**2)[::-1].rolling(24, min_periods=20).sum()[::-1].shift(-1)
+    ratios = []
+    for asset in funding.columns:
+        f = funding[asset].dropna()
+        rv = ahead[asset].reindex(f.index)
+        high, low = rv[f >= f.quantile(0.8)].mean(), rv[f <= f.quantile(0.2)].mean()
+        ratios.append(high / low)
+    assert min(ratios) > 1.2 and np.mean(ratios) > 2.0, ratios
+
+
+def test_positioning_mirrors_the_real_coverage_and_is_stamped_at_the_days_close(
+    market: MarketData,
+) -> None:
+    positioning = market.positioning
+    assert (positioning["ts"].dt.hour == 0).all()
+    assert positioning["ts"].min() == market.bars["ts"].min() + pd.Timedelta(days=1)
+    names = LONG.asset_names()
+    with_oi = positioning.dropna(subset=["open_interest"])["asset"].unique()
+    assert sorted(with_oi) == sorted(names[: LONG.positioning_oi_assets])
+    liquidations = positioning.groupby("asset")["long_liquidations_usd"].sum()
+    assert (liquidations > 0).all()
 
 
 def test_absolute_returns_cluster_over_lags_1_to_24(market: MarketData) -> None:

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liquidation.accounts import Position
-from liquidation.adl import AdlCandidate, AdlFill, allocate, rank_candidates
 from liquidation.config import (
     AssetConfig,
     EngineConfig,
@@ -24,16 +23,6 @@ from liquidation.errors import ConfigError, SnapshotValidationError, UnknownAsse
 from liquidation.fills import fill_events, segments
 from liquidation.funding import funding_payments
 from liquidation.insurance import historical_stressed_loss, review
-from liquidation.margin import (
-    MarginState,
-    initial_requirement,
-    maintenance_requirement,
-    may_update,
-    oi_scaled_fraction,
-    position_fraction,
-    ramped_multiplier,
-    slippage_rate,
-)
 from liquidation.mark import decayed_basis, mark_price, updated_basis
 from liquidation.money import (
     MICRO,
@@ -46,7 +35,19 @@ from liquidation.money import (
     usd,
     value,
 )
-from liquidation.oracle import (
+from liquidation.portfolio import portfolio_requirement, scenario_directions, scenario_returns
+from liquidation.rules.adl import AdlCandidate, AdlFill, allocate, rank_candidates
+from liquidation.rules.closeout import slippage_rate
+from liquidation.rules.margin import (
+    MarginState,
+    initial_requirement,
+    maintenance_requirement,
+    may_update,
+    oi_scaled_fraction,
+    position_fraction,
+)
+from liquidation.rules.multiplier import target_multiplier
+from liquidation.rules.oracle_guard import (
     PriceObservation,
     ReferenceQuote,
     check_observation,
@@ -54,10 +55,9 @@ from liquidation.oracle import (
     reference_price,
     update_twap,
 )
-from liquidation.portfolio import portfolio_requirement, scenario_directions, scenario_returns
-from liquidation.ramp import RampState, classes, multiplier, retarget
-from liquidation.snapshot import MarginParameters, check_bounds, target_multiplier
-from liquidation.socialization import socialize
+from liquidation.rules.ramp import RampState, classes, multiplier, ramped_multiplier, retarget
+from liquidation.rules.socialization import socialize
+from liquidation.snapshot import MarginParameters, check_bounds
 from tests.liquidation.liq_builders import HOUR_MS, snapshot
 
 BTC = AssetConfig("BTCUSDT")

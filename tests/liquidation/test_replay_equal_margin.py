@@ -57,7 +57,8 @@ def test_stress_windows_score_only_their_bars() -> None:
     window = Window("mid", start, start + pd.Timedelta(hours=300))
     inside = window_metrics(run, window)
     assert inside["n_bars"] == 300
-    assert inside["liquidations"] == run.liquidations[100:400].sum()
+    assert inside["waterfall_steps"] == run.liquidations[100:400].sum()
+    assert inside["positions_liquidated"] == run.positions_liquidated[100:400].sum()
     assert inside["bad_debt"] == pytest.approx(run.bad_debt[100:400].sum())
     assert inside["mean_im"] == pytest.approx(run.initial_margin[100:400].mean())
     blocks = series_metrics(run, STRESS_WINDOWS)
@@ -69,14 +70,15 @@ def test_stress_windows_score_only_their_bars() -> None:
 
 
 def test_ratios_are_policy_over_static_and_paired_per_seed() -> None:
-    static = {"bad_debt": 10.0, "liquidations": 4.0, "n_bars": 5}
-    policy = {"bad_debt": 5.0, "liquidations": 0.0, "n_bars": 5}
-    keys = ("positions_liquidated", "liquidated_notional", "insurance_drawdown", "adl_events")
-    full = {k: 1.0 for k in (*keys, "mean_im")}
+    static = {"bad_debt": 10.0, "positions_liquidated": 4.0, "n_bars": 5}
+    policy = {"bad_debt": 5.0, "positions_liquidated": 0.0, "n_bars": 5}
+    keys = ("waterfall_steps", "liquidated_notional", "insurance_drawdown", "adl_events")
+    full = {k: 1.0 for k in (*keys, "topups", "mean_im")}
     got = ratios({**full, **policy}, {**full, **static})
-    assert got["bad_debt"] == 0.5 and got["liquidations"] == 0.0 and got["mean_im"] == 1.0
-    seeds = [{**full, "bad_debt": b, "liquidations": 1.0} for b in (2.0, 4.0)]
-    base = [{**full, "bad_debt": 4.0, "liquidations": 1.0}] * 2
+    assert got["bad_debt"] == 0.5 and got["positions_liquidated"] == 0.0
+    assert got["mean_im"] == 1.0
+    seeds = [{**full, "bad_debt": b, "positions_liquidated": 1.0} for b in (2.0, 4.0)]
+    base = [{**full, "bad_debt": 4.0, "positions_liquidated": 1.0}] * 2
     paired = paired_ratios({"seeds": seeds}, {"seeds": base})
     assert paired["bad_debt"]["mean"] == pytest.approx(0.75)
     assert paired["bad_debt"]["min"] == 0.5 and paired["bad_debt"]["max"] == 1.0
@@ -84,7 +86,7 @@ def test_ratios_are_policy_over_static_and_paired_per_seed() -> None:
 
 def test_the_comparison_counts_paired_seeds_and_sets_no_target() -> None:
     equal = {
-        n: {"ratio": {"bad_debt": r, "liquidations": 1.0}}
+        n: {"ratio": {"bad_debt": r, "positions_liquidated": 1.0}}
         for n, r in (("model", 0.9), ("ewma", 0.95))
     }
     policies = {

@@ -10,14 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liquidation.config import AssetConfig
-from liquidation.margin import position_fraction, ramped_multiplier
+from liquidation.rules.margin import position_fraction
 from liquidation.simulate import (
     ReplayConfig,
     ReplayInputError,
     ReplaySeries,
     Scenario,
     constant_multiplier,
-    market_ramp,
     position_fractions,
     simulate,
 )
@@ -133,44 +132,6 @@ def test_position_fractions_equal_the_engine_rule(
     assert vector == pytest.approx(position_fraction(notional, multiplier, asset), rel=1e-12)
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    levels=st.lists(st.sampled_from([0.8, 1.0, 1.3, 2.0, 3.0]), min_size=2, max_size=30),
-    ramp_hours=st.integers(0, 12),
-)
-def test_market_ramp_follows_the_engine_ramp(levels: list[float], ramp_hours: int) -> None:
-    target = np.array(levels)
-    ts = np.arange(len(levels), dtype=np.int64) * HOUR
-    eval_ms = ts + HOUR
-    existing, start = market_ramp(target, ts, eval_ms, ramp_hours * HOUR)
-    # Fold the engine's rule step by step: a new target starts a ramp from the value in force.
-    ramp_from, begin, current = levels[0], 0, levels[0]
-    for t, level in enumerate(levels):
-        if t > 0 and level != levels[t - 1]:
-            ramp_from = ramped_multiplier(ramp_from, current, begin, ramp_hours * HOUR, int(ts[t]))
-            begin, current = int(ts[t]), level
-        expected = ramped_multiplier(ramp_from, current, begin, ramp_hours * HOUR, int(eval_ms[t]))
-        assert existing[t] == pytest.approx(expected, rel=1e-12)
-        assert start[t] == begin
-        assert existing[t] <= target[t] + 1e-12
-
-
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), level=st.floats(0.6, 4.0))
-def test_accounting_invariants_hold_on_random_markets(seed: int, level: float) -> None:
-    market = random_walk_market(seed % 7, n_bars=300)
-    [run] = simulate(
-        market, [Scenario("s", seed, constant_multiplier(market, level))], small_config(800)
-    )
-    assert (run.bad_debt >= 0).all() and (run.fund >= 0).all()
-    assert run.positions_liquidated.sum() <= run.opened.sum()
-    assert run.full_closeouts.sum() <= run.positions_liquidated.sum()
-    # Every dollar of bad debt is paid by the fund, absorbed by ADL, or socialized.
-    paid = run.bad_debt.sum() - run.adl_absorbed.sum() - run.socialized.sum()
-    assert paid >= -1e-6
-    assert (run.initial_margin <= run.open_notional * level * 0.05 + 1e-6).all()
-
-
 def test_book_is_seeded_and_capped() -> None:
     config = BookConfig(n_traders=5_000)
     a = draw_book(config, 1_000, 3, seed=9)
@@ -182,3 +143,15 @@ def test_book_is_seeded_and_capped() -> None:
     assert 0.25 < a.topup.mean() < 0.35
     # The heavy tail: a sizeable share wants more than the 20x a 5% IMF allows.
     assert (a.leverage > 20).mean() > 0.1
+
+
+def test_the_replay_refuses_what_it_does_not_model() -> None:
+    # Open-interest scaling: the synthetic book's open interest is not the venue's.
+    with pytest.raises(ReplayInputError, match="open-interest"):
+        ReplayConfig(asset=AssetConfig("REPLAY", oi_lower_usd=1e9, oi_upper_usd=2e9))
+    # A vault too small to take the book's fills: the replay stops instead of diverging from
+    # the engine (which would then backstop partially and deleverage).
+    market = random_walk_market(2)
+    shallow = replace(small_config(), vault_usd=1.0)
+    with pytest.raises(ReplayInputError, match="vault"):
+        simulate(market, [Scenario("s", 0, constant_multiplier(market, 1.0))], shallow)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -170,3 +172,63 @@ def test_missing_columns_and_models_are_clear_errors() -> None:
 
 
 EVIDENCE = evidence()
+
+
+def _shadow_of_har(noise: float) -> CandidateEvidence:
+    """A challenger that is HAR plus a little noise: slightly worse, not significantly."""
+    frame = forecasts_frame()
+    har = frame.loc[frame["model"] == "har"].reset_index(drop=True)
+    rng = np.random.default_rng(3)
+    lgbm = har.assign(
+        model="lgbm", variance=har["variance"] * np.exp(rng.normal(0, noise, len(har)))
+    )
+    frame = pd.concat([frame.loc[frame["model"] != "lgbm"], lgbm], ignore_index=True)
+    return CandidateEvidence(
+        model="lgbm",
+        evaluation=evaluation_dict(frame),
+        forecasts=frame,
+        data_through=DATA_THROUGH,
+        horizon_hours=24,
+        leakage_passed=True,
+        version="2",
+    )
+
+
+def test_a_challenger_worse_than_a_baseline_fails_whatever_the_dm_test_says() -> None:
+    challenger = _shadow_of_har(0.05)
+    report = evaluate_gates(challenger, None, reference_time=DATA_THROUGH)
+    gate = report.gate("qlike_vs_har")
+    assert gate.metrics["qlike_challenger"] > gate.metrics["qlike_other"]
+    assert gate.metrics["p_worse"] > 0.05, "the DM test alone would not have blocked it"
+    assert not gate.passed and "whatever the DM test says" in gate.summary
+    assert not report.passed
+
+
+def test_a_baseline_registered_as_challenger_passes_its_own_gate_and_says_so() -> None:
+    frame = forecasts_frame()
+    challenger = CandidateEvidence(
+        model="har",
+        evaluation=evaluation_dict(frame),
+        forecasts=frame,
+        data_through=DATA_THROUGH,
+        horizon_hours=24,
+        leakage_passed=True,
+    )
+    gate = evaluate_gates(challenger, None, reference_time=DATA_THROUGH).gate("qlike_vs_har")
+    assert gate.passed and "best baseline was registered instead" in gate.summary
+
+
+def test_the_training_flow_registers_the_best_baseline_when_the_primary_lost() -> None:
+    from models.review import pooled_qlike
+    from models.training import choose_candidate
+    from models.walkforward import EvaluationConfig, EvaluationResult
+
+    config = EvaluationConfig(models=("ewma", "har", "lgbm"), primary="lgbm")
+    losing = _shadow_of_har(0.05).forecasts
+    pooled = pooled_qlike(losing, ["ewma", "har", "lgbm"])
+    assert pooled["lgbm"] > pooled["har"] < pooled["ewma"]
+    chosen, reason = choose_candidate(EvaluationResult(metrics={}, forecasts=losing), config)
+    assert chosen == "har" and "registered instead" in reason
+    winning = forecasts_frame(challenger_error=0.1)
+    chosen, _ = choose_candidate(EvaluationResult(metrics={}, forecasts=winning), config)
+    assert chosen == "lgbm"

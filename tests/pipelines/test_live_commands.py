@@ -180,3 +180,84 @@ def test_ingest_live_for_one_cycle_reports_and_exits(tmp_path: Path) -> None:
     assert "ingest-live: stopped" in done.stderr
     bars = MarketStore(tmp_path / "wd" / "store").read_bars("1h", ["BTCUSDT"])
     assert len(bars) == 5
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1.0).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def test_live_publishes_hour_by_hour_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    emulate_log, live_log = tmp_path / "emulate.log", tmp_path / "live.log"
+    emulate = [
+        "--workdir", str(tmp_path / "emulator"), "emulate", "--synthetic",
+        "--synthetic-assets", "2", "--start", START, "--history-days", "20", "--days", "2",
+        "--hour-every", "4.0", "--port", "0", "--url-file", str(url_file),
+    ]  # fmt: skip
+    with _service(emulate, emulate_log) as emulator:
+        _wait(url_file.exists, 60, "the emulator's URL", emulate_log, emulator)
+        url = url_file.read_text().strip()
+        workdir = tmp_path / "workdir"
+        live = [
+            "--workdir", str(workdir), "live", "--emulator", url, "--assets",
+            "BTCUSDT,ETHUSDT", "--since", "2023-12-21T00:00:00Z", "--model", "baseline:ewma",
+            "--history-days", "8", "--calibration-days", "10", "--repoll", "0.1",
+            "--max-sleep", "0.3", "--dump-url", "none",
+        ]  # fmt: skip
+        status = workdir / "live" / "status.json"
+        with _service(live, live_log) as runner:
+
+            def two_batches() -> bool:
+                import json
+
+                return status.exists() and json.loads(status.read_text())["batch_id"] >= 2
+
+            _wait(two_batches, 150, "two live batches", live_log, runner)
+            _stop(runner, signal.SIGTERM, live_log)
+        _stop(emulator, signal.SIGTERM, emulate_log)
+    text = live_log.read_text()
+    assert "live: SIGTERM received; shutting down" in text
+    assert "live: stopped" in text
+    assert re.search(r"batch 2 bar 2024-01-\d\d \d\d:00 BTCUSDT ok m=", text), text[-3000:]
+    assert "published in" in text
+
+
+def test_serve_stops_every_worker_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    args = ["--workdir", str(tmp_path / "wd"), "serve", "--port", str(port), "--workers", "2"]
+    with _service(args, log) as server:
+        _wait(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 180, "the API", log, server)
+        workers = psutil.Process(server.pid).children(recursive=True)
+        assert len(workers) >= 2
+        _stop(server, signal.SIGTERM, log)
+    text = log.read_text()
+    # With several workers uvicorn's supervisor takes the signal and says so itself.
+    assert "serve: SIGTERM received; shutting down" in text or "Received SIGTERM" in text
+    assert "serve: stopped" in text
+
+
+def test_ui_mlflow_stops_its_mlflow_server_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "mlflow.log"
+    args = ["--workdir", str(tmp_path / "wd"), "ui", "mlflow", "--port", str(port)]
+    with _service(args, log) as ui:
+        _wait(lambda: _answers(f"http://127.0.0.1:{port}/health"), 150, "MLflow", log, ui)
+        assert psutil.Process(ui.pid).children(recursive=True)  # the MLflow server
+        _stop(ui, signal.SIGTERM, log)
+    text = log.read_text()
+    assert "ui-mlflow: SIGTERM received; shutting down" in text
+    assert "ui-mlflow: stopped" in text

@@ -20,7 +20,7 @@ from serving.policy import (
     PolicyState,
     load_policy_book,
     rolling_sigma_ref,
-    trailing_sigma_ref,
+    sigma_ref_at,
 )
 
 NOW = datetime(2025, 6, 30, 23, tzinfo=UTC)
@@ -271,17 +271,47 @@ def test_config_validation_and_toml(tmp_path: Path):
         load_policy_book(path)
 
 
-def test_trailing_reference_is_point_in_time():
+def test_reference_is_point_in_time_and_excludes_the_current_forecast():
     ts = pd.date_range("2025-01-01", periods=400, freq="h", tz="UTC")
     sigma = pd.Series(np.linspace(0.01, 0.05, 400), index=ts)
     config = PolicyConfig(sigma_ref_window_hours=100, sigma_ref_min_obs=50)
     rolled = rolling_sigma_ref(sigma, config)
     changed = sigma.copy()
-    changed.iloc[300:] = 0.9  # the future must not move earlier references
+    changed.iloc[300:] = 0.9  # neither the future nor the forecast judged moves a reference
     rolled_changed = rolling_sigma_ref(changed, config)
     pd.testing.assert_series_equal(rolled.iloc[:301], rolled_changed.iloc[:301])
     assert math.isnan(rolled.iloc[10])
-    assert trailing_sigma_ref(sigma, ts[200], config) == pytest.approx(
-        float(sigma[(sigma.index > ts[100]) & (sigma.index <= ts[200])].median())
-    )
-    assert trailing_sigma_ref(sigma, ts[20], config) is None
+    # The reference of the forecast at ts[200] is the median over [ts[100], ts[200]).
+    expected = float(sigma[(sigma.index >= ts[100]) & (sigma.index < ts[200])].median())
+    assert rolled.iloc[200] == pytest.approx(expected)
+    assert sigma_ref_at(sigma, ts[20], config) is None
+
+
+def test_publisher_and_replay_share_one_reference():
+    rng = np.random.default_rng(7)
+    ts = pd.date_range("2025-01-01", periods=300, freq="h", tz="UTC")
+    sigma = pd.Series(np.exp(rng.normal(-3.5, 0.4, 300)), index=ts)
+    sigma.iloc[[40, 41, 150]] = np.nan  # missing forecasts
+    sigma.iloc[90] = 5.0  # implausible: outside [sigma_min, sigma_max], never counted
+    config = PolicyConfig(sigma_ref_window_hours=72, sigma_ref_min_obs=24)
+    rolled = rolling_sigma_ref(sigma, config)
+    for i in range(len(ts)):
+        # The publisher sees only the forecasts up to the one it publishes.
+        point = sigma_ref_at(sigma.iloc[: i + 1], ts[i], config)
+        if math.isnan(rolled.iloc[i]):
+            assert point is None
+        else:
+            assert point == pytest.approx(rolled.iloc[i], rel=1e-12)
+    fixed = PolicyConfig(sigma_ref=0.02)
+    assert sigma_ref_at(sigma, ts[5], fixed) == 0.02
+    assert (rolling_sigma_ref(sigma, fixed) == 0.02).all()
+
+
+def test_a_convex_mapping_whose_power_overflows_gives_the_cap_not_an_error():
+    # Found by the verification work: (sigma / sigma_ref) ** 2 overflows a float when
+    # sigma_ref is tiny; the ratio is then far above any cap.
+    config = PolicyConfig(sigma_ref=1e-200, exponent=2.0, floor=0.8, cap=3.0)
+    policy = MultiplierPolicy(config)
+    assert policy.target(0.03, 1e-200) == 3.0
+    decision = policy.step(policy.initial_state("BTCUSDT"), 0.03, NOW, NOW)
+    assert config.floor <= decision.multiplier <= config.cap

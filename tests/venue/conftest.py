@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.api.live_server as live_server_module
 from features.store import MarketStore
 from features.synthetic import SyntheticMarketConfig, generate_market
 from tests.api.api_seeding import seed_store
@@ -48,6 +49,12 @@ def make_world(workdir: Path, seed: int = 11, days: int = 10) -> World:
     closes = StorePriceFeed(store, ASSETS).bar_closes(ASSETS[0])
     end = datetime.fromtimestamp(int(closes[-1]) / 1000, UTC)
     return World(workdir, store, end)
+
+
+@pytest.fixture(autouse=True)
+def patient_server_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests start several servers and venues at once: allow a slow start on 2 cores."""
+    monkeypatch.setattr(live_server_module, "STARTUP_DEADLINE_S", 120.0)
 
 
 @pytest.fixture

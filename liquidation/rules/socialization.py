@@ -30,6 +30,14 @@ def socialize(amount: int, holders: Sequence[tuple[str, int]]) -> tuple[list[tup
         Non-zero charges in ``holders`` order; each ``<=`` that bucket's equity.
     written_off : int
         ``amount - sum(charges)``, ``> 0`` only if it exceeds the holders' total equity.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: amount >= 0
+    pre: len({bucket for bucket, _ in holders}) == len(holders)
+    post: sum(part for _, part in __return__[0]) + __return__[1] == amount
+    post: __return__[1] >= 0 and all(part > 0 for _, part in __return__[0])
+    post: all(part <= dict(holders)[bucket] for bucket, part in __return__[0])
     """
     if amount < 0:
         raise ValueError(f"socialize needs amount >= 0, got {amount}")

@@ -61,7 +61,13 @@ class AdlFill:
 
 
 def rank_candidates(candidates: Sequence[AdlCandidate]) -> list[AdlCandidate]:
-    """Eligible candidates, highest score first; ties broken by bucket id (deterministic)."""
+    """Eligible candidates, highest score first; ties broken by bucket id (deterministic).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: all(c.eligible for c in __return__)
+    post: all(a.score >= b.score for a, b in zip(__return__, __return__[1:]))
+    """
     return sorted((c for c in candidates if c.eligible), key=lambda c: (-c.score, c.bucket))
 
 
@@ -91,7 +97,19 @@ def allocate(
     Post: ``sum(lots) == quantity`` if the candidates hold enough lots; each fill's lots
     ``<=`` its candidate's position; each concession ``<=`` the candidate's profit on the
     lots taken (floored) and ``<=`` its equity; concessions sum to ``deficit - unabsorbed``.
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: quantity > 0 and deficit >= 0
+    pre: len({c.bucket for c in candidates}) == len(candidates)
+    pre: all(c.lots != 0 for c in candidates)
+    post: 0 <= __return__[1] <= deficit
+    post: sum(f.concession for f in __return__[0]) == deficit - __return__[1]
+    post: all(f.lots > 0 and f.concession >= 0 for f in __return__[0])
+    post: all(sum(f.concession for f in __return__[0] if f.bucket == c.bucket) <= max(0, min(c.upnl, c.equity)) for c in candidates)
+    post: all(sum(f.lots for f in __return__[0] if f.bucket == c.bucket) <= abs(c.lots) for c in candidates)
+    post: sum(f.lots for f in __return__[0]) == min(quantity, sum(abs(c.lots) for c in candidates))
+    """  # noqa: E501
     if quantity <= 0 or deficit < 0:
         raise ValueError(f"allocate needs quantity > 0 and deficit >= 0, got {quantity}, {deficit}")
     fills: list[AdlFill] = []

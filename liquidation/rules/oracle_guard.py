@@ -88,7 +88,18 @@ def check_observation(
         Accepted if within ``max_deviation`` of the reference (or of the TWAP without one, or
         the first price ever); else, without a reference, accepted with ``reanchored`` when
         this print completes a run of ``reanchor_prints`` within ``reanchor_band``.
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: obs.confidence >= 0 and (twap is None or twap > 0)
+    pre: (obs.reference is None or obs.reference > 0) and all(p > 0 for p in window)
+    pre: config.reanchor_prints >= 1
+    post: not __return__.accepted or obs.price > 0
+    post: not __return__.accepted or obs.confidence / obs.price <= config.max_confidence_ratio
+    post: not __return__.accepted or __return__.reanchored or _deviation_ok(obs, twap, config)
+    post: not __return__.reanchored or (obs.reference is None and _completes_run(obs, window, config))
+    post: __return__.accepted or obs.reference is not None or obs.price <= 0 or obs.confidence / obs.price > config.max_confidence_ratio or not _completes_run(obs, window, config)
+    """  # noqa: E501
     if obs.price <= 0:
         return GuardVerdict(False, "no_price", f"non-positive price {obs.price}")
     band = obs.confidence / obs.price
@@ -112,13 +123,40 @@ def check_observation(
 
 
 def next_window(window: tuple[int, ...], price: int, config: OracleGuardConfig) -> tuple[int, ...]:
-    """The last ``reanchor_prints`` confidence-passing prints after ``price`` joins them."""
+    """The last ``reanchor_prints`` confidence-passing prints after ``price`` joins them.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: config.reanchor_prints >= 1
+    post: __return__[-1] == price
+    post: len(__return__) == min(len(window) + 1, config.reanchor_prints)
+    """
     return (*window, price)[-config.reanchor_prints :]
 
 
 def consistent(prints: tuple[int, ...], band: float) -> bool:
-    """True if ``max(prints) <= (1 + band) * min(prints)``."""
+    """True if ``max(prints) <= (1 + band) * min(prints)``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: len(prints) > 0 and all(p > 0 for p in prints) and band >= 0
+    post: __return__ == all(p <= (1.0 + band) * min(prints) for p in prints)
+    """
     return max(prints) <= (1.0 + band) * min(prints)
+
+
+def _deviation_ok(obs: PriceObservation, twap: int | None, config: OracleGuardConfig) -> bool:
+    """True if a print lies within ``max_deviation`` of its reference, or has none (contracts)."""
+    reference = obs.reference if obs.reference is not None else twap
+    return reference is None or abs(obs.price - reference) / reference <= config.max_deviation
+
+
+def _completes_run(
+    obs: PriceObservation, window: tuple[int, ...], config: OracleGuardConfig
+) -> bool:
+    """True if the print completes ``reanchor_prints`` prints within ``reanchor_band``."""
+    run = next_window(window, obs.price, config)
+    return len(run) == config.reanchor_prints and consistent(run, config.reanchor_band)
 
 
 def reference_price(
@@ -128,7 +166,11 @@ def reference_price(
 
     A quote is fresh if it was observed at most ``reference_heartbeat_ms`` before
     ``now_ms``. With an even count the median is the floor of the two middle quotes' mean.
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: __return__ is None or min(q.price for q in quotes.values()) <= __return__ <= max(q.price for q in quotes.values())
+    """  # noqa: E501
     fresh = sorted(
         q.price
         for q in quotes.values()
@@ -154,6 +196,11 @@ def escalation(
     ``"fallback"`` once it has lasted ``fallback_after_ms`` and a reference quorum exists
     (the mark then follows the reference median); else ``"alert"`` once it has lasted
     ``alert_after_ms`` and no alert was logged yet; else ``"none"``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: __return__ != 'fallback' or reference is not None
+    post: guarded_since_ms is not None or __return__ == 'none'
     """
     if guarded_since_ms is None:
         return "none"
@@ -166,7 +213,12 @@ def escalation(
 
 
 def is_stale(last_accepted_ms: int | None, now_ms: int, config: OracleGuardConfig) -> bool:
-    """True if there is no accepted price or it is older than the heartbeat at ``now_ms``."""
+    """True if there is no accepted price or it is older than the heartbeat at ``now_ms``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    post: __return__ or now_ms - last_accepted_ms <= config.heartbeat_ms
+    """
     return last_accepted_ms is None or now_ms - last_accepted_ms > config.heartbeat_ms
 
 
@@ -176,6 +228,11 @@ def update_twap(
     """Exponential time-weighted average in integer arithmetic (deterministic on replay).
 
     The weight of the new price is ``min(1, dt / window_ms)``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: price > 0 and (twap is None or twap > 0) and window_ms > 0
+    post: twap is None or twap_ms is None or min(twap, price) <= __return__ <= max(twap, price)
     """
     if twap is None or twap_ms is None:
         return price

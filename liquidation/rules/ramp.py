@@ -34,9 +34,11 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from liquidation.config import AssetConfig
-from liquidation.margin import ramped_multiplier
-from liquidation.snapshot import MarginParameters, target_multiplier
+import numpy as np
+
+from liquidation.rules.fixed import Floats, Ints
+from liquidation.rules.multiplier import target_multiplier
+from liquidation.rules.terms import FallbackTerms, SnapshotTerms
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,50 @@ class RampState:
         )
 
 
+def ramped_multiplier(
+    start_value: float, target: float, start_ms: int, ramp_ms: int, ts_ms: int
+) -> float:
+    """Multiplier applied to existing positions' maintenance at ``ts_ms``.
+
+    A relaxation applies at once. A tightening moves linearly from ``start_value`` (the value
+    in force when the target changed at ``start_ms``) to ``target`` over ``ramp_ms``. So the
+    result never exceeds ``target`` and equals it from ``start_ms + ramp_ms`` on.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ramp_ms >= 0 and start_value > 0 and target > 0
+    post: min(start_value, target) <= __return__ <= max(start_value, target)
+    post: target > start_value or __return__ == target
+    post: ts_ms < start_ms + ramp_ms or __return__ == target
+    """
+    if target <= start_value or ramp_ms == 0:
+        return target
+    progress = min(1.0, max(0.0, (ts_ms - start_ms) / ramp_ms))
+    if progress >= 1.0:
+        return target
+    return min(target, start_value + (target - start_value) * progress)
+
+
+def ramped_multiplier_v(
+    start_value: float, target: float, start_ms: int, ramp_ms: int, ts_ms: Ints
+) -> Floats:
+    """Vector :func:`ramped_multiplier` over evaluation times ``ts_ms``."""
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    if target <= start_value or ramp_ms == 0:
+        return np.full(ts.shape, target)
+    progress = np.minimum(1.0, np.maximum(0.0, (ts - start_ms) / ramp_ms))
+    ramped = np.minimum(target, start_value + (target - start_value) * progress)
+    return np.where(progress >= 1.0, target, ramped)
+
+
 def base_level(state: RampState, ts_ms: int, ramp_ms: int) -> float:
-    """Multiplier of the oldest positions at ``ts_ms`` (``<= target``)."""
+    """Multiplier of the oldest positions at ``ts_ms`` (``<= target``).
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ramp_ms >= 0 and state.base_from > 0 and state.target > 0
+    post: __return__ <= state.target
+    """
     return ramped_multiplier(state.base_from, state.target, state.base_start_ms, ramp_ms, ts_ms)
 
 
@@ -93,6 +137,12 @@ def classes(
         is the smallest int64); class ``i`` covers ``[since[i], since[i + 1])``.
     multiplier : tuple of float
         The multiplier each class pays, non-decreasing, the last one the target.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ramp_ms >= 0 and state.base_from > 0 and state.target > 0
+    post: __return__[1][-1] == state.target and max(__return__[1]) <= state.target
+    post: min(__return__[1]) == base_level(state, ts_ms, ramp_ms)
     """
     base = base_level(state, ts_ms, ramp_ms)
     since = [_MIN_SINCE] + [s for s, _ in state.floors] + [state.changed_ms]
@@ -101,7 +151,14 @@ def classes(
 
 
 def multiplier(state: RampState, risk_since_ms: int, ts_ms: int, ramp_ms: int) -> float:
-    """Maintenance multiplier of a position whose risk dates from ``risk_since_ms``."""
+    """Maintenance multiplier of a position whose risk dates from ``risk_since_ms``.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ramp_ms >= 0 and state.base_from > 0 and state.target > 0
+    post: risk_since_ms < state.changed_ms or __return__ == state.target
+    post: base_level(state, ts_ms, ramp_ms) <= __return__ <= state.target
+    """
     if risk_since_ms >= state.changed_ms:
         return state.target
     base = base_level(state, ts_ms, ramp_ms)
@@ -121,7 +178,15 @@ def retarget(
     relaxation), the base restarts from its current level, positions opened from ``ts_ms``
     on pay ``target``, and at most ``max_classes`` classes remain (the two closest floors
     merge into the higher one, which can only raise a requirement).
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ts_ms >= state.changed_ms and ramp_ms >= 0 and max_classes >= 3
+    pre: state.base_from > 0 and state.target > 0 and target > 0
+    post: target != state.target or __return__ is state
+    post: __return__.target == target and multiplier(__return__, ts_ms, ts_ms, ramp_ms) == target
+    post: all(min(target, multiplier(state, s, ts_ms, ramp_ms)) <= multiplier(__return__, s, ts_ms, ramp_ms) <= max(target, multiplier(state, s, ts_ms, ramp_ms)) for s in _probes(state, ts_ms) + _probes(__return__, ts_ms))
+    """  # noqa: E501
     if target == state.target:
         return state
     base = base_level(state, ts_ms, ramp_ms)
@@ -152,9 +217,9 @@ def retarget(
 
 def at_time(
     state: RampState,
-    params: MarginParameters | None,
+    params: SnapshotTerms | None,
     trusted: float | None,
-    asset: AssetConfig,
+    asset: FallbackTerms,
     ts_ms: int,
     ramp_ms: int,
     max_classes: int,
@@ -164,7 +229,14 @@ def at_time(
     A usable snapshot that expires at ``valid_until`` turns the target into the conservative
     fallback at that instant, without an event; this applies that change (a tightening or
     nothing: expiry never relaxes) so every reader sees the same ramp at ``ts_ms``.
-    """
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: ts_ms >= state.changed_ms and ramp_ms >= 0 and max_classes >= 3
+    pre: state.base_from > 0 and state.target > 0
+    post: __return__.target >= state.target
+    post: all(multiplier(__return__, s, ts_ms, ramp_ms) >= multiplier(state, s, ts_ms, ramp_ms) for s in _probes(state, ts_ms) + _probes(__return__, ts_ms))
+    """  # noqa: E501
     if params is None or params.status not in ("ok", "fallback"):
         return state
     expiry = params.valid_until_ms
@@ -175,3 +247,12 @@ def at_time(
 
 
 _MIN_SINCE = -(2**63)
+
+
+def _probes(state: RampState, ts_ms: int) -> tuple[int, ...]:
+    """One ``risk_since_ms`` in every class of ``state``, and ``ts_ms`` (for the contracts).
+
+    Every position of a class pays the same, so the contracts that compare what positions pay
+    before and after a change need only these points (the classes' lower bounds).
+    """
+    return (_MIN_SINCE, *(since for since, _ in state.floors), state.changed_ms, ts_ms)

@@ -1,0 +1,46 @@
+"""CrossHair on every contract of ``liquidation/rules``, with the short (CI) budget.
+
+``make verify`` runs the same check with a long budget per condition (``scripts/verify.py``).
+A finding is a counterexample to a contract, an unexpected exception, or a contract that does
+not compile; any fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _verify_script():
+    spec = importlib.util.spec_from_file_location("verify_script", PROJECT / "scripts/verify.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_crosshair_finds_no_counterexample_in_the_rules() -> None:
+    script = _verify_script()
+    budget = script.BUDGETS["short"]
+    findings = script.run_crosshair(
+        script.crosshair_targets("short"), budget["condition_s"], budget["path_s"]
+    )
+    assert findings == [], "\n".join(findings)
+
+
+def test_crosshair_reports_a_false_contract(tmp_path: Path) -> None:
+    """The check is live: a contract that does not hold is reported with its input."""
+    module = tmp_path / "false_rule.py"
+    module.write_text(
+        "def fund_cover(debt: int, available_left: int) -> int:\n"
+        '    """\n'
+        "    pre: available_left >= 0\n"
+        "    post: __return__ <= available_left\n"
+        '    """\n'
+        "    return max(0, debt)\n"
+    )
+    script = _verify_script()
+    findings = script.run_crosshair([str(module)], 10, 2)
+    assert findings and "false when calling fund_cover" in findings[0]
