@@ -43,9 +43,11 @@ FUZZ_COMMANDS ?= 1000000
 fuzz-engine: install
 	nice -n 10 $(PY) scripts/fuzz_liquidation.py --commands $(FUZZ_COMMANDS) --workers 2
 
-# Every API endpoint's inputs beyond the OpenAPI schema, 5,000 examples per group (~2 min).
+# Every API endpoint's inputs beyond the OpenAPI schema, 5,000 examples per group (~2 min),
+# and the venue's POST /v1/liquidation-price, 625 per group (5000 / 8: each replays an engine).
 fuzz-api: install
-	DYNAMARGIN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/serving/security/test_fuzz_endpoints.py
+	DYNAMARGIN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/serving/security/test_fuzz_endpoints.py \
+		tests/venue/test_liquidation_http.py
 
 # The MarginSteward's bounds against the Python model, 500 random update sequences (~3 min).
 fuzz-steward: install

@@ -82,11 +82,12 @@ class AccountSpec:
             extra = set(p) - {"asset", "qty", "entry", "opened_at", "isolated", "margin"}
             if extra:
                 raise InputError(f"positions[{i}]: unknown fields {sorted(extra)}")
-            if p["asset"] not in prices:
-                raise InputError(f"positions[{i}]: no price now for {p['asset']!r} in 'prices'")
+            asset = _text(p["asset"], f"positions[{i}].asset")  # before hashing it
+            if asset not in prices:
+                raise InputError(f"positions[{i}]: no price now for {asset!r} in 'prices'")
             parsed.append(
                 {
-                    "asset": _text(p["asset"], f"positions[{i}].asset"),
+                    "asset": asset,
                     "lots": _decimal(to_qty, p["qty"], f"positions[{i}].qty"),
                     "entry": _decimal(to_price, p["entry"], f"positions[{i}].entry"),
                     "opened_ms": _time(p.get("opened_at", data.get("at")), f"positions[{i}]"),

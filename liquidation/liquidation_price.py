@@ -36,7 +36,7 @@ from liquidation.accounts import Bucket
 from liquidation.errors import UnknownAccountError
 from liquidation.funding import funding_payments
 from liquidation.mark import decayed_basis, mark_price
-from liquidation.money import MAX_PRICE
+from liquidation.money import MAX_PRICE, MICRO, QTY_SCALE
 from liquidation.valuation import MarketView, below_maintenance
 
 
@@ -185,3 +185,43 @@ def _with_funding(
             if b == bucket.bucket_id:
                 copy.balance += amount
     return copy
+
+
+def account_liquidation_prices(
+    engine: object,
+    account: str,
+    ts: int | None = None,
+    accrued_funding: Mapping[str, float] | None = None,
+) -> list[LiquidationPrice]:
+    """:func:`liquidation_prices` of every bucket of ``account`` that holds positions."""
+    return [
+        result
+        for bucket in engine.buckets_of(account)  # type: ignore[attr-defined]
+        if engine.state.buckets[bucket].positions  # type: ignore[attr-defined]
+        for result in liquidation_prices(engine, bucket, ts, accrued_funding=accrued_funding)
+    ]
+
+
+def wire_row(result: LiquidationPrice) -> dict[str, object]:
+    """One result as the CLI's ``--json`` and the venue's endpoint print it.
+
+    Prices are exact decimal strings of USD (six decimals: one micro-USD tick), the
+    quantity a decimal string of units (eight decimals: one lot); no float on the way.
+    """
+    return {
+        "bucket": result.bucket,
+        "asset": result.asset,
+        "qty": _decimal_text(result.lots, QTY_SCALE, 8),
+        "oracle": _decimal_text(result.oracle, MICRO, 6),
+        "mark": _decimal_text(result.mark, MICRO, 6),
+        "liquidation_below": _decimal_text(result.below, MICRO, 6),
+        "liquidation_above": _decimal_text(result.above, MICRO, 6),
+        "liquidatable_now": result.liquidatable_now,
+    }
+
+
+def _decimal_text(units: int | None, scale: int, places: int) -> str | None:
+    if units is None:
+        return None
+    whole, fraction = divmod(abs(units), scale)
+    return f"{'-' if units < 0 else ''}{whole}.{fraction:0{places}d}"

@@ -132,4 +132,7 @@ def _scaled(amount: str | int | Decimal, scale: int, what: str) -> int:
         raise ValueError(f"{what} {amount!r} is not a decimal number") from exc
     if not dec.is_finite():
         raise ValueError(f"{what} {amount!r} is not finite")
-    return int((dec * scale).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    try:
+        return int((dec * scale).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    except InvalidOperation as exc:  # more digits than the context holds: far out of range
+        raise ValueError(f"{what} {str(amount)[:40]!r} is out of range") from exc

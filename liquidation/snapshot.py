@@ -70,7 +70,8 @@ class MarginParameters:
             )
         asset = snapshot.get("asset")
         where = f"RiskSnapshot(asset={asset!r}, update_id={snapshot.get('update_id')!r})"
-        if snapshot.get("schema") not in SCHEMAS:
+        schema = snapshot.get("schema")
+        if not isinstance(schema, str) or schema not in SCHEMAS:  # a list is unhashable
             raise SnapshotValidationError(
                 f"{where}: schema is {snapshot.get('schema')!r}, expected one of "
                 f"{sorted(SCHEMAS)}; upgrade the liquidation core or republish in v1"
@@ -81,7 +82,7 @@ class MarginParameters:
         if not isinstance(update_id, int) or isinstance(update_id, bool) or update_id < 0:
             raise SnapshotValidationError(f"{where}: 'update_id' must be a non-negative int")
         status = snapshot.get("status")
-        if status not in STATUSES:
+        if not isinstance(status, str) or status not in STATUSES:
             raise SnapshotValidationError(
                 f"{where}: 'status' is {status!r}, expected one of {sorted(STATUSES)}"
             )

@@ -1,7 +1,10 @@
-"""The venue's read-only HTTP endpoint: ``/status`` (JSON), ``/metrics``, ``/healthz``.
+"""The venue's HTTP endpoint: ``/status`` (JSON), ``/metrics``, ``/healthz``, and
+``POST /v1/liquidation-price`` (:mod:`venue.liquidation_http`, its OpenAPI at
+``/v1/openapi.json``).
 
 Standard library only, in a daemon thread. It serves the venue's last published status dict
-and the metrics registry; it never touches the engine, and any method but GET/HEAD is 405.
+and the metrics registry; it never touches the engine (the liquidation-price endpoint replays
+the posted account into an engine of its own), and any other method is 405.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from venue import liquidation_http
 
 
 class StatusServer:
@@ -40,9 +45,15 @@ class StatusServer:
             ),
             "/metrics": lambda: (metrics(), CONTENT_TYPE_LATEST),
             "/healthz": lambda: (b'{"status":"ok"}', "application/json"),
+            liquidation_http.OPENAPI_PATH: lambda: (
+                json.dumps(liquidation_http.OPENAPI).encode(),
+                "application/json",
+            ),
         }
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 30  # a client that stalls mid-body frees its thread
+
             def do_GET(self) -> None:
                 self._answer(with_body=True)
 
@@ -50,15 +61,61 @@ class StatusServer:
                 self._answer(with_body=False)
 
             def _refuse(self) -> None:
+                if self.path.split("?", 1)[0] == liquidation_http.PATH:
+                    self._send(
+                        *liquidation_http.problem(405, "method-not-allowed", "POST the account"),
+                        with_body=self.command != "HEAD",
+                        allow="POST",
+                    )
+                    return
                 self.send_response(405)
                 self.send_header("Allow", "GET, HEAD")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+            do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = _refuse
+
+            def __getattr__(self, name: str) -> Any:
+                # Any other method (QUERY, PROPFIND, ...) is 405 too, not the base class's 501.
+                if name.startswith("do_"):
+                    return self._refuse
+                raise AttributeError(name)
+
+            def do_POST(self) -> None:
+                if self.path.split("?", 1)[0] != liquidation_http.PATH:
+                    self._refuse()
+                    return
+                try:
+                    length = liquidation_http.content_length(self.headers.get("Content-Length"))
+                except liquidation_http.Problem as exc:
+                    self.close_connection = True  # the unread body must not pass for a request
+                    self._send(*exc.answer(), with_body=True)
+                    return
+                body = self.rfile.read(length)
+                self._send(
+                    *liquidation_http.answer(body, self.headers.get("Content-Type")),
+                    with_body=True,
+                )
+
+            def _send(
+                self, code: int, body: bytes, media: str, with_body: bool, allow: str = ""
+            ) -> None:
+                self.send_response(code)
+                if allow:
+                    self.send_header("Allow", allow)
+                self.send_header("Content-Type", media)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(body)
 
             def _answer(self, with_body: bool) -> None:
-                route = routes.get(self.path.split("?", 1)[0])
+                path = self.path.split("?", 1)[0]
+                if path == liquidation_http.PATH:
+                    self._refuse()
+                    return
+                route = routes.get(path)
                 if route is None:
                     body, media = b'{"error":"not found"}', "application/json"
                     self.send_response(404)

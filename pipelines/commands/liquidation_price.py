@@ -34,8 +34,7 @@ def liquidation_price(
     """
     from liquidation.account_spec import AccountSpec, engine_for_account
     from liquidation.errors import LiquidationCoreError
-    from liquidation.liquidation_price import liquidation_prices
-    from liquidation.money import MICRO
+    from liquidation.liquidation_price import account_liquidation_prices, wire_row
 
     with reported_errors():
         try:
@@ -45,33 +44,13 @@ def liquidation_price(
         try:
             spec = AccountSpec.parse(data)
             engine = engine_for_account(spec)
-            results = [
-                r
-                for bucket in engine.buckets_of(spec.account)
-                if engine.state.buckets[bucket].positions
-                for r in liquidation_prices(
-                    engine, bucket, spec.at_ms, accrued_funding=spec.accrued_funding
-                )
-            ]
+            results = account_liquidation_prices(
+                engine, spec.account, spec.at_ms, accrued_funding=spec.accrued_funding
+            )
         except LiquidationCoreError as exc:
             raise CommandFailure(str(exc)) from exc
 
-    def usd_text(micro: int | None) -> str | None:
-        return None if micro is None else f"{micro / MICRO:.6f}"
-
-    rows = [
-        {
-            "bucket": r.bucket,
-            "asset": r.asset,
-            "qty": f"{r.lots / 1e8:.8f}",
-            "oracle": usd_text(r.oracle),
-            "mark": usd_text(r.mark),
-            "liquidation_below": usd_text(r.below),
-            "liquidation_above": usd_text(r.above),
-            "liquidatable_now": r.liquidatable_now,
-        }
-        for r in results
-    ]
+    rows = [wire_row(r) for r in results]
     if as_json:
         typer.echo(json.dumps({"account": spec.account, "at_ms": spec.at_ms, "positions": rows}))
         return
