@@ -142,6 +142,7 @@ class MedianPriceFeed:
         self.metrics = metrics
         self.log = log
         self.last: dict[str, MedianPrice] = {}
+        self._printed: dict[str, int] = {}
 
     def quotes(self, at_ms: int) -> dict[str, PriceQuote]:
         """Each asset's median print at ``at_ms``."""
@@ -159,8 +160,10 @@ class MedianPriceFeed:
             if self.last.get(asset) != median:
                 report_median(median, self.metrics, self.log)
             self.last[asset] = median
-            quote = median_quote(median)
+            # No price at all: its own last print re-printed as untrusted guards the asset now.
+            quote = median_quote(median, last_price=self._printed.get(asset))
             if quote is not None:
+                self._printed[asset] = quote.price
                 found[asset] = quote
         return found
 
@@ -204,6 +207,7 @@ class PublishedMedianFeed:
         self.metrics = metrics
         self.log = log
         self.medians: dict[str, MedianPrice] = {}
+        self._printed: dict[str, int] = {}
 
     def offer(self, prices: Mapping[str, MedianPrice]) -> None:
         """Take a cycle's medians; dropped feeds are logged and counted here."""
@@ -217,8 +221,9 @@ class PublishedMedianFeed:
         for asset, median in sorted(self.medians.items()):
             if median.ts_ms > at_ms:
                 continue
-            quote = median_quote(median)
+            quote = median_quote(median, last_price=self._printed.get(asset))
             if quote is not None:
+                self._printed[asset] = quote.price
                 found[asset] = quote
         return found
 
