@@ -80,7 +80,8 @@ broken = st.one_of(
 @given(
     crash=st.floats(40_000.0, 46_000.0),
     noise=st.lists(st.floats(-0.004, 0.004), min_size=3, max_size=3),
-    faults=st.lists(st.one_of(st.none(), broken), min_size=3, max_size=3),
+    # Weighted towards honest feeds, so the unguarded branch (a crash liquidated) runs often.
+    faults=st.lists(st.one_of(st.none(), st.none(), st.none(), broken), min_size=3, max_size=3),
     ages=st.lists(st.integers(0, 500_000), min_size=3, max_size=3),
 )
 def test_through_the_tick_a_guarded_asset_is_never_liquidated(
