@@ -92,18 +92,34 @@ def median_quote(median: MedianPrice, *, last_price: int | None = None) -> Price
 
 
 def report_median(
-    median: MedianPrice, metrics: VenueMetrics | None, log: logging.Logger = LOG
+    median: MedianPrice,
+    metrics: VenueMetrics | None,
+    seen: dict[tuple[str, str], str],
+    log: logging.Logger = LOG,
 ) -> None:
-    """Log and count every dropped feed, and a guarded asset."""
-    for verdict in median.dropped:
-        log.warning("venue: oracle %s: feed %s dropped, %s: %s", median.asset, verdict.feed,
-                    verdict.state, verdict.detail)  # fmt: skip
-        if metrics is not None:
-            metrics.oracle_dropped.labels(median.asset, verdict.feed, verdict.state).inc()
+    """Count every dropped feed and guarded median; log each feed's change of state.
+
+    ``seen`` holds each ``(asset, feed)``'s last state, so a feed that stays stale is one log
+    line (and one count per evaluation), not one line per tick.
+    """
+    for verdict in median.verdicts:
+        key = (median.asset, verdict.feed)
+        if verdict.state != "healthy":
+            if metrics is not None:
+                metrics.oracle_dropped.labels(median.asset, verdict.feed, verdict.state).inc()
+            if seen.get(key) != verdict.state:
+                log.warning("venue: oracle %s: feed %s dropped, %s: %s", median.asset,
+                            verdict.feed, verdict.state, verdict.detail)  # fmt: skip
+        seen[key] = verdict.state
+    guarded_key = (median.asset, "")
     if median.guarded:
-        log.warning("venue: oracle %s guarded: %s", median.asset, median.reason)
         if metrics is not None:
             metrics.oracle_guarded.labels(median.asset).inc()
+        if seen.get(guarded_key) != "guarded":
+            log.warning("venue: oracle %s guarded: %s", median.asset, median.reason)
+    elif seen.get(guarded_key) == "guarded":
+        log.info("venue: oracle %s unguarded again at %.8g", median.asset, median.price)
+    seen[guarded_key] = "guarded" if median.guarded else "healthy"
 
 
 class MedianPriceFeed:
@@ -143,6 +159,7 @@ class MedianPriceFeed:
         self.log = log
         self.last: dict[str, MedianPrice] = {}
         self._printed: dict[str, int] = {}
+        self._seen: dict[tuple[str, str], str] = {}
 
     def quotes(self, at_ms: int) -> dict[str, PriceQuote]:
         """Each asset's median print at ``at_ms``."""
@@ -157,8 +174,8 @@ class MedianPriceFeed:
             if not inputs:
                 continue
             median = median_price(asset, inputs, at_ms, self.config)
-            if self.last.get(asset) != median:
-                report_median(median, self.metrics, self.log)
+            if self.last.get(asset) != median:  # the same tick asked twice counts once
+                report_median(median, self.metrics, self._seen, self.log)
             self.last[asset] = median
             # No price at all: its own last print re-printed as untrusted guards the asset now.
             quote = median_quote(median, last_price=self._printed.get(asset))
@@ -208,11 +225,12 @@ class PublishedMedianFeed:
         self.log = log
         self.medians: dict[str, MedianPrice] = {}
         self._printed: dict[str, int] = {}
+        self._seen: dict[tuple[str, str], str] = {}
 
     def offer(self, prices: Mapping[str, MedianPrice]) -> None:
         """Take a cycle's medians; dropped feeds are logged and counted here."""
         for asset, median in sorted(prices.items()):
-            report_median(median, self.metrics, self.log)
+            report_median(median, self.metrics, self._seen, self.log)
             self.medians[asset] = median
 
     def quotes(self, at_ms: int) -> dict[str, PriceQuote]:

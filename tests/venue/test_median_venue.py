@@ -156,6 +156,11 @@ def test_a_deviating_feed_is_dropped_logged_and_counted(
             'dynamargin_venue_oracle_feeds_dropped_total{asset="BTCUSDT",feed="bybit-linear",'
             'state="deviating"} 1.0' in text
         )
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dynamargin"):
+            venue.tick(T1 + 10_000)  # still deviating: counted again, not logged again
+        assert "dropped" not in caplog.text
+        assert 'feed="bybit-linear",state="deviating"} 2.0' in metrics.render().decode()
     finally:
         venue.close()
 
