@@ -62,13 +62,16 @@ class VenueConsumer:
 
     It starts empty in ``<segment>/venue``, seeds the demo book at the first batch's prices,
     then for every batch polls the served snapshots (verified against the pinned key) and
-    ticks: prices from the live market store, health scan, waterfall.
+    ticks: the batch's oracle medians (Binance spot, USDT-M, the second venue;
+    :class:`venue.median_feed.PublishedMedianFeed`) as prints with their healthy feeds as
+    references, health scan, waterfall.
     """
 
     def __init__(self, root: Path, store: MarketStore, api: str, assets: Sequence[str]) -> None:
         import shutil
 
-        from venue.price_feed import StorePriceFeed
+        from venue.median_feed import PublishedMedianFeed
+        from venue.metrics import VenueMetrics
         from venue.risk_api import RiskApiClient
         from venue.service import Venue
         from venue.settings import VenueSettings
@@ -76,8 +79,9 @@ class VenueConsumer:
         state = root / "venue"
         shutil.rmtree(state, ignore_errors=True)
         settings = VenueSettings(tuple(sorted(assets)), state)
-        self.feed = StorePriceFeed(store, settings.assets)
-        self.venue = Venue(settings, self.feed, RiskApiClient(api))
+        metrics = VenueMetrics()
+        self.feed = PublishedMedianFeed(metrics)
+        self.venue = Venue(settings, self.feed, RiskApiClient(api), metrics)
         self.hours: dict[int, VenueHour] = {}
         self._seeded = False
 
@@ -85,6 +89,7 @@ class VenueConsumer:
         from venue.demo_book import seed_demo_book
 
         now_ms = int(publication.venue_time.value // 1_000_000)
+        self.feed.offer(publication.prices)
         if not self._seeded:
             self.venue.tick(now_ms)
             prices = {a: q.price for a, q in self.feed.quotes(now_ms).items()}

@@ -47,6 +47,18 @@ class VenueMetrics:
             f"{PREFIX}_prices", "Oracle prints submitted, by guard verdict.", ["asset", "verdict"],
             registry=r,
         )  # fmt: skip
+        self.oracle_dropped = Counter(
+            f"{PREFIX}_oracle_feeds_dropped",
+            "Feeds the median left out, by asset, feed and state (stale, deviating, invalid).",
+            ["asset", "feed", "state"],
+            registry=r,
+        )
+        self.oracle_guarded = Counter(
+            f"{PREFIX}_oracle_guarded",
+            "Median quotes with too few healthy feeds (the asset is guarded).",
+            ["asset"],
+            registry=r,
+        )
         self.snapshot_lag = Gauge(
             f"{PREFIX}_snapshot_lag_seconds",
             "Venue clock minus published_at of the snapshot in force.",

@@ -31,7 +31,7 @@ from liquidation.money import MICRO
 from venue.errors import KeyPinError, RiskApiUnavailable
 from venue.key_pins import KeyPins, served_key
 from venue.metrics import VenueMetrics
-from venue.price_feed import PriceFeed
+from venue.price_feed import PriceFeed, submit_quote
 from venue.risk_api import RiskApiClient
 from venue.settings import VenueSettings
 from venue.snapshot_gate import Refusal, admit, withheld_of
@@ -231,7 +231,7 @@ class Venue:
                 ))  # fmt: skip
                 continue
             try:
-                verdict = self.engine.update_price(asset, quote.price, ts=now_ms, key=key)
+                verdict = submit_quote(self.engine, quote, now_ms=now_ms)
             except LiquidationCoreError as exc:
                 errors.append(self._tick_error("price", f"{asset} print refused: {exc}"))
                 continue

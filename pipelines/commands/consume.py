@@ -73,6 +73,13 @@ def venue_command(
         float, typer.Option(min=1.0, help="equity / MM below which a bucket is 'at risk'.")
     ] = 1.5,
     max_ticks: Annotated[int | None, typer.Option(min=1, help="Stop after N ticks.")] = None,
+    price_feed: Annotated[
+        str,
+        typer.Option(
+            help="store (spot bar closes) or median (Binance spot, USDT-M and the second "
+            "venue's stored bars through the guarded oracle median)."
+        ),
+    ] = "store",
 ) -> None:
     """Run the venue: poll signed snapshots, price, scan and liquidate every tick."""
     # Imported here: the venue pulls in the signature stack (eth-account), which every other
@@ -83,7 +90,9 @@ def venue_command(
     from venue.demo_book import seed_demo_book
     from venue.errors import VenueError
     from venue.loop import run_venue
-    from venue.price_feed import StorePriceFeed
+    from venue.median_feed import store_median_feed
+    from venue.metrics import VenueMetrics
+    from venue.price_feed import PriceFeed, StorePriceFeed
     from venue.risk_api import RiskApiClient
     from venue.service import TickOutcome, Venue, iso
     from venue.settings import VenueSettings
@@ -105,11 +114,18 @@ def venue_command(
             trusted_keys=tuple(trusted_key or ()),
             at_risk_health=at_risk_health,
         )
-        feed = StorePriceFeed(store, symbols)
-        venue = Venue(venue_settings, feed, RiskApiClient(api))
+        bars = StorePriceFeed(store, symbols)
+        metrics = VenueMetrics()
+        if price_feed == "median":
+            feed: PriceFeed = store_median_feed(store, symbols, metrics=metrics)
+        elif price_feed == "store":
+            feed = bars
+        else:
+            _fail(f"--price-feed must be store or median, got {price_feed!r}")
+        venue = Venue(venue_settings, feed, RiskApiClient(api), metrics)
     except (VenueError, LiquidationCoreError) as exc:  # bad settings, an unreadable log
         _fail(f"{type(exc).__name__}: {exc}")
-    ticker = _clock(clock, feed, symbols, start, end, venue.engine.state.clock_ms)
+    ticker = _clock(clock, bars, symbols, start, end, venue.engine.state.clock_ms)
     pause = poll_interval if poll_interval is not None else (10.0 if clock == "wall" else 0.0)
     status = StatusServer(lambda: venue.status, venue.metrics.render, port=port).start()
     LOG.info("venue: %s on %s; status at %s/status, metrics at %s/metrics; log %s",
