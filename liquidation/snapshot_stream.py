@@ -33,8 +33,8 @@ from numpy.typing import NDArray
 
 from liquidation.config import AssetConfig
 from liquidation.errors import SnapshotValidationError
-from liquidation.rules.ramp import RampState, at_time, retarget
 from liquidation.rules.multiplier import target_multiplier
+from liquidation.rules.ramp import RampState, at_time, retarget
 from liquidation.snapshot import MarginParameters, check_bounds, parse_time_ms
 
 

@@ -15,10 +15,10 @@ import math
 from typing import Any
 
 from liquidation.errors import InsufficientMarginError
-from liquidation.rules.margin import MarginState, may_update
 from liquidation.money import MICRO
 from liquidation.options.ledger import OptionsLedger, account_risk
 from liquidation.options.series import OptionSeries
+from liquidation.rules.margin import MarginState, may_update
 
 
 def margin_state(engine: Any, ledger: OptionsLedger, account: str, ts: int) -> MarginState:
