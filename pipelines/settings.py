@@ -104,6 +104,10 @@ def configure_offline_environment(settings: Settings) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_HOME": str(settings.prefect_home),
         "MLFLOW_TRACKING_URI": settings.mlflow_uri,
+        # Prefect's 20 s default for its ephemeral server to come up is too short on a
+        # busy 2-core machine (seen: 145 s while other jobs ran); a slow start then fails
+        # the whole run although nothing is wrong.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
