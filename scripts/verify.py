@@ -28,20 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from liquidation.rules import CONTRACTED_MODULES as RULE_MODULES
+
 PROJECT = Path(__file__).resolve().parents[1]
-RULE_MODULES = (
-    "margin",
-    "multiplier",
-    "ramp",
-    "partial",
-    "closeout",
-    "penalty",
-    "backstop",
-    "adl",
-    "socialization",
-    "topup",
-    "oracle_guard",
-)
 POLICY_STEP = "serving.policy.MultiplierPolicy.step"
 #: Per budget: CrossHair seconds per condition and per path, z3 ms per proof, symbolic
 #: examples per property test.

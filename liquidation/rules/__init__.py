@@ -40,3 +40,19 @@ micro-USD, about 9e9 USD). Within them every int64 product fits and every int ->
 conversion is exact, so the two forms agree. The scalar forms have no overflow (Python ints);
 their inputs are bounded by :mod:`liquidation.money`.
 """
+
+CONTRACTED_MODULES: tuple[str, ...] = (
+    "margin",
+    "multiplier",
+    "ramp",
+    "partial",
+    "closeout",
+    "penalty",
+    "backstop",
+    "adl",
+    "socialization",
+    "topup",
+    "oracle_guard",
+)
+"""The modules whose public scalar functions carry PEP 316 contracts (all but :mod:`.fixed`
+and :mod:`.terms`): the one list the run-time checks and ``make verify`` read."""

@@ -16,6 +16,8 @@ from typing import Any
 from crosshair.condition_parser import Pep316Parser
 from crosshair.fnutil import FunctionInfo
 
+from liquidation.rules import CONTRACTED_MODULES as RULE_MODULES
+
 
 class ContractViolation(AssertionError):
     """A pre- or postcondition evaluated to false (or raised) on a concrete call."""
@@ -91,22 +93,6 @@ def enforced(*targets: tuple[Any, str]) -> Iterator[None]:
     finally:
         for owner, name, original in saved:
             setattr(owner, name, original)
-
-
-#: The modules whose public scalar functions carry contracts (the ``_v`` forms do not: numpy).
-RULE_MODULES = (
-    "margin",
-    "multiplier",
-    "ramp",
-    "partial",
-    "closeout",
-    "penalty",
-    "backstop",
-    "adl",
-    "socialization",
-    "topup",
-    "oracle_guard",
-)
 
 
 def contracted_rules() -> list[tuple[Any, str]]:
