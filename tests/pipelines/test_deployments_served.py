@@ -94,8 +94,32 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         log.close()
 
 
+# Prefect's own client retries these (PREFECT_CLIENT_MAX_RETRIES, Retry-After honoured): the
+# server answers 503 while its SQLite database is busy, which a loaded CI machine provokes.
+RETRY_STATUS = {429, 502, 503}
+
+
+def _api(method: str, url: str, **kwargs: object) -> httpx.Response:
+    """One API call with the Prefect client's retry policy; other errors are raised."""
+    delay = 1.0
+    for attempt in range(8):
+        try:
+            response = httpx.request(method, url, timeout=30, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError:
+            if attempt == 7:
+                raise
+        else:
+            if response.status_code not in RETRY_STATUS or attempt == 7:
+                return response
+            retry_after = response.headers.get("Retry-After", "")
+            delay = float(retry_after) if retry_after.isdigit() else delay
+        time.sleep(delay)
+        delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
 def _deployment_id(api_url: str, flow: str, name: str) -> str | None:
-    response = httpx.get(f"{api_url}/deployments/name/{flow}/{name}", timeout=10)
+    response = _api("GET", f"{api_url}/deployments/name/{flow}/{name}")
     return response.json()["id"] if response.status_code == 200 else None
 
 
@@ -103,12 +127,12 @@ def _run_deployment(api_url: str, flow: str, name: str, timeout_s: float) -> dic
     """Trigger ``flow/name`` through the server and wait for a terminal state."""
     deployment = _deployment_id(api_url, flow, name)
     assert deployment is not None, f"deployment {flow}/{name} is not registered"
-    created = httpx.post(f"{api_url}/deployments/{deployment}/create_flow_run", json={}, timeout=10)
+    created = _api("POST", f"{api_url}/deployments/{deployment}/create_flow_run", json={})
     created.raise_for_status()
     run_id = created.json()["id"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        run = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10).json()
+        run = _api("GET", f"{api_url}/flow_runs/{run_id}").json()
         if run["state_type"] in TERMINAL:
             return run
         time.sleep(1.0)
@@ -198,8 +222,8 @@ def test_sigterm_during_a_run_stops_deploy_and_its_children(
         try:
             _wait_for_deployments(api_url, deploy, log_path)
             deployment = _deployment_id(api_url, "pipeline", "retrain-daily")
-            httpx.post(
-                f"{api_url}/deployments/{deployment}/create_flow_run", json={}, timeout=10
+            _api(
+                "POST", f"{api_url}/deployments/{deployment}/create_flow_run", json={}
             ).raise_for_status()
             parent = psutil.Process(deploy.pid)
             deadline = time.monotonic() + 120
