@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,8 @@ import pytest
 
 from tests.pipelines.conftest import small_config
 
-pytestmark = pytest.mark.timeout(900)
+# Generous: a loaded 2-core machine runs the three flows several times slower than idle.
+pytestmark = pytest.mark.timeout(1800)
 
 DYNAMARGIN = str(Path(sys.executable).with_name("dynamargin"))
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -161,10 +163,17 @@ def test_each_deployment_completes_through_a_real_runner(
     """retrain-daily, publish-hourly and backtest-weekly all reach Completed when served."""
     api_url, home = prefect_api
     config = small_config(auto_promote=True, wait_for_approval=False)
+    replay = config.backtest.replay  # type: ignore[attr-defined]
     config = config.model_copy(  # type: ignore[attr-defined]
         update={
+            # 10k traders: the runner's loading of the flow is under test, not the replay.
             "backtest": config.backtest.model_copy(  # type: ignore[attr-defined]
-                update={"enabled": True, "seeds": 1, "policies": ("static", "ewma")}
+                update={
+                    "enabled": True,
+                    "seeds": 1,
+                    "policies": ("static", "ewma"),
+                    "replay": replace(replay, book=replace(replay.book, n_traders=10_000)),
+                }
             ),
             "publish": config.publish.model_copy(  # type: ignore[attr-defined]
                 update={"publish_time": "data-end"}
@@ -189,7 +198,7 @@ def test_each_deployment_completes_through_a_real_runner(
             for flow, name, budget in (
                 ("pipeline", "retrain-daily", 600),
                 ("publish", "publish-hourly", 240),
-                ("backtest", "backtest-weekly", 300),
+                ("backtest", "backtest-weekly", 600),
             ):
                 run = _run_deployment(api_url, flow, name, budget)
                 results[name] = (run["state_type"], run["state"]["message"])
