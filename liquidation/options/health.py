@@ -23,14 +23,21 @@ collateral, minus the perpetuals' cost, plus option premiums and settlements.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+from liquidation.money import MICRO, QTY_SCALE
 from liquidation.options.config import OptionsMarginConfig
 from liquidation.options.risk import Grid, OptionsMarket, SeriesRisk
+
+if TYPE_CHECKING:
+    from liquidation.accounts import Bucket
+    from liquidation.options.engine_book import OptionsView
 
 #: Accounts per chunk of the exact grid (bounds the dense chunk x scenarios temporaries).
 CHUNK = 8_192
@@ -197,3 +204,55 @@ class OptionsBook:
             worst = (liquidity[start:stop, None] - pnl).max(axis=1)
             result[start:stop] = np.maximum(worst, 0.0)
         return result
+
+
+#: Slack of the engine's filter on top of the float tolerance: the exact check is in integer
+#: micro-USD (equity rounded down, maintenance up), so it may flag up to 2 micro-USD earlier.
+INTEGER_SLACK_USD = 3e-6
+
+
+def engine_candidates(options: OptionsView, buckets: Sequence[Bucket]) -> list[str]:
+    """Ids of the option-holding ``buckets`` the bound cannot clear (a superset of those
+    below maintenance): the vectorised filter of the engine's scan, one sparse product.
+
+    Each bucket's cash is its balance minus the entry cost of its perpetuals, so
+    ``cash + perp_qty * price + option_qty * mark`` is its equity.
+    """
+    if not buckets:
+        return []
+    symbols = options.symbols
+    asset_index = {s: i for i, s in enumerate(symbols)}
+    priced = options.priced
+    cash = np.empty(len(buckets))
+    p_acc, p_asset, p_qty, o_acc, o_series, o_qty = [], [], [], [], [], []
+    for i, bucket in enumerate(buckets):
+        cash[i] = (bucket.balance - sum(p.cost for p in bucket.positions.values())) / MICRO
+        for p in bucket.positions.values():
+            p_acc.append(i)
+            p_asset.append(asset_index[p.asset])
+            p_qty.append(p.lots / QTY_SCALE)
+        for name, lots in bucket.options.items():
+            o_acc.append(i)
+            o_series.append(priced.index[name])
+            o_qty.append(lots / QTY_SCALE)
+    book = OptionsBook(
+        n_accounts=len(buckets),
+        cash=cash,
+        perp_account=np.array(p_acc, dtype=np.int64),
+        perp_asset=np.array(p_asset, dtype=np.int64),
+        perp_qty=np.array(p_qty, dtype=np.float64),
+        opt_account=np.array(o_acc, dtype=np.int64),
+        opt_series=np.array(o_series, dtype=np.int64),
+        opt_qty=np.array(o_qty, dtype=np.float64),
+    )
+    equity, upper, _ = book.bounds(options.market, priced.risk, priced.grid)
+    count = np.bincount(book.perp_account, minlength=book.n_accounts) + np.bincount(
+        book.opt_account, minlength=book.n_accounts
+    )
+    tolerance = (
+        TOLERANCE_PER_POSITION_USD * (count + 1)
+        + TOLERANCE_RELATIVE * (np.abs(cash) + np.abs(equity) + upper)
+        + INTEGER_SLACK_USD
+    )
+    flagged = np.flatnonzero(equity < upper + tolerance)
+    return [buckets[i].bucket_id for i in flagged]
