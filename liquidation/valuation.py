@@ -11,6 +11,7 @@ code as the real ones.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import math
 from collections.abc import Iterable
@@ -236,6 +237,18 @@ def below_maintenance(bucket: Bucket, view: MarketView) -> bool:
     if not legs or any(view.assets[a].guarded for a in legs):
         return False
     return liquidatable(bucket_equity(bucket, view), bucket_maintenance(bucket, view))
+
+
+def with_asset(view: MarketView, symbol: str, margin: AssetMargin) -> MarketView:
+    """``view`` with ``symbol``'s margin inputs replaced (a probed price): the options on it
+    are repriced at the new mark, everything else is kept."""
+    options = view.options
+    if options is not None and margin.price is not None:
+        prices = options.market.price.copy()
+        prices[view.config.symbols.index(symbol)] = margin.price / MICRO
+        market = dataclasses.replace(options.market, price=prices)
+        options = OptionsView(options.state, market, options.symbols, options.config)
+    return dataclasses.replace(view, assets={**view.assets, symbol: margin}, options=options)
 
 
 # -- a whole bucket, perpetuals and options ------------------------------------------------------

@@ -3,13 +3,16 @@ deleveraging and expiry as engine commands, persistence through the SQLite event
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from liquidation import fuzz
 from liquidation.audit import LedgerAudit
-from liquidation.config import AssetConfig, EngineConfig
+from liquidation.config import AssetConfig, EngineConfig, OracleGuardConfig, PortfolioMarginConfig
 from liquidation.engine import Engine
 from liquidation.errors import (
     GuardedAssetError,
@@ -20,6 +23,7 @@ from liquidation.errors import (
 )
 from liquidation.events import SQLiteEventStore, split_commands
 from liquidation.invariants import violations
+from liquidation.liquidation_price import liquidation_prices
 from liquidation.money import MICRO, price, qty, usd
 from liquidation.options.config import GreekLimits, OptionsConfig
 from liquidation.options.series import OptionSeries
@@ -296,3 +300,94 @@ def test_short_fuzz_run_with_option_commands_finds_no_invariant_failure():
         assert report.events[event] > 0, f"the run never reached {event}"
     assert report.outcomes["trade_option:ok"] > 30
     assert report.outcomes["trade_option:refused"] > 0
+
+
+# -- liquidation prices of accounts holding options, against the engine, to one tick --------
+PRICE_START = {"BTCUSDT": price("60000"), "ETHUSDT": price("3000")}
+T_EVAL = HOUR_MS
+
+option_legs = st.lists(
+    st.tuples(
+        st.sampled_from(SYMBOLS),
+        st.sampled_from([0.8, 0.95, 1.0, 1.05, 1.25]),  # strike / spot
+        st.sampled_from([2, 7, 30]),  # days to expiry
+        st.booleans(),  # call
+        st.floats(min_value=0.05, max_value=3.0),  # units of BTC-equivalent notional
+        st.booleans(),  # long
+    ),
+    min_size=1,
+    max_size=3,
+)
+perp_legs = st.lists(
+    st.tuples(st.sampled_from(SYMBOLS), st.floats(min_value=-3.0, max_value=3.0)),
+    max_size=2,
+    unique_by=lambda leg: leg[0],
+)
+
+
+def options_account(options, perps, collateral) -> Engine | None:
+    engine = Engine(
+        EngineConfig(
+            assets=tuple(AssetConfig(s) for s in SYMBOLS),
+            oracle=OracleGuardConfig(heartbeat_ms=2 * HOUR_MS),
+            portfolio=PortfolioMarginConfig(correlation=((1.0, 0.8), (0.8, 1.0))),
+        )
+    )
+    for s in SYMBOLS:
+        engine.update_price(s, PRICE_START[s], ts=0)
+        engine.apply_snapshot(snapshot(s, 1, 1.0), ts=0)
+    engine.deposit("vault", usd("100000000"), ts=0)
+    engine.deposit("alice", round(collateral * MICRO), ts=0)
+    scale = {"BTCUSDT": 1.0, "ETHUSDT": 20.0}
+    try:
+        for symbol, units in perps:
+            lots = round(units * scale[symbol] * 1e8)
+            if lots:
+                engine.trade("alice", symbol, lots, ts=0)
+        for symbol, moneyness, days, call, units, long in options:
+            strike = round(PRICE_START[symbol] * moneyness)
+            series = OptionSeries(symbol, days * DAY_MS, strike, call)
+            if series.name not in engine.state.options.series:
+                engine.list_option(series, ts=0)
+            lots = round(units * scale[symbol] * 1e8)
+            mark = engine.option_mark(series.name)
+            if long:
+                engine.trade_option("alice", series.name, lots, mark, ts=0)
+            else:
+                engine.trade_option("vault", series.name, lots, mark, ts=0, seller="alice")
+    except InsufficientMarginError:
+        return None
+    for s in SYMBOLS:
+        engine.update_price(s, PRICE_START[s], ts=T_EVAL)
+    return engine
+
+
+def engine_liquidates(engine: Engine, symbol: str, oracle: int) -> bool:
+    """Print ``oracle`` (with an agreeing reference) on a copy and ask the engine's scan."""
+    probe = copy.deepcopy(engine)
+    probe.update_price(symbol, oracle, ts=T_EVAL, reference=oracle)
+    assert not probe.view(T_EVAL).assets[symbol].guarded
+    return "alice" in probe.liquidatable(T_EVAL)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
+@given(option_legs, perp_legs, st.floats(min_value=2_000, max_value=100_000))
+def test_liquidation_prices_of_option_accounts_agree_with_the_engine_to_one_tick(
+    options, perps, collateral
+):
+    engine = options_account(options, perps, collateral)
+    assume(engine is not None)
+    checked = 0
+    for result in liquidation_prices(engine, "alice", T_EVAL):
+        assume(not result.liquidatable_now)
+        for crossing, toward_now in ((result.below, +1), (result.above, -1)):
+            if crossing is None:
+                continue
+            assert not engine_liquidates(engine, result.asset, crossing + toward_now)
+            assert engine_liquidates(engine, result.asset, crossing)
+            checked += 1
+    assume(checked > 0)
