@@ -12,6 +12,12 @@ The book is matched: every fill has a taker and a counterparty account, by defau
 liquidity vault (``EngineConfig.vault``), which is also the market of liquidations and their
 backstop. Long open interest equals short open interest, and PnL and funding are zero-sum.
 
+European options on the perpetuals (:mod:`liquidation.options`) are engine commands too
+(:meth:`Engine.list_option`, :meth:`Engine.trade_option`, :meth:`Engine.settle_options`,
+:meth:`Engine.deleverage_greeks`): a bucket holding options is margined, scanned and
+liquidated on the joint price x vol grid of its perpetuals and options
+(:mod:`liquidation.options.engine_book`), and expiry settlement is an event of the log.
+
 Every command takes the venue time ``ts`` (epoch ms), which may not go backwards. Money is
 integer micro-USD, quantities integer lots of 1e-8 (see :mod:`liquidation.money`).
 
