@@ -152,6 +152,7 @@ class Engine:
         self.torn_tail: list[Event] = []
         self._version = 0
         self._view_cache: tuple[int, int, MarketView] | None = None
+        self._option_rows_cache: tuple[int, Any] | None = None
 
     # -- replay and recovery ------------------------------------------------------------------
     @classmethod
@@ -632,13 +633,13 @@ class Engine:
         # Buckets holding options: their maintenance is the joint grid, which the perpetual
         # scan does not see (a hedge it would flag, a naked short it would miss); they get
         # the vectorised option bound instead, and the exact check after it.
-        holders = [b for _, b in self.state.peek_buckets() if b.options]
-        flagged -= {b.bucket_id for b in holders}
-        if holders:
+        rows = self._option_rows(view)
+        if rows is not None:
             # Imported here: the sparse bound needs scipy, loaded only once options are held.
             from liquidation.options.health import engine_candidates
 
-            flagged |= set(engine_candidates(option_view(view), holders))
+            flagged -= set(rows.holders)
+            flagged |= set(engine_candidates(option_view(view), rows, self.state.book))  # type: ignore[arg-type]
         found = [b for b in flagged if below_maintenance(self.state.buckets[b], view)]
         return sorted(found, key=lambda b: (self.health(b, at), b))
 
@@ -1039,6 +1040,23 @@ class Engine:
         view = market_view(self.state.assets, self.config, ts, self.state.options)
         self._view_cache = (ts, self._version, view)
         return view
+
+    def _option_rows(self, view: MarketView) -> Any:
+        """The option rows of the buckets holding options (``OptionRows``), None if none;
+        rebuilt only when an option or a series changed (not on a price tick)."""
+        version = self.state.options.version
+        cached = self._option_rows_cache
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        holders = [b for _, b in sorted(self.state.peek_buckets()) if b.options]
+        rows = None
+        if holders:
+            from liquidation.options.health import OptionRows
+
+            index = option_view(view).priced.index
+            rows = OptionRows.of(holders, self.state.book.bucket_index, index)  # type: ignore[union-attr]
+        self._option_rows_cache = (version, rows)
+        return rows
 
     def _oi(self) -> dict[str, int]:
         return {s: a.long_oi_lots for s, a in self.state.assets.items()}

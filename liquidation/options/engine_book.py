@@ -72,10 +72,15 @@ class OptionsState:
 
     series: dict[str, OptionSeries] = field(default_factory=dict)
     surfaces: dict[str, VolSurface] = field(default_factory=dict)
+    # Bumped by every change of the series or of any option position (not by prices): the
+    # engine's scan caches its option rows per version.
+    version: int = 0
 
     def copy(self) -> OptionsState:
         """An independent copy (a fork plans on it)."""
-        return OptionsState(series=dict(self.series), surfaces=dict(self.surfaces))
+        return OptionsState(
+            series=dict(self.series), surfaces=dict(self.surfaces), version=self.version
+        )
 
     def digest_payload(self) -> dict[str, Any]:
         """Canonical plain form (part of the engine's state digest)."""
@@ -105,6 +110,7 @@ def _move_balance(state: Any, bucket_id: str, delta: int) -> None:
 def _on_series(state: Any, ts: int, data: dict[str, Any]) -> None:
     series = series_from(data["series"])
     state.options.series[series.name] = series
+    state.options.version += 1
 
 
 def _on_surface(state: Any, ts: int, data: dict[str, Any]) -> None:
@@ -113,6 +119,7 @@ def _on_surface(state: Any, ts: int, data: dict[str, Any]) -> None:
 
 def _on_fill(state: Any, ts: int, data: dict[str, Any]) -> None:
     name = series_from(data["series"]).name
+    state.options.version += 1
     for account, sign in ((data["buyer"], 1), (data["seller"], -1)):
         book = state.buckets[account].options
         lots = book.get(name, 0) + sign * data["lots"]
@@ -124,6 +131,7 @@ def _on_fill(state: Any, ts: int, data: dict[str, Any]) -> None:
 
 
 def _on_expiry(state: Any, ts: int, data: dict[str, Any]) -> None:
+    state.options.version += 1
     for item in data["series"]:
         name = series_from(item["series"]).name
         for account, amount in item["payments"]:

@@ -23,7 +23,7 @@ collateral, minus the perpetuals' cost, plus option premiums and settlements.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,13 +31,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
-from liquidation.money import MICRO, QTY_SCALE
+from liquidation.money import QTY_SCALE
 from liquidation.options.config import OptionsMarginConfig
 from liquidation.options.risk import Grid, OptionsMarket, SeriesRisk
 
 if TYPE_CHECKING:
     from liquidation.accounts import Bucket
     from liquidation.options.engine_book import OptionsView
+    from liquidation.scan import PositionBook
 
 #: Accounts per chunk of the exact grid (bounds the dense chunk x scenarios temporaries).
 CHUNK = 8_192
@@ -211,48 +212,81 @@ class OptionsBook:
 INTEGER_SLACK_USD = 3e-6
 
 
-def engine_candidates(options: OptionsView, buckets: Sequence[Bucket]) -> list[str]:
-    """Ids of the option-holding ``buckets`` the bound cannot clear (a superset of those
-    below maintenance): the vectorised filter of the engine's scan, one sparse product.
+@dataclass(frozen=True)
+class OptionRows:
+    """The option positions of the buckets holding options, as arrays (the engine caches
+    them until an option changes: a price tick rebuilds nothing).
 
-    Each bucket's cash is its balance minus the entry cost of its perpetuals, so
-    ``cash + perp_qty * price + option_qty * mark`` is its equity.
+    ``holders`` are bucket ids, ``holder_index`` their rows in the engine's
+    :class:`~liquidation.scan.PositionBook`; ``account`` indexes ``holders``, ``series`` the
+    view's priced series (sorted names).
     """
-    if not buckets:
+
+    holders: list[str]
+    holder_index: NDArray[np.int64]
+    account: NDArray[np.int64]
+    series: NDArray[np.int64]
+    qty: NDArray[np.float64]
+
+    @classmethod
+    def of(
+        cls,
+        buckets: Sequence[Bucket],
+        book_index: Mapping[str, int],
+        series_index: Mapping[str, int],
+    ) -> OptionRows:
+        """Rows of every option of ``buckets`` (each holding at least one)."""
+        account, series, qty = [], [], []
+        for j, bucket in enumerate(buckets):
+            for name, lots in bucket.options.items():
+                account.append(j)
+                series.append(series_index[name])
+                qty.append(lots / QTY_SCALE)
+        return cls(
+            holders=[b.bucket_id for b in buckets],
+            holder_index=np.array([book_index[b.bucket_id] for b in buckets], dtype=np.int64),
+            account=np.array(account, dtype=np.int64),
+            series=np.array(series, dtype=np.int64),
+            qty=np.array(qty, dtype=np.float64),
+        )
+
+
+def engine_candidates(options: OptionsView, rows: OptionRows, book: PositionBook) -> list[str]:
+    """Ids of the option-holding buckets the bound cannot clear (a superset of those below
+    maintenance): the vectorised filter of the engine's scan.
+
+    Perpetual rows and balances come from the engine's position book (kept by the fold), the
+    option rows from ``rows``; each bucket's cash is its balance minus the entry cost of its
+    perpetuals, so ``cash + perp_qty * price + option_qty * mark`` is its equity.
+    """
+    n = len(rows.holders)
+    if n == 0:
         return []
-    symbols = options.symbols
-    asset_index = {s: i for i, s in enumerate(symbols)}
     priced = options.priced
-    cash = np.empty(len(buckets))
-    p_acc, p_asset, p_qty, o_acc, o_series, o_qty = [], [], [], [], [], []
-    for i, bucket in enumerate(buckets):
-        cash[i] = (bucket.balance - sum(p.cost for p in bucket.positions.values())) / MICRO
-        for p in bucket.positions.values():
-            p_acc.append(i)
-            p_asset.append(asset_index[p.asset])
-            p_qty.append(p.lots / QTY_SCALE)
-        for name, lots in bucket.options.items():
-            o_acc.append(i)
-            o_series.append(priced.index[name])
-            o_qty.append(lots / QTY_SCALE)
-    book = OptionsBook(
-        n_accounts=len(buckets),
+    local = np.full(len(book.bucket_ids), -1, dtype=np.int64)
+    local[rows.holder_index] = np.arange(n)
+    used = book.n_rows
+    owner = local.take(book.row_bucket[:used])
+    keep = (owner >= 0) & (book.qty[:used] != 0)
+    perp_account = owner[keep]
+    cash = book.balance[rows.holder_index] - np.bincount(
+        perp_account, weights=book.cost[:used][keep], minlength=n
+    )
+    scan = OptionsBook(
+        n_accounts=n,
         cash=cash,
-        perp_account=np.array(p_acc, dtype=np.int64),
-        perp_asset=np.array(p_asset, dtype=np.int64),
-        perp_qty=np.array(p_qty, dtype=np.float64),
-        opt_account=np.array(o_acc, dtype=np.int64),
-        opt_series=np.array(o_series, dtype=np.int64),
-        opt_qty=np.array(o_qty, dtype=np.float64),
+        perp_account=perp_account,
+        perp_asset=book.row_asset[:used][keep],
+        perp_qty=book.qty[:used][keep],
+        opt_account=rows.account,
+        opt_series=rows.series,
+        opt_qty=rows.qty,
     )
-    equity, upper, _ = book.bounds(options.market, priced.risk, priced.grid)
-    count = np.bincount(book.perp_account, minlength=book.n_accounts) + np.bincount(
-        book.opt_account, minlength=book.n_accounts
-    )
+    equity, upper, _ = scan.bounds(options.market, priced.risk, priced.grid)
+    count = np.bincount(scan.perp_account, minlength=n) + np.bincount(rows.account, minlength=n)
     tolerance = (
         TOLERANCE_PER_POSITION_USD * (count + 1)
         + TOLERANCE_RELATIVE * (np.abs(cash) + np.abs(equity) + upper)
         + INTEGER_SLACK_USD
     )
-    flagged = np.flatnonzero(equity < upper + tolerance)
-    return [buckets[i].bucket_id for i in flagged]
+    return [rows.holders[i] for i in np.flatnonzero(equity < upper + tolerance)]
