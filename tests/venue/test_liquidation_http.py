@@ -377,3 +377,56 @@ def _check_case(case: schemathesis.Case, response: Any) -> None:
         assert 400 <= response.status_code < 500, response.text[:300]
         assert response.headers["content-type"] == [PROBLEM], (case.method, response.headers)
         assert response.json()["status"] == response.status_code
+
+
+def test_a_real_venue_answers_against_the_snapshots_it_applied(served) -> None:  # type: ignore[no-untyped-def]
+    """End to end: a venue consumes real signed snapshots from a real ``dynamargin serve``,
+    and its endpoint computes a posted account against them (``Venue.parameters_in_force``),
+    naming the update ids it applied."""
+    from datetime import UTC, datetime
+
+    from tests.venue.conftest import ASSETS
+    from venue.risk_api import RiskApiClient
+    from venue.service import Venue
+    from venue.settings import VenueSettings
+
+    world, api = served
+    venue = Venue(
+        VenueSettings(ASSETS, world.workdir / "venue"), world.feed(), RiskApiClient(api.base)
+    )
+    try:
+        venue.tick(world.end_ms)
+        assert venue.poll(world.end_ms).result == "new"
+        applied = venue.applied_update_ids()
+        quotes = {a: q.price for a, q in world.feed().quotes(world.end_ms).items()}
+        at = datetime.fromtimestamp(world.end_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "at": at,
+            "collateral": f"{quotes[ASSETS[1]] / MICRO * 0.2:.6f}",  # 5x leverage
+            "prices": {a: f"{quotes[a] / MICRO:.6f}" for a in ASSETS},
+            "positions": [
+                {"asset": ASSETS[1], "qty": "1", "entry": f"{quotes[ASSETS[1]] / MICRO:.6f}"}
+            ],
+        }
+        status = StatusServer(
+            lambda: {}, VenueMetrics().render, in_force=venue.parameters_in_force
+        ).start()
+        try:
+            response = post(status, json.dumps(body).encode())
+        finally:
+            status.stop()
+        assert response.status_code == 200, response.text
+        parameters = response.json()["parameters"]
+        assert parameters == {"source": "venue", "update_ids": applied}
+        # The same account with the venue's snapshots posted explicitly: the same prices.
+        spec, config = with_parameters_in_force(
+            AccountSpec.parse(body), venue.parameters_in_force()
+        )
+        expected = account_liquidation_prices(
+            engine_for_account(spec, config), spec.account, spec.at_ms
+        )
+        (row,) = response.json()["positions"]
+        assert row["liquidation_below"] is not None
+        assert int(Decimal(row["liquidation_below"]) * MICRO) == expected[0].below
+    finally:
+        venue.close()
