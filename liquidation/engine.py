@@ -113,6 +113,7 @@ from liquidation.valuation import (
 from liquidation.waterfall import (
     LiquidationReport,
     close_option,
+    cover_settlement_debt,
     deleverage_greeks,
     liquidate,
     option_close_premium,
@@ -153,6 +154,7 @@ class Engine:
         self._version = 0
         self._view_cache: tuple[int, int, MarketView] | None = None
         self._option_rows_cache: tuple[int, Any] | None = None
+        self._option_book_cache: tuple[tuple[int, int], Any] | None = None
 
     # -- replay and recovery ------------------------------------------------------------------
     @classmethod
@@ -638,8 +640,10 @@ class Engine:
             # Imported here: the sparse bound needs scipy, loaded only once options are held.
             from liquidation.options.health import engine_candidates
 
+            book = self.state.book
             flagged -= set(rows.holders)
-            flagged |= set(engine_candidates(option_view(view), rows, self.state.book))  # type: ignore[arg-type]
+            built = self._option_book(rows)
+            flagged |= set(engine_candidates(option_view(view), rows, built, book))  # type: ignore[arg-type]
         found = [b for b in flagged if below_maintenance(self.state.buckets[b], view)]
         return sorted(found, key=lambda b: (self.health(b, at), b))
 
@@ -789,7 +793,9 @@ class Engine:
         """Cash-settle every series expiring at ``expiry_ms`` at the mark (an engine event).
 
         Shorts pay the intrinsic value of their lots, truncated toward zero, and longs share
-        exactly that total pro rata (largest remainder): zero-sum to the micro-USD. Refused
+        exactly that total pro rata (largest remainder): zero-sum to the micro-USD. A short
+        left with debt and nothing to liquidate has it covered in the same command (fund,
+        then socialization: :func:`liquidation.waterfall.cover_settlement_debt`). Refused
         while an underlying's oracle is stale or guarded. Returns the series settled.
         """
         expiry = inputs.timestamp(expiry_ms)
@@ -823,6 +829,8 @@ class Engine:
                 )
             if settled:
                 tx.emit("option_expiry", {"expiry_ms": expiry, "series": settled})
+                payers = [b for item in settled for b, amount in item["payments"] if amount < 0]
+                cover_settlement_debt(tx, payers)
             return len(settled)
 
         return self._run(ts, key, build)
@@ -1057,6 +1065,19 @@ class Engine:
             rows = OptionRows.of(holders, self.state.book.bucket_index, index)  # type: ignore[union-attr]
         self._option_rows_cache = (version, rows)
         return rows
+
+    def _option_book(self, rows: Any) -> Any:
+        """The holders' scan book (``EngineOptionBook``), rebuilt only when a position or an
+        option changed since the last scan."""
+        from liquidation.options.health import EngineOptionBook
+
+        key = (self.state.options.version, self.state.book._version)  # type: ignore[union-attr]
+        cached = self._option_book_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        built = EngineOptionBook.build(rows, self.state.book)  # type: ignore[arg-type]
+        self._option_book_cache = (key, built)
+        return built
 
     def _oi(self) -> dict[str, int]:
         return {s: a.long_oi_lots for s, a in self.state.assets.items()}

@@ -809,3 +809,29 @@ def _step_lots(planned: float, held: int) -> int:
     fraction of a lot over its limit), never beyond the position held, reducing it."""
     magnitude = min(math.ceil(abs(planned) * QTY_SCALE), abs(held))
     return -magnitude if held > 0 else magnitude
+
+
+def cover_settlement_debt(tx: Transaction, bucket_ids: list[str]) -> int:
+    """Cover the debt an expiry leaves on buckets with nothing left to liquidate.
+
+    A short option that expires in the money on a bucket that was not liquidated in time (its
+    price guarded, no keeper, or the vault itself) can leave a negative balance and no
+    position: the insurance fund pays it within its cap for the event, the rest is socialized
+    (as in the waterfall's bankruptcy step). Returns the total debt covered.
+    """
+    cfg = tx.config.liquidation
+    available = fund_available(tx.state.insurance.fund, cfg.insurance_cap_per_event_usd)
+    paid = total = 0
+    for bucket_id in sorted(bucket_ids):
+        bucket = tx.state.peek_bucket(bucket_id)
+        if bucket is None or bucket.positions or bucket.options or bucket.balance >= 0:
+            continue
+        debt = -bucket.balance
+        cover = fund_cover(debt, available - paid)
+        if cover:
+            tx.emit("fund_cover", {"bucket": bucket_id, "amount": cover})
+            paid += cover
+        if debt > cover:
+            _socialize(tx, bucket_id, debt - cover)
+        total += debt
+    return total

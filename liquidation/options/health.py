@@ -251,42 +251,59 @@ class OptionRows:
         )
 
 
-def engine_candidates(options: OptionsView, rows: OptionRows, book: PositionBook) -> list[str]:
+@dataclass
+class EngineOptionBook:
+    """The scan book of the option holders built from the engine's position book, with each
+    holder's perpetual entry cost (cached by the engine until a position changes: a price
+    tick reuses it, sparse side matrix included, and only the balances are read again)."""
+
+    book: OptionsBook
+    entry_cost: NDArray[np.float64]
+
+    @classmethod
+    def build(cls, rows: OptionRows, book: PositionBook) -> EngineOptionBook:
+        """Perpetual rows of ``rows.holders`` from ``book``, option rows from ``rows``."""
+        n = len(rows.holders)
+        local = np.full(len(book.bucket_ids), -1, dtype=np.int64)
+        local[rows.holder_index] = np.arange(n)
+        used = book.n_rows
+        owner = local.take(book.row_bucket[:used])
+        keep = (owner >= 0) & (book.qty[:used] != 0)
+        perp_account = owner[keep]
+        scan = OptionsBook(
+            n_accounts=n,
+            cash=np.zeros(n),
+            perp_account=perp_account,
+            perp_asset=book.row_asset[:used][keep],
+            perp_qty=book.qty[:used][keep],
+            opt_account=rows.account,
+            opt_series=rows.series,
+            opt_qty=rows.qty,
+        )
+        cost = np.bincount(perp_account, weights=book.cost[:used][keep], minlength=n)
+        return cls(scan, cost)
+
+
+def engine_candidates(
+    options: OptionsView, rows: OptionRows, built: EngineOptionBook, book: PositionBook
+) -> list[str]:
     """Ids of the option-holding buckets the bound cannot clear (a superset of those below
     maintenance): the vectorised filter of the engine's scan.
 
-    Perpetual rows and balances come from the engine's position book (kept by the fold), the
-    option rows from ``rows``; each bucket's cash is its balance minus the entry cost of its
+    Each bucket's cash is its balance (read from ``book`` now) minus the entry cost of its
     perpetuals, so ``cash + perp_qty * price + option_qty * mark`` is its equity.
     """
     n = len(rows.holders)
     if n == 0:
         return []
     priced = options.priced
-    local = np.full(len(book.bucket_ids), -1, dtype=np.int64)
-    local[rows.holder_index] = np.arange(n)
-    used = book.n_rows
-    owner = local.take(book.row_bucket[:used])
-    keep = (owner >= 0) & (book.qty[:used] != 0)
-    perp_account = owner[keep]
-    cash = book.balance[rows.holder_index] - np.bincount(
-        perp_account, weights=book.cost[:used][keep], minlength=n
-    )
-    scan = OptionsBook(
-        n_accounts=n,
-        cash=cash,
-        perp_account=perp_account,
-        perp_asset=book.row_asset[:used][keep],
-        perp_qty=book.qty[:used][keep],
-        opt_account=rows.account,
-        opt_series=rows.series,
-        opt_qty=rows.qty,
-    )
+    scan = built.book
+    scan.cash = book.balance[rows.holder_index] - built.entry_cost
     equity, upper, _ = scan.bounds(options.market, priced.risk, priced.grid)
     count = np.bincount(scan.perp_account, minlength=n) + np.bincount(rows.account, minlength=n)
     tolerance = (
         TOLERANCE_PER_POSITION_USD * (count + 1)
-        + TOLERANCE_RELATIVE * (np.abs(cash) + np.abs(equity) + upper)
+        + TOLERANCE_RELATIVE * (np.abs(scan.cash) + np.abs(equity) + upper)
         + INTEGER_SLACK_USD
     )
     return [rows.holders[i] for i in np.flatnonzero(equity < upper + tolerance)]

@@ -391,3 +391,23 @@ def test_liquidation_prices_of_option_accounts_agree_with_the_engine_to_one_tick
             assert engine_liquidates(engine, result.asset, crossing)
             checked += 1
     assume(checked > 0)
+
+
+def test_debt_left_by_an_expiry_is_covered_by_the_fund_in_the_same_command():
+    """A short call nobody liquidated before expiry (no keeper ran) expires deep in the
+    money: settlement would leave debt and no position, so the fund covers it at once."""
+    engine = venue()
+    engine.seed_insurance(usd("50000"), ts=0)
+    call = engine.list_option(OptionSeries("BTCUSDT", EXPIRY, price("60000"), True), ts=0)
+    engine.deposit("carol", usd("15000"), ts=0)
+    engine.trade_option("bob", call, qty("1"), engine.option_mark(call), ts=0, seller="carol")
+    reprice(engine, "90000", ts=EXPIRY)
+    assert "carol" in engine.liquidatable(EXPIRY)
+    fund = engine.state.insurance.fund
+    engine.settle_options(EXPIRY, ts=EXPIRY)
+    carol = engine.state.buckets["carol"]
+    assert not carol.options and carol.balance == 0
+    assert engine.state.insurance.fund < fund
+    kinds = [e.kind for e in engine.log.since(0) if e.cmd == engine.state.n_commands - 1]
+    assert kinds == ["option_expiry", "fund_cover"]
+    checked(engine)
