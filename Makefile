@@ -40,8 +40,12 @@ fuzz: fuzz-engine fuzz-api fuzz-steward
 # The liquidation engine under >= 1M seeded random commands, every invariant checked
 # (about 15 minutes on 2 cores).
 FUZZ_COMMANDS ?= 1000000
+# The options mode (option series, trades, expiries, Greek limits): ~80 commands/s per worker
+# with every invariant and the joint-grid scan checked after each (about 4 minutes).
+FUZZ_OPTION_COMMANDS ?= 40000
 fuzz-engine: install
 	nice -n 10 $(PY) scripts/fuzz_liquidation.py --commands $(FUZZ_COMMANDS) --workers 2
+	nice -n 10 $(PY) scripts/fuzz_liquidation.py --options --commands $(FUZZ_OPTION_COMMANDS) --workers 2
 
 # Every API endpoint's inputs beyond the OpenAPI schema, 5,000 examples per group (~2 min),
 # and the venue's POST /v1/liquidation-price, 625 per group (5000 / 8: each replays an engine).

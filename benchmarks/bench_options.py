@@ -15,7 +15,10 @@ same as ``bench_liquidation``). Each tick moves every price by ~1% and then:
 
 Baseline in the same run: today's perpetual-only ``PositionBook.scan`` of 1,000,000
 perpetual positions (100,000 accounts x 10 assets) at the same ticks. Also measured: the
-exact grid for *every* account (what the bound saves).
+exact grid for *every* account (what the bound saves), and the engine's own filter
+(:func:`liquidation.options.health.engine_candidates`, what ``Engine.liquidatable`` runs on
+buckets holding options): the same bound on the engine's position book and its cached option
+rows.
 Run: ``.venv/bin/python benchmarks/bench_options.py`` (or ``make bench``).
 """
 
@@ -29,12 +32,21 @@ from dataclasses import replace
 import numpy as np
 from bench_liquidation import N_ACCOUNTS, N_ASSETS, SEED, build_book, build_engine
 
-from liquidation.options.config import OptionsMarginConfig
-from liquidation.options.health import OptionsBook
+from liquidation.accounts import Bucket
+from liquidation.money import MICRO, QTY_SCALE
+from liquidation.options.config import OptionsConfig, OptionsMarginConfig
+from liquidation.options.engine_book import OptionsState, OptionsView
+from liquidation.options.health import (
+    EngineOptionBook,
+    OptionRows,
+    OptionsBook,
+    engine_candidates,
+)
 from liquidation.options.ledger import options_market
 from liquidation.options.risk import build_grid, series_risk
-from liquidation.options.series import SeriesArrays
+from liquidation.options.series import OptionSeries, SeriesArrays
 from liquidation.options.surface import VolSurface
+from liquidation.scan import PositionBook
 
 TICKS = 9
 PERPS, OPTIONS = 3, 7
@@ -188,7 +200,59 @@ def main() -> int:
         f"liquidatable at the last tick: {flagged[-1]:,}; the bounded scan misses {missed} of "
         f"the {len(brute):,} the full grid flags"
     )
-    return 0 if missed == 0 else 1
+    engine_ms, rebuild_ms, found = _engine_filter(
+        engine.config.symbols, book, series, surfaces, tick
+    )
+    missed_by_engine = len(set(brute.tolist()) - found)
+    print(
+        f"engine filter per tick (engine_candidates): {engine_ms:.0f} ms, {len(found):,} "
+        f"candidates, misses {missed_by_engine} ({engine_ms / perp_ms:.1f}x the perp-only "
+        f"scan); after a position change, rebuilding its rows from bucket objects and its "
+        f"first tick: {rebuild_ms:.0f} ms"
+    )
+    return 0 if missed == 0 and missed_by_engine == 0 else 1
+
+
+def _engine_filter(symbols, book, series, surfaces, tick) -> tuple[float, float, set[int]]:
+    """Time the engine's filter on the same book: its perpetual rows and balances in a
+    :class:`PositionBook` (as the fold keeps them), its option rows and scan book as the
+    engine caches them (rebuilt only when a position changes; timed too), per price tick."""
+    listed = [
+        OptionSeries(symbols[a], int(e), round(k * MICRO), bool(c))
+        for a, k, e, c in zip(
+            series.asset, series.strike, series.expiry_ms, series.is_call, strict=True
+        )
+    ]
+    state = OptionsState(
+        series={s.name: s for s in listed},
+        surfaces={symbols[a]: v for a, v in enumerate(surfaces)},
+    )
+    if len(state.series) != len(listed):
+        raise RuntimeError("series names collide; the engine filter would not see the book")
+    ids = [f"a{i}" for i in range(book.n_accounts)]
+    positions = PositionBook.from_arrays(
+        len(symbols), ids, book.cash, book.perp_account, book.perp_asset, book.perp_qty,
+        np.zeros(book.perp_qty.size),
+    )  # fmt: skip
+    view = OptionsView(state, tick, symbols, OptionsConfig())
+    index = view.priced.index
+    buckets = [Bucket(b, b, None) for b in ids]
+    for i, k, q in zip(book.opt_account, book.opt_series, book.opt_qty, strict=True):
+        held = buckets[i].options
+        held[listed[k].name] = held.get(listed[k].name, 0) + round(q * QTY_SCALE)
+    started = time.perf_counter()
+    rows = OptionRows.of(buckets, positions.bucket_index, index)
+    rebuild = (time.perf_counter() - started) * 1e3
+    started = time.perf_counter()
+    built = EngineOptionBook.build(rows, positions)
+    engine_candidates(view, rows, built, positions)  # the first tick builds the side matrix
+    first = (time.perf_counter() - started) * 1e3
+    times = []
+    for _ in range(TICKS):  # later ticks: only the balances are read again
+        started = time.perf_counter()
+        found = engine_candidates(view, rows, built, positions)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3, rebuild + first, {int(b[1:]) for b in found}
 
 
 def _median_ms(runs) -> float:

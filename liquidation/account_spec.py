@@ -30,7 +30,8 @@ belongs in ``collateral``; funding accrued since the last settlement in ``accrue
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from liquidation.config import AssetConfig, EngineConfig, OracleGuardConfig
@@ -39,7 +40,7 @@ from liquidation.errors import InputError, LiquidationCoreError
 from liquidation.money import price as to_price
 from liquidation.money import qty as to_qty
 from liquidation.money import usd
-from liquidation.snapshot import parse_time_ms
+from liquidation.snapshot import MarginParameters, parse_time_ms
 
 #: Collateral of the counterparty vault the replay trades against (never a constraint).
 VAULT_COLLATERAL = usd("1000000000000")
@@ -209,3 +210,82 @@ def _time(value: Any, what: str) -> int:
         return parse_time_ms(value)
     except ValueError as exc:
         raise InputError(f"{what}: {exc}") from exc
+
+
+# -- the venue's parameters in force ---------------------------------------------------------------
+@dataclass(frozen=True)
+class InForce:
+    """What a venue applies now: its engine configuration and each asset's snapshot in force.
+
+    ``params`` holds the :class:`~liquidation.snapshot.MarginParameters` of the snapshot in
+    force per asset (absent: the asset runs on its conservative fallback).
+    """
+
+    config: EngineConfig
+    params: Mapping[str, MarginParameters]
+
+
+def snapshot_document(params: MarginParameters) -> dict[str, Any]:
+    """The RiskSnapshot v1 document of ``params`` (the fields the core reads, nothing else):
+    :meth:`MarginParameters.from_risk_snapshot` of it gives ``params`` back."""
+    return {
+        "schema": "dynamargin.risk/1",
+        "asset": params.asset,
+        "update_id": params.update_id,
+        "as_of": iso_ms(params.as_of_ms),
+        "valid_until": iso_ms(params.valid_until_ms),
+        "horizon_hours": params.horizon_hours,
+        "sigma": params.sigma,
+        "liquidity": {
+            "spread_bps": params.spread_bps,
+            "slippage_bps": params.slippage_bps,
+            "standard_size_usd": params.standard_size_usd,
+        },
+        "margin": {
+            "multiplier": params.multiplier,
+            "previous_multiplier": params.previous_multiplier,
+            "base_imf": params.base_imf,
+            "base_mmf": params.base_mmf,
+        },
+        "status": params.status,
+    }
+
+
+def with_parameters_in_force(spec: AccountSpec, venue: InForce) -> tuple[AccountSpec, EngineConfig]:
+    """``spec`` against the venue's parameters: its asset configuration and the snapshots it
+    applies now, instead of any the caller sent.
+
+    Each snapshot in force replays at its own ``as_of`` like a posted one (so a position
+    opened before it rides its ramp from ``previous_multiplier``, as on the venue).
+
+    Raises
+    ------
+    InputError
+        An asset of the account is not listed on the venue.
+    """
+    listed = {a.symbol: a for a in venue.config.assets}
+    unknown = sorted(set(spec.prices) - set(listed))
+    if unknown:
+        raise InputError(f"'prices': {unknown} not listed on this venue ({sorted(listed)})")
+    symbols = sorted(spec.prices)
+    documents = [snapshot_document(venue.params[s]) for s in symbols if s in venue.params]
+    # The account's assets only, so the venue's correlation is cut to their rows and columns.
+    order = [venue.config.symbols.index(s) for s in symbols]
+    corr = venue.config.portfolio.correlation
+    config = replace(
+        venue.config,
+        assets=tuple(listed[s] for s in symbols),
+        oracle=replace(venue.config.oracle, heartbeat_ms=spec.engine_config().oracle.heartbeat_ms),
+        portfolio=replace(
+            venue.config.portfolio,
+            correlation=None
+            if corr is None
+            else tuple(tuple(corr[i][j] for j in order) for i in order),
+        ),
+    )
+    return replace(spec, snapshots=documents), config
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch ms as the ISO-8601 UTC text of a snapshot (microseconds, ``Z``)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

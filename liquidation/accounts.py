@@ -29,7 +29,11 @@ class Position:
 
 @dataclass
 class Bucket:
-    """A margin bucket: collateral ``balance`` (micro-USD) and positions by asset."""
+    """A margin bucket: collateral ``balance`` (micro-USD) and positions by asset.
+
+    ``options`` holds option lots by series name (cross buckets only, see
+    :mod:`liquidation.options.engine_book`).
+    """
 
     bucket_id: str
     account: str
@@ -38,6 +42,7 @@ class Bucket:
     positions: dict[str, Position] = field(default_factory=dict)
     portfolio: bool = False
     last_liquidation_ms: int | None = None
+    options: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_isolated(self) -> bool:
@@ -46,7 +51,11 @@ class Bucket:
 
     def copy(self) -> Bucket:
         """An independent copy (positions copied too)."""
-        return replace(self, positions={a: replace(p) for a, p in self.positions.items()})
+        return replace(
+            self,
+            positions={a: replace(p) for a, p in self.positions.items()},
+            options=dict(self.options),
+        )
 
 
 def bucket_id(account: str, isolated_asset: str | None = None) -> str:

@@ -20,7 +20,13 @@ from liquidation.errors import GuardedAssetError, InsufficientMarginError, Stale
 from liquidation.money import value
 from liquidation.rules.margin import MarginState, may_update
 from liquidation.state import EngineState
-from liquidation.valuation import MarketView, equity, initial_margin, maintenance_margin
+from liquidation.valuation import (
+    MarketView,
+    bucket_equity,
+    bucket_initial,
+    bucket_maintenance,
+    valued_legs,
+)
 
 
 def margin_state(state: EngineState, view: MarketView, bucket_id: str) -> MarginState:
@@ -31,12 +37,11 @@ def margin_state(state: EngineState, view: MarketView, bucket_id: str) -> Margin
     bucket = state.peek_bucket(bucket_id)
     if bucket is None:
         return MarginState(0, 0, 0)
-    positions = list(bucket.positions.values())
     oi = {symbol: asset.long_oi_lots for symbol, asset in state.assets.items()}
     return MarginState(
-        equity(bucket.balance, positions, view),
-        initial_margin(positions, bucket.portfolio, view, oi),
-        maintenance_margin(positions, bucket.portfolio, view),
+        bucket_equity(bucket, view),
+        bucket_initial(bucket, view, oi),
+        bucket_maintenance(bucket, view),
     )
 
 
@@ -61,10 +66,10 @@ def require_initial_margin(
 
 
 def guarded_legs(view: MarketView, bucket: Bucket | None) -> list[str]:
-    """Assets of ``bucket``'s positions whose oracle is guarded at the view's time."""
+    """Assets valuing ``bucket`` (positions, options' underlyings) whose oracle is guarded."""
     if bucket is None:
         return []
-    return sorted(a for a in bucket.positions if view.assets[a].guarded)
+    return sorted(a for a in valued_legs(bucket, view) if view.assets[a].guarded)
 
 
 def require_priced(view: MarketView, symbol: str, action: str) -> None:
@@ -131,7 +136,7 @@ def _safe_without_valuation(
     old: Bucket | None, new: Bucket | None, view: MarketView, guarded: list[str]
 ) -> str | None:
     reason = f"it holds {', '.join(guarded)}, whose oracle is guarded"
-    if old is None or new is None or new.portfolio:
+    if old is None or new is None or new.portfolio or old.options != new.options:
         return reason
     change = new.balance - old.balance
     for symbol in sorted(set(old.positions) | set(new.positions)):

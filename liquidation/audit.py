@@ -9,7 +9,11 @@ fees, concessions, amounts moved) with its own arithmetic, and checks:
   delta equal the average-cost values recomputed here;
 * every bucket's ``balance - entry cost of its positions`` equals the cash recomputed here,
   its positions equal the audit's, and the insurance fund equals the audit's;
-* every funding settlement sums to zero.
+* every funding settlement sums to zero;
+* options: every fill's premium amount equals ``lots x premium`` recomputed here, option lots
+  are shadowed per bucket and series and compared, every expiry pays each holder its
+  intrinsic value recomputed from the settlement price and the strike (shorts truncated,
+  longs sharing the shorts' total exactly) and sums to zero.
 
 Use :meth:`LedgerAudit.consume` on each whole command as the engine commits it (void commands,
 closed by ``abort``, are skipped like the fold skips them), then :meth:`LedgerAudit.compare`.
@@ -24,6 +28,7 @@ from typing import Any
 
 from liquidation.events import Event
 from liquidation.money import QTY_SCALE
+from liquidation.options.series import OptionSeries
 from liquidation.state import EngineState
 
 
@@ -34,6 +39,7 @@ class LedgerAudit:
         self.positions: dict[tuple[str, str], list[int]] = {}
         self.cash: dict[str, int] = defaultdict(int)
         self.fund = 0
+        self.options: dict[tuple[str, str], int] = defaultdict(int)
         self.problems: list[str] = []
 
     def consume(self, command: Sequence[Event]) -> None:
@@ -62,6 +68,12 @@ class LedgerAudit:
             audited = {a: v for (b, a), v in self.positions.items() if b == bucket_id and v[0]}
             if held != audited:
                 found.append(f"{bucket_id}: positions {held} != audited {audited}")
+        held_options = {
+            (b, name): lots for b, x in buckets.items() for name, lots in x.options.items()
+        }
+        audited_options = {k: v for k, v in self.options.items() if v}
+        if held_options != audited_options:
+            found.append(f"option lots {held_options} != audited {audited_options}")
         if state.insurance.fund != self.fund:
             found.append(f"insurance fund {state.insurance.fund} != audited {self.fund}")
         return found
@@ -113,6 +125,53 @@ class LedgerAudit:
             charged += amount
         self.cash[event.data["bucket"]] += charged + event.data["written_off"]
 
+    # -- options ----------------------------------------------------------------------------
+    def _on_option_fill(self, event: Event) -> None:
+        data = event.data
+        name = _series_name(data["series"])
+        amount = _worth(data["lots"], data["premium"])
+        if data["lots"] <= 0 or data["premium"] < 0 or data["buyer"] == data["seller"]:
+            self.problems.append(f"event #{event.seq}: malformed option fill of {name}")
+        if amount != data["amount"]:
+            self.problems.append(
+                f"event #{event.seq}: option premium booked {data['amount']}, recomputed {amount}"
+            )
+        self.options[(data["buyer"], name)] += data["lots"]
+        self.options[(data["seller"], name)] -= data["lots"]
+        self.cash[data["buyer"]] -= amount
+        self.cash[data["seller"]] += amount
+
+    def _on_option_expiry(self, event: Event) -> None:
+        for item in event.data["series"]:
+            series = item["series"]
+            name = _series_name(series)
+            gain = item["settlement"] - series["strike"]
+            intrinsic = max(0, gain if series["is_call"] else -gain)
+            holders = {b: q for (b, n), q in self.options.items() if n == name and q}
+            paid = dict(item["payments"])
+            if sum(paid.values()) != 0:
+                self.problems.append(f"event #{event.seq}: {name} settlement is not zero-sum")
+            shorts_pay = sum(_worth(-q, intrinsic) for q in holders.values() if q < 0)
+            for bucket, q in holders.items():
+                got = paid.get(bucket, 0)
+                due = _worth(q, intrinsic)
+                # Shorts pay exactly their truncated value; longs share what the shorts paid
+                # (which the shorts' truncations make differ from the longs' own values by
+                # at most one micro-USD per holder).
+                if (q < 0 and got != due) or (q > 0 and abs(got - due) > len(holders)):
+                    self.problems.append(
+                        f"event #{event.seq}: {bucket} got {got} for {q} lots of {name}, "
+                        f"its value at settlement is {due}"
+                    )
+            if intrinsic and sum(v for v in paid.values() if v > 0) != shorts_pay:
+                self.problems.append(f"event #{event.seq}: {name} longs do not get what shorts pay")
+            if dict(item["closed"]) != holders:
+                self.problems.append(f"event #{event.seq}: {name} closes {item['closed']}")
+            for bucket, amount in item["payments"]:
+                self.cash[bucket] += amount
+            for bucket in holders:
+                self.options[(bucket, name)] = 0
+
     # -- fills ------------------------------------------------------------------------------
     def _on_fill(self, event: Event) -> None:
         data = event.data
@@ -148,6 +207,12 @@ class LedgerAudit:
         self.positions[key] = [lots + dq, cost + cost_delta]
         self.cash[leg["bucket"]] += -_worth(dq, price) - leg["fee"] - leg["fee_addon"]
         self.fund += leg["fee_addon"]
+
+
+def _series_name(series: dict[str, Any]) -> str:
+    return OptionSeries(
+        series["underlying"], series["expiry_ms"], series["strike"], series["is_call"]
+    ).name
 
 
 def _toward_zero(x: Fraction) -> int:

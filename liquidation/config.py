@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from liquidation.errors import ConfigError, UnknownAssetError
+from liquidation.options.config import OptionsConfig
 
 
 @dataclass(frozen=True)
@@ -338,6 +339,8 @@ class EngineConfig:
         Largest absolute funding rate per settlement (0.04).
     max_ramp_classes : int
         Most distinct ramp classes kept per asset (8); beyond, the two closest merge upward.
+    options : OptionsConfig
+        Option portfolio margin and Greek limits (:mod:`liquidation.options`).
     """
 
     assets: tuple[AssetConfig, ...]
@@ -351,6 +354,7 @@ class EngineConfig:
     vault: str = "vault"
     max_funding_rate: float = 0.04
     max_ramp_classes: int = 8
+    options: OptionsConfig = field(default_factory=OptionsConfig)
 
     def __post_init__(self) -> None:
         symbols = [a.symbol for a in self.assets]

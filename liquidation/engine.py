@@ -12,6 +12,12 @@ The book is matched: every fill has a taker and a counterparty account, by defau
 liquidity vault (``EngineConfig.vault``), which is also the market of liquidations and their
 backstop. Long open interest equals short open interest, and PnL and funding are zero-sum.
 
+European options on the perpetuals (:mod:`liquidation.options`) are engine commands too
+(:meth:`Engine.list_option`, :meth:`Engine.trade_option`, :meth:`Engine.settle_options`,
+:meth:`Engine.deleverage_greeks`): a bucket holding options is margined, scanned and
+liquidated on the joint price x vol grid of its perpetuals and options
+(:mod:`liquidation.options.engine_book`), and expiry settlement is an event of the log.
+
 Every command takes the venue time ``ts`` (epoch ms), which may not go backwards. Money is
 integer micro-USD, quantities integer lots of 1e-8 (see :mod:`liquidation.money`).
 
@@ -44,6 +50,7 @@ from liquidation import inputs
 from liquidation.accounts import Bucket, bucket_id
 from liquidation.admission import (
     guarded_legs,
+    margin_state,
     require_initial_margin,
     require_priced,
     require_unguarded,
@@ -55,6 +62,7 @@ from liquidation.errors import (
     EventLogError,
     InputError,
     InsufficientBalanceError,
+    InsufficientMarginError,
     NotLiquidatableError,
     RateLimitedError,
     SnapshotValidationError,
@@ -70,8 +78,12 @@ from liquidation.insurance import (
     historical_stressed_loss,
     review,
 )
-from liquidation.money import MAX_AMOUNT, MAX_PRICE
-from liquidation.rules.margin import health
+from liquidation.money import MAX_AMOUNT, MAX_PRICE, value
+from liquidation.options.limits import ExecutedStep
+from liquidation.options.limits import breaches as _greek_breaches
+from liquidation.options.series import OptionSeries
+from liquidation.options.surface import VolSurface
+from liquidation.rules.margin import health, may_update
 from liquidation.rules.multiplier import target_multiplier
 from liquidation.rules.oracle_guard import (
     GuardVerdict,
@@ -91,13 +103,21 @@ from liquidation.transaction import Transaction
 from liquidation.valuation import (
     MarketView,
     below_maintenance,
-    equity,
-    initial_margin,
+    bucket_equity,
+    bucket_initial,
+    bucket_maintenance,
     liquidation_prices,
-    maintenance_margin,
     market_view,
+    option_view,
 )
-from liquidation.waterfall import LiquidationReport, liquidate
+from liquidation.waterfall import (
+    LiquidationReport,
+    close_option,
+    cover_settlement_debt,
+    deleverage_greeks,
+    liquidate,
+    option_close_premium,
+)
 
 R = TypeVar("R")
 
@@ -133,6 +153,8 @@ class Engine:
         self.torn_tail: list[Event] = []
         self._version = 0
         self._view_cache: tuple[int, int, MarketView] | None = None
+        self._option_rows_cache: tuple[int, Any] | None = None
+        self._option_book_cache: tuple[tuple[int, int], Any] | None = None
 
     # -- replay and recovery ------------------------------------------------------------------
     @classmethod
@@ -609,8 +631,20 @@ class Engine:
         ids = self.state.book.bucket_ids  # type: ignore[union-attr]
         margin = self.margin_arrays(at)
         scanned = self.state.book.scan(margin, detail=False)  # type: ignore[union-attr]
-        flagged = (self.state.buckets[ids[i]] for i in scanned.liquidatable)
-        found = [b.bucket_id for b in flagged if below_maintenance(b, view)]
+        flagged = {ids[i] for i in scanned.liquidatable}
+        # Buckets holding options: their maintenance is the joint grid, which the perpetual
+        # scan does not see (a hedge it would flag, a naked short it would miss); they get
+        # the vectorised option bound instead, and the exact check after it.
+        rows = self._option_rows(view)
+        if rows is not None:
+            # Imported here: the sparse bound needs scipy, loaded only once options are held.
+            from liquidation.options.health import engine_candidates
+
+            book = self.state.book
+            flagged -= set(rows.holders)
+            built = self._option_book(rows)
+            flagged |= set(engine_candidates(option_view(view), rows, built, book))  # type: ignore[arg-type]
+        found = [b for b in flagged if below_maintenance(self.state.buckets[b], view)]
         return sorted(found, key=lambda b: (self.health(b, at), b))
 
     def run_liquidations(
@@ -635,13 +669,211 @@ class Engine:
         reports = []
         for bid in candidates:
             bucket = self.state.buckets.get(bid)
-            if bucket is None or not bucket.positions or bucket.account == keeper:
+            if bucket is None or bucket.account == keeper:
+                continue
+            if not bucket.positions and not bucket.options:
                 continue
             try:
                 reports.append(self.liquidate(bid, keeper=keeper, ts=ts))
             except (NotLiquidatableError, RateLimitedError):
                 continue  # healthy after an earlier step, or in its cooldown: a later pass
         return reports
+
+    # -- options ---------------------------------------------------------------------------------
+    def list_option(self, series: OptionSeries, *, ts: int, key: str | None = None) -> str:
+        """List a European option series for trading; returns its name.
+
+        Raises
+        ------
+        InputError
+            The underlying is not an engine asset, the name is taken or it has expired.
+        """
+        if not isinstance(series, OptionSeries):
+            raise InputError(f"series must be an OptionSeries, got {type(series).__name__}")
+        symbol = self.config.asset(series.underlying).symbol
+
+        def build(tx: Transaction) -> str:
+            if series.name in tx.state.options.series:
+                raise InputError(f"{series.name} is already listed")
+            if series.expiry_ms <= tx.ts:
+                raise InputError(f"{series.name} expires at {series.expiry_ms}, not after {tx.ts}")
+            data = dict(series.to_dict(), underlying=symbol)
+            tx.emit("option_series", {"series": data})
+            return series.name
+
+        return self._run(ts, key, build)
+
+    def set_vol_surface(
+        self, asset: str, surface: VolSurface, *, ts: int, key: str | None = None
+    ) -> None:
+        """Set the implied-vol surface of ``asset`` (an audited operator or feed update)."""
+        symbol = self.config.asset(asset).symbol
+        if not isinstance(surface, VolSurface):
+            raise InputError(f"surface must be a VolSurface, got {type(surface).__name__}")
+
+        def build(tx: Transaction) -> None:
+            tx.emit("option_surface", {"asset": symbol, "surface": surface.to_dict()})
+
+        self._run(ts, key, build)
+
+    def option_mark(self, name: str, ts: int | None = None) -> int:
+        """Mark of one unit of the listed series ``name`` at ``ts``, micro-USD (rounded)."""
+        view = self._view(self._ts(ts))
+        series = self._series(self.state.options.series, name)
+        require_priced(view, series.underlying, f"mark {name}")
+        return round(option_view(view).mark(name) * 1_000_000)
+
+    def trade_option(
+        self,
+        buyer: str,
+        name: str,
+        lots: int,
+        premium: int,
+        *,
+        ts: int,
+        seller: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """``buyer`` buys ``lots`` of series ``name`` from ``seller`` (default: the vault).
+
+        The premium ``lots * premium`` (micro-USD per unit) moves from the buyer's cross
+        balance to the seller's. Each side must pass the dYdX rule on its combined book
+        (perpetuals and options on the joint grid), as a perpetual trade does.
+
+        Raises
+        ------
+        InsufficientMarginError
+            A side would end below its initial margin without reducing its risk.
+        InputError, UnknownAccountError, GuardedAssetError, StaleOracleError
+        """
+        inputs.name(buyer, "buyer")
+        maker = inputs.name(seller or self.config.vault, "seller")
+        if maker == buyer:
+            raise InputError(f"{buyer!r} cannot trade an option with itself")
+        inputs.lots(lots, f"option quantity of {buyer!r}")
+        if lots <= 0:
+            raise InputError("option trade lots must be > 0 (the buyer is the long side)")
+        inputs.integer(premium, "option premium", low=0, high=MAX_PRICE)
+
+        def build(tx: Transaction) -> None:
+            series = self._series(tx.state.options.series, name)
+            if series.expiry_ms <= tx.ts:
+                raise InputError(f"{name} has expired (at {series.expiry_ms}); no trading")
+            view = tx.view()
+            require_priced(view, series.underlying, f"trade {name}")
+            before = {}
+            for account in (buyer, maker):
+                self._require_bucket(tx, account)
+                require_unguarded(view, tx.state.peek_bucket(account), f"trade {name}")
+                before[account] = margin_state(tx.state, view, account)
+            tx.emit(
+                "option_fill",
+                {
+                    "series": series.to_dict(),
+                    "buyer": buyer,
+                    "seller": maker,
+                    "lots": lots,
+                    "premium": premium,
+                    "amount": value(lots, premium),
+                    "reason": "trade",
+                },
+            )
+            for account in (buyer, maker):
+                m0, m1 = before[account], margin_state(tx.state, view, account)
+                if not may_update(m0, m1):
+                    raise InsufficientMarginError(
+                        f"option trade of {lots} lots of {name} at ts={tx.ts} refused: "
+                        f"{account!r} would have equity {m1.equity} below its initial margin "
+                        f"{m1.initial} without reducing its risk; deposit or trade less"
+                    )
+
+        self._run(ts, key, build)
+
+    def settle_options(self, expiry_ms: int, *, ts: int, key: str | None = None) -> int:
+        """Cash-settle every series expiring at ``expiry_ms`` at the mark (an engine event).
+
+        Shorts pay the intrinsic value of their lots, truncated toward zero, and longs share
+        exactly that total pro rata (largest remainder): zero-sum to the micro-USD. A short
+        left with debt and nothing to liquidate has it covered in the same command (fund,
+        then socialization: :func:`liquidation.waterfall.cover_settlement_debt`). Refused
+        while an underlying's oracle is stale or guarded. Returns the series settled.
+        """
+        expiry = inputs.timestamp(expiry_ms)
+
+        def build(tx: Transaction) -> int:
+            if tx.ts < expiry:
+                raise InputError(f"settlement at ts={tx.ts} before the expiry {expiry}")
+            expiring = sorted(
+                (n, s) for n, s in tx.state.options.series.items() if s.expiry_ms == expiry
+            )
+            view = tx.view()
+            settled = []
+            for name, series in expiring:
+                require_priced(view, series.underlying, f"settle {name}")
+                price = view.price(series.underlying)
+                holders = sorted(
+                    (b, bucket.options[name])
+                    for b, bucket in tx.state.peek_buckets()
+                    if name in bucket.options
+                )
+                intrinsic = series.intrinsic(price)
+                payments = funding_payments(holders, intrinsic, -1.0) if intrinsic else []
+                settled.append(
+                    {
+                        "series": series.to_dict(),
+                        "settlement": price,
+                        "intrinsic": intrinsic,
+                        "payments": [[b, amount] for b, amount in payments],
+                        "closed": [[b, q] for b, q in holders],
+                    }
+                )
+            if settled:
+                tx.emit("option_expiry", {"expiry_ms": expiry, "series": settled})
+                payers = [b for item in settled for b, amount in item["payments"] if amount < 0]
+                cover_settlement_debt(tx, payers)
+            return len(settled)
+
+        return self._run(ts, key, build)
+
+    def deleverage_greeks(
+        self, account: str, *, keeper: str, ts: int, key: str | None = None
+    ) -> list[ExecutedStep]:
+        """Greek-limit partial liquidation of ``account``, delta first, as one command.
+
+        See :func:`liquidation.waterfall.deleverage_greeks`.
+        """
+        inputs.name(account, "account")
+        inputs.name(keeper, "keeper")
+        return self._run(ts, key, lambda tx: deleverage_greeks(tx, account, keeper))
+
+    def close_options(self, account: str, *, ts: int, key: str | None = None) -> None:
+        """Close every option position of ``account`` against the vault at the close-out
+        premium (:func:`liquidation.waterfall.option_close_premium`)."""
+        inputs.name(account, "account")
+
+        def build(tx: Transaction) -> None:
+            bucket = self._require_bucket(tx, account)
+            view = tx.view()
+            for name in sorted(bucket.options):
+                require_priced(view, tx.state.options.series[name].underlying, f"close {name}")
+            for name, lots in sorted(bucket.options.items()):
+                close_option(tx, account, name, -lots, "close")
+
+        self._run(ts, key, build)
+
+    def greek_breaches(self, account: str, ts: int | None = None) -> list[tuple[str, str, float]]:
+        """Net Greeks of ``account`` beyond their limits: ``(underlying, greek, value)``."""
+        b = self._bucket(account)
+        if not b.options:
+            return []
+        view = self._view(self._ts(ts))
+        holdings = option_view(view).holdings(b.options, b.positions.values())
+        found = _greek_breaches(holdings, self.config.options.limits)
+        return [(x.underlying, x.greek, x.value) for x in found]
+
+    def option_close_premium(self, name: str, lots: int, ts: int | None = None) -> int:
+        """Premium per unit of a close of ``lots`` of ``name`` against the vault, micro-USD."""
+        return option_close_premium(self._view(self._ts(ts)), name, lots)
 
     # -- insurance governance ----------------------------------------------------------------------
     def review_insurance(
@@ -689,20 +921,15 @@ class Engine:
     # -- queries -----------------------------------------------------------------------------------
     def equity(self, bucket: str, ts: int | None = None) -> int:
         """Collateral plus unrealized PnL at mark prices, micro-USD."""
-        b = self._bucket(bucket)
-        return equity(b.balance, b.positions.values(), self._view(self._ts(ts)))
+        return bucket_equity(self._bucket(bucket), self._view(self._ts(ts)))
 
     def initial_margin(self, bucket: str, ts: int | None = None) -> int:
         """Initial margin at target multipliers and current open interest, micro-USD."""
-        b = self._bucket(bucket)
-        return initial_margin(
-            b.positions.values(), b.portfolio, self._view(self._ts(ts)), self._oi()
-        )
+        return bucket_initial(self._bucket(bucket), self._view(self._ts(ts)), self._oi())
 
     def maintenance_margin(self, bucket: str, ts: int | None = None) -> int:
-        """Maintenance margin (ramped for older positions), micro-USD."""
-        b = self._bucket(bucket)
-        return maintenance_margin(b.positions.values(), b.portfolio, self._view(self._ts(ts)))
+        """Maintenance margin (ramped for older positions; with options the joint grid)."""
+        return bucket_maintenance(self._bucket(bucket), self._view(self._ts(ts)))
 
     def health(self, bucket: str, ts: int | None = None) -> float:
         """``equity / MM``; below 1 means liquidatable, ``inf`` without positions."""
@@ -712,13 +939,13 @@ class Engine:
         """Everything about one bucket at once."""
         b = self._bucket(bucket)
         view = self._view(self._ts(ts))
-        eq = equity(b.balance, b.positions.values(), view)
-        mm = maintenance_margin(b.positions.values(), b.portfolio, view)
+        eq = bucket_equity(b, view)
+        mm = bucket_maintenance(b, view)
         return BucketSummary(
             bucket=bucket,
             balance=b.balance,
             equity=eq,
-            initial_margin=initial_margin(b.positions.values(), b.portfolio, view, self._oi()),
+            initial_margin=bucket_initial(b, view, self._oi()),
             maintenance_margin=mm,
             health=eq / mm if mm > 0 else math.inf,
             liquidation_prices=liquidation_prices(b, view),
@@ -801,6 +1028,13 @@ class Engine:
         ids = [account] + [f"{account}:{s}" for s in self.config.symbols]
         return [b for b in (tx.state.peek_bucket(i) for i in ids) if b is not None]
 
+    @staticmethod
+    def _series(listed: Mapping[str, OptionSeries], name: str) -> OptionSeries:
+        found = listed.get(name) if isinstance(name, str) else None
+        if found is None:
+            raise InputError(f"option series {name!r} is not listed (expired or never listed)")
+        return found
+
     def _require_bucket(self, tx: Transaction, bucket: str) -> Bucket:
         found = tx.state.peek_bucket(bucket)
         if found is None:
@@ -811,9 +1045,39 @@ class Engine:
         cached = self._view_cache
         if cached is not None and cached[0] == ts and cached[1] == self._version:
             return cached[2]
-        view = market_view(self.state.assets, self.config, ts)
+        view = market_view(self.state.assets, self.config, ts, self.state.options)
         self._view_cache = (ts, self._version, view)
         return view
+
+    def _option_rows(self, view: MarketView) -> Any:
+        """The option rows of the buckets holding options (``OptionRows``), None if none;
+        rebuilt only when an option or a series changed (not on a price tick)."""
+        version = self.state.options.version
+        cached = self._option_rows_cache
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        holders = [b for _, b in sorted(self.state.peek_buckets()) if b.options]
+        rows = None
+        if holders:
+            from liquidation.options.health import OptionRows
+
+            index = option_view(view).priced.index
+            rows = OptionRows.of(holders, self.state.book.bucket_index, index)  # type: ignore[union-attr]
+        self._option_rows_cache = (version, rows)
+        return rows
+
+    def _option_book(self, rows: Any) -> Any:
+        """The holders' scan book (``EngineOptionBook``), rebuilt only when a position or an
+        option changed since the last scan."""
+        from liquidation.options.health import EngineOptionBook
+
+        key = (self.state.options.version, self.state.book._version)  # type: ignore[union-attr]
+        cached = self._option_book_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        built = EngineOptionBook.build(rows, self.state.book)  # type: ignore[arg-type]
+        self._option_book_cache = (key, built)
+        return built
 
     def _oi(self) -> dict[str, int]:
         return {s: a.long_oi_lots for s, a in self.state.assets.items()}

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from liquidation.errors import EventLogError
 from liquidation.money import MAX_TS_MS
+from liquidation.options.engine_book import OPTION_EVENT_FIELDS
 
 #: Version of the SQLite layout written by :class:`SQLiteEventStore`.
 SCHEMA_VERSION: Final[int] = 2
@@ -80,6 +81,7 @@ EVENT_FIELDS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
             }
         ),
         "insurance": frozenset({"fund_share", "fee_addon_bps", "coverage", "stressed_loss"}),
+        **OPTION_EVENT_FIELDS,
     }
 )
 

@@ -20,6 +20,12 @@ After every command it checks:
 and every ``replay_every`` commands and at the end, that replaying the log gives the live
 state's digest. Everything is deterministic in the seed, so a failure is reproduced by
 running its sequence again (:func:`run_sequence`).
+
+With ``options=True`` (:class:`OptionsDriver`, :data:`FUZZ_OPTIONS_CONFIG`) the mix also lists
+option series and implied-vol surfaces, trades options between accounts and with the vault
+(some beyond the accounts' margin), closes them, settles expiries, and runs Greek-limit
+deleveraging under tight limits; the liquidations then run on the joint price x vol margin.
+The perpetual-only sequences are unchanged (same seeds, same commands).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from liquidation.audit import LedgerAudit
@@ -58,6 +64,9 @@ from liquidation.errors import (
 )
 from liquidation.invariants import violations
 from liquidation.money import MICRO, QTY_SCALE
+from liquidation.options.config import GreekLimits, OptionsConfig
+from liquidation.options.series import OptionSeries
+from liquidation.options.surface import VolSurface
 
 #: The engine configuration the fuzzer drives: three correlated assets, fees, a short ramp,
 #: a small insurance cap, open-interest scaling that binds, and two-feed reference quorums.
@@ -82,6 +91,11 @@ FUZZ_CONFIG = EngineConfig(
         correlation=((1.0, 0.8, 0.6), (0.8, 1.0, 0.7), (0.6, 0.7, 1.0))
     ),
     ramp_ms=600_000,
+)
+#: The options mode: the same engine with Greek limits tight enough for the fuzz to breach.
+FUZZ_OPTIONS_CONFIG = replace(
+    FUZZ_CONFIG,
+    options=OptionsConfig(limits=GreekLimits(delta_usd=150_000, gamma_usd=20_000, vega_usd=4_000)),
 )
 START_PRICES = {"BTCUSDT": 50_000.0, "ETHUSDT": 2_500.0, "SOLUSDT": 150.0}
 ACCOUNTS = ("a0", "a1", "a2", "a3", "a4", "a5")
@@ -467,11 +481,124 @@ class Driver:
             self.keys.append(key)
 
 
-def run_sequence(seed: int, steps: int, replay_every: int = 50) -> FuzzReport:
-    """Run one sequence of about ``steps`` commands and check everything after each."""
+class OptionsDriver(Driver):
+    """:class:`Driver` plus option commands (see the module docstring)."""
+
+    EXPIRIES_MS = (600_000, 1_800_000, 7_200_000)
+
+    def __init__(self, seed: int, config: EngineConfig = FUZZ_OPTIONS_CONFIG) -> None:
+        super().__init__(seed, config)
+
+    def opening(self) -> list[Command]:
+        """The perpetual opening, then a first set of series."""
+        return super().opening() + self._list()
+
+    def next_commands(self) -> list[Command]:
+        """The perpetual mix two times in three, option commands otherwise."""
+        if self.rng.random() < 2 / 3:
+            return super().next_commands()
+        kinds = (
+            ("option_trade", 12),
+            ("option_close", 2),
+            ("settle", 3),
+            ("greeks", 3),
+            ("surface", 1),
+            ("list", 1),
+            ("sweep", 3),
+        )
+        kind = self.rng.choices([k for k, _ in kinds], [w for _, w in kinds])[0]
+        return getattr(self, f"_{kind}")()
+
+    def _listed(self) -> list[str]:
+        state = self.engine.state.options
+        return sorted(n for n, s in state.series.items() if s.expiry_ms > self.ts)
+
+    def _list(self) -> list[Command]:
+        rng, commands = self.rng, []
+        symbols = list(self.level)[:2]
+        for symbol in symbols:
+            expiry = self.ts + rng.choice(self.EXPIRIES_MS)
+            for moneyness in rng.sample([0.9, 0.97, 1.0, 1.03, 1.1], 2):
+                strike = _micro(self.level[symbol] * moneyness)
+                for is_call in (True, False):
+                    series = OptionSeries(symbol, expiry, strike, is_call)
+                    commands.append(Command("list_option", (series,), {"ts": self.ts}))
+        return commands
+
+    def _surface(self) -> list[Command]:
+        rng = self.rng
+        symbol = rng.choice(list(self.level)[:2])
+        surface = VolSurface(
+            atm_vol=rng.uniform(0.3, 1.2),
+            skew=rng.uniform(-0.3, 0.1),
+            curvature=rng.uniform(0, 0.4),
+        )
+        return [Command("set_vol_surface", (symbol, surface), {"ts": self.ts})]
+
+    def _option_trade(self) -> list[Command]:
+        rng, engine = self.rng, self.engine
+        listed = self._listed()
+        if not listed:
+            return self._list()
+        name = rng.choice(listed)
+        series = engine.state.options.series[name]
+        account = rng.choice(ACCOUNTS)
+        base = engine.state.buckets.get(account)
+        if base is None:
+            return self._deposit()
+        try:
+            mark = engine.option_mark(name, self.ts)
+        except (StaleOracleError, GuardedAssetError):
+            return self._advance()
+        money = max(base.balance, 1_000 * MICRO) / MICRO
+        leverage = rng.choice([0.2, 0.5, 1, 3, 8])
+        lots = max(1, int(money * leverage / self.level[series.underlying] * QTY_SCALE))
+        premium = max(0, round(mark * rng.uniform(0.97, 1.03)))
+        other = (
+            rng.choice([a for a in ACCOUNTS if a != account])
+            if rng.random() < 0.4
+            else self.config.vault
+        )
+        buyer, seller = (account, other) if rng.random() < 0.5 else (other, account)
+        kwargs = {"ts": self.ts, "seller": seller, "key": self._key()}
+        return [Command("trade_option", (buyer, name, lots, premium), kwargs)]
+
+    def _option_close(self) -> list[Command]:
+        held = sorted(
+            b for b, x in self.engine.state.buckets.items() if x.options and b != self.config.vault
+        )
+        if not held:
+            return self._option_trade()
+        return [Command("close_options", (self.rng.choice(held),), {"ts": self.ts})]
+
+    def _settle(self) -> list[Command]:
+        listed = self.engine.state.options.series.values()
+        due = sorted({s.expiry_ms for s in listed if s.expiry_ms <= self.ts})
+        if not due:
+            # Time passes towards the nearest expiry, prices follow.
+            return self._advance()
+        return [Command("settle_options", (due[0],), {"ts": self.ts}), *self._list()]
+
+    def _greeks(self) -> list[Command]:
+        held = sorted(
+            b for b, x in self.engine.state.buckets.items() if x.options and b != self.config.vault
+        )
+        if not held:
+            return self._option_trade()
+        account = self.rng.choice(held)
+        return [Command("deleverage_greeks", (account,), {"keeper": "keeper", "ts": self.ts})]
+
+
+def run_sequence(
+    seed: int, steps: int, replay_every: int = 50, *, options: bool = False
+) -> FuzzReport:
+    """Run one sequence of about ``steps`` commands and check everything after each.
+
+    ``options`` drives the mix with option commands (:class:`OptionsDriver`).
+    """
     started = time.perf_counter()
     report = FuzzReport(sequences=1)
-    driver = Driver(seed)
+    driver = OptionsDriver(seed) if options else Driver(seed)
     engine = driver.engine
     audit = LedgerAudit()
     audited = 0
@@ -548,19 +675,23 @@ def _count(event: Any, report: FuzzReport) -> None:
         report.events["reanchor"] += 1
     elif kind == "mark_source" and event.data["source"] == "reference":
         report.events["fallback"] += 1
-    elif kind in ("socialize", "guard_alert"):
+    elif kind in ("socialize", "guard_alert", "option_expiry", "greek_breach"):
         report.events[kind] += 1
+    elif kind == "option_fill":
+        report.events[f"option_fill:{event.data['reason']}"] += 1
 
 
 def run(
     seeds: Iterable[int],
     steps: int,
     progress: Callable[[FuzzReport], None] | None = None,
+    *,
+    options: bool = False,
 ) -> FuzzReport:
     """Run a sequence per seed; ``progress`` is called with the running totals after each."""
     total = FuzzReport()
     for seed in seeds:
-        total.merge(run_sequence(seed, steps))
+        total.merge(run_sequence(seed, steps, options=options))
         if progress is not None:
             progress(total)
     return total

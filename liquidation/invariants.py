@@ -7,7 +7,10 @@
   open positions, and all positions valued at one mark sum to zero within one micro-USD per
   position (the truncation of each value).
 * **Fund**: the insurance fund is never negative.
-* **No debt without positions**: a bucket without positions has a non-negative balance.
+* **No debt without positions**: a bucket without positions (perpetual or option) has a
+  non-negative balance.
+* **Matched options**: every series held is listed, its long lots equal its short lots, and
+  only cross buckets hold options.
 * **Scan equals exact check**: the buckets the engine would liquidate (vectorised scan
   confirmed exactly) are exactly those the integer valuation finds below maintenance.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from liquidation.money import value
+from liquidation.options.engine_book import open_interest
 from liquidation.valuation import below_maintenance
 
 if TYPE_CHECKING:
@@ -39,13 +43,20 @@ def violations(engine: Engine, ts: int | None = None) -> list[str]:
     open_cost = 0
     lots: dict[str, list[int]] = {s: [0, 0] for s in state.assets}
     for bucket_id, bucket in state.buckets.items():
-        if not bucket.positions and bucket.balance < 0:
+        if bucket.options and bucket.is_isolated:
+            found.append(f"{bucket_id}: an isolated bucket holds options")
+        if not bucket.positions and not bucket.options and bucket.balance < 0:
             found.append(f"{bucket_id}: balance {bucket.balance} with no positions")
         for symbol, position in bucket.positions.items():
             lots[symbol][0 if position.lots > 0 else 1] += abs(position.lots)
             open_cost += position.cost
     if state.ledger.realized_pnl != open_cost:
         found.append(f"realized PnL {state.ledger.realized_pnl} != open entry cost {open_cost}")
+    for name, (long, short) in sorted(open_interest(state.buckets.values()).items()):
+        if name not in state.options.series:
+            found.append(f"{name}: held but not listed")
+        if long != short:
+            found.append(f"{name}: long {long} lots, short {short}")
     view = engine.view(ts)
     for symbol, (longs, shorts) in lots.items():
         tracked = state.assets[symbol].long_oi_lots

@@ -15,7 +15,11 @@ held fixed. Because the test itself is evaluated, everything it applies is in th
   marks it;
 * funding: settled funding is already in the collateral; funding accrued since the last
   settlement can be given per asset (``accrued_funding``) and is charged at the probed mark
-  with the engine's own zero-sum rule (:func:`liquidation.funding.funding_payments`).
+  with the engine's own zero-sum rule (:func:`liquidation.funding.funding_payments`);
+* options: a bucket holding options is margined on the joint price x vol grid, and its
+  options are repriced (Black-76) at every probed price of their underlying
+  (:func:`liquidation.valuation.with_asset`); an underlying held only through options gets a
+  row too (``lots`` 0).
 
 The search walks outward from the current oracle price in each direction with doubling steps
 and then bisects to one micro-USD tick, so the result is a crossing of the exact test: at the
@@ -37,7 +41,7 @@ from liquidation.errors import UnknownAccountError
 from liquidation.funding import funding_payments
 from liquidation.mark import decayed_basis, mark_price
 from liquidation.money import MAX_PRICE, MICRO, QTY_SCALE
-from liquidation.valuation import MarketView, below_maintenance
+from liquidation.valuation import MarketView, below_maintenance, valued_legs, with_asset
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,8 @@ def liquidation_prices(
     }
     view: MarketView = engine.view(ts)  # type: ignore[attr-defined]
     results = []
-    for symbol in sorted(bucket.positions):
-        position = bucket.positions[symbol]
+    for symbol in sorted(valued_legs(bucket, view)):
+        position = bucket.positions.get(symbol)
         oracle = view.oracle(symbol)
         state = engine.state.assets[symbol]  # type: ignore[attr-defined]
         basis = decayed_basis(state.basis, state.basis_ms, view.ts_ms, config.mark)
@@ -146,7 +150,7 @@ def liquidation_prices(
                 price=mark_price(price, basis, config.mark),
                 guarded=False,
             )
-            probe = replace(view, assets={**view.assets, symbol: margin})
+            probe = with_asset(view, symbol, margin)
             return below_maintenance(_with_funding(engine, bucket, probe, rates), probe)
 
         now = liquidated(oracle)
@@ -155,7 +159,7 @@ def liquidation_prices(
             LiquidationPrice(
                 bucket=bucket_id,
                 asset=symbol,
-                lots=position.lots,
+                lots=position.lots if position is not None else 0,
                 oracle=oracle,
                 mark=view.price(symbol),
                 below=below,
@@ -198,6 +202,7 @@ def account_liquidation_prices(
         result
         for bucket in engine.buckets_of(account)  # type: ignore[attr-defined]
         if engine.state.buckets[bucket].positions  # type: ignore[attr-defined]
+        or engine.state.buckets[bucket].options  # type: ignore[attr-defined]
         for result in liquidation_prices(engine, bucket, ts, accrued_funding=accrued_funding)
     ]
 

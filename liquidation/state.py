@@ -33,6 +33,7 @@ from liquidation.accounts import Bucket, Position, split_bucket_id
 from liquidation.config import EngineConfig
 from liquidation.errors import EventLogError
 from liquidation.events import Event
+from liquidation.options.engine_book import OPTION_HANDLERS, OptionsState
 from liquidation.rules.oracle_guard import ReferenceQuote
 from liquidation.rules.ramp import RampState
 from liquidation.scan import PositionBook
@@ -195,6 +196,7 @@ class EngineState:
     adl_fills: int = 0
     keepers: dict[str, int] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)
+    options: OptionsState = field(default_factory=OptionsState)
 
     def fork(self) -> EngineState:
         """A copy to plan one command on: buckets copied on access, no position book.
@@ -214,6 +216,7 @@ class EngineState:
             adl_fills=self.adl_fills,
             keepers=dict(self.keepers),
             keys=self.keys,
+            options=self.options.copy(),
         )
 
     def peek_bucket(self, bucket: str) -> Bucket | None:
@@ -352,6 +355,7 @@ def state_digest(state: EngineState, *, counters: bool = True) -> str:
                 b.portfolio,
                 b.last_liquidation_ms,
                 [[a, p.lots, p.cost, p.risk_since_ms] for a, p in sorted(b.positions.items())],
+                *([sorted(b.options.items())] if b.options else []),
             ]
             for k, b in sorted(state.peek_buckets())
         },
@@ -369,6 +373,7 @@ def state_digest(state: EngineState, *, counters: bool = True) -> str:
         "liquidations": state.liquidations,
         "adl_fills": state.adl_fills,
         "keepers": dict(sorted(state.keepers.items())),
+        "options": state.options.digest_payload(),
     }
     if counters:
         payload["log"] = [state.n_events, state.n_commands, dict(sorted(state.keys.items()))]
@@ -576,4 +581,5 @@ _HANDLERS: dict[str, Callable[[EngineState, int, dict[str, Any]], None]] = {
     "socialize": _on_socialize,
     "liquidation": _on_liquidation,
     "insurance": _on_insurance,
+    **OPTION_HANDLERS,
 }

@@ -52,7 +52,7 @@ class Transaction:
     def view(self) -> MarketView:
         """Margin inputs of every asset at the command's time, on the planned state."""
         if self._view is None:
-            self._view = market_view(self.state.assets, self.config, self.ts)
+            self._view = market_view(self.state.assets, self.config, self.ts, self.state.options)
         return self._view
 
     def savepoint(self) -> Transaction:

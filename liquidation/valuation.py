@@ -11,10 +11,12 @@ code as the real ones.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +26,11 @@ from liquidation.config import AssetConfig, EngineConfig
 from liquidation.errors import StaleOracleError
 from liquidation.mark import decayed_basis, mark_price
 from liquidation.money import MICRO, QTY_SCALE, value
+from liquidation.options.engine_book import (
+    DEFAULT_HORIZON_HOURS,
+    OptionsView,
+    options_market,
+)
 from liquidation.portfolio import portfolio_requirement, scenario_returns
 from liquidation.rules.closeout import slippage_rate
 from liquidation.rules.margin import (
@@ -35,6 +42,9 @@ from liquidation.rules.margin import (
 from liquidation.rules.oracle_guard import is_stale, reference_price
 from liquidation.rules.ramp import at_time, classes
 from liquidation.state import AssetState
+
+if TYPE_CHECKING:
+    from liquidation.options.engine_book import OptionsState
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,10 @@ class AssetMargin:
 
 @dataclass(frozen=True)
 class MarketView:
-    """Per-asset margin inputs at ``ts_ms`` plus the portfolio scenario grid."""
+    """Per-asset margin inputs at ``ts_ms`` plus the portfolio scenario grid.
+
+    ``options`` values the listed option series at this market (None when none is listed).
+    """
 
     ts_ms: int
     config: EngineConfig
@@ -91,6 +104,7 @@ class MarketView:
     returns: NDArray[np.float64]
     vol_level: NDArray[np.float64]
     liquidity_cost: NDArray[np.float64]
+    options: OptionsView | None = None
 
     def price(self, symbol: str) -> int:
         """Mark price of ``symbol``; raises :class:`StaleOracleError` if it has none."""
@@ -155,9 +169,12 @@ def asset_margin(
 
 
 def market_view(
-    asset_states: dict[str, AssetState], config: EngineConfig, ts_ms: int
+    asset_states: dict[str, AssetState],
+    config: EngineConfig,
+    ts_ms: int,
+    options: OptionsState | None = None,
 ) -> MarketView:
-    """Freeze the margin inputs of every asset at ``ts_ms``."""
+    """Freeze the margin inputs of every asset at ``ts_ms`` (and of the listed ``options``)."""
     assets = {
         a.symbol: asset_margin(asset_states[a.symbol], a, config, ts_ms) for a in config.assets
     }
@@ -175,7 +192,31 @@ def market_view(
             for m in (assets[s] for s in config.symbols)
         ]
     )
-    return MarketView(ts_ms, config, assets, returns, vol_level, liquidity)
+    option_view = None
+    if options is not None and options.series:
+        horizons = np.array(
+            [
+                p.horizon_hours
+                if (p := asset_states[s].params) is not None
+                else DEFAULT_HORIZON_HOURS
+                for s in config.symbols
+            ]
+        )
+        # An unpriced underlying gets a placeholder forward: every use of its series
+        # requires a usable price first (nothing is valued at a guarded or missing price).
+        prices = np.array([assets[s].price / MICRO if assets[s].price else 1.0
+                           for s in config.symbols])  # fmt: skip
+        market = options_market(
+            prices,
+            sigmas,
+            np.array([assets[s].sigma for s in config.symbols]),
+            horizons,
+            liquidity,
+            _correlation(config),
+            ts_ms,
+        )
+        option_view = OptionsView(options, market, config.symbols, config.options)
+    return MarketView(ts_ms, config, assets, returns, vol_level, liquidity, option_view)
 
 
 @functools.lru_cache(maxsize=64)
@@ -192,13 +233,60 @@ def equity(balance: int, positions: Iterable[Position], view: MarketView) -> int
 
 def below_maintenance(bucket: Bucket, view: MarketView) -> bool:
     """The exact liquidation test: positions, no guarded leg, and equity below maintenance."""
-    if not bucket.positions or any(view.assets[a].guarded for a in bucket.positions):
+    legs = valued_legs(bucket, view)
+    if not legs or any(view.assets[a].guarded for a in legs):
         return False
-    positions = bucket.positions.values()
-    return liquidatable(
-        equity(bucket.balance, positions, view),
-        maintenance_margin(positions, bucket.portfolio, view),
-    )
+    return liquidatable(bucket_equity(bucket, view), bucket_maintenance(bucket, view))
+
+
+def with_asset(view: MarketView, symbol: str, margin: AssetMargin) -> MarketView:
+    """``view`` with ``symbol``'s margin inputs replaced (a probed price): the options on it
+    are repriced at the new mark, everything else is kept."""
+    options = view.options
+    if options is not None and margin.price is not None:
+        prices = options.market.price.copy()
+        prices[view.config.symbols.index(symbol)] = margin.price / MICRO
+        market = dataclasses.replace(options.market, price=prices)
+        options = OptionsView(options.state, market, options.symbols, options.config)
+    return dataclasses.replace(view, assets={**view.assets, symbol: margin}, options=options)
+
+
+# -- a whole bucket, perpetuals and options ------------------------------------------------------
+def option_view(view: MarketView) -> OptionsView:
+    """The view's options valuation (raises if no series is listed: nothing to value)."""
+    if view.options is None:
+        raise StaleOracleError(f"no option series is listed at ts={view.ts_ms}")
+    return view.options
+
+
+def valued_legs(bucket: Bucket, view: MarketView) -> set[str]:
+    """Assets whose price values the bucket: its perpetuals and its options' underlyings."""
+    legs = set(bucket.positions)
+    if bucket.options:
+        legs |= option_view(view).underlyings(bucket.options)
+    return legs
+
+
+def bucket_equity(bucket: Bucket, view: MarketView) -> int:
+    """Collateral plus perpetual PnL plus the options' marked value, micro-USD."""
+    eq = equity(bucket.balance, bucket.positions.values(), view)
+    return eq + option_view(view).value(bucket.options) if bucket.options else eq
+
+
+def bucket_maintenance(bucket: Bucket, view: MarketView) -> int:
+    """Maintenance of a bucket: with options, the joint price x vol grid of its perpetuals
+    and options (:mod:`liquidation.options.risk`, netting hedges and correlated
+    underlyings); without, :func:`maintenance_margin`."""
+    if bucket.options:
+        return option_view(view).maintenance(bucket.options, bucket.positions.values())
+    return maintenance_margin(bucket.positions.values(), bucket.portfolio, view)
+
+
+def bucket_initial(bucket: Bucket, view: MarketView, long_oi_lots: dict[str, int]) -> int:
+    """Initial margin of a bucket (with options: the joint grid times its initial factor)."""
+    if bucket.options:
+        return option_view(view).initial(bucket.options, bucket.positions.values())
+    return initial_margin(bucket.positions.values(), bucket.portfolio, view, long_oi_lots)
 
 
 def notional(position: Position, view: MarketView) -> int:

@@ -32,7 +32,8 @@ step as one command.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from liquidation.accounts import Bucket, Position
@@ -44,7 +45,9 @@ from liquidation.errors import (
     UnknownAccountError,
 )
 from liquidation.fills import fill_amounts, fill_events
-from liquidation.money import charge, split_pro_rata, value
+from liquidation.money import MICRO, QTY_SCALE, charge, split_pro_rata, value
+from liquidation.options.limits import ExecutedStep, deleveraging_plan
+from liquidation.options.limits import breaches as greek_breaches
 from liquidation.rules.adl import AdlCandidate, allocate
 from liquidation.rules.backstop import (
     backstop_ppm,
@@ -68,7 +71,17 @@ from liquidation.rules.penalty import fund_available, fund_cover, penalty_due, s
 from liquidation.rules.socialization import socialize
 from liquidation.trading import sweep_isolated
 from liquidation.transaction import Transaction
-from liquidation.valuation import MarketView, equity, maintenance_margin, notional
+from liquidation.valuation import (
+    MarketView,
+    below_maintenance,
+    bucket_equity,
+    bucket_maintenance,
+    equity,
+    maintenance_margin,
+    notional,
+    option_view,
+    valued_legs,
+)
 
 Step = Literal["partial", "full", "backstop", "adl"]
 
@@ -135,6 +148,8 @@ def liquidate(tx: Transaction, bucket_id: str, keeper: str) -> LiquidationReport
     bucket = tx.state.peek_bucket(bucket_id)
     if bucket is None:
         raise UnknownAccountError(f"no margin bucket {bucket_id!r} to liquidate")
+    if bucket.options:
+        return liquidate_with_options(tx, bucket_id, keeper)
     if keeper == bucket.account:
         raise InputError(
             f"keeper {keeper!r} cannot liquidate its own account's bucket {bucket_id!r}; "
@@ -596,3 +611,227 @@ def _simulate(
 
 def _ordered(bucket: Bucket) -> list[Position]:
     return [bucket.positions[a] for a in sorted(bucket.positions)]
+
+
+# -- buckets holding options -----------------------------------------------------------------------
+def option_close_premium(view: MarketView, name: str, lots: int) -> int:
+    """Premium (micro-USD per unit) at which a bucket changes its option position by ``lots``
+    against the vault: the mark moved against it by the option's modelled close-out cost (its
+    delta's liquidity cost plus the vol spread, as in the margin), never below zero."""
+    options = option_view(view)
+    priced = options.priced
+    i = priced.index[name]
+    mark = float(priced.risk.value[i])
+    cost = float(priced.risk.liquidity[i])
+    if lots > 0:  # buying back a short
+        return math.ceil((mark + cost) * MICRO)
+    return max(0, math.floor((mark - cost) * MICRO))
+
+
+def _option_fill(tx: Transaction, buyer: str, seller: str, name: str, lots: int, premium: int,
+                 reason: str) -> int:  # fmt: skip
+    """Emit one option fill; returns the premium amount that moved (micro-USD)."""
+    series = tx.state.options.series[name]
+    amount = value(lots, premium)
+    tx.emit(
+        "option_fill",
+        {
+            "series": series.to_dict(),
+            "buyer": buyer,
+            "seller": seller,
+            "lots": lots,
+            "premium": premium,
+            "amount": amount,
+            "reason": reason,
+        },
+    )
+    return amount
+
+
+def close_option(tx: Transaction, bucket_id: str, name: str, lots: int, reason: str) -> int:
+    """Change ``bucket_id``'s position in series ``name`` by ``lots`` (reducing it) against
+    the vault at :func:`option_close_premium`; returns the premium amount moved."""
+    vault = tx.config.vault
+    premium = option_close_premium(tx.view(), name, lots)
+    if lots > 0:
+        return _option_fill(tx, bucket_id, vault, name, lots, premium, reason)
+    return _option_fill(tx, vault, bucket_id, name, -lots, premium, reason)
+
+
+def liquidate_with_options(tx: Transaction, bucket_id: str, keeper: str) -> LiquidationReport:
+    """One waterfall step on a bucket holding options (below its joint maintenance).
+
+    The options are closed against the vault at their marks moved by their close-out cost
+    (the market step), in one command with the rest: if perpetuals remain and the bucket is
+    still below their maintenance, the perpetual waterfall above continues on the same plan
+    (partial, full, fund, backstop, ADL, socialization); if nothing remains and the balance
+    is negative, the fund covers it within its cap and the rest is socialized. The
+    maintenance here is the joint grid of :mod:`liquidation.options.risk`, so a hedged book
+    that a perpetual-only check would flag is never liquidated.
+
+    Raises
+    ------
+    NotLiquidatableError, RateLimitedError, GuardedAssetError, StaleOracleError, InputError
+        As :func:`liquidate`.
+    """
+    bucket = tx.state.peek_bucket(bucket_id)
+    if bucket is None:
+        raise UnknownAccountError(f"no margin bucket {bucket_id!r} to liquidate")
+    if keeper == bucket.account:
+        raise InputError(
+            f"keeper {keeper!r} cannot liquidate its own account's bucket {bucket_id!r}; "
+            "another keeper must"
+        )
+    if bucket.account == tx.config.vault or tx.state.peek_bucket(tx.config.vault) is None:
+        raise NotLiquidatableError(
+            f"{bucket_id!r}: options close against the vault, which is this bucket or absent"
+        )
+    view = tx.view()
+    for symbol in sorted(valued_legs(bucket, view)):
+        require_priced(view, symbol, f"liquidate {bucket_id!r}")
+    eq, mm = bucket_equity(bucket, view), bucket_maintenance(bucket, view)
+    if eq >= mm:
+        raise NotLiquidatableError(
+            f"{bucket_id!r} at ts={tx.ts}: equity {eq} >= maintenance {mm} (perpetuals and "
+            "options on the joint grid); not liquidatable"
+        )
+    cfg = tx.config.liquidation
+    emergency = is_emergency(eq, mm, 0, cfg.emergency_health)
+    last = bucket.last_liquidation_ms
+    if rate_limited(emergency, last, tx.ts, cfg.cooldown_ms):
+        assert last is not None
+        raise RateLimitedError(
+            f"{bucket_id!r} at ts={tx.ts}: last liquidation step at {last}, cooldown "
+            f"{cfg.cooldown_ms} ms; retry at {last + cfg.cooldown_ms}"
+        )
+    closed_notional = 0
+    for name, lots in sorted(bucket.options.items()):
+        closed_notional += abs(close_option(tx, bucket_id, name, -lots, "liquidation"))
+    after = tx.state.peek_bucket(bucket_id)
+    assert after is not None and not after.options
+    if after.positions and below_maintenance(after, tx.view()):
+        report = liquidate(tx, bucket_id, keeper)
+        return replace(report, equity_before=eq, mm_before=mm)
+    penalty = 0
+    balance = _balance(tx, bucket_id)
+    if balance > 0:
+        penalty = penalty_due(closed_notional, bucket_equity(after, tx.view()), cfg.penalty_rate)
+        _charge_penalty(tx, bucket_id, keeper, penalty)
+    bad_debt = fund_paid = socialized = 0
+    if not after.positions:
+        bad_debt = max(0, -_balance(tx, bucket_id))
+        available = fund_available(tx.state.insurance.fund, cfg.insurance_cap_per_event_usd)
+        fund_paid = fund_cover(bad_debt, available)
+        if fund_paid:
+            tx.emit("fund_cover", {"bucket": bucket_id, "amount": fund_paid})
+        if bad_debt > fund_paid:
+            socialized = bad_debt - fund_paid
+            _socialize(tx, bucket_id, socialized)
+    step: Step = "partial" if after.positions else "full"
+    return _finish(
+        tx, bucket_id, keeper, step, 1.0, eq, mm, penalty, bad_debt, fund_paid,
+        socialized=socialized,
+    )  # fmt: skip
+
+
+def deleverage_greeks(tx: Transaction, account: str, keeper: str) -> list[ExecutedStep]:
+    """Plan the Greek-limit partial liquidation of ``account``'s cross bucket, delta first.
+
+    The plan is :func:`liquidation.options.limits.deleveraging_plan` on the bucket's
+    perpetuals and options with their Greeks at the view; the breach and the plan are logged
+    (``greek_breach``), then each step closes against the vault: a perpetual at the mark
+    moved by the slippage model, if the vault's margin admits it; an option at
+    :func:`option_close_premium`. Steps under one lot, or refused by the vault, are skipped
+    and reported.
+
+    Raises
+    ------
+    NotLiquidatableError
+        The bucket is within every limit (or holds nothing).
+    GuardedAssetError, StaleOracleError
+        An underlying of a breach has no usable price (nothing is logged).
+    """
+    bucket = tx.state.peek_bucket(account)
+    if bucket is None:
+        raise UnknownAccountError(f"no margin bucket {account!r}")
+    if keeper == bucket.account:
+        raise InputError(f"keeper {keeper!r} cannot deleverage its own account")
+    if not bucket.options:
+        raise NotLiquidatableError(f"{account!r} holds no options: no Greek limit applies")
+    view = tx.view()
+    for symbol in sorted(valued_legs(bucket, view)):
+        require_priced(view, symbol, f"deleverage {account!r} for its Greek limits")
+    holdings = option_view(view).holdings(bucket.options, bucket.positions.values())
+    limits = tx.config.options.limits
+    if not greek_breaches(holdings, limits):
+        raise NotLiquidatableError(f"{account!r} at ts={tx.ts} is within its Greek limits")
+    plan = deleveraging_plan(holdings, limits)
+    tx.emit(
+        "greek_breach",
+        {
+            "account": account,
+            "keeper": keeper,
+            "steps": [
+                {"instrument": s.instrument, "qty": s.qty, "greek": s.breach.greek,
+                 "value": s.breach.value, "limit": s.breach.limit}
+                for s in plan
+            ],
+        },
+    )  # fmt: skip
+    done = []
+    for step in plan:
+        now = tx.state.peek_bucket(account)
+        assert now is not None
+        greek = step.breach.greek
+        if step.instrument.startswith("perp:"):
+            asset = step.instrument.removeprefix("perp:")
+            position = now.positions.get(asset)
+            lots = _step_lots(step.qty, position.lots if position is not None else 0)
+            if lots == 0 or position is None:
+                done.append(ExecutedStep(step.instrument, 0, greek, None, True))
+                continue
+            fill = _market_fill(tx.view(), position, lots, tx.ts)
+            taken = _take_by_vault(tx, now, [fill], "greek_limit")
+            done.append(ExecutedStep(step.instrument, lots, greek, fill.exec_price, not taken))
+            continue
+        lots = _step_lots(step.qty, now.options.get(step.instrument, 0))
+        if lots == 0:
+            done.append(ExecutedStep(step.instrument, 0, greek, None, True))
+            continue
+        premium = option_close_premium(tx.view(), step.instrument, lots)
+        close_option(tx, account, step.instrument, lots, "greek_limit")
+        done.append(ExecutedStep(step.instrument, lots, greek, premium, False))
+    return done
+
+
+def _step_lots(planned: float, held: int) -> int:
+    """Lots to trade for a planned close: rounded up (so the breach is cured, not left a
+    fraction of a lot over its limit), never beyond the position held, reducing it."""
+    magnitude = min(math.ceil(abs(planned) * QTY_SCALE), abs(held))
+    return -magnitude if held > 0 else magnitude
+
+
+def cover_settlement_debt(tx: Transaction, bucket_ids: list[str]) -> int:
+    """Cover the debt an expiry leaves on buckets with nothing left to liquidate.
+
+    A short option that expires in the money on a bucket that was not liquidated in time (its
+    price guarded, no keeper, or the vault itself) can leave a negative balance and no
+    position: the insurance fund pays it within its cap for the event, the rest is socialized
+    (as in the waterfall's bankruptcy step). Returns the total debt covered.
+    """
+    cfg = tx.config.liquidation
+    available = fund_available(tx.state.insurance.fund, cfg.insurance_cap_per_event_usd)
+    paid = total = 0
+    for bucket_id in sorted(bucket_ids):
+        bucket = tx.state.peek_bucket(bucket_id)
+        if bucket is None or bucket.positions or bucket.options or bucket.balance >= 0:
+            continue
+        debt = -bucket.balance
+        cover = fund_cover(debt, available - paid)
+        if cover:
+            tx.emit("fund_cover", {"bucket": bucket_id, "amount": cover})
+            paid += cover
+        if debt > cover:
+            _socialize(tx, bucket_id, debt - cover)
+        total += debt
+    return total

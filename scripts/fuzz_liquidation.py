@@ -3,14 +3,15 @@
 Usage::
 
     .venv/bin/python scripts/fuzz_liquidation.py [--commands 1000000] [--steps 400]
-        [--first-seed 0] [--workers 2] [--json report.json]
+        [--first-seed 0] [--workers 2] [--json report.json] [--options]
 
 Sequence ``i`` drives a fresh engine through ``--steps`` commands from seed
 ``first-seed + i`` (see :mod:`liquidation.fuzz`); enough sequences run to reach
 ``--commands``, spread over ``--workers`` processes. Progress goes to stderr. Exit status 0
 means zero invariant failures; otherwise each failure is printed with the seed and step that
-reproduce it (``liquidation.fuzz.run_sequence(seed, steps)``). ``make fuzz`` runs it with
-``nice``.
+reproduce it (``liquidation.fuzz.run_sequence(seed, steps)``). ``--options`` runs the options
+mode (option series, trades, expiries, Greek-limit deleveraging; ``options=True``).
+``make fuzz`` runs it with ``nice``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first sequence")
     parser.add_argument("--workers", type=int, default=2, help="processes")
     parser.add_argument("--json", type=Path, help="write the report as JSON")
+    parser.add_argument("--options", action="store_true", help="the options mode")
     args = parser.parse_args(argv)
     if args.commands < 1 or args.steps < 1 or args.workers < 1:
         parser.error("--commands, --steps and --workers must be positive")
@@ -45,7 +47,8 @@ def main(argv: list[str]) -> int:
         file=sys.stderr,
     )
     with multiprocessing.Pool(args.workers) as pool:
-        work = pool.imap_unordered(_sequence, ((s, args.steps) for s in seeds), chunksize=4)
+        tasks = ((s, args.steps, args.options) for s in seeds)
+        work = pool.imap_unordered(_sequence, tasks, chunksize=4)
         for done, report in enumerate(work, start=1):
             total.merge(report)
             if done % 100 == 0 or done == sequences:
@@ -85,9 +88,9 @@ def main(argv: list[str]) -> int:
     return 1 if total.failures else 0
 
 
-def _sequence(task: tuple[int, int]) -> FuzzReport:
-    seed, steps = task
-    return run_sequence(seed, steps)
+def _sequence(task: tuple[int, int, bool]) -> FuzzReport:
+    seed, steps, options = task
+    return run_sequence(seed, steps, options=options)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,16 @@ the RiskSnapshots in force, the prices now, funding accrued). It is replayed int
 engine (never the venue's own: a request cannot touch the venue's state) and answered with
 :func:`liquidation.liquidation_price.account_liquidation_prices`, exactly the CLI's ``--json``.
 
+Two modes, echoed in the answer's ``parameters``:
+
+* **(a) the caller's parameters**: the body carries ``snapshots`` (an empty list means the
+  engine's conservative fallback) and default asset parameters apply;
+* **(b) the venue's parameters in force**: a body *without* ``snapshots`` is computed against
+  what the venue applies now (:class:`liquidation.account_spec.InForce`: its asset
+  configuration and the snapshot in force per asset, read from its engine), and the answer
+  names the ``update_id`` used per asset (``null``: the asset runs on its fallback). A server
+  without a venue behind it answers (b) with a 422 problem ``no-parameters-in-force``.
+
 Every refusal is an RFC 9457 problem (``application/problem+json``) with a 4xx status and the
 field named: a body over :data:`MAX_BODY_BYTES` (413), no ``Content-Length`` (411), a media
 type other than JSON (415), JSON that :func:`serving.strict_json.loads` refuses, an account
@@ -20,10 +30,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Final
 
-from liquidation.account_spec import AccountSpec, engine_for_account
+from liquidation.account_spec import (
+    AccountSpec,
+    InForce,
+    engine_for_account,
+    with_parameters_in_force,
+)
 from liquidation.errors import InputError, LiquidationCoreError
 from liquidation.liquidation_price import account_liquidation_prices, wire_row
 from serving.strict_json import StrictJsonError, loads
@@ -90,8 +106,12 @@ def content_length(header: str | None) -> int:
     return length
 
 
-def answer(body: bytes, content_type: str | None) -> Answer:
+def answer(
+    body: bytes, content_type: str | None, in_force: Callable[[], InForce] | None = None
+) -> Answer:
     """Liquidation prices of the account in ``body`` as ``(status, body, media type)``.
+
+    ``in_force`` returns the venue's parameters now (mode (b), see the module docstring).
 
     Never raises for any input: a refusal is a 4xx problem; an unexpected failure is logged
     with its traceback and answered as a 500 problem (the fuzz tests assert none occurs).
@@ -101,7 +121,7 @@ def answer(body: bytes, content_type: str | None) -> Answer:
             429, "too-many-requests", f"{MAX_CONCURRENT} requests are being computed; retry"
         )
     try:
-        result = json.dumps(_prices(body, content_type), sort_keys=True).encode()
+        result = json.dumps(_prices(body, content_type, in_force), sort_keys=True).encode()
         return 200, result, "application/json"
     except Problem as exc:
         return exc.answer()
@@ -112,7 +132,9 @@ def answer(body: bytes, content_type: str | None) -> Answer:
         COMPUTING.release()
 
 
-def _prices(body: bytes, content_type: str | None) -> dict[str, Any]:
+def _prices(
+    body: bytes, content_type: str | None, in_force: Callable[[], InForce] | None
+) -> dict[str, Any]:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "application/json":
         raise Problem(415, "unsupported-media-type", "send the account as application/json")
@@ -124,9 +146,20 @@ def _prices(body: bytes, content_type: str | None) -> dict[str, Any]:
         for key, bound in (("positions", MAX_POSITIONS), ("snapshots", MAX_SNAPSHOTS)):
             if isinstance(data.get(key), list) and len(data[key]) > bound:
                 raise Problem(422, "too-large", f"'{key}': at most {bound} per request")
+    venue_mode = isinstance(data, dict) and "snapshots" not in data
+    if venue_mode and in_force is None:
+        raise Problem(
+            422,
+            "no-parameters-in-force",
+            "this server has no venue behind it: send the 'snapshots' to compute against",
+        )
     try:
         spec = AccountSpec.parse(data)
-        engine = engine_for_account(spec)
+        config = None
+        if venue_mode:
+            assert in_force is not None
+            spec, config = with_parameters_in_force(spec, in_force())
+        engine = engine_for_account(spec, config)
         results = account_liquidation_prices(
             engine, spec.account, spec.at_ms, accrued_funding=spec.accrued_funding
         )
@@ -134,10 +167,19 @@ def _prices(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise Problem(422, "invalid-account", str(exc)) from None
     except LiquidationCoreError as exc:
         raise Problem(422, "account-rejected", f"{type(exc).__name__}: {exc}") from None
+    # The snapshot each asset's margin used at 'at' (None: expired, halted or none: fallback).
+    in_force_ids = {
+        s: a.params.update_id if a.params is not None and a.params.is_usable(spec.at_ms) else None
+        for s, a in engine.state.assets.items()
+    }
     return {
         "account": spec.account,
         "at_ms": spec.at_ms,
         "positions": [wire_row(r) for r in results],
+        "parameters": {
+            "source": "venue" if venue_mode else "request",
+            "update_ids": {s: in_force_ids.get(s) for s in sorted(spec.prices)},
+        },
     }
 
 
@@ -206,6 +248,7 @@ OPENAPI: Final[dict[str, Any]] = {
                                         },
                                     },
                                     "snapshots": {
+                                        "description": ("absent: the venue's parameters in force"),
                                         "type": "array",
                                         "maxItems": MAX_SNAPSHOTS,
                                         "items": {"type": "object"},
@@ -226,10 +269,28 @@ OPENAPI: Final[dict[str, Any]] = {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
-                                    "required": ["account", "at_ms", "positions"],
+                                    "required": [
+                                        "account",
+                                        "at_ms",
+                                        "positions",
+                                        "parameters",
+                                    ],
                                     "properties": {
                                         "account": {"type": "string"},
                                         "at_ms": {"type": "integer"},
+                                        "parameters": {
+                                            "type": "object",
+                                            "required": ["source", "update_ids"],
+                                            "properties": {
+                                                "source": {"enum": ["request", "venue"]},
+                                                "update_ids": {
+                                                    "type": "object",
+                                                    "additionalProperties": {
+                                                        "type": ["integer", "null"]
+                                                    },
+                                                },
+                                            },
+                                        },
                                         "positions": {
                                             "type": "array",
                                             "items": {

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from liquidation.account_spec import InForce
 from liquidation.engine import Engine
 from liquidation.errors import LiquidationCoreError, NotLiquidatableError, RateLimitedError
 from liquidation.events import SQLiteEventStore
@@ -136,6 +137,18 @@ class Venue:
             for symbol, asset in self.engine.state.assets.items()
             if asset.params is not None
         }
+
+    def parameters_in_force(self) -> InForce:
+        """The engine configuration and the snapshot in force per asset (the parameters
+        ``POST /v1/liquidation-price`` uses when the caller sends none)."""
+        return InForce(
+            self.config,
+            {
+                symbol: asset.params
+                for symbol, asset in self.engine.state.assets.items()
+                if asset.params is not None
+            },
+        )
 
     def poll(self, now_ms: int) -> PollOutcome:
         """Read ``/v1/risk`` once and apply what the gate admits, at venue time ``now_ms``."""

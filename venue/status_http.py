@@ -17,6 +17,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from liquidation.account_spec import InForce
 from venue import liquidation_http
 
 
@@ -29,6 +30,10 @@ class StatusServer:
         Returns the JSON-able status (called per request; must not block).
     metrics
         Returns the Prometheus text exposition.
+    in_force
+        Returns the venue's parameters in force (its configuration and snapshots), for
+        liquidation prices against them (:mod:`venue.liquidation_http`, mode (b)); None
+        serves only mode (a).
     """
 
     def __init__(
@@ -37,6 +42,7 @@ class StatusServer:
         metrics: Callable[[], bytes],
         host: str = "127.0.0.1",
         port: int = 0,
+        in_force: Callable[[], InForce] | None = None,
     ) -> None:
         routes: dict[str, Callable[[], tuple[bytes, str]]] = {
             "/status": lambda: (
@@ -93,7 +99,7 @@ class StatusServer:
                     return
                 body = self.rfile.read(length)
                 self._send(
-                    *liquidation_http.answer(body, self.headers.get("Content-Type")),
+                    *liquidation_http.answer(body, self.headers.get("Content-Type"), in_force),
                     with_body=True,
                 )
 

@@ -24,8 +24,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
-#: Seconds in the year used to turn expiry times into ``T`` (365 days, as Deribit).
-YEAR_MS: float = 365.0 * 24 * 3_600_000
+from liquidation.options.series import YEAR_MS
+
+__all__ = ["YEAR_MS", "Greeks", "greeks", "price"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ notional for a perpetual) are skipped and reported.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,19 +20,9 @@ import numpy as np
 from liquidation.admission import require_priced
 from liquidation.money import MICRO, QTY_SCALE
 from liquidation.options.ledger import OptionsLedger, account_risk, options_market
+from liquidation.options.limits import ExecutedStep
 from liquidation.options.risk import build_grid, series_risk
 from liquidation.options.series import SeriesArrays
-
-
-@dataclass(frozen=True)
-class ExecutedStep:
-    """One close carried out (``lots`` signed, the account's side) or skipped."""
-
-    instrument: str
-    lots: int
-    greek: str
-    price: int | None
-    skipped: bool
 
 
 def execute_greek_plan(

@@ -23,14 +23,22 @@ collateral, minus the perpetuals' cost, plus option premiums and settlements.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+from liquidation.money import QTY_SCALE
 from liquidation.options.config import OptionsMarginConfig
 from liquidation.options.risk import Grid, OptionsMarket, SeriesRisk
+
+if TYPE_CHECKING:
+    from liquidation.accounts import Bucket
+    from liquidation.options.engine_book import OptionsView
+    from liquidation.scan import PositionBook
 
 #: Accounts per chunk of the exact grid (bounds the dense chunk x scenarios temporaries).
 CHUNK = 8_192
@@ -197,3 +205,105 @@ class OptionsBook:
             worst = (liquidity[start:stop, None] - pnl).max(axis=1)
             result[start:stop] = np.maximum(worst, 0.0)
         return result
+
+
+#: Slack of the engine's filter on top of the float tolerance: the exact check is in integer
+#: micro-USD (equity rounded down, maintenance up), so it may flag up to 2 micro-USD earlier.
+INTEGER_SLACK_USD = 3e-6
+
+
+@dataclass(frozen=True)
+class OptionRows:
+    """The option positions of the buckets holding options, as arrays (the engine caches
+    them until an option changes: a price tick rebuilds nothing).
+
+    ``holders`` are bucket ids, ``holder_index`` their rows in the engine's
+    :class:`~liquidation.scan.PositionBook`; ``account`` indexes ``holders``, ``series`` the
+    view's priced series (sorted names).
+    """
+
+    holders: list[str]
+    holder_index: NDArray[np.int64]
+    account: NDArray[np.int64]
+    series: NDArray[np.int64]
+    qty: NDArray[np.float64]
+
+    @classmethod
+    def of(
+        cls,
+        buckets: Sequence[Bucket],
+        book_index: Mapping[str, int],
+        series_index: Mapping[str, int],
+    ) -> OptionRows:
+        """Rows of every option of ``buckets`` (each holding at least one)."""
+        account, series, qty = [], [], []
+        for j, bucket in enumerate(buckets):
+            for name, lots in bucket.options.items():
+                account.append(j)
+                series.append(series_index[name])
+                qty.append(lots / QTY_SCALE)
+        return cls(
+            holders=[b.bucket_id for b in buckets],
+            holder_index=np.array([book_index[b.bucket_id] for b in buckets], dtype=np.int64),
+            account=np.array(account, dtype=np.int64),
+            series=np.array(series, dtype=np.int64),
+            qty=np.array(qty, dtype=np.float64),
+        )
+
+
+@dataclass
+class EngineOptionBook:
+    """The scan book of the option holders built from the engine's position book, with each
+    holder's perpetual entry cost (cached by the engine until a position changes: a price
+    tick reuses it, sparse side matrix included, and only the balances are read again)."""
+
+    book: OptionsBook
+    entry_cost: NDArray[np.float64]
+
+    @classmethod
+    def build(cls, rows: OptionRows, book: PositionBook) -> EngineOptionBook:
+        """Perpetual rows of ``rows.holders`` from ``book``, option rows from ``rows``."""
+        n = len(rows.holders)
+        local = np.full(len(book.bucket_ids), -1, dtype=np.int64)
+        local[rows.holder_index] = np.arange(n)
+        used = book.n_rows
+        owner = local.take(book.row_bucket[:used])
+        keep = (owner >= 0) & (book.qty[:used] != 0)
+        perp_account = owner[keep]
+        scan = OptionsBook(
+            n_accounts=n,
+            cash=np.zeros(n),
+            perp_account=perp_account,
+            perp_asset=book.row_asset[:used][keep],
+            perp_qty=book.qty[:used][keep],
+            opt_account=rows.account,
+            opt_series=rows.series,
+            opt_qty=rows.qty,
+        )
+        cost = np.bincount(perp_account, weights=book.cost[:used][keep], minlength=n)
+        return cls(scan, cost)
+
+
+def engine_candidates(
+    options: OptionsView, rows: OptionRows, built: EngineOptionBook, book: PositionBook
+) -> list[str]:
+    """Ids of the option-holding buckets the bound cannot clear (a superset of those below
+    maintenance): the vectorised filter of the engine's scan.
+
+    Each bucket's cash is its balance (read from ``book`` now) minus the entry cost of its
+    perpetuals, so ``cash + perp_qty * price + option_qty * mark`` is its equity.
+    """
+    n = len(rows.holders)
+    if n == 0:
+        return []
+    priced = options.priced
+    scan = built.book
+    scan.cash = book.balance[rows.holder_index] - built.entry_cost
+    equity, upper, _ = scan.bounds(options.market, priced.risk, priced.grid)
+    count = np.bincount(scan.perp_account, minlength=n) + np.bincount(rows.account, minlength=n)
+    tolerance = (
+        TOLERANCE_PER_POSITION_USD * (count + 1)
+        + TOLERANCE_RELATIVE * (np.abs(scan.cash) + np.abs(equity) + upper)
+        + INTEGER_SLACK_USD
+    )
+    return [rows.holders[i] for i in np.flatnonzero(equity < upper + tolerance)]

@@ -120,3 +120,14 @@ def deleveraging_plan(
         else:
             book[pick.instrument] = left
     return steps
+
+
+@dataclass(frozen=True)
+class ExecutedStep:
+    """One close carried out (``lots`` signed, the account's side) or skipped."""
+
+    instrument: str
+    lots: int
+    greek: str
+    price: int | None
+    skipped: bool

@@ -10,7 +10,11 @@ from numpy.typing import NDArray
 
 from liquidation.errors import InputError
 from liquidation.money import MAX_PRICE, MICRO
-from liquidation.options.black76 import YEAR_MS
+
+#: Milliseconds in the year used to turn expiry times into Black-76's ``T`` (365 days, as
+#: Deribit). Defined here, not in :mod:`~liquidation.options.black76`, so listing series
+#: needs no scipy.
+YEAR_MS: float = 365.0 * 24 * 3_600_000
 
 
 @dataclass(frozen=True, order=True)

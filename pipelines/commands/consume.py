@@ -127,7 +127,9 @@ def venue_command(
         _fail(f"{type(exc).__name__}: {exc}")
     ticker = _clock(clock, bars, symbols, start, end, venue.engine.state.clock_ms)
     pause = poll_interval if poll_interval is not None else (10.0 if clock == "wall" else 0.0)
-    status = StatusServer(lambda: venue.status, venue.metrics.render, port=port).start()
+    status = StatusServer(
+        lambda: venue.status, venue.metrics.render, port=port, in_force=venue.parameters_in_force
+    ).start()
     LOG.info("venue: %s on %s; status at %s/status, metrics at %s/metrics; log %s",
              ",".join(symbols), api, status.url, status.url, venue_settings.log_path)  # fmt: skip
     stop = threading.Event()

@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from liquidation.account_spec import AccountSpec, engine_for_account
+from liquidation.account_spec import (
+    AccountSpec,
+    InForce,
+    engine_for_account,
+    with_parameters_in_force,
+)
+from liquidation.config import AssetConfig, EngineConfig, PortfolioMarginConfig
+from liquidation.engine import Engine
 from liquidation.liquidation_price import account_liquidation_prices
 from liquidation.money import MICRO
 from tests.pipelines.test_liquidation_price_command import account
@@ -52,6 +59,37 @@ FUZZ = settings(
 @pytest.fixture(scope="module")
 def server() -> Iterator[StatusServer]:
     running = StatusServer(lambda: {}, VenueMetrics().render).start()
+    yield running
+    running.stop()
+
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+
+def venue_in_force() -> InForce:
+    """A real engine with the account's latest snapshots applied (update 2, multiplier 1.8),
+    its own asset parameters and a correlation: what ``Venue.parameters_in_force`` reads."""
+    config = EngineConfig(
+        assets=(
+            AssetConfig("BTCUSDT", maintenance_fraction=0.5),
+            AssetConfig("ETHUSDT"),
+            AssetConfig("SOLUSDT", maintenance_fraction=0.7),
+        ),
+        portfolio=PortfolioMarginConfig(
+            correlation=((1.0, 0.8, 0.6), (0.8, 1.0, 0.7), (0.6, 0.7, 1.0))
+        ),
+    )
+    engine = Engine(config)
+    for snap in account()["snapshots"]:
+        engine.apply_snapshot(snap, ts=0)
+    return InForce(engine.config, {s: a.params for s, a in engine.state.assets.items() if a.params})
+
+
+@pytest.fixture(scope="module")
+def venue_server() -> Iterator[StatusServer]:
+    """The endpoint with a venue's parameters in force behind it (mode (b))."""
+    in_force = venue_in_force()
+    running = StatusServer(lambda: {}, VenueMetrics().render, in_force=lambda: in_force).start()
     yield running
     running.stop()
 
@@ -99,6 +137,49 @@ def test_the_endpoint_answers_what_the_library_computes(server: StatusServer) ->
         assert row["liquidatable_now"] is result.liquidatable_now
     # A crossing exists on the side that loses for each leg, so the comparison is not vacuous.
     assert all(r.below is not None or r.above is not None for r in expected)
+
+
+def test_without_snapshots_the_venue_parameters_in_force_are_used_and_named(
+    venue_server: StatusServer, server: StatusServer
+) -> None:
+    body = _without("snapshots")
+    response = post(venue_server, json.dumps(body).encode())
+    assert response.status_code == 200, response.text
+    served = response.json()
+    assert served["parameters"] == {
+        "source": "venue",
+        "update_ids": {"BTCUSDT": 2, "ETHUSDT": 2, "SOLUSDT": 2},
+    }
+    spec, config = with_parameters_in_force(AccountSpec.parse(body), venue_in_force())
+    assert config.assets[0].maintenance_fraction == 0.5  # the venue's asset parameters
+    expected = account_liquidation_prices(
+        engine_for_account(spec, config), spec.account, spec.at_ms,
+        accrued_funding=spec.accrued_funding,
+    )  # fmt: skip
+    for row, result in zip(served["positions"], expected, strict=True):
+        for field, micro in (
+            ("liquidation_below", result.below),
+            ("liquidation_above", result.above),
+        ):
+            assert (None if row[field] is None else int(Decimal(row[field]) * MICRO)) == micro
+    # The caller's own parameters give other prices (default assets), named as the request's.
+    own = post(venue_server, json.dumps(account()).encode()).json()
+    assert own["parameters"]["source"] == "request"
+    assert own["positions"] != served["positions"]
+    # The caller's earlier snapshots (update 1 only): the answer names those.
+    earlier = account() | {"snapshots": account()["snapshots"][:3]}
+    first = post(venue_server, json.dumps(earlier).encode()).json()
+    assert first["parameters"]["update_ids"] == dict.fromkeys(SYMBOLS, 1)
+    # Without a venue behind the server, mode (b) is a problem naming what to send.
+    problem = assert_problem(post(server, json.dumps(body).encode()), 422)
+    assert problem["type"].endswith("no-parameters-in-force") and "snapshots" in problem["detail"]
+
+
+def test_an_asset_the_venue_does_not_list_is_a_422_problem(venue_server: StatusServer) -> None:
+    body = _without("snapshots")
+    body["prices"]["DOGEUSDT"] = "0.1"
+    problem = assert_problem(post(venue_server, json.dumps(body).encode()), 422)
+    assert "DOGEUSDT" in problem["detail"]
 
 
 def test_the_openapi_document_is_served(server: StatusServer) -> None:
@@ -273,6 +354,22 @@ schema = schemathesis.openapi.from_dict(_with_example(OPENAPI))
 def test_schemathesis_finds_no_server_error(case: schemathesis.Case, server: StatusServer) -> None:
     response = case.call(base_url=server.url)
     case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+    _check_case(case, response)
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_schemathesis_finds_no_server_error_with_a_venue_behind(
+    case: schemathesis.Case, venue_server: StatusServer
+) -> None:
+    """The same over the server with the venue's parameters in force (bodies without
+    ``snapshots`` are computed against them)."""
+    response = case.call(base_url=venue_server.url)
+    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+    _check_case(case, response)
+
+
+def _check_case(case: schemathesis.Case, response: Any) -> None:
     if case.body == account() and case.method.upper() == "POST":
         # The valid account is a 200 unless schemathesis sent it without its media type.
         assert response.status_code in {200, 415}, response.text
@@ -280,3 +377,56 @@ def test_schemathesis_finds_no_server_error(case: schemathesis.Case, server: Sta
         assert 400 <= response.status_code < 500, response.text[:300]
         assert response.headers["content-type"] == [PROBLEM], (case.method, response.headers)
         assert response.json()["status"] == response.status_code
+
+
+def test_a_real_venue_answers_against_the_snapshots_it_applied(served) -> None:  # type: ignore[no-untyped-def]
+    """End to end: a venue consumes real signed snapshots from a real ``dynamargin serve``,
+    and its endpoint computes a posted account against them (``Venue.parameters_in_force``),
+    naming the update ids it applied."""
+    from datetime import UTC, datetime
+
+    from tests.venue.conftest import ASSETS
+    from venue.risk_api import RiskApiClient
+    from venue.service import Venue
+    from venue.settings import VenueSettings
+
+    world, api = served
+    venue = Venue(
+        VenueSettings(ASSETS, world.workdir / "venue"), world.feed(), RiskApiClient(api.base)
+    )
+    try:
+        venue.tick(world.end_ms)
+        assert venue.poll(world.end_ms).result == "new"
+        applied = venue.applied_update_ids()
+        quotes = {a: q.price for a, q in world.feed().quotes(world.end_ms).items()}
+        at = datetime.fromtimestamp(world.end_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "at": at,
+            "collateral": f"{quotes[ASSETS[1]] / MICRO * 0.2:.6f}",  # 5x leverage
+            "prices": {a: f"{quotes[a] / MICRO:.6f}" for a in ASSETS},
+            "positions": [
+                {"asset": ASSETS[1], "qty": "1", "entry": f"{quotes[ASSETS[1]] / MICRO:.6f}"}
+            ],
+        }
+        status = StatusServer(
+            lambda: {}, VenueMetrics().render, in_force=venue.parameters_in_force
+        ).start()
+        try:
+            response = post(status, json.dumps(body).encode())
+        finally:
+            status.stop()
+        assert response.status_code == 200, response.text
+        parameters = response.json()["parameters"]
+        assert parameters == {"source": "venue", "update_ids": applied}
+        # The same account with the venue's snapshots posted explicitly: the same prices.
+        spec, config = with_parameters_in_force(
+            AccountSpec.parse(body), venue.parameters_in_force()
+        )
+        expected = account_liquidation_prices(
+            engine_for_account(spec, config), spec.account, spec.at_ms
+        )
+        (row,) = response.json()["positions"]
+        assert row["liquidation_below"] is not None
+        assert int(Decimal(row["liquidation_below"]) * MICRO) == expected[0].below
+    finally:
+        venue.close()
