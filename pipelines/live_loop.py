@@ -44,6 +44,7 @@ from features.incremental import IncrementalFeatures
 from features.live.freshness import AssetFreshness
 from features.live.ingest import CycleReport, LiveIngest
 from features.oracle_price import MedianPrice
+from features.sources.side_data import SideData
 from models.errors import ModelsError
 from models.forecast_sources import ForecastBundle, fallback_bundle
 from models.spec import CalibrationSpec
@@ -203,6 +204,9 @@ class LiveLoop:
         The incremental feature builder (default: the standard configuration).
     status_file
         Where the newest batch is written as JSON (default :func:`live_status_path`).
+    side
+        Positioning and macro calendar for the default feature builder, cut at each bar
+        close (:mod:`features.sources.side_data`); ``None``: the ingest store's side tables.
     """
 
     def __init__(
@@ -216,6 +220,7 @@ class LiveLoop:
         consumers: Sequence[LiveConsumer] = (),
         features: IncrementalFeatures | None = None,
         status_file: Path | None = None,
+        side: SideData | None = None,
     ) -> None:
         self.settings = settings
         self.ingest = ingest
@@ -226,6 +231,7 @@ class LiveLoop:
         self.features = features or IncrementalFeatures(
             interval=ingest.config.interval,
             keep=pd.Timedelta(days=_days_of_features(self.publish, self.calibration)),
+            side=side,
         )
         self.status_file = status_file or live_status_path(settings.workdir)
         self.metrics = ingest.metrics
