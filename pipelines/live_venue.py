@@ -46,7 +46,7 @@ class VenueConsumer:
         Assets the venue trades.
     demo_book
         Seed the deterministic demo book (:mod:`venue.demo_book`) at the first batch's
-        prices (skipped when the log already holds accounts).
+        prices (nothing when the log already holds it).
     fresh
         Start from an empty state directory (the demo; never the CLI's default).
     trusted_keys
@@ -98,10 +98,11 @@ class VenueConsumer:
         now_ms = int(publication.venue_time.value // 1_000_000)
         self.feed.offer(publication.prices)
         if not self._seeded:
+            # Prices first (the book opens at them); seeding is idempotent across restarts.
             self.venue.tick(now_ms)
-            if not self.venue.engine.state.keys:
-                prices = {a: q.price for a, q in self.feed.quotes(now_ms).items()}
-                seed_demo_book(self.venue.engine, prices, ts=now_ms)
+            prices = {a: q.price for a, q in self.feed.quotes(now_ms).items()}
+            count = seed_demo_book(self.venue.engine, prices, ts=now_ms)
+            logger.info("venue: demo book: %d command(s) applied (0: already in the log)", count)
             self._seeded = True
         poll = self.venue.poll(now_ms)
         tick = self.venue.tick(now_ms)
