@@ -226,8 +226,8 @@ class IncrementalFeatures:
             raise FeatureInputError(
                 f"incremental features are at {self.interval}, the market is at {market.interval}"
             )
-        observed = _observations(market, self.step)
         floor = self._horizon.value
+        observed = _observations(market, self.step, floor)
         fresh = []
         for key, stamps in observed.items():
             # Observations older than the remembered horizon were folded in long ago.
@@ -313,14 +313,16 @@ class IncrementalFeatures:
 _NONE = np.empty(0, dtype="int64")
 
 
-def _observations(market: MarketData, step: pd.Timedelta) -> dict[tuple[str, str], np.ndarray]:
+def _observations(
+    market: MarketData, step: pd.Timedelta, floor: int
+) -> dict[tuple[str, str], np.ndarray]:
     """Every observation of ``market``: per ``(dataset, asset)``, the first rows it changes.
 
     A bar changes its own row onwards; a funding event stamped at ``ts``, a positioning row
     known at ``ts`` and a calendar row known from ``known_from`` are first seen by the bar
     whose close is at or after that instant, so they change that bar's row onwards (the
     calendar is market-wide: one key for every asset). Times are epoch nanoseconds, for set
-    operations on arrays.
+    operations on arrays; those before ``floor`` (folded in long ago) are left out.
     """
     out: dict[tuple[str, str], np.ndarray] = {}
     sources = (
@@ -338,10 +340,12 @@ def _observations(market: MarketData, step: pd.Timedelta) -> dict[tuple[str, str
             # The row of the bar whose close is at or after the instant sees it first.
             ts = (ts - step).ceil(step)
         stamps = ts.as_unit("ns").asi8
+        recent = stamps >= floor
+        stamps = stamps[recent]
         if name == "events":
             out[(name, "*")] = np.unique(stamps)
             continue
-        assets = frame["asset"].astype(str).to_numpy()
+        assets = frame["asset"].astype(str).to_numpy()[recent]
         for asset in np.unique(assets):
             out[(name, str(asset))] = np.unique(stamps[assets == asset])
     return out
