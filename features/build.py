@@ -22,6 +22,7 @@ public home of the feature-set API.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -306,13 +307,16 @@ def asset_inputs(market: MarketData) -> list[AssetInputs]:
     perp = _by_asset(market.perp, ("ts", "asset", "close"), "perp")
     positioning = _by_asset(market.positioning, POSITIONING_COLUMNS, "positioning")
     empty_funding = market.funding.iloc[0:0] if "asset" in market.funding else pd.DataFrame()
+    # One empty frame shared by every asset without rows (building one per asset costs more
+    # than some column families); the builders only read their inputs.
+    no_positioning, no_perp = empty_positioning(), pd.DataFrame()
     return [
         AssetInputs(
             asset=str(asset),
             bars=bars,
             funding=funding.get(str(asset), empty_funding),
-            perp=perp.get(str(asset), pd.DataFrame()),
-            positioning=positioning.get(str(asset), empty_positioning()),
+            perp=perp.get(str(asset), no_perp),
+            positioning=positioning.get(str(asset), no_positioning),
             events=market.events,
         )
         for asset, bars in market.bars.groupby(market.bars["asset"].astype(str), sort=True)
@@ -398,9 +402,18 @@ def feature_catalog(config: FeatureConfig | None = None, interval: str = "1h") -
     """The catalog of the matrix :func:`build_features` returns, without any data.
 
     It is produced by the same column builders run on an empty asset, so it cannot drift
-    from the matrix.
+    from the matrix. The result is cached per ``(config, interval)`` (both immutable): every
+    build assembles its matrix with it, and running the builders costs as much as a
+    small asset (the hourly incremental update pays it on every bar otherwise).
     """
     config = config or FeatureConfig()
+    if not _hashable(config):
+        return list(_catalog.__wrapped__(config, interval))
+    return list(_catalog(config, interval))
+
+
+@functools.lru_cache(maxsize=32)
+def _catalog(config: FeatureConfig, interval: str) -> tuple[FeatureSpec, ...]:
     empty = AssetInputs(asset="_", bars=_empty_bars(), funding=pd.DataFrame(), perp=pd.DataFrame())
     grid = complete_grid(empty.bars, interval, columns=REQUIRED_COLUMNS[2:])
     stage_one = asset_columns(grid, empty, config, interval)
@@ -409,18 +422,34 @@ def feature_catalog(config: FeatureConfig | None = None, interval: str = "1h") -
     )
     context = build_market_context([], config, interval)
     stage_three = cross_columns(frame, context, config, interval)
-    return stage_one.specs + stage_three.specs
+    return (*stage_one.specs, *stage_three.specs)
 
 
 def feature_set_hash(config: FeatureConfig | None = None, interval: str = "1h") -> str:
-    """Stable sha256 of library version, interval, config and catalog."""
+    """Stable sha256 of library version, interval, config and catalog (cached like the catalog)."""
     config = config or FeatureConfig()
+    if not _hashable(config):
+        return _set_hash.__wrapped__(config, interval)
+    return _set_hash(config, interval)
+
+
+@functools.lru_cache(maxsize=32)
+def _set_hash(config: FeatureConfig, interval: str) -> str:
     return _hash(FEATURE_LIBRARY_VERSION, interval, config, feature_catalog(config, interval))
 
 
 # --------------------------------------------------------------------------------------
 # Small private helpers
 # --------------------------------------------------------------------------------------
+
+
+def _hashable(config: FeatureConfig) -> bool:
+    # A config built with a list where a tuple is expected cannot key the cache.
+    try:
+        hash(config)
+    except TypeError:
+        return False
+    return True
 
 
 def _resolve_asset(name: str, assets: Sequence[str]) -> str | None:

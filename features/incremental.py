@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ from features.build import (
 )
 from features.errors import FeatureInputError
 from features.market import MarketData
+from features.sources.side_data import SideData, StoreSideData
 from features.store import MarketStore
 
 DEFAULT_KEEP = pd.Timedelta(days=120)
@@ -120,6 +121,10 @@ class IncrementalFeatures:
     keep
         Rows older than this before the newest are dropped from the kept matrix (the
         forecasts and the policy need a bounded history); ``None`` keeps everything.
+    side
+        Where :meth:`read` takes positioning and the macro calendar from, cut at the bar
+        close (:func:`features.sources.side_data.known_at`); ``None``: the side tables of
+        the store it reads.
 
     Examples
     --------
@@ -134,8 +139,10 @@ class IncrementalFeatures:
         config: FeatureConfig | None = None,
         interval: str = "1h",
         keep: pd.Timedelta | None = DEFAULT_KEEP,
+        side: SideData | None = None,
     ) -> None:
         self.config = config or FeatureConfig()
+        self.side = side
         self.interval = interval
         self.step = interval_to_timedelta(interval)
         self.keep = keep
@@ -168,16 +175,32 @@ class IncrementalFeatures:
 
         ``slack`` bounds how far back a backfilled bar may land and still be applied
         incrementally (the live ingest accepts a hole as a venue gap after a day). The
-        first read (nothing kept yet) takes the whole history.
+        first read (nothing kept yet) takes the whole history. Positioning and the macro
+        calendar come from ``side`` (default: the store's side tables) as known at the
+        close of the newest bar read (``end``, or the newest stored bar's close), so the
+        live row sees exactly what the batch row of the same time sees.
         """
+        chosen = list(assets) if assets else None
+        start = None
         if self._frame is None or self._frame.empty:
             # The first read takes the whole history: one full build at start-up, after
             # which a window that starts at its first bar is known to be the whole history.
-            market = store.read_market(self.interval, list(assets) if assets else None, None, end)
+            market = store.read_market(self.interval, chosen, None, end)
             self._whole_history_from = market.bars["ts"].min() if len(market.bars) else None
+        else:
+            start = self._frame["ts"].max() - slack - self.warmup
+            market = store.read_market(self.interval, chosen, start, end)
+        if not len(market.bars):
             return market
-        start = self._frame["ts"].max() - slack - self.warmup
-        return store.read_market(self.interval, list(assets) if assets else None, start, end)
+        # Everything known at the newest bar's close, that instant included (no row of the
+        # window closes later): a funding event settled at the close (the store's ``end``
+        # bound excludes it), the positioning and the calendar.
+        close = market.bars["ts"].max() + self.step
+        funding = store.read_funding(market.assets, start, None)
+        funding = funding.loc[funding["ts"] <= close].reset_index(drop=True)
+        side = self.side if self.side is not None else StoreSideData(store)
+        positioning, events = side.as_of(close, market.assets)
+        return replace(market, funding=funding, positioning=positioning, events=events)
 
     def update(self, market: MarketData) -> FeatureUpdate:
         """Fold ``market`` (a window ending at the newest bar) into the kept matrix.
@@ -203,8 +226,8 @@ class IncrementalFeatures:
             raise FeatureInputError(
                 f"incremental features are at {self.interval}, the market is at {market.interval}"
             )
-        observed = _observations(market, self.step)
         floor = self._horizon.value
+        observed = _observations(market, self.step, floor)
         fresh = []
         for key, stamps in observed.items():
             # Observations older than the remembered horizon were folded in long ago.
@@ -290,23 +313,39 @@ class IncrementalFeatures:
 _NONE = np.empty(0, dtype="int64")
 
 
-def _observations(market: MarketData, step: pd.Timedelta) -> dict[tuple[str, str], np.ndarray]:
+def _observations(
+    market: MarketData, step: pd.Timedelta, floor: int
+) -> dict[tuple[str, str], np.ndarray]:
     """Every observation of ``market``: per ``(dataset, asset)``, the first rows it changes.
 
-    A bar changes its own row onwards; a funding event stamped at ``ts`` is known at the
-    close of the bar containing it, so it changes that bar's row onwards. Times are epoch
-    nanoseconds, for set operations on arrays.
+    A bar changes its own row onwards; a funding event stamped at ``ts``, a positioning row
+    known at ``ts`` and a calendar row known from ``known_from`` are first seen by the bar
+    whose close is at or after that instant, so they change that bar's row onwards (the
+    calendar is market-wide: one key for every asset). Times are epoch nanoseconds, for set
+    operations on arrays; those before ``floor`` (folded in long ago) are left out.
     """
     out: dict[tuple[str, str], np.ndarray] = {}
-    for name, frame in (("bars", market.bars), ("perp", market.perp), ("funding", market.funding)):
-        if frame is None or frame.empty or "ts" not in frame.columns:
+    sources = (
+        ("bars", market.bars, "ts"),
+        ("perp", market.perp, "ts"),
+        ("funding", market.funding, "ts"),
+        ("positioning", market.positioning, "ts"),
+        ("events", market.events, "known_from"),
+    )
+    for name, frame, column in sources:
+        if frame is None or frame.empty or column not in frame.columns:
             continue
-        ts = pd.DatetimeIndex(frame["ts"])
-        if name == "funding":
-            # The row of the bar whose close is at or after the event sees it first.
+        ts = pd.DatetimeIndex(frame[column])
+        if name not in ("bars", "perp"):
+            # The row of the bar whose close is at or after the instant sees it first.
             ts = (ts - step).ceil(step)
         stamps = ts.as_unit("ns").asi8
-        assets = frame["asset"].astype(str).to_numpy()
+        recent = stamps >= floor
+        stamps = stamps[recent]
+        if name == "events":
+            out[(name, "*")] = np.unique(stamps)
+            continue
+        assets = frame["asset"].astype(str).to_numpy()[recent]
         for asset in np.unique(assets):
             out[(name, str(asset))] = np.unique(stamps[assets == asset])
     return out

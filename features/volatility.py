@@ -24,6 +24,9 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
+from pandas._libs.window.aggregations import roll_mean as _roll_mean
+from pandas._libs.window.aggregations import roll_sum as _roll_sum
+from pandas._libs.window.aggregations import roll_var as _roll_var
 
 from features.bars import interval_to_timedelta
 from features.errors import FeatureInputError  # re-exported: older code imports it from here
@@ -192,16 +195,16 @@ def _asset_on_grid(
     if n and end is not None and end > ts[-1]:
         n += int((pd.Timestamp(end) - ts[-1]) // step)
     index = position.astype(np.int64)
-    grid = pd.DataFrame(
-        {
-            "ts": pd.date_range(ts[0], periods=n, freq=step) if n else ts,
-            "asset": pd.array([asset] * n, dtype="string"),
-        }
-    )
+    data: dict[str, object] = {
+        "ts": pd.date_range(ts[0], periods=n, freq=step) if n else ts,
+        "asset": pd.array([asset] * n, dtype="string"),
+    }
     for column in columns:
         values = np.full(n, np.nan)
         values[index] = frame[column].to_numpy(dtype="float64", na_value=np.nan)[order]
-        grid[column] = values
+        data[column] = values
+    # One frame from all columns at once: adding them one by one costs a copy each.
+    grid = pd.DataFrame(data)
     _check_prices(asset, grid)
     return grid
 
@@ -244,9 +247,26 @@ def min_valid_count(window: int, fraction: float) -> int:
 
 
 def window_mean(values: FloatArray, window: int, min_valid: int) -> FloatArray:
-    """Trailing mean over ``window`` bars of the valid (non-NaN) values; NaN if too few."""
-    series = pd.Series(values, dtype="float64")
-    return series.rolling(window, min_periods=min_valid).mean().to_numpy()
+    """Trailing mean over ``window`` bars of the valid (non-NaN) values; NaN if too few.
+
+    Exactly ``pd.Series(values).rolling(window, min_periods=min_valid).mean()``: the same
+    kernel on the same bounds and input preparation (infinities count as missing), without
+    building a Series and a Rolling object per call, which cost more than the mean itself
+    on the few thousand bars of an hourly update (a feature build makes hundreds of these
+    calls). ``tests/features/test_volatility.py`` checks it against pandas' public API.
+    """
+    x = np.asarray(values, dtype="float64")
+    if window < 1 or not 0 <= min_valid <= window:
+        raise ValueError(f"need window >= 1 and 0 <= min_valid <= window: {window}, {min_valid}")
+    if x.size == 0:
+        return x.copy()
+    inf = np.isinf(x)
+    if inf.any():
+        x = np.where(inf, np.nan, x)
+    end = np.arange(1, x.size + 1, dtype=np.int64)
+    start = np.maximum(end - window, 0)
+    with np.errstate(all="ignore"):
+        return np.asarray(_roll_mean(np.ascontiguousarray(x), start, end, min_valid))
 
 
 def window_total(values: FloatArray, window: int, min_valid: int) -> FloatArray:
@@ -269,14 +289,35 @@ def rolling_covariance(
     xv = np.where(valid, x, np.nan)
     yv = np.where(valid, y, np.nan)
     need = max(min_valid, 2)
-    # Centred moments via pandas' online (Kahan / Welford) rolling kernels: they are
-    # computed from the start of the series, so truncating the end leaves them unchanged.
-    frame = pd.DataFrame({"x": xv, "y": yv})
-    roll = frame.rolling(window, min_periods=need)
-    cov = roll["x"].cov(frame["y"]).to_numpy()
-    var_x = np.maximum(roll["x"].var().to_numpy(), 0.0)
-    var_y = np.maximum(roll["y"].var().to_numpy(), 0.0)
-    return cov, var_x, var_y
+    # pandas' online (Kahan / Welford) rolling kernels, computed from the start of the
+    # series, so truncating the end leaves them unchanged. These are exactly the steps of
+    # ``DataFrame.rolling(window, min_periods=need)`` ``["x"].cov(frame["y"])`` and
+    # ``.var()``, called without the Series and Rolling objects (they cost more than the
+    # kernels on an hourly update); ``tests/features/test_volatility.py`` checks the three
+    # against pandas' public API.
+    if window < 1 or need > window:
+        raise ValueError(f"need window >= max(min_valid, 2), got {window}, {min_valid}")
+    if xv.size == 0:
+        return xv.copy(), xv.copy(), yv.copy()
+    end = np.arange(1, xv.size + 1, dtype=np.int64)
+    start = np.maximum(end - window, 0)
+    with np.errstate(all="ignore"):
+        # The binary moment first masks each side with the other (x + 0 * y), as pandas does.
+        xa, ya = _finite_or_nan(xv + 0 * yv), _finite_or_nan(yv + 0 * xv)
+        mean_xy = _roll_mean(xa * ya, start, end, need)
+        mean_x = _roll_mean(xa, start, end, need)
+        mean_y = _roll_mean(ya, start, end, need)
+        count = _roll_sum((~np.isnan(xa + ya)).astype(np.float64), start, end, 0)
+        cov = (mean_xy - mean_x * mean_y) * (count / (count - 1))
+        var_x = np.asarray(_roll_var(_finite_or_nan(xv), start, end, need, ddof=1))
+        var_y = np.asarray(_roll_var(_finite_or_nan(yv), start, end, need, ddof=1))
+    return np.asarray(cov), np.maximum(var_x, 0.0), np.maximum(var_y, 0.0)
+
+
+def _finite_or_nan(values: FloatArray) -> FloatArray:
+    """The rolling kernels' input: contiguous float64 with infinities as missing (pandas')."""
+    inf = np.isinf(values)
+    return np.ascontiguousarray(np.where(inf, np.nan, values) if inf.any() else values)
 
 
 # --------------------------------------------------------------------------------------

@@ -31,10 +31,12 @@ from features.live.ingest import LiveIngest, LiveIngestConfig
 from features.live.metrics import LiveMetrics
 from features.live.venues import VenueEndpoints
 from features.sources.retry import RetryPolicy
+from features.sources.side_data import SideFiles
 from features.store import MarketStore
 from models.spec import CalibrationSpec
 from pipelines.flows.config import PublishConfig
 from pipelines.live_loop import LiveConsumer, LiveLoop, LivePublication
+from pipelines.live_venue import VenueConsumer, VenueHour
 from pipelines.settings import Settings
 
 logger = logging.getLogger("dynamargin.live.demo")
@@ -46,65 +48,6 @@ STRESS_ASSETS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "ADAUSDT")
 HISTORY = pd.Timedelta(days=40)
 """History before the replayed day: features' windows and the policy's reference."""
 SETTLE = pd.Timedelta(seconds=5)
-
-
-@dataclass(frozen=True)
-class VenueHour:
-    """What the venue did with one batch: applied snapshots, waterfall steps, accounts at risk."""
-
-    applied: int
-    liquidations: int
-    at_risk: int
-
-
-class VenueConsumer:
-    """The venue (:class:`venue.service.Venue`) consuming each live batch through the API.
-
-    It starts empty in ``<segment>/venue``, seeds the demo book at the first batch's prices,
-    then for every batch polls the served snapshots (verified against the pinned key) and
-    ticks: the batch's oracle medians (Binance spot, USDT-M, the second venue;
-    :class:`venue.median_feed.PublishedMedianFeed`) as prints with their healthy feeds as
-    references, health scan, waterfall.
-    """
-
-    def __init__(self, root: Path, store: MarketStore, api: str, assets: Sequence[str]) -> None:
-        import shutil
-
-        from venue.median_feed import PublishedMedianFeed
-        from venue.metrics import VenueMetrics
-        from venue.risk_api import RiskApiClient
-        from venue.service import Venue
-        from venue.settings import VenueSettings
-
-        state = root / "venue"
-        shutil.rmtree(state, ignore_errors=True)
-        settings = VenueSettings(tuple(sorted(assets)), state)
-        metrics = VenueMetrics()
-        self.feed = PublishedMedianFeed(metrics)
-        self.venue = Venue(settings, self.feed, RiskApiClient(api), metrics)
-        self.hours: dict[int, VenueHour] = {}
-        self._seeded = False
-
-    def __call__(self, publication: LivePublication) -> None:
-        from venue.demo_book import seed_demo_book
-
-        now_ms = int(publication.venue_time.value // 1_000_000)
-        self.feed.offer(publication.prices)
-        if not self._seeded:
-            self.venue.tick(now_ms)
-            prices = {a: q.price for a, q in self.feed.quotes(now_ms).items()}
-            seed_demo_book(self.venue.engine, prices, ts=now_ms)
-            self._seeded = True
-        poll = self.venue.poll(now_ms)
-        tick = self.venue.tick(now_ms)
-        self.hours[publication.batch_id] = VenueHour(
-            applied=len(poll.applied),
-            liquidations=len(tick.liquidations),
-            at_risk=len(self.venue.accounts_at_risk()),
-        )
-
-    def close(self) -> None:
-        self.venue.close()
 
 
 @dataclass(frozen=True)
@@ -222,6 +165,10 @@ def run_live_segment(
             stack.callback(source.close)
         config = LiveIngestConfig(since=day - HISTORY, repoll_seconds=0.05)
         ingest = LiveIngest(store, sources, assets, config, metrics)
+        # Positioning and the macro calendar, read in place as known at each close.
+        side = None
+        if market.source.startswith("data:") and shared_data is not None:
+            side = SideFiles(Path(shared_data))
         loop = LiveLoop(
             settings,
             ingest,
@@ -230,6 +177,7 @@ def run_live_segment(
             store_url=store_url,
             consumers=consumers,
             status_file=root / "status.json",
+            side=side,
         )
         first = loop.step_once()
         if first is not None:
@@ -237,7 +185,7 @@ def run_live_segment(
                 from pipelines.served_snapshot import running_api
 
                 api = stack.enter_context(running_api(settings.workdir, store_url=store_url))
-                consumer = VenueConsumer(root, store, api, assets)
+                consumer = VenueConsumer(root / "venue", api, assets, fresh=True)
                 stack.callback(consumer.close)
                 consumer(first)
                 loop.add_consumer(consumer)

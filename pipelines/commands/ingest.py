@@ -23,6 +23,7 @@ from rich.table import Table
 
 from features.errors import MarketDataError
 from features.store import SUMMARY_COLUMNS, IngestResult, MarketStore
+from pipelines.commands import options
 from pipelines.commands.context import parse_symbols, settings_from
 from pipelines.stores import market_store
 
@@ -192,48 +193,23 @@ def ingest_synthetic(
 @ingest_app.command("live")
 def ingest_live(
     ctx: typer.Context,
-    assets: Annotated[
-        str, typer.Option(help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
-    ] = "BTCUSDT,ETHUSDT",
-    emulator: Annotated[
-        str | None,
-        typer.Option(help="Base URL of `dynamargin emulate`; every source points there."),
-    ] = None,
+    assets: options.AssetsOption = "BTCUSDT,ETHUSDT",
+    emulator: options.EmulatorOption = None,
     binance_spot_url: Annotated[str | None, typer.Option(help="Binance spot API root.")] = None,
     binance_usdm_url: Annotated[str | None, typer.Option(help="Binance USDT-M API root.")] = None,
-    venue: Annotated[
-        str, typer.Option(help="Second venue: a ccxt exchange id, or 'none'.")
-    ] = "bybit",
+    venue: options.SecondVenueOption = "bybit",
     venue_url: Annotated[str | None, typer.Option(help="Second venue API root.")] = None,
-    dump_url: Annotated[
-        str | None, typer.Option(help="Dump root for daily-file backfill ('none' for none).")
-    ] = None,
+    dump_url: options.DumpUrlOption = None,
     usdm: Annotated[bool, typer.Option(help="Also ingest USDT-M perps and funding.")] = True,
     interval: Annotated[str, typer.Option("--interval", "-i", help="Bar interval.")] = "1h",
-    since: Annotated[
-        str | None, typer.Option(help="First bar for a series the store does not hold (UTC).")
-    ] = None,
-    lookback_days: Annotated[
-        float, typer.Option(min=0.0, help="Default history when --since is not given.")
-    ] = 7.0,
-    until: Annotated[
-        str | None, typer.Option(help="Stop once the venue's clock passes this time (UTC).")
-    ] = None,
-    cycles: Annotated[
-        int | None, typer.Option(min=1, help="Stop after this many cycles (e.g. 1 for cron).")
-    ] = None,
-    late_grace: Annotated[
-        str, typer.Option(help="How long a missing bar is 'late' before the feed is stale.")
-    ] = "5min",
-    repoll: Annotated[
-        float, typer.Option(min=0.01, help="Seconds between cycles while a feed is late/stale.")
-    ] = 5.0,
-    max_sleep: Annotated[
-        float, typer.Option(min=0.01, help="Longest wait between cycles, in seconds.")
-    ] = 60.0,
-    metrics_port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port.")
-    ] = None,
+    since: options.SinceOption = None,
+    lookback_days: options.LookbackDaysOption = 7.0,
+    until: options.UntilOption = None,
+    cycles: options.CyclesOption = None,
+    late_grace: options.LateGraceOption = "5min",
+    repoll: options.RepollOption = 5.0,
+    max_sleep: options.MaxSleepOption = 60.0,
+    metrics_port: options.MetricsPortOption = None,
 ) -> None:
     """Ingest closed bars from live venues after every bar close, until SIGTERM or Ctrl-C.
 
@@ -244,12 +220,9 @@ def ingest_live(
     import logging
     import threading
 
-    import pandas as pd
-
     from contracts.timestamps import optional_utc_timestamp
-    from features.live.ingest import LiveIngest, LiveIngestConfig
+    from features.live.ingest import LiveIngest
     from features.live.metrics import LiveMetrics
-    from features.live.venues import VenueEndpoints
     from pipelines.lifecycle import service_lifecycle
 
     logging.basicConfig(
@@ -259,27 +232,18 @@ def ingest_live(
     log = logging.getLogger("dynamargin.live")
     settings = settings_from(ctx)
     chosen = parse_symbols([assets]) or []
-    second = None if venue.lower() == "none" else venue.lower()
     with _data_errors():
-        if emulator is not None:
-            endpoints = VenueEndpoints.emulator(emulator, second_venue=second)
-        else:
-            endpoints = VenueEndpoints(second_venue=second, second_venue_url=venue_url)
-        overrides: dict[str, Any] = {"usdm": usdm}
-        if binance_spot_url:
-            overrides["binance_spot_url"] = binance_spot_url
-        if binance_usdm_url:
-            overrides["binance_usdm_url"] = binance_usdm_url
-        if dump_url is not None:
-            overrides["dump_url"] = None if dump_url.lower() == "none" else dump_url
-        endpoints = endpoints.model_copy(update=overrides)
-        config = LiveIngestConfig(
-            interval=interval,
-            since=optional_utc_timestamp(since),
-            lookback=pd.Timedelta(days=lookback_days),
-            late_grace=pd.Timedelta(late_grace),
-            repoll_seconds=repoll,
-            max_sleep_seconds=max_sleep,
+        endpoints = options.live_endpoints(
+            emulator,
+            venue,
+            dump_url,
+            usdm=usdm,
+            binance_spot_url=binance_spot_url or None,
+            binance_usdm_url=binance_usdm_url or None,
+            second_venue_url=venue_url,
+        )
+        config = options.live_ingest_config(
+            since, lookback_days, late_grace, repoll, max_sleep, interval
         )
         stop = threading.Event()
         metrics = LiveMetrics()
@@ -291,18 +255,8 @@ def ingest_live(
         )
         runner = LiveIngest(market_store(settings), sources, chosen, config, metrics)
         end = optional_utc_timestamp(until)
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
-        log.info("metrics on http://127.0.0.1:%d/metrics", server.server_port)
-    done = [0]
-
-    def after_cycle(report: Any) -> None:
-        done[0] += 1
-        if cycles is not None and done[0] >= cycles:
-            stop.set()
-
+    options.serve_metrics(metrics_port, metrics, log)
+    count = options.cycle_counter(cycles, stop.set)
     log.info(
         "live ingest of %s from %s into %s",
         ",".join(chosen),
@@ -311,7 +265,7 @@ def ingest_live(
     )
     with service_lifecycle("ingest-live", stop.set, log.info):
         try:
-            last = runner.run(stop, until=end, on_cycle=after_cycle)
+            last = runner.run(stop, until=end, on_cycle=lambda _report: count())
         finally:
             for source in sources:
                 source.close()

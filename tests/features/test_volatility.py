@@ -267,3 +267,52 @@ def test_windowed_variances_are_non_negative_and_nan_only_when_too_sparse(
         vol.jump_variation(ret, window, need),
     ):
         assert (series[~np.isnan(series)] >= 0).all()
+
+
+# The rolling primitives call pandas' window kernels directly (for speed); they must stay
+# bit-for-bit what pandas' public rolling API returns, whatever pandas version is installed.
+_VALUE = st.one_of(
+    st.floats(-1e3, 1e3, allow_nan=False),
+    st.just(math.nan),
+    st.just(math.inf),
+    st.just(0.0),
+    st.just(-0.0),
+)
+_SERIES = st.lists(_VALUE, min_size=0, max_size=80)
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return (
+        a.shape == b.shape
+        and bool(np.array_equal(a, b, equal_nan=True))
+        and bool((np.signbit(a) == np.signbit(b))[~np.isnan(a)].all())
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=_SERIES, window=st.integers(1, 30), data=st.data())
+def test_window_mean_is_pandas_rolling_mean_bit_for_bit(
+    values: list[float], window: int, data: st.DataObject
+) -> None:
+    least = data.draw(st.integers(0, window))
+    x = np.asarray(values, dtype="float64")
+    expected = pd.Series(x, dtype="float64").rolling(window, min_periods=least).mean().to_numpy()
+    assert _same_bits(vol.window_mean(x, window, least), expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(_VALUE, _VALUE), max_size=80), data=st.data())
+def test_rolling_covariance_is_pandas_rolling_cov_and_var_bit_for_bit(
+    pairs: list[tuple[float, float]], data: st.DataObject
+) -> None:
+    window = data.draw(st.integers(2, 30))
+    least = data.draw(st.integers(1, window))
+    x = np.asarray([p[0] for p in pairs], dtype="float64")
+    y = np.asarray([p[1] for p in pairs], dtype="float64")
+    valid = ~(np.isnan(x) | np.isnan(y))
+    frame = pd.DataFrame({"x": np.where(valid, x, np.nan), "y": np.where(valid, y, np.nan)})
+    roll = frame.rolling(window, min_periods=max(least, 2))
+    cov, var_x, var_y = vol.rolling_covariance(x, y, window, least)
+    assert _same_bits(cov, roll["x"].cov(frame["y"]).to_numpy())
+    assert _same_bits(var_x, np.maximum(roll["x"].var().to_numpy(), 0.0))
+    assert _same_bits(var_y, np.maximum(roll["y"].var().to_numpy(), 0.0))

@@ -261,3 +261,72 @@ def test_ui_mlflow_stops_its_mlflow_server_on_sigterm(tmp_path: Path) -> None:
     text = log.read_text()
     assert "ui-mlflow: SIGTERM received; shutting down" in text
     assert "ui-mlflow: stopped" in text
+
+
+def test_live_attach_venue_consumes_every_batch_served_by_a_separate_serve(
+    tmp_path: Path,
+) -> None:
+    """emulate -> live (publishes) -> serve (another process) -> the venue inside live."""
+    url_file = tmp_path / "url"
+    emulate_log, live_log, serve_log = (tmp_path / f"{n}.log" for n in ("emulate", "live", "serve"))
+    emulate = [
+        "--workdir", str(tmp_path / "emulator"), "emulate", "--synthetic",
+        "--synthetic-assets", "2", "--start", START, "--history-days", "20", "--days", "2",
+        "--hour-every", "4.0", "--port", "0", "--url-file", str(url_file),
+    ]  # fmt: skip
+    workdir = tmp_path / "workdir"
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}"
+    with _service(emulate, emulate_log) as emulator:
+        _wait(url_file.exists, 60, "the emulator's URL", emulate_log, emulator)
+        url = url_file.read_text().strip()
+        live = [
+            "--workdir", str(workdir), "live", "--emulator", url, "--assets",
+            "BTCUSDT,ETHUSDT", "--since", "2023-12-21T00:00:00Z", "--model", "baseline:ewma",
+            "--history-days", "8", "--calibration-days", "10", "--repoll", "0.1",
+            "--max-sleep", "0.3", "--dump-url", "none", "--attach-venue", "--venue-api", api,
+            "--venue-status-port", "0", "--demo-book",
+        ]  # fmt: skip
+        serve = [
+            "--workdir", str(workdir), "serve", "--port", str(port), "--workers", "1",
+            "--refresh", "0",
+        ]  # fmt: skip
+        status = workdir / "live" / "status.json"
+        with _service(serve, serve_log) as server, _service(live, live_log) as runner:
+            _wait(lambda: _answers(f"{api}/healthz"), 60, "serve", serve_log, server)
+
+            def venue_applied_two_batches() -> bool:
+                text = live_log.read_text()
+                return (
+                    len(re.findall(r"venue: batch \d+: [1-9]\d* snapshot\(s\) applied", text)) >= 2
+                )
+
+            _wait(
+                venue_applied_two_batches, 150, "the venue applying two batches", live_log, runner
+            )
+            venue_port = re.search(
+                r"venue: status at http://127.0.0.1:(\d+)/status", live_log.read_text()
+            )
+            assert venue_port is not None
+            import httpx
+
+            venue_status = httpx.get(
+                f"http://127.0.0.1:{venue_port.group(1)}/status", timeout=5
+            ).json()
+            _stop(runner, signal.SIGTERM, live_log)
+            _stop(server, signal.SIGTERM, serve_log)
+        _stop(emulator, signal.SIGTERM, emulate_log)
+    text = live_log.read_text()
+    assert f"live: the venue consumes every batch from {api}" in text
+    assert "live: stopped" in text
+    # The venue applied what live published: the update ids it holds are the served ones.
+    import json
+
+    published = {a["asset"]: a["update_id"] for a in json.loads(status.read_text())["assets"]}
+    in_force = venue_status["assets"]
+    assert set(in_force) == set(published)
+    for asset, row in in_force.items():
+        assert row["in_force"] == "snapshot", row
+        assert 0 < row["update_id"] <= published[asset]
+    assert venue_status["initial_margin_usd"] > 0  # the demo book, seeded at the batch's prices
+    assert (workdir / "venue" / "events.db").is_file()
