@@ -150,6 +150,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+WORKER_HEALTHCHECK_SECONDS = 60
+"""Seconds a worker may take to answer the supervisor's health check."""
+
+
 def run_server(
     config: ApiConfig,
     *,
@@ -180,6 +184,9 @@ def run_server(
         workers=workers,
         http=f"{__name__}:GuardedHttpProtocol",
         timeout_keep_alive=max(1, round(config.keep_alive_seconds)),
+        # uvicorn's 5 s default kills a worker that is still importing on a busy machine and
+        # then restarts it forever ("Child process died"); a slow start is not a dead worker.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_level=log_level,
         access_log=access_log,
         proxy_headers=False,
