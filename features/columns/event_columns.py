@@ -91,13 +91,17 @@ def _event_values(
     until = pd.DatetimeIndex(events["known_until"])
     known_until = np.where(until.isna(), _NEVER, until.asi8)
     fomc = (events["event"].astype(str) == "fomc").to_numpy()
+    # Rows that cannot be expected at any of these bars change nothing below: released
+    # before the first bar, known only after the last, or withdrawn before the first. An
+    # hourly incremental update spans weeks, so this leaves a few dozen of ~330 rows.
+    live = (release > close.min()) & (known_from <= close.max()) & (known_until > close.min())
     horizon = window_hours * _HOUR_NS
     cap = int(CAP_HOURS * _HOUR_NS)
     next_release = np.full(n, _NEVER, dtype=np.int64)
     count = np.zeros(n)
     fomc_count = np.zeros(n)
     # A loop over calendar rows (a few hundred) with vector work over bars.
-    for r in range(len(release)):
+    for r in np.flatnonzero(live):
         expected = (close >= known_from[r]) & (close < known_until[r]) & (close < release[r])
         next_release = np.where(expected, np.minimum(next_release, release[r]), next_release)
         soon = expected & (release[r] - close <= horizon)
