@@ -1019,11 +1019,10 @@ class _Replay:
             self.s_cost[row] = 0
             self.s_last_step[row] = _NEVER
             self._fill(s, row, lots, opens[a], ts, fee, addon=venue.fee_addon_bps / 10_000)
+            self._require_vault(s, t, 0)  # the engine checks the counterparty of each trade
             self.opened_lots[s][trader] = lots
             self.out["opened"][s, t] += 1
             touched.add(s)
-        for s in touched:
-            self._require_vault(s, t, 0)
 
     def _float_margin(
         self, rows: NDArray[np.int64], t: int, ticks: Sequence[int | None], scales: Sequence[float]
@@ -1303,6 +1302,7 @@ class _Replay:
             if after < 0:
                 continue
             self._fill(s, row, -lots, closes[a], ts, fee, planned)
+            self._require_vault(s, t, 3)
             closing.append(row)
         if closing:
             self._release(np.array(closing, dtype=np.int64))

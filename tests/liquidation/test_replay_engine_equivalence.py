@@ -49,7 +49,7 @@ SYMBOLS = ("BTCUSDT", "DOGEUSDT")
 KINDS = ("ok", "ok", "fallback", "stale", "halted", "expired", "out_of_order", "none")
 
 
-def _config(review_every_bars: int = 0) -> ReplayConfig:
+def _config(review_every_bars: int = 0, vault_usd: float = 1e9) -> ReplayConfig:
     base = ReplayConfig(review_every_bars=review_every_bars)
     asset = base.asset
     return replace(
@@ -58,7 +58,7 @@ def _config(review_every_bars: int = 0) -> ReplayConfig:
         impact_bps=asset.default_slippage_bps,
         participation=0.01,
         fund_seed_usd=2_000.0,
-        vault_usd=1e9,
+        vault_usd=vault_usd,
         book=replace(base.book, topup_max_count=2),
     )
 
@@ -318,9 +318,10 @@ def _check(
     stream: list,
     review_every_bars: int = 0,
     min_topups: int = 0,
+    vault_usd: float = 1e9,
 ) -> list:
     """Run both sides on one case, require every integer to agree; the engine's reports."""
-    cfg = _config(review_every_bars)
+    cfg = _config(review_every_bars, vault_usd)
     path = _targets(market, stream, cfg)
     [series], [ledger] = simulate_ledger(market, [Scenario("p", 0, path)], cfg, books={0: book})
     engine, reports = _engine_run(market, path, book, stream, cfg)
