@@ -35,9 +35,15 @@ One bar is the path open -> nearer extreme -> farther extreme -> close (:func:`t
    recorded.
 
 The vault is deep (:attr:`ReplayConfig.vault_usd`): it admits every fill, so ADL and
-socialization never trigger; if its margin would ever refuse a fill the replay raises instead
-of diverging from the engine. Per-event steps (a partial step's fills, a close-out) are scalar
-calls of the same rules on the few flagged positions; the per-bar scans are vectorised.
+socialization never trigger. The replay does not implement the engine's ADL, socialization or
+a liquidation of the vault itself: after every fill it checks the vault's equity against its
+initial margin and raises rather than go on, but that check is not the engine's whole story.
+With a shallow vault (a few hundred thousand USD) a property run found cases where the
+engine's keeper liquidates the vault bucket itself (an ``adl`` step on ``vault``) while the
+replay, which never scans the vault, goes on: keep the vault deep (the default 1e10 USD; the
+engine-equivalence property uses 1e9). Per-event steps (a partial step's fills, a
+close-out) are scalar calls of the same rules on the few flagged positions; the per-bar scans
+are vectorised.
 
 A scenario may split its multiplier (:attr:`Scenario.maintenance`): the initial margin of new
 risk then pays ``multiplier`` and maintenance follows the separate path (ramped as above);
