@@ -35,9 +35,15 @@ One bar is the path open -> nearer extreme -> farther extreme -> close (:func:`t
    recorded.
 
 The vault is deep (:attr:`ReplayConfig.vault_usd`): it admits every fill, so ADL and
-socialization never trigger; if its margin would ever refuse a fill the replay raises instead
-of diverging from the engine. Per-event steps (a partial step's fills, a close-out) are scalar
-calls of the same rules on the few flagged positions; the per-bar scans are vectorised.
+socialization never trigger. The replay does not implement the engine's ADL, socialization or
+a liquidation of the vault itself: after every fill it checks the vault's equity against its
+initial margin and raises rather than go on, but that check is not the engine's whole story.
+With a shallow vault (a few hundred thousand USD) a property run found cases where the
+engine's keeper liquidates the vault bucket itself (an ``adl`` step on ``vault``) while the
+replay, which never scans the vault, goes on: keep the vault deep (the default 1e10 USD; the
+engine-equivalence property uses 1e9). Per-event steps (a partial step's fills, a
+close-out) are scalar calls of the same rules on the few flagged positions; the per-bar scans
+are vectorised.
 
 A scenario may split its multiplier (:attr:`Scenario.maintenance`): the initial margin of new
 risk then pays ``multiplier`` and maintenance follows the separate path (ramped as above);
@@ -77,6 +83,7 @@ from liquidation.rules.backstop import (
 )
 from liquidation.rules.closeout import close_price, slippage_rate
 from liquidation.rules.fixed import MAX_NOTIONAL_V, charge_v, check_bounds_v, value_v
+from liquidation.rules.governance import historical_stressed_loss, review
 from liquidation.rules.margin import (
     health,
     initial_requirement,
@@ -166,6 +173,17 @@ class ReplayConfig:
         no print of a bar path is guarded.
     max_ramp_classes, max_funding_rate
         As in :class:`~liquidation.config.EngineConfig`.
+    review_every_bars : int
+        Insurance governance: every this many bars (at the open, after funding, before the
+        opens) each scenario's venue applies :func:`liquidation.rules.governance.review` to
+        its fund, with the stressed loss the ``stress_quantile`` of its own recorded bad-debt
+        events (:func:`~liquidation.rules.governance.historical_stressed_loss`), and the new
+        fund share of penalties and fee add-on on trades apply from then on, as
+        :meth:`liquidation.engine.Engine.review_insurance` with that ``stressed_loss``
+        does. The engine's default stressed loss also takes the book under a joint 3-sigma
+        move; the replay has no per-asset sigma, so it uses the history only. 0 (default):
+        no review, the initial share and no add-on throughout. With reviews the book sizes its
+        opening orders for the largest add-on (:func:`opening_terms`).
     """
 
     asset: AssetConfig = field(default_factory=_default_asset)
@@ -184,6 +202,7 @@ class ReplayConfig:
     oracle: OracleGuardConfig = field(default_factory=_replay_guard)
     max_ramp_classes: int = 8
     max_funding_rate: float = 0.04
+    review_every_bars: int = 0
 
     def __post_init__(self) -> None:
         if self.maintenance_rule not in MAINTENANCE_RULES:
@@ -208,6 +227,8 @@ class ReplayConfig:
             )
         if self.vault_usd <= 0:
             raise ReplayInputError("ReplayConfig.vault_usd must be > 0")
+        if self.review_every_bars < 0:
+            raise ReplayInputError("ReplayConfig.review_every_bars must be >= 0 (0: no review)")
 
     def engine_config(self, assets: Sequence[str]) -> EngineConfig:
         """The :class:`EngineConfig` with the same rules (for cross-checks with the engine)."""
@@ -340,6 +361,8 @@ class ReplaySeries:
     positions hit for the first time; ``bad_debt`` is the shortfall of full close-outs before
     anyone covers it; ``fund`` is the insurance fund at the bar's end; ``initial_margin`` and
     ``open_notional`` are measured at the close over open positions, at the target multiplier.
+    ``topups`` counts top-ups and ``topup_collateral`` is what they deposit (USD);
+    ``fee_income`` is the trading fees the venue collects in the bar (USD).
     """
 
     label: str
@@ -360,6 +383,14 @@ class ReplaySeries:
     opened: NDArray[np.int64]
     topups: NDArray[np.int64]
     fund_seed: float
+    topup_collateral: NDArray[np.float64] | None = None
+    fee_income: NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        # Series made before these were recorded (hand-built in tests) read as zeros.
+        for name in ("topup_collateral", "fee_income"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.ts_ms)))
 
 
 def simulate(
@@ -441,6 +472,9 @@ SCAN_TICKS = (1, 2, 3)
 #: Up to this many flagged positions, the scalar rules are cheaper than numpy's call overhead.
 SCALAR_ROWS = 32
 _NEVER = np.iinfo(np.int64).min
+#: Factor on the vault's notional in its admission bound: 2 (no fraction exceeds 1, and
+#: equity loses at most the notional) with room for float rounding.
+_BOUND = 2.0 * (1 + 1e-6)
 
 
 def tick_prices(market: MarketPaths) -> NDArray[np.int64]:
@@ -477,6 +511,7 @@ def open_lots(
     asset: AssetConfig,
     fee_rate: float,
     min_order: int,
+    slack: int | None = None,
 ) -> NDArray[np.int64]:
     """Signed lots each trader opens: the largest within its target leverage that the venue
     admits, i.e. ``collateral - fee >= IM`` after the trade (the engine's check on a new
@@ -491,7 +526,7 @@ def open_lots(
         notional = value_v(lots, price)
         fee = charge_v(notional, fee_rate)
         im = initial_requirement_v(notional, multiplier, 0.0, asset)
-        return collateral - fee - SEGMENT_SLACK >= im
+        return collateral - fee - (SEGMENT_SLACK if slack is None else slack) >= im
 
     cap = np.maximum(cap, 0)
     ok = fits(cap)
@@ -511,6 +546,28 @@ def open_lots(
 
 #: Micro-USD an opening trader leaves unused: a fill split in segments rounds each one.
 SEGMENT_SLACK = 4
+
+
+def opening_terms(config: ReplayConfig) -> tuple[float, int]:
+    """Fee rate and slack (micro-USD) the book sizes its opening orders with (:func:`open_lots`).
+
+    The taker fee; with governance reviews (:attr:`ReplayConfig.review_every_bars`) plus the
+    largest fee add-on, and twice the slack (the add-on rounds up per segment too), so that
+    every order the book draws is admitted whatever add-on is in force when it arrives.
+    """
+    if config.review_every_bars:
+        addon = config.insurance.fee_addon_max_bps / 10_000
+        return config.fees.taker_fee_rate + addon, 2 * SEGMENT_SLACK
+    return config.fees.taker_fee_rate, SEGMENT_SLACK
+
+
+def _one_segment(dq: int, taker: int, maker: int) -> bool:
+    """True when :func:`liquidation.fills.segments` would not split the trade (a fast test:
+    neither side holds the opposite of its leg with less than the traded size)."""
+    size = abs(dq)
+    return (not taker or (taker > 0) == (dq > 0) or size <= abs(taker)) and (
+        not maker or (maker > 0) == (dq < 0) or size <= abs(maker)
+    )
 
 
 @dataclass
@@ -537,18 +594,27 @@ class VenueLedger:
     adl: int
     socialized: int
     deposits: int
+    fund_share: float = 0.0
+    fee_addon_bps: float = 0.0
 
 
 class _Venue:
     """One scenario's venue: insurance fund, fees, keeper, the liquidity vault (Python ints)."""
 
-    def __init__(self, assets: tuple[str, ...], fund: int, vault: int) -> None:
+    def __init__(self, assets: tuple[str, ...], fund: int, vault: int, fund_share: float) -> None:
         self.assets = assets
         self.fund = fund
         self.fees = 0
+        self.fees_booked = 0  # fees up to the last bar close (ReplaySeries.fee_income)
+        self.addon_income = 0  # governance fee add-on paid to the fund
+        self.fund_share = fund_share
+        self.fee_addon_bps = 0.0
+        self.bad_debts: list[int] = []  # bad-debt events, the governance history
         self.keeper = 0
         self.vault_balance = vault
         self.vault: list[Position | None] = [None] * len(assets)
+        # Per asset, |cost| + 2 |lots| * highest price (float USD-micro): _require_vault's bound.
+        self.bound: list[float] = [0.0] * len(assets)
         self.deposits = fund + vault
         self.bad_debt = self.backstop = self.adl = self.socialized = 0
 
@@ -581,6 +647,8 @@ class _Replay:
         self.asset = cfg.asset
         self.px = tick_prices(market)
         self.px_f = self.px.astype(np.float64)
+        self.px_open = self.px[:, :, 0].T.tolist()  # per bar, the open of each asset
+        self.px_max = self.px_f.max(axis=(1, 2)).tolist()
         # The scan filter values each position once per bar, at its worst scan tick: equity
         # - MM moves with the price as the position does while 1.5 * cap * mmf < 1 (the size
         # term's elasticity is 1/2), so the worst tick is the lowest price for a long and the
@@ -605,7 +673,12 @@ class _Replay:
         self.std = np.maximum(cfg.participation * market.quote_volume, 1.0)
         self.min_order = math.ceil(cfg.fees.min_order_notional_usd * MICRO)
         self.venues = [
-            _Venue(market.assets, round(cfg.fund_seed_usd * MICRO), round(cfg.vault_usd * MICRO))
+            _Venue(
+                market.assets,
+                round(cfg.fund_seed_usd * MICRO),
+                round(cfg.vault_usd * MICRO),
+                cfg.insurance.initial_fund_share,
+            )
             for _ in scenarios
         ]
         self.stream = self._merge_books(books)
@@ -626,6 +699,8 @@ class _Replay:
                 ("open_notional", np.float64),
                 ("opened", np.int64),
                 ("topups", np.int64),
+                ("topup_collateral", np.float64),
+                ("fee_income", np.float64),
             )
         }
         self.liquidated: list[list[int]] = [[] for _ in scenarios]
@@ -653,6 +728,7 @@ class _Replay:
         }  # fmt: skip
         cat["collateral"] = np.round(cat["collateral"] * MICRO).astype(np.int64)
         lane = cat["scen"] * self.n_a + cat["asset"]
+        fee_rate, slack = opening_terms(self.cfg)
         cat["lots"] = open_lots(
             cat["collateral"],
             cat["leverage"],
@@ -660,8 +736,9 @@ class _Replay:
             self.px[cat["asset"], cat["arrival"], 0],
             self.target[lane, cat["arrival"]],
             self.asset,
-            self.cfg.fees.taker_fee_rate,
+            fee_rate,
             self.min_order,
+            slack,
         )
         self.ledger_balance = [np.zeros(len(b), dtype=np.int64) for _, b in parts]
         self.ledger_lots = [np.zeros(len(b), dtype=np.int64) for _, b in parts]
@@ -670,6 +747,15 @@ class _Replay:
         order = np.lexsort((cat["trader"], cat["scen"], cat["arrival"]))
         merged = {k: v[order] for k, v in cat.items()}
         merged["bounds"] = np.searchsorted(merged["arrival"], np.arange(self.n_t + 1))
+        # The opening loop reads one trader at a time: Python lists index far faster than
+        # numpy scalars.
+        self.stream_rows = list(
+            zip(
+                *(merged[k].tolist() for k in ("scen", "trader", "lots", "asset", "collateral",
+                                               "hold_bars", "topup")),
+                strict=True,
+            )
+        )  # fmt: skip
         return merged
 
     def _initial_capacity(self) -> int:
@@ -683,6 +769,7 @@ class _Replay:
             "active": bool,
             "scen": np.int64,
             "asset": np.int64,
+            "lane": np.int64,
             "trader": np.int64,
             "close_bar": np.int64,
             "topups_left": np.int64,
@@ -706,12 +793,14 @@ class _Replay:
         for t in range(self.n_t):
             self._retarget(t)
             self._funding(t)
+            if self.cfg.review_every_bars and t and t % self.cfg.review_every_bars == 0:
+                self._review()
             self._open(t)
-            at_risk = self._at_risk(t)
+            at_risk, topup = self._at_risk(t)
             if len(at_risk):
                 for k in SCAN_TICKS:
                     self._liquidate(t, k, at_risk)
-            self._close_of_bar(t)
+            self._close_of_bar(t, at_risk, topup)
             if progress is not None and (t + 1) % 1000 == 0:
                 progress(t + 1, self.n_t)
         if progress is not None:
@@ -728,6 +817,14 @@ class _Replay:
                 self.ramps[lane] = retarget(
                     state, target, ts, self.lane_ramp_ms[lane], self.cfg.max_ramp_classes
                 )
+
+    def _review(self) -> None:
+        """Insurance governance of every venue (the engine's review with its history's loss)."""
+        ins = self.cfg.insurance
+        for venue in self.venues:
+            loss = historical_stressed_loss(venue.bad_debts, ins.stress_quantile)
+            decision = review(venue.fund, loss, venue.fund_share, venue.fee_addon_bps, ins)
+            venue.fund_share, venue.fee_addon_bps = decision.fund_share, decision.fee_addon_bps
 
     def _mm_multiplier(
         self, lane: NDArray[np.int64], since: NDArray[np.int64], ts: int
@@ -756,31 +853,36 @@ class _Replay:
         price = self.px[asset, t, k]
         val = value_v(self.s_lots[rows], price)
         notional = np.abs(val)
-        lane = self.s_scen[rows] * self.n_a + asset
+        lane = self.s_lane[rows]
         mult = self._mm_multiplier(lane, self.s_risk_since[rows], int(self.tms[t, k]))
         mm = maintenance_requirement_v(notional, mult, self.asset)
         return self.s_balance[rows] + val - self.s_cost[rows], mm, notional
 
     # -- fills against the vault ---------------------------------------------------------------
     def _plan_fill(
-        self, s: int, row: int, dq: int, price: int, ts: int, fee_rate: float
-    ) -> tuple[tuple[int, int, int], Position | None, int, int, int]:
+        self, s: int, row: int, dq: int, price: int, ts: int, fee_rate: float, addon: float = 0.0
+    ) -> tuple[tuple[int, int, int], Position | None, int, int, int, int]:
         """Row ``row`` taking ``dq`` lots from the vault at ``price``, as the engine books it
         (:func:`liquidation.fills.fill_events`: the trade split where either side would flip,
         each segment's cost and PnL by :func:`~liquidation.fills.fill_amounts`, the taker fee
-        charged per segment). Returns the row's (lots, cost, risk_since), the vault's position,
-        the row's and the vault's balance changes and the fees; books nothing."""
+        charged per segment, and the governance fee add-on ``addon`` (a rate) for the fund).
+        Returns the row's (lots, cost, risk_since), the vault's position, the row's and the
+        vault's balance changes, the fees and the add-on; books nothing."""
         a = int(self.s_asset[row])
         symbol = self.m.assets[a]
-        lots, cost, since = (
-            int(self.s_lots[row]),
-            int(self.s_cost[row]),
-            int(self.s_risk_since[row]),
-        )
+        lots = int(self.s_lots[row])
+        if lots:
+            cost, since = int(self.s_cost[row]), int(self.s_risk_since[row])
+        else:
+            cost = since = 0
         theirs = self.venues[s].vault[a]
-        mine_delta = vault_delta = fees = 0
-        for part in segments(dq, lots, theirs.lots if theirs else 0):
-            fee = charge(abs(value(part, price)), fee_rate)
+        held = theirs.lots if theirs is not None else 0
+        parts = [dq] if _one_segment(dq, lots, held) else segments(dq, lots, held)
+        mine_delta = vault_delta = fees = addons = 0
+        for part in parts:
+            traded = abs(value(part, price))
+            fee = charge(traded, fee_rate)
+            extra = charge(traded, addon) if addon else 0
             mine = fill_amounts(
                 Position(symbol, lots, cost, since) if lots else None, part, price, ts
             )
@@ -788,17 +890,18 @@ class _Replay:
             lots, cost, since = lots + part, cost + mine.cost_delta, mine.risk_since_ms
             if lots == 0:
                 cost, since = 0, 0
-            held = (theirs.lots if theirs else 0) - part
+            held -= part
             theirs = (
                 Position(symbol, held, (theirs.cost if theirs else 0) + other.cost_delta,
                          other.risk_since_ms)
                 if held
                 else None
             )  # fmt: skip
-            mine_delta += mine.realized_pnl - fee
+            mine_delta += mine.realized_pnl - fee - extra
             vault_delta += other.realized_pnl
             fees += fee
-        return (lots, cost, since), theirs, mine_delta, vault_delta, fees
+            addons += extra
+        return (lots, cost, since), theirs, mine_delta, vault_delta, fees, addons
 
     def _fill(
         self,
@@ -808,16 +911,28 @@ class _Replay:
         price: int,
         ts: int,
         fee_rate: float,
-        planned: tuple[tuple[int, int, int], Position | None, int, int, int] | None = None,
+        planned: tuple[tuple[int, int, int], Position | None, int, int, int, int] | None = None,
+        addon: float = 0.0,
     ) -> None:
         """Book row ``row`` taking ``dq`` lots from the vault at ``price`` (:meth:`_plan_fill`)."""
         venue = self.venues[s]
-        (lots, cost, since), theirs, mine_delta, vault_delta, fees = (
-            planned if planned is not None else self._plan_fill(s, row, dq, price, ts, fee_rate)
+        (lots, cost, since), theirs, mine_delta, vault_delta, fees, addons = (
+            planned
+            if planned is not None
+            else self._plan_fill(s, row, dq, price, ts, fee_rate, addon)
         )
-        venue.vault[int(self.s_asset[row])] = theirs
+        a = int(self.s_asset[row])
+        venue.vault[a] = theirs
+        venue.bound[a] = (
+            abs(theirs.cost) + _BOUND * abs(theirs.lots) * self.px_max[a] / QTY_SCALE
+            if theirs is not None
+            else 0.0
+        )
         venue.vault_balance += vault_delta
         venue.fees += fees
+        if addons:
+            venue.fund += addons
+            venue.addon_income += addons
         self.s_balance[row] += mine_delta
         self.s_lots[row], self.s_cost[row], self.s_risk_since[row] = lots, cost, since
 
@@ -828,6 +943,10 @@ class _Replay:
         holds (no margin fraction exceeds 1); otherwise the exact rules decide.
         """
         venue = self.venues[s]
+        # First at every asset's highest price of the replay (one sum, kept up to date by
+        # _fill), then at the tick's prices.
+        if venue.vault_balance - sum(venue.bound) - 2 * self.n_a > 0:
+            return
         gross = cost = 0.0
         for a, pos in enumerate(venue.vault):
             if pos is not None:
@@ -849,8 +968,13 @@ class _Replay:
         rates = self.m.funding_rate[:, t]
         if not rates.any():
             return
-        act = np.flatnonzero(self.s_active)
-        for a in np.flatnonzero(rates):
+        act = self.s_active.nonzero()[0]
+        # Holders grouped by (asset, scenario), each group in account order (as the engine).
+        act = act[np.lexsort((self.s_trader[act], self.s_scen[act], self.s_asset[act]))]
+        group = self.s_asset[act] * self.n_s + self.s_scen[act]
+        edges = np.searchsorted(group, np.arange(self.n_a * self.n_s + 1)).tolist()
+        rows_all, lots_all = act.tolist(), self.s_lots[act].tolist()
+        for a in np.flatnonzero(rates).tolist():
             rate = float(rates[a])
             if abs(rate) >= self.cfg.max_funding_rate:
                 raise ReplayInputError(
@@ -858,11 +982,9 @@ class _Replay:
                     f"bound {self.cfg.max_funding_rate}"
                 )
             mark = int(self.px[a, t, 0])
-            here = act[self.s_asset[act] == a]
             for s, venue in enumerate(self.venues):
-                rows = here[self.s_scen[here] == s]
-                rows = rows[np.argsort(self.s_trader[rows], kind="stable")]
-                holders = [(int(r), int(self.s_lots[r])) for r in rows]
+                lo, hi = edges[a * self.n_s + s], edges[a * self.n_s + s + 1]
+                holders = list(zip(rows_all[lo:hi], lots_all[lo:hi], strict=True))
                 vault = venue.vault[a]
                 if vault is not None and vault.lots:
                     holders.append((-1, vault.lots))
@@ -878,72 +1000,85 @@ class _Replay:
             return
         if len(self.free) < hi - lo:
             self._allocate(max(2 * self.cap, self.cap + (hi - lo) + 64))
-        st = {k: v[lo:hi] for k, v in self.stream.items() if k != "bounds"}
         ts = int(self.tms[t, 0])
         fee = self.cfg.fees.taker_fee_rate
+        opens = self.px_open[t]
         touched = set()
-        for i in range(hi - lo):
-            s, trader, lots = int(st["scen"][i]), int(st["trader"][i]), int(st["lots"][i])
+        for s, trader, lots, a, collateral, hold, topup in self.stream_rows[lo:hi]:
             venue = self.venues[s]
-            venue.deposits += int(st["collateral"][i])
+            venue.deposits += collateral
             if lots == 0:
-                self.ledger_balance[s][trader] = st["collateral"][i]
+                self.ledger_balance[s][trader] = collateral
                 continue
             row = self.free.pop()
-            a = int(st["asset"][i])
             self.s_active[row] = True
             self.s_hit[row] = False
             self.s_scen[row] = s
             self.s_asset[row] = a
+            self.s_lane[row] = s * self.n_a + a
             self.s_trader[row] = trader
-            self.s_close_bar[row] = min(t + int(st["hold_bars"][i]) - 1, self.n_t - 1)
-            self.s_topups_left[row] = self.cfg.book.topup_max_count if st["topup"][i] else 0
-            self.s_first_deposit[row] = st["collateral"][i]
-            self.s_balance[row] = st["collateral"][i]
+            self.s_close_bar[row] = min(t + hold - 1, self.n_t - 1)
+            self.s_topups_left[row] = self.cfg.book.topup_max_count if topup else 0
+            self.s_first_deposit[row] = collateral
+            self.s_balance[row] = collateral
             self.s_lots[row] = 0
             self.s_cost[row] = 0
             self.s_last_step[row] = _NEVER
-            self._fill(s, row, lots, int(self.px[a, t, 0]), ts, fee)
+            self._fill(s, row, lots, opens[a], ts, fee, addon=venue.fee_addon_bps / 10_000)
+            self._require_vault(s, t, 0)  # the engine checks the counterparty of each trade
             self.opened_lots[s][trader] = lots
             self.out["opened"][s, t] += 1
             touched.add(s)
-        for s in touched:
-            self._require_vault(s, t, 0)
 
     def _float_margin(
-        self, rows: NDArray[np.int64], t: int, k: int | None, scale: float = 1.0
-    ) -> NDArray[np.float64]:
-        """Float ``equity - scale * MM`` at tick ``k`` (None: each position's worst scan tick)
-        with every position paying its lane's target (no ramp class pays more), less a
-        tolerance covering the exact rules' rounding and the float error: a *filter* that
-        never misses an exact breach."""
+        self, rows: NDArray[np.int64], t: int, ticks: Sequence[int | None], scales: Sequence[float]
+    ) -> list[NDArray[np.float64]]:
+        """Float ``equity - scale * MM`` of ``rows`` at each tick of ``ticks`` (None: each
+        position's worst scan tick) with every position paying its lane's target (no ramp
+        class pays more), less a tolerance covering the exact rules' rounding and the float
+        error: a *filter* that never misses an exact breach. The rows' state is gathered once
+        for all ticks."""
         asset = self.s_asset[rows]
         lots = self.s_lots[rows].astype(np.float64)
-        if k is None:
-            price = self.worst_f[(lots > 0).astype(np.int64), asset, t]
-        else:
-            price = self.px_f[asset, t, k]
-        val = lots * price / QTY_SCALE
-        notional = np.abs(val)
-        lane = self.s_scen[rows] * self.n_a + asset
-        frac = position_fraction_v(notional / MICRO, self.target_now[lane], self.asset)
-        mm = notional * frac * self.asset.maintenance_fraction
-        balance, cost = self.s_balance[rows], self.s_cost[rows]
-        tol = 1e-9 * (np.abs(balance) + np.abs(cost) + notional) + 64.0
-        return balance + val - cost - scale * mm - tol
+        target = self.target_now[self.s_lane[rows]]
+        # balance - cost is exact in int64; the float sum errs by far less than the tolerance.
+        held = self.s_balance[rows] - self.s_cost[rows]
+        slack = 1e-9 * np.abs(held) + 64.0
+        out = []
+        for k, scale in zip(ticks, scales, strict=True):
+            if k is None:
+                price = self.worst_f[(lots > 0).astype(np.int64), asset, t]
+            else:
+                price = self.px_f[asset, t, k]
+            val = lots * price / QTY_SCALE
+            notional = np.abs(val)
+            frac = position_fraction_v(notional / MICRO, target, self.asset)
+            mm = notional * frac * self.asset.maintenance_fraction
+            out.append(held + val - scale * mm - (slack + 1e-9 * notional))
+        return out
 
-    def _at_risk(self, t: int) -> NDArray[np.int64]:
-        """Positions that may be below maintenance at some scan tick of bar ``t``."""
-        act = np.flatnonzero(self.s_active)
+    def _at_risk(self, t: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Positions that may be below maintenance at some scan tick of bar ``t``, and those
+        that may want a top-up at its close (the same filter at the close, trigger health).
+
+        The top-up filter is taken before the keeper's passes: only positions the keeper
+        touches (a subset of the first array) can change before the close, and
+        :meth:`_topups` adds them back.
+        """
+        act = self.s_active.nonzero()[0]
         if len(act) == 0:
-            return act
+            return act, act
         self.target_now = self.mm_target[:, t]
+        trigger = self.cfg.book.topup_trigger_health
         if self.monotone:
-            return act[self._float_margin(act, t, None) < 0]
-        worst = self._float_margin(act, t, SCAN_TICKS[0])
-        for k in SCAN_TICKS[1:]:
-            worst = np.minimum(worst, self._float_margin(act, t, k))
-        return act[worst < 0]
+            worst, close = self._float_margin(act, t, (None, 3), (1.0, trigger))
+        else:
+            *scans, close = self._float_margin(
+                act, t, (*SCAN_TICKS, 3), (1.0,) * len(SCAN_TICKS) + (trigger,)
+            )
+            worst = np.minimum.reduce(scans)
+        topup = (close < 0) & (self.s_topups_left[act] > 0)
+        return act[worst < 0], act[topup]
 
     def _liquidate(self, t: int, k: int, candidates: NDArray[np.int64]) -> None:
         act = candidates[self.s_active[candidates]]
@@ -1060,6 +1195,9 @@ class _Replay:
         if debt > cover:  # unreachable with a deep vault; kept explicit, never silent
             raise ReplayInputError(f"scenario {self.sc[s].label!r}: bad debt left after the vault")
         venue.bad_debt += bad_debt
+        if bad_debt > 0:  # the history the governance review reads (as the engine records it)
+            venue.bad_debts.append(bad_debt)
+            del venue.bad_debts[: -self.cfg.insurance.history_size]
         self.out["full_closeouts"][s, t] += 1
         self.out["bad_debt"][s, t] += bad_debt / MICRO
         self.out["liquidated_notional"][s, t] += notional / MICRO
@@ -1068,7 +1206,7 @@ class _Replay:
     def _penalty(self, s: int, row: int, penalty: int) -> None:
         if penalty <= 0:
             return
-        keeper, fund = split_penalty(penalty, self.cfg.insurance.initial_fund_share)
+        keeper, fund = split_penalty(penalty, self.venues[s].fund_share)
         self.s_balance[row] -= penalty
         self.venues[s].keeper += keeper
         self.venues[s].fund += fund
@@ -1079,34 +1217,42 @@ class _Replay:
             self.asset.max_slippage_bps,
         )  # fmt: skip
 
-    def _close_of_bar(self, t: int) -> None:
-        act = np.flatnonzero(self.s_active)
+    def _close_of_bar(self, t: int, at_risk: NDArray[np.int64], topup: NDArray[np.int64]) -> None:
+        act = self.s_active.nonzero()[0]
         if len(act):
-            self._topups(t, act)
-            act = np.flatnonzero(self.s_active)
+            self._topups(t, at_risk, topup)  # deposits only: the active set stays
             ending = act[self.s_close_bar[act] <= t]
-            # Closes trade with the vault one after another, in account order (as the engine).
-            ending = ending[np.lexsort((self.s_trader[ending], self.s_scen[ending]))]
             if len(ending):
-                self._closes(t, ending)
-            act = np.flatnonzero(self.s_active)
+                # Closes trade with the vault one after another, in account order (as the
+                # engine).
+                if len(ending) > 1:
+                    ending = ending[np.lexsort((self.s_trader[ending], self.s_scen[ending]))]
+                if self._closes(t, ending):
+                    act = self.s_active.nonzero()[0]
         n_s = self.n_s
         asset = self.s_asset[act]
         notional = np.abs(self.s_lots[act] * self.px_f[asset, t, 3]) / (QTY_SCALE * MICRO)
-        lane = self.s_scen[act] * self.n_a + asset
+        lane = self.s_lane[act]
         imf = np.minimum(self.asset.base_imf * self.target[lane, t], self.asset.imf_cap)
         scen = self.s_scen[act]
         self.out["initial_margin"][:, t] = np.bincount(scen, weights=notional * imf, minlength=n_s)
         self.out["open_notional"][:, t] = np.bincount(scen, weights=notional, minlength=n_s)
         self.out["fund"][:, t] = [v.fund / MICRO for v in self.venues]
+        self.out["fee_income"][:, t] = [
+            (v.fees + v.addon_income - v.fees_booked) / MICRO for v in self.venues
+        ]
+        for v in self.venues:
+            v.fees_booked = v.fees + v.addon_income
 
-    def _topups(self, t: int, act: NDArray[np.int64]) -> None:
+    def _topups(self, t: int, at_risk: NDArray[np.int64], topup: NDArray[np.int64]) -> None:
+        """Top-ups at the close: the exact rules on the rows :meth:`_at_risk` flagged, plus
+        those the keeper touched since (in row order, as one filter over all rows gives)."""
         book = self.cfg.book
-        act = act[self.s_topups_left[act] > 0]
-        if len(act) == 0:
-            return
-        self.target_now = self.mm_target[:, t]
-        act = act[self._float_margin(act, t, 3, book.topup_trigger_health) < 0]
+        if len(at_risk):
+            touched = at_risk[self.s_active[at_risk] & (self.s_topups_left[at_risk] > 0)]
+            act = np.union1d(topup, touched) if len(touched) else topup
+        else:
+            act = topup
         if len(act) == 0:
             return
         if len(act) > SCALAR_ROWS:
@@ -1130,7 +1276,7 @@ class _Replay:
         eq, mm, notional = self._health(act, t, 3)
         want = wants_topup_v(eq, mm, self.s_topups_left[act], book.topup_trigger_health)
         rows = act[want]
-        lane = self.s_scen[rows] * self.n_a + self.s_asset[rows]
+        lane = self.s_lane[rows]
         im = initial_requirement_v(notional[want], self.target[lane, t], 0.0, self.asset)
         amount = topup_amount_v(eq[want], im, self.s_first_deposit[rows], book.topup_max_fraction)
         for row, paid in zip(rows.tolist(), amount.tolist(), strict=True):
@@ -1142,38 +1288,45 @@ class _Replay:
         self.s_topups_left[row] -= 1
         self.venues[s].deposits += amount
         self.out["topups"][s, t] += 1
+        self.out["topup_collateral"][s, t] += amount / MICRO
 
-    def _closes(self, t: int, rows: NDArray[np.int64]) -> None:
-        """Planned closes at the close price, taker fee, if the venue admits them."""
+    def _closes(self, t: int, rows: NDArray[np.int64]) -> int:
+        """Planned closes at the close price, taker fee, if the venue admits them; how many."""
         ts = int(self.tms[t, 3])
         fee = self.cfg.fees.taker_fee_rate
         closing = []
-        for row in rows.tolist():
-            s, a = int(self.s_scen[row]), int(self.s_asset[row])
-            if abs(value(int(self.s_lots[row]), int(self.px[a, t, 3]))) < self.min_order:
+        closes = self.px[:, t, 3].tolist()
+        for row, s, a, lots in zip(rows.tolist(), self.s_scen[rows].tolist(),
+                                   self.s_asset[rows].tolist(), self.s_lots[rows].tolist(),
+                                   strict=True):  # fmt: skip
+            if abs(value(lots, closes[a])) < self.min_order:
                 continue  # the venue refuses dust: the remnant stays open
-            dq = -int(self.s_lots[row])
-            planned = self._plan_fill(s, row, dq, int(self.px[a, t, 3]), ts, fee)
+            addon = self.venues[s].fee_addon_bps / 10_000
+            planned = self._plan_fill(s, row, -lots, closes[a], ts, fee, addon)
             after = int(self.s_balance[row]) + planned[2]
             # Without positions the dYdX rule admits a change only to equity >= 0.
             if after < 0:
                 continue
-            self._fill(s, row, dq, int(self.px[a, t, 3]), ts, fee, planned)
+            self._fill(s, row, -lots, closes[a], ts, fee, planned)
+            self._require_vault(s, t, 3)
             closing.append(row)
         if closing:
             self._release(np.array(closing, dtype=np.int64))
+        return len(closing)
 
     def _release(self, rows: NDArray[np.int64]) -> None:
-        for row in rows:
-            s, trader = int(self.s_scen[row]), int(self.s_trader[row])
-            self.ledger_balance[s][trader] = self.s_balance[row]
-            self.ledger_lots[s][trader] = self.s_lots[row]
-            self.ledger_cost[s][trader] = self.s_cost[row]
+        scen = self.s_scen[rows]
+        for s in set(scen.tolist()):
+            mine = rows[scen == s] if self.n_s > 1 else rows
+            trader = self.s_trader[mine]
+            self.ledger_balance[s][trader] = self.s_balance[mine]
+            self.ledger_lots[s][trader] = self.s_lots[mine]
+            self.ledger_cost[s][trader] = self.s_cost[mine]
         self.s_active[rows] = False
         self.s_lots[rows] = 0
         self.s_cost[rows] = 0
         self.s_balance[rows] = 0
-        self.free.extend(int(r) for r in rows)
+        self.free.extend(rows.tolist())
 
     def ledger(self, s: int) -> VenueLedger:
         """The integer end state of scenario ``s`` (open positions included)."""
@@ -1191,7 +1344,7 @@ class _Replay:
             vault={self.m.assets[a]: (p.lots, p.cost) for a, p in enumerate(v.vault) if p},
             liquidated=sorted(self.liquidated[s]), steps=int(self.out["liquidations"][s].sum()),
             bad_debt=v.bad_debt, backstop=v.backstop, adl=v.adl, socialized=v.socialized,
-            deposits=v.deposits,
+            deposits=v.deposits, fund_share=v.fund_share, fee_addon_bps=v.fee_addon_bps,
         )  # fmt: skip
 
     def _series(self, s: int) -> ReplaySeries:
