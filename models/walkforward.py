@@ -306,17 +306,26 @@ def walk_forward_predict(
     history_days: int,
     say: Progress,
     name: str,
+    target: TargetSpec | None = None,
 ) -> tuple[pd.DataFrame, CalibratedForecaster]:
-    """Out-of-sample variance forecasts of one forecaster over every fold of ``splitter``.
+    """Out-of-sample forecasts of one forecaster over every fold of ``splitter``.
 
-    Each fold fits a fresh clone on the fold's purged training rows with a finite target
-    and predicts the fold's test rows (forecasters tagged ``requires_history`` also see the
-    preceding ``history_days`` of returns, which are known at forecast time).
+    Each fold fits a fresh clone on the fold's purged training rows with a usable target
+    (:meth:`TargetSpec.usable`) and predicts the fold's test rows (forecasters tagged
+    ``requires_history`` also see the preceding ``history_days`` of returns, which are
+    known at forecast time).
+
+    Parameters
+    ----------
+    target
+        What the forecaster fits (default: the variance target ``rv_fwd``).
 
     Returns
     -------
     tuple
-        Frame ``ts, asset, rv, ret_fwd, variance, fold`` and the last fitted forecaster.
+        Frame ``ts, asset, rv, ret_fwd, variance, fold`` (plus the target column when it is
+        not ``rv_fwd``; ``variance`` holds the forecast, whatever the target) and the last
+        fitted forecaster.
 
     Raises
     ------
@@ -327,7 +336,9 @@ def walk_forward_predict(
     ts = panel["ts"]
     # The targets live in the panel for scoring; a model only ever sees feature columns.
     features = [c for c in panel.columns if c not in TARGET_VALUE_COLUMNS]
-    finite_y = np.isfinite(panel["rv_fwd"].to_numpy()) & (panel["rv_fwd"].to_numpy() > 0)
+    target = target or TargetSpec()
+    y_column = target.column
+    finite_y = target.usable(panel[y_column].to_numpy())
     for fold in splitter.folds():
         train = splitter.train_mask(ts, fold) & finite_y
         test = splitter.test_mask(ts, fold)
@@ -340,8 +351,8 @@ def walk_forward_predict(
             )
         say(f"{name}: fold {fold.index + 1} {fold.test_start:%Y-%m} ({int(train.sum())} rows)")
         model = clone(forecaster)
-        model.fit(panel.loc[train, features], panel.loc[train, "rv_fwd"].to_numpy())
-        parts.append(_predict_fold(model, panel, features, fold, test, history_days))
+        model.fit(panel.loc[train, features], panel.loc[train, y_column].to_numpy())
+        parts.append(_predict_fold(model, panel, features, fold, test, history_days, y_column))
         fitted = model
     if fitted is None:
         raise EvaluationInputError(f"model {name}: the test period holds no rows of the data")
@@ -395,6 +406,7 @@ def _predict_fold(
     fold: Fold,
     test: np.ndarray,
     history_days: int,
+    y_column: str = "rv_fwd",
 ) -> pd.DataFrame:
     if model.get_tag("requires_history"):
         lookback = fold.test_start - pd.Timedelta(days=history_days)
@@ -405,7 +417,8 @@ def _predict_fold(
         variance = variance.to_numpy()
     else:
         variance = model.predict(panel.loc[test, features])
-    out = panel.loc[test, ["ts", "asset", "rv_fwd", "ret_fwd"]].rename(columns={"rv_fwd": "rv"})
+    kept = ["ts", "asset", "rv_fwd", "ret_fwd", *([y_column] if y_column != "rv_fwd" else [])]
+    out = panel.loc[test, kept].rename(columns={"rv_fwd": "rv"})
     out["variance"] = variance
     out["fold"] = fold.index
     return out.reset_index(drop=True)
