@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,12 @@ class EvaluationConfig(BaseModel):
     estimators
         Estimator parameters replacing a named forecaster's, e.g.
         ``{"lgbm": LGBMParams(n_jobs=2)}``.
+    horizons
+        Further variance horizons (bars) a training run evaluates beside its target's, each
+        gated against HAR in the review (``qlike_vs_har_<H>h``); empty by default.
+    tails
+        Also evaluate the tail forecasters (:mod:`models.tails`) at the target's horizon
+        and ``horizons``, gated on Kupiec coverage per asset; off by default.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -102,6 +108,8 @@ class EvaluationConfig(BaseModel):
     history_days: int = Field(120, ge=1)
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     estimators: dict[str, EstimatorParams] = Field(default_factory=dict)
+    horizons: tuple[Annotated[int, Field(ge=1)], ...] = ()
+    tails: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> EvaluationConfig:
