@@ -139,3 +139,20 @@ def test_the_gates_read_dotted_evaluations_too() -> None:
     flat = flatten_evaluation({"tails": tails})
     (gate,) = quantile_coverage_gates(_evidence(flat), GateConfig())
     assert gate.passed and not math.isnan(gate.metrics["kupiec_p.BTCUSDT"])
+
+
+def test_the_review_report_lists_each_gate_per_asset_with_its_statistic_and_p_value() -> None:
+    from models.review_report import gate_detail_table
+
+    summary = horizon_summary({12: _horizon_result(12, 0.05, 2)}, primary="lgbm")
+    tails = _tails({"BTCUSDT": (9, 900), "ETHUSDT": (25, 900)})
+    report = evaluate_gates(
+        _evidence({"horizons": summary, "tails": tails}),
+        None,
+        reference_time=DATA_THROUGH + timedelta(hours=1),
+    )
+    table = gate_detail_table(report).set_index(["gate", "asset"])
+    eth = table.loc[("quantile_coverage_adverse_long_24h", "ETHUSDT")]
+    assert eth["exceptions"] == 25 and eth["p-value"] == pytest.approx(kupiec_pof(25, 900).pvalue)
+    dm = table.loc[("qlike_vs_har_12h", "BTCUSDT")]
+    assert dm["statistic"] < 0 and 0 <= dm["p-value"] <= 1
