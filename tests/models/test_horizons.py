@@ -116,3 +116,31 @@ def test_the_factory_hands_the_target_level_and_horizon_to_the_tail_estimators()
     base = build_forecaster(named_spec("tail_scaled", target), "1h").estimator
     assert isinstance(gbm, QuantileGBMForecaster) and isinstance(base, ScaledQuantileForecaster)
     assert (gbm.level, gbm.horizon, base.level, base.horizon) == (0.975, 12, 0.975, 12)
+
+
+@pytest.mark.parametrize(("horizon", "days_per_window"), [(12, 1), (24, 1), (48, 2)])
+def test_the_var_backtest_keeps_windows_that_do_not_overlap(horizon: int, days_per_window: int):
+    from models.scoring import Scoring, score_forecasts
+
+    rng = np.random.default_rng(horizon)
+    ts = pd.date_range("2024-01-01", periods=24 * 100, freq="1h", tz="UTC")
+    rows = []
+    for model in ("har", "lgbm"):
+        rows.append(
+            pd.DataFrame(
+                {
+                    "ts": ts,
+                    "asset": "BTC",
+                    "model": model,
+                    "variance": rng.uniform(5e-4, 2e-3, ts.size),
+                    "rv": rng.chisquare(5, ts.size) * 2e-4,
+                    "ret_fwd": rng.normal(0, 0.03, ts.size),
+                    "var_99": 0.08,
+                    "es_99": 0.1,
+                }
+            )
+        )
+    metrics = score_forecasts(
+        pd.concat(rows, ignore_index=True), ["har", "lgbm"], Scoring("lgbm", horizon)
+    )
+    assert metrics["assets"]["BTC"]["var99"]["n"] == 100 // days_per_window
