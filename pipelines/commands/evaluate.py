@@ -73,6 +73,9 @@ def evaluate_command(
             "over each horizon, calibrated per asset, with Kupiec coverage.",
         ),
     ] = False,
+    refit: Annotated[
+        str, typer.Option(help="Refit schedule (pandas offset alias): MS monthly, QS quarterly.")
+    ] = "MS",
     interval: Annotated[str, typer.Option(help="Bar interval.")] = "1h",
     lgbm_threads: Annotated[
         int, typer.Option(min=1, help="Threads of the estimators that take them (LightGBM).")
@@ -110,10 +113,11 @@ def evaluate_command(
             tails,
             lgbm_threads,
             json_out,
+            refit,
         )
         return
     try:
-        config = EvaluationConfig().with_models(names).with_threads(lgbm_threads)
+        config = EvaluationConfig(refit=refit).with_models(names).with_threads(lgbm_threads)
         with console.status("loading market data") as status:
             market = read_market(data, market_store(settings), interval, chosen)
             status.update("evaluating")
@@ -210,6 +214,7 @@ def _evaluate_horizons(
     tails: bool,
     threads: int,
     json_out: Path | None,
+    refit: str = "MS",
 ) -> None:
     """Variance forecasts per horizon (DM against HAR) and, with ``tails``, tail coverage."""
     from features.build import build_features
@@ -225,7 +230,7 @@ def _evaluate_horizons(
         names = [*names, REFERENCE]
     metrics: dict[str, Any] = {}
     try:
-        config = EvaluationConfig().with_models(names).with_threads(threads)
+        config = EvaluationConfig(refit=refit).with_models(names).with_threads(threads)
         with console.status("loading market data") as status:
             market = read_market(data, market_store(settings), interval, chosen)
             status.update("building features")
@@ -235,7 +240,7 @@ def _evaluate_horizons(
             metrics["horizons"] = horizon_summary(results, config.primary)
             metrics["by_horizon"] = {str(h): r.to_json_dict() for h, r in results.items()}
             if tails:
-                tail_config = TailConfig()
+                tail_config = TailConfig(refit=refit)
                 if threads > 1:
                     from models.spec import QuantileLGBMParams
 
