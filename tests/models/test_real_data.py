@@ -72,9 +72,9 @@ def test_evaluate_cli_runs_a_horizon_set_with_tails(
             "--assets",
             "BTCUSDT",
             "--models",
-            "har,lgbm",
+            "ewma,har",
             "--horizons",
-            "4,24",
+            "4",
             "--tails",
             "--json",
             str(out),
@@ -82,14 +82,15 @@ def test_evaluate_cli_runs_a_horizon_set_with_tails(
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
-    assert set(metrics["horizons"]) == {"4", "24"}
-    for horizon in ("4", "24"):
-        pooled = metrics["horizons"][horizon]["pooled"]
-        assert 0.0 < pooled["qlike_challenger"] < 2.0 and 0.0 <= pooled["p_better"] <= 1.0
-        assert metrics["by_horizon"][horizon]["config"]["splitter"]["purge"] == int(horizon)
-    for label in ("adverse_long_4h", "adverse_short_4h", "adverse_long_24h", "adverse_short_24h"):
+    # Kept small for the suite (one horizon, EWMA as the primary); the README's figures
+    # come from the full horizon set with LightGBM.
+    assert set(metrics["horizons"]) == {"4"}
+    pooled = metrics["horizons"]["4"]["pooled"]
+    assert 0.0 < pooled["qlike_challenger"] < 2.0 and 0.0 <= pooled["p_better"] <= 1.0
+    assert metrics["by_horizon"]["4"]["config"]["splitter"]["purge"] == 4
+    for label in ("adverse_long_4h", "adverse_short_4h"):
         numbers = metrics["tails"][label]["assets"]["BTCUSDT"]["tail_lgbm"]
-        assert numbers["n"] >= 29 and 0.0 <= numbers["kupiec_p"] <= 1.0
+        assert numbers["n"] >= 180 and 0.0 <= numbers["kupiec_p"] <= 1.0
     names = {g["name"] for g in metrics["gates"]}
-    assert {"qlike_vs_har_4h", "qlike_vs_har_24h", "quantile_coverage_adverse_long_24h"} <= names
+    assert {"qlike_vs_har_4h", "quantile_coverage_adverse_long_4h"} <= names
     assert "quantile_coverage_adverse_short_4h" in result.output
