@@ -117,6 +117,7 @@ class CalibratedForecaster(RegressorMixin, BaseEstimator):
         """
         spec = self._spec()
         self._fitted()
+        self._variance_only("calibrate_on")
         if spec.kind == "none":
             self.calibration_ = None
             return self
@@ -137,6 +138,7 @@ class CalibratedForecaster(RegressorMixin, BaseEstimator):
         Rows whose variance forecast is not finite keep NaN, so the policy reports them
         as missing forecasts rather than inventing a value.
         """
+        self._variance_only("forecast")
         if self._spec().kind != "none" and getattr(self, "calibration_", None) is None:
             raise ForecasterInputError(
                 f"forecaster {self.name!r} is not calibrated; call calibrate_on first"
@@ -158,6 +160,13 @@ class CalibratedForecaster(RegressorMixin, BaseEstimator):
         return frame[list(FORECAST_COLUMNS)]
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _variance_only(self, what: str) -> None:
+        if self.get_tag("quantile_forecast"):
+            raise ForecasterInputError(
+                f"forecaster {self.name!r} forecasts a tail quantile, not a variance: {what} "
+                "is for variance forecasts; calibrate it with models.tails.calibrate_quantiles"
+            )
 
     def _spec(self) -> CalibrationSpec:
         return self.calibration or CalibrationSpec()

@@ -20,7 +20,7 @@ the VaR level between refits from exceptions whose outcomes are already known.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,14 +202,63 @@ def adaptive_var(
     pandas.DataFrame
         Columns ``alpha_t, var_99, es_99`` (loss fractions; ES from the mean tail score).
     """
-    times = pd.DatetimeIndex(ts)
     sig = np.asarray(sigma, dtype="float64")
-    scores = np.asarray(realized_scores, dtype="float64")
     index = np.asarray(calibration_index, dtype="int64")
+    es_score = np.empty(len(index))
+
+    def threshold(i: int, level: float) -> float:
+        var_score, es_score[i] = calibrations[index[i]].scores_at(level)
+        return var_score
+
+    level, var_score = adaptive_levels(
+        ts, realized_scores, threshold, horizon_bars, step, alpha=alpha, gamma=gamma
+    )
+    var = -np.expm1(-var_score * sig)
+    return pd.DataFrame(
+        {"alpha_t": level, "var_99": var, "es_99": np.maximum(-np.expm1(-es_score * sig), var)}
+    )
+
+
+def adaptive_levels(
+    ts: pd.Series | pd.DatetimeIndex,
+    realized_scores: ArrayLike,
+    threshold: Callable[[int, float], float],
+    horizon_bars: int,
+    step: pd.Timedelta,
+    alpha: float = 0.01,
+    gamma: float = 0.002,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The adaptive conformal inference recursion (Gibbs and Candès 2021), for any score.
+
+    ``a_{t+1} = a_t + gamma (alpha - err_t)`` where ``err_t`` is an exception (realized
+    score above the row's threshold) of a forecast whose outcome is KNOWN by time ``t``
+    (``horizon_bars`` bars after its own time). The level is bounded to
+    ``[alpha / 5, 5 alpha]``. :func:`adaptive_var` (VaR of a variance forecast) and
+    :func:`models.tails.calibrate_quantiles` (a tail-quantile forecast) both run it.
+
+    Parameters
+    ----------
+    ts
+        Bar-open times of the rows, increasing.
+    realized_scores
+        Realized score per row (NaN while unknown or missing: never fed back).
+    threshold
+        ``threshold(i, level)``: the score threshold of row ``i`` at tail level ``level``.
+    horizon_bars, step
+        Delay of the feedback.
+    alpha, gamma
+        Target tail probability and step size.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The level ``a_t`` and the threshold used, per row.
+    """
+    times = pd.DatetimeIndex(ts)
+    scores = np.asarray(realized_scores, dtype="float64")
     n = len(times)
     level = np.empty(n)
-    var_score = np.empty(n)
-    es_score = np.empty(n)
+    thresholds = np.empty(n)
     hits = np.zeros(n, dtype=bool)
     known_at = times + horizon_bars * step
     current, fed = alpha, 0
@@ -221,12 +270,9 @@ def adaptive_var(
             fed += 1
         # Bounded so one calm year cannot push VaR to the median or a burst to infinity.
         level[i] = min(max(current, alpha / 5.0), 5.0 * alpha)
-        var_score[i], es_score[i] = calibrations[index[i]].scores_at(level[i])
-        hits[i] = bool(np.isfinite(scores[i]) and scores[i] > var_score[i])
-    var = -np.expm1(-var_score * sig)
-    return pd.DataFrame(
-        {"alpha_t": level, "var_99": var, "es_99": np.maximum(-np.expm1(-es_score * sig), var)}
-    )
+        thresholds[i] = threshold(i, level[i])
+        hits[i] = bool(np.isfinite(scores[i]) and scores[i] > thresholds[i])
+    return level, thresholds
 
 
 def conformal_quantile(scores: ArrayLike, level: float) -> float:

@@ -123,6 +123,24 @@ def mincer_zarnowitz(realized: ArrayLike, forecast: ArrayLike, log: bool = True)
     return MZResult(float(intercept), float(slope), float(r**2))
 
 
+def pinball_loss(realized: ArrayLike, quantile: ArrayLike, level: float) -> np.ndarray:
+    """Per-observation pinball (quantile) loss of a ``level`` quantile forecast.
+
+    ``L = (level - 1{y < q}) (y - q)``: zero at ``q = y``, and its expectation is smallest
+    at the true ``level`` quantile (the loss LightGBM's quantile objective minimises).
+
+    Examples
+    --------
+    >>> pinball_loss([1.0, 3.0], [2.0, 2.0], 0.9).round(2).tolist()
+    [0.1, 0.9]
+    """
+    if not 0.0 < level < 1.0:
+        raise EvaluationError(f"quantile level must be in (0, 1), got {level}")
+    y, q = _pair(realized, quantile)
+    diff = y - q
+    return np.where(diff >= 0, level * diff, (level - 1.0) * diff)
+
+
 # -- comparing forecasts --------------------------------------------------------------------
 
 

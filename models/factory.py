@@ -23,6 +23,8 @@ from models.spec import (
     GARCHParams,
     HARParams,
     LGBMParams,
+    QuantileLGBMParams,
+    ScaledQuantileParams,
 )
 
 
@@ -86,6 +88,19 @@ def build_estimator(spec: ForecasterSpec, interval: str) -> VarianceForecaster:
 
         options = params.model_dump(exclude={"kind"})
         return GBMForecaster(horizon=horizon, interval=interval, features=columns, **options)
+    if isinstance(params, ScaledQuantileParams):
+        from models.estimators.tail import ScaledQuantileForecaster
+
+        return ScaledQuantileForecaster(
+            horizon=horizon, interval=interval, level=spec.target.level, pooled=params.pooled
+        )
+    if isinstance(params, QuantileLGBMParams):
+        from models.estimators.tail import QuantileGBMForecaster
+
+        options = params.model_dump(exclude={"kind"})
+        return QuantileGBMForecaster(
+            level=spec.target.level, horizon=horizon, interval=interval, features=columns, **options
+        )
     raise TypeError(f"no estimator for parameters {type(params).__name__}")  # pragma: no cover
 
 

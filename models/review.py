@@ -13,6 +13,12 @@ The gates, each configurable through :class:`GateConfig`:
     as "not significantly worse"; the training flow registers the best baseline instead,
     :func:`models.training.choose_candidate`). A challenger that *is* the baseline passes
     and the gate says so.
+``qlike_vs_har_<H>h``
+    Per evaluated horizon (the ``horizons`` section of a multi-horizon evaluation), the
+    same rule against HAR, with each asset's DM statistic and p-value listed.
+``quantile_coverage_<target>``
+    Per tail target (the ``tails`` section), every asset's exception rate of the calibrated
+    quantile passes the Kupiec POF test at ``coverage_alpha``.
 ``var_green_zone``
     The 99% VaR backtest of every asset is in the Basel green zone.
 ``leakage``
@@ -75,6 +81,8 @@ class GateConfig(BaseModel):
         Fewest common hours needed for a DM comparison; fewer fails the gate.
     require_leakage_check
         Fail when the look-ahead check did not run (not only when it failed).
+    coverage_alpha
+        Size of the Kupiec POF test of each asset's tail-quantile coverage.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -87,6 +95,7 @@ class GateConfig(BaseModel):
     max_data_age: timedelta = timedelta(hours=48)
     min_overlap_hours: int = Field(168, ge=2)
     require_leakage_check: bool = True
+    coverage_alpha: float = Field(0.05, gt=0.0, lt=0.5)
 
 
 @dataclass(frozen=True)
@@ -264,6 +273,8 @@ def evaluate_gates(
     results = [qlike_gate(challenger, champion, "champion", config)]
     for baseline in config.baselines:
         results.append(qlike_gate(challenger, baseline, baseline, config))
+    results.extend(horizon_gates(challenger, config))
+    results.extend(quantile_coverage_gates(challenger, config))
     results.append(var_zone_gate(challenger, config))
     results.append(leakage_gate(challenger, config))
     results.append(freshness_gate(challenger, reference, config))
@@ -328,26 +339,47 @@ def qlike_gate(
         "n": float(dm.n),
         "hac_lag": float(dm.lag),
     }
+    passed, summary = dm_decision(metrics, label, config, against_baseline=isinstance(other, str))
+    return GateResult(name, passed, summary, metrics)
+
+
+def dm_decision(
+    metrics: Mapping[str, Any], label: str, config: GateConfig, against_baseline: bool
+) -> tuple[bool, str]:
+    """The one rule of every QLIKE gate, from its pooled numbers.
+
+    ``metrics`` holds ``qlike_challenger``, ``qlike_other``, ``dm_statistic``, ``p_worse``,
+    ``p_better`` and ``n``. The challenger fails when it is significantly worse (or, with
+    ``require_improvement``, not significantly better); against a baseline it also fails
+    when its pooled QLIKE is higher, whatever the DM test says.
+
+    Returns
+    -------
+    tuple
+        ``(passed, summary)``.
+    """
+    statistic = float(metrics["dm_statistic"])
+    p_worse, p_better = float(metrics["p_worse"]), float(metrics["p_better"])
     verdict = (
         f"QLIKE {metrics['qlike_challenger']:.4f} vs {label} {metrics['qlike_other']:.4f}, "
-        f"DM {dm.statistic:+.2f} over {dm.n} h"
+        f"DM {statistic:+.2f} over {int(float(metrics['n']))} h"
     )
     if config.require_improvement:
-        passed = dm.statistic < 0 and p_better < config.alpha
+        passed = statistic < 0 and p_better < config.alpha
         outcome = (
             f"significantly better (p={p_better:.3g})"
             if passed
             else (f"not significantly better (p={p_better:.3g} >= {config.alpha})")
         )
     else:
-        passed = not (dm.statistic > 0 and p_worse < config.alpha)
+        passed = not (statistic > 0 and p_worse < config.alpha)
         outcome = (
             f"not significantly worse (p_better={p_better:.3g})"
             if passed
             else (f"significantly worse (p={p_worse:.3g} < {config.alpha})")
         )
-        worse_than_baseline = isinstance(other, str) and (
-            metrics["qlike_challenger"] > metrics["qlike_other"]
+        worse_than_baseline = against_baseline and (
+            float(metrics["qlike_challenger"]) > float(metrics["qlike_other"])
         )
         if passed and worse_than_baseline:
             passed = False
@@ -355,12 +387,130 @@ def qlike_gate(
                 f"worse than the baseline {label} on pooled QLIKE: not promoted, whatever the "
                 f"DM test says (p_worse={p_worse:.3g})"
             )
-        elif passed and isinstance(other, str):
+        elif passed and against_baseline:
             outcome = (
                 f"better than {label} (p_better={p_better:.3g}"
                 f"{', significant' if p_better < config.alpha else ', not significant'})"
             )
-    return GateResult(name, passed, f"{verdict}: {outcome}", metrics)
+    return passed, f"{verdict}: {outcome}"
+
+
+def horizon_gates(challenger: CandidateEvidence, config: GateConfig) -> list[GateResult]:
+    """One QLIKE gate against HAR per evaluated horizon (``qlike_vs_har_<H>h``).
+
+    Reads the ``horizons`` section of the evaluation (:func:`models.horizons.horizon_summary`):
+    the pooled comparison decides with :func:`dm_decision` (against a baseline: a higher
+    pooled QLIKE fails too), and the per-asset DM statistics and p-values are listed. An
+    evaluation without that section has no horizon gates.
+    """
+    results = []
+    for horizon, entry in sorted(_section(challenger.evaluation, "horizons").items(), key=_num):
+        reference = str(entry.get("reference", "har"))
+        name = f"qlike_vs_{reference}_{horizon}h"
+        pooled = entry.get("pooled")
+        if challenger.model == reference:
+            results.append(
+                GateResult(
+                    name,
+                    True,
+                    f"{horizon}h: the challenger is the baseline {reference} itself",
+                    {"challenger_is_baseline": "true"},
+                )
+            )
+            continue
+        if not pooled:
+            results.append(
+                GateResult(name, False, f"{horizon}h: no pooled comparison with {reference}")
+            )
+            continue
+        metrics: dict[str, float | str] = {k: float(v) for k, v in pooled.items()}
+        for asset, numbers in sorted(entry.get("assets", {}).items()):
+            metrics[f"dm_statistic.{asset}"] = _float(numbers.get("dm_statistic"))
+            metrics[f"dm_pvalue.{asset}"] = _float(numbers.get("dm_pvalue"))
+        passed, summary = dm_decision(metrics, reference, config, against_baseline=True)
+        results.append(GateResult(name, passed, f"{horizon}h: {summary}", metrics))
+    return results
+
+
+def quantile_coverage_gates(challenger: CandidateEvidence, config: GateConfig) -> list[GateResult]:
+    """One coverage gate per tail target (``quantile_coverage_<label>``), per asset.
+
+    Reads the ``tails`` section of the evaluation (:func:`models.tails.score_tails`): the
+    primary tail model's exceptions on non-overlapping windows and the Kupiec POF test
+    (:func:`models.evaluation.kupiec_pof`). Every asset's Kupiec p-value must be at least
+    ``coverage_alpha``; an asset without a test fails (an untested quantile is not a
+    covered one). An evaluation without that section has no coverage gates.
+    """
+    results = []
+    for label, entry in sorted(_section(challenger.evaluation, "tails").items()):
+        if not isinstance(entry, Mapping) or "assets" not in entry:
+            continue  # e.g. timing
+        primary = str(entry.get("primary"))
+        name = f"quantile_coverage_{label}"
+        metrics: dict[str, float | str] = {}
+        bad = []
+        for asset, models in sorted(entry["assets"].items()):
+            numbers = models.get(primary, {})
+            p = _float(numbers.get("kupiec_p"))
+            metrics[f"exceptions.{asset}"] = _float(numbers.get("exceptions"))
+            metrics[f"n.{asset}"] = _float(numbers.get("n"))
+            metrics[f"kupiec_lr.{asset}"] = _float(numbers.get("kupiec_lr"))
+            metrics[f"kupiec_p.{asset}"] = p
+            if not (math.isfinite(p) and p >= config.coverage_alpha):
+                bad.append(f"{asset} p={p:.3g}")
+        if not entry["assets"]:
+            results.append(GateResult(name, False, f"{label}: no asset was backtested"))
+        elif bad:
+            results.append(
+                GateResult(
+                    name,
+                    False,
+                    f"{label} ({primary}): Kupiec p < {config.coverage_alpha} on " + ", ".join(bad),
+                    metrics,
+                )
+            )
+        else:
+            results.append(
+                GateResult(
+                    name,
+                    True,
+                    f"{label} ({primary}): Kupiec p >= {config.coverage_alpha} on all "
+                    f"{len(entry['assets'])} assets",
+                    metrics,
+                )
+            )
+    return results
+
+
+def _section(evaluation: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A nested section of an evaluation dict, from nested or dotted keys."""
+    value = evaluation.get(key)
+    if isinstance(value, Mapping):
+        return dict(value)
+    nested: dict[str, Any] = {}
+    for dotted, item in evaluation.items():
+        if not str(dotted).startswith(f"{key}."):
+            continue
+        node = nested
+        parts = str(dotted).split(".")[1:]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = item
+    return nested
+
+
+def _num(item: tuple[str, Any]) -> float:
+    try:
+        return float(item[0])
+    except ValueError:
+        return math.inf
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def pooled_qlike(forecasts: pd.DataFrame, models: list[str]) -> dict[str, float]:

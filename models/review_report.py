@@ -104,6 +104,7 @@ class ReportTables:
     gates: pd.DataFrame
     importance: pd.DataFrame | None
     common: Mapping[str, pd.DataFrame]
+    gate_details: pd.DataFrame | None = None
 
 
 def build_tables(context: ReviewContext) -> ReportTables:
@@ -116,6 +117,7 @@ def build_tables(context: ReviewContext) -> ReportTables:
         gates=gate_table(context.gates),
         importance=importance_shift(context.champion_importance, context.challenger_importance),
         common=common,
+        gate_details=gate_detail_table(context.gates),
     )
 
 
@@ -223,6 +225,36 @@ def gate_table(gates: GateReport) -> pd.DataFrame:
     )
 
 
+GATE_DETAIL_KEYS: dict[str, str] = {
+    "dm_statistic": "statistic",
+    "dm_pvalue": "p-value",
+    "kupiec_lr": "statistic",
+    "kupiec_p": "p-value",
+    "exceptions": "exceptions",
+    "n": "n",
+}
+"""Per-asset gate metrics (``<key>.<asset>``) and their column in :func:`gate_detail_table`."""
+
+
+def gate_detail_table(gates: GateReport) -> pd.DataFrame | None:
+    """One row per gate and asset: the per-asset statistic and p-value behind a gate.
+
+    The per-horizon DM gates list each asset's DM statistic and two-sided p-value; the
+    tail-coverage gates each asset's exceptions, Kupiec LR statistic and p-value. ``None``
+    when no gate has per-asset numbers.
+    """
+    rows: dict[tuple[str, str], dict[str, object]] = {}
+    for result in gates.results:
+        for key, value in result.metrics.items():
+            stem, _, asset = str(key).partition(".")
+            if asset and stem in GATE_DETAIL_KEYS:
+                row = rows.setdefault((result.name, asset), {"gate": result.name, "asset": asset})
+                row[GATE_DETAIL_KEYS[stem]] = value
+    if not rows:
+        return None
+    return pd.DataFrame(list(rows.values()))
+
+
 def importance_shift(
     champion: pd.Series | None, challenger: pd.Series | None
 ) -> pd.DataFrame | None:
@@ -289,6 +321,11 @@ def render_html(context: ReviewContext, tables: ReportTables) -> str:
         banner,
         "<h2>Review gates</h2>",
         _html_gates(tables.gates),
+        *(
+            ["<h2>Gates per asset</h2>", _html_table(tables.gate_details)]
+            if tables.gate_details is not None
+            else []
+        ),
         "<h2>Pooled QLIKE on the common sample (lower is better)</h2>",
         _html_table(tables.pooled),
         "<h2>QLIKE per asset</h2>",
@@ -321,6 +358,11 @@ def render_markdown(context: ReviewContext, tables: ReportTables) -> str:
         "",
         markdown_table(tables.gates),
         "",
+        *(
+            ["## Gates per asset", "", markdown_table(tables.gate_details), ""]
+            if tables.gate_details is not None
+            else []
+        ),
         "## Pooled QLIKE on the common sample (lower is better)",
         "",
         markdown_table(tables.pooled),

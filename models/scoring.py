@@ -107,12 +107,29 @@ def score_forecasts(
     return out
 
 
+def non_overlapping(ts: pd.Series, horizon: int, step: pd.Timedelta) -> np.ndarray:
+    """Mask of the rows whose ``H``-bar windows do not overlap: one every ``H`` bars.
+
+    Keeps the rows whose window ends (bar ``t + H`` closes) on a multiple of ``H`` bars
+    since the Unix epoch, so the kept windows tile time exactly; for hourly bars and
+    ``H = 24`` that is the bar opening at 23:00 UTC, the daily anchor of the VaR backtest.
+    Coverage tests (Kupiec, Christoffersen) assume independent trials and need this.
+    """
+    bars = pd.DatetimeIndex(ts).asi8 // step.value
+    return np.asarray((bars + 1) % horizon == 0)
+
+
 def _risk_backtests(forecasts: pd.DataFrame, asset: str, scoring: Scoring) -> dict[str, Any]:
     rows = forecasts.loc[
         (forecasts["model"] == scoring.primary)
         & (forecasts["asset"] == asset)
         & (forecasts["ts"].dt.hour == scoring.daily_anchor_hour)
     ].sort_values("ts")
+    days = -(-scoring.horizon // 24)
+    if days > 1:
+        # A window longer than a day: keep every days-th anchor so windows do not overlap.
+        ordinal = (rows["ts"] - pd.Timestamp("1970-01-01", tz="UTC")).dt.days
+        rows = rows.loc[ordinal % days == 0]
     rows = rows.dropna(subset=["var_99", "es_99", "ret_fwd"])
     if len(rows) < 10:
         return {"var99": {"n": len(rows)}, "es99": {}}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import ModelsError
@@ -46,25 +47,63 @@ class _Part(BaseModel):
 # -- target ---------------------------------------------------------------------------------
 
 
+DEFAULT_HORIZON: Final[int] = 24
+"""Bars of the default forecast window: the one default of the horizon.
+
+``pipelines.settings.Settings.horizon_hours`` (the deployed horizon, which names the
+registered model) defaults to it, and a :class:`TargetSpec` without a horizon takes it."""
+
+HORIZONS: Final[tuple[int, ...]] = (1, 4, 12, 24, 48)
+"""The horizon set of the multi-horizon evaluation (``dynamargin evaluate --horizons``)."""
+
+TargetKind = Literal["variance", "adverse_move"]
+Side = Literal["long", "short"]
+
+
 class TargetSpec(_Part):
-    """What is forecast.
+    """What is forecast, and over how many bars.
 
     Attributes
     ----------
     kind
         ``"variance"``: the realized variance of the next ``horizon`` bars,
         ``rv_fwd = sum of squared log returns over (t, t+H]``.
+        ``"adverse_move"``: the largest adverse move of a position opened at the close of
+        ``t`` and held ``H`` bars, as a loss fraction of notional
+        (:func:`models.targets.forward_adverse_move`); its forecast is the ``level``
+        quantile.
     horizon
         Bars ``H`` in the forward window.
+    side
+        ``"long"`` (the adverse move is the drawdown) or ``"short"`` (the run-up);
+        ``adverse_move`` only.
+    level
+        Quantile forecast of an ``adverse_move`` target (0.99: exceeded 1% of the time).
     """
 
-    kind: Literal["variance"] = "variance"
-    horizon: int = Field(24, ge=1)
+    kind: TargetKind = "variance"
+    horizon: int = Field(DEFAULT_HORIZON, ge=1)
+    side: Side = "long"
+    level: float = Field(0.99, gt=0.5, lt=1.0)
 
     @property
     def column(self) -> str:
         """Panel column holding the target (:func:`models.targets.attach_targets`)."""
-        return "rv_fwd"
+        return "rv_fwd" if self.kind == "variance" else "adverse_fwd"
+
+    @property
+    def label(self) -> str:
+        """Short name for reports, e.g. ``variance_24h`` or ``adverse_long_24h``."""
+        if self.kind == "variance":
+            return f"variance_{self.horizon}h"
+        return f"adverse_{self.side}_{self.horizon}h"
+
+    def usable(self, values: np.ndarray) -> np.ndarray:
+        """Mask of target values a fit may use (a variance must be positive, a move >= 0)."""
+        values = np.asarray(values, dtype="float64")
+        if self.kind == "variance":
+            return np.isfinite(values) & (values > 0)
+        return np.isfinite(values) & (values >= 0)
 
 
 # -- feature set ----------------------------------------------------------------------------
@@ -153,12 +192,50 @@ class LGBMParams(_Part):
     random_state: int = 0
 
 
+class QuantileLGBMParams(_Part):
+    """Pooled LightGBM quantile regression of an adverse move
+    (:class:`models.estimators.tail.QuantileGBMForecaster`).
+
+    The quantile level is the target's (:attr:`TargetSpec.level`); the tree parameters
+    mean what they mean in :class:`LGBMParams`.
+    """
+
+    kind: Literal["lgbm_quantile"] = "lgbm_quantile"
+    n_estimators: int = Field(300, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(15, ge=2)
+    min_child_samples: int = Field(200, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample: float = Field(0.5, gt=0, le=1)
+    max_bin: int = Field(63, ge=2)
+    reg_lambda: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(50, ge=0)
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+    row_stride: int = Field(2, ge=1)
+    asset_code: bool = True
+    n_jobs: int = Field(1, ge=1)
+    random_state: int = 0
+
+
+class ScaledQuantileParams(_Part):
+    """Volatility-scaled empirical quantile of an adverse move, the tail baseline
+    (:class:`models.estimators.tail.ScaledQuantileForecaster`)."""
+
+    kind: Literal["scaled_quantile"] = "scaled_quantile"
+    pooled: bool = False
+
+
 EstimatorParams = Annotated[
-    EWMAParams | HARParams | GARCHParams | LGBMParams, Field(discriminator="kind")
+    EWMAParams | HARParams | GARCHParams | LGBMParams | QuantileLGBMParams | ScaledQuantileParams,
+    Field(discriminator="kind"),
 ]
 """The estimator part: one of the typed parameter sets, told apart by ``kind``."""
 
-EstimatorKind = Literal["ewma", "har", "garch", "lgbm"]
+EstimatorKind = Literal["ewma", "har", "garch", "lgbm", "lgbm_quantile", "scaled_quantile"]
+
+TAIL_KINDS: Final[frozenset[str]] = frozenset({"lgbm_quantile", "scaled_quantile"})
+"""Estimator kinds that forecast a quantile of an ``adverse_move`` target; every other kind
+forecasts a ``variance`` target."""
 
 
 # -- calibration ----------------------------------------------------------------------------
@@ -216,6 +293,12 @@ class ForecasterSpec(_Part):
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> ForecasterSpec:
+        wants = "adverse_move" if self.estimator.kind in TAIL_KINDS else "variance"
+        if self.target.kind != wants:
+            raise SpecError(
+                f"forecaster {self.name!r}: the {self.estimator.kind} estimator forecasts the "
+                f"{wants} target, not {self.target.kind!r}"
+            )
         needs = _FEATURES_OF.get(self.estimator.kind)
         if self.estimator.kind == "har":
             needs = ("har_quarticity",) if self.estimator.quarticity else ("har",)
@@ -230,10 +313,13 @@ class ForecasterSpec(_Part):
 _FEATURES_OF: Final[dict[str, tuple[str, ...]]] = {
     "ewma": ("returns",),
     "garch": ("returns",),
+    "scaled_quantile": ("har",),
 }
 """Feature sets an estimator family can read (absent: any set, e.g. LightGBM)."""
 
-AnyEstimatorParams = EWMAParams | HARParams | GARCHParams | LGBMParams
+AnyEstimatorParams = (
+    EWMAParams | HARParams | GARCHParams | LGBMParams | QuantileLGBMParams | ScaledQuantileParams
+)
 
 NAMED_FORECASTERS: Final[dict[str, tuple[FeatureSetName, AnyEstimatorParams]]] = {
     "ewma": ("returns", EWMAParams(estimate=True)),
@@ -243,16 +329,23 @@ NAMED_FORECASTERS: Final[dict[str, tuple[FeatureSetName, AnyEstimatorParams]]] =
     "garch": ("returns", GARCHParams()),
     "gjr": ("returns", GARCHParams(asymmetric=True)),
     "lgbm": ("catalog", LGBMParams()),
+    "tail_scaled": ("har", ScaledQuantileParams()),
+    "tail_lgbm": ("catalog", QuantileLGBMParams()),
 }
 """The project's forecasters by name: feature set and estimator parameters.
 
 ``ewma`` chooses its decay on the training rows, ``ewma_rm`` keeps RiskMetrics' 0.94;
 ``harq`` adds the quarticity interaction; ``gjr`` the leverage term; ``lgbm`` is the
-pooled LightGBM challenger."""
+pooled LightGBM challenger. ``tail_scaled`` and ``tail_lgbm`` forecast a quantile of an
+``adverse_move`` target: the volatility-scaled empirical quantile (the baseline) and
+LightGBM's quantile objective."""
 
 
 DEFAULT_MODELS: Final[tuple[str, ...]] = ("ewma", "har", "harq", "garch", "gjr", "lgbm")
 """Named forecasters compared by default; ``lgbm`` is the challenger, the rest baselines."""
+
+TAIL_MODELS: Final[tuple[str, ...]] = ("tail_scaled", "tail_lgbm")
+"""Named tail forecasters; ``tail_lgbm`` is the challenger, ``tail_scaled`` the baseline."""
 
 
 def named_spec(

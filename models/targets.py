@@ -21,7 +21,7 @@ from models.spec import TargetSpec
 TARGET_COLUMNS: tuple[str, ...] = ("ts", "asset", "rv_fwd", "log_rv_fwd", "ret_fwd")
 """Columns of :func:`forward_targets`: forward RV, its log and the forward log return."""
 
-TARGET_VALUE_COLUMNS: tuple[str, ...] = ("rv_fwd", "log_rv_fwd", "ret_fwd")
+TARGET_VALUE_COLUMNS: tuple[str, ...] = ("rv_fwd", "log_rv_fwd", "ret_fwd", "adverse_fwd")
 """The future-valued columns; a model must never see them as features."""
 
 
@@ -103,11 +103,82 @@ def forward_targets(returns: pd.DataFrame, horizon: int = 24, interval: str = "1
     return out[list(TARGET_COLUMNS)]
 
 
+def forward_adverse_move(
+    returns: pd.DataFrame, horizon: int = 24, side: str = "long", interval: str = "1h"
+) -> pd.Series:
+    """The largest adverse move of a position opened at the close of ``t`` and held ``H`` bars.
+
+    With the cumulative log return ``c_k = sum_{j=1..k} r_{t+j}`` for ``k = 1..H`` (bar
+    closes after the entry), the loss fraction of notional at the worst close is::
+
+        long:  1 - exp(min(0, min_k c_k))     (the largest drawdown)
+        short: exp(max(0, max_k c_k)) - 1     (the largest run-up)
+
+    Only returns in ``(t, t+H]`` enter (strictly after the entry close); a window with a
+    missing return is NaN (never filled). Closes only: a move inside a bar that reverses
+    by its close is not seen.
+
+    Parameters
+    ----------
+    returns
+        Frame ``ts, asset, ret`` on a complete per-asset grid
+        (:func:`features.volatility.log_returns`).
+    horizon
+        Bars ``H`` held.
+    side
+        ``"long"`` or ``"short"``.
+    interval
+        Bar interval (checks the grid).
+
+    Returns
+    -------
+    pandas.Series
+        ``adverse_fwd``, aligned with ``returns`` sorted by ``asset, ts`` (index reset).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ts = pd.date_range("2024-01-01", periods=4, freq="1h", tz="UTC")
+    >>> r = pd.DataFrame({"ts": ts, "asset": "BTC", "ret": [0.0, -0.02, 0.03, -0.01]})
+    >>> forward_adverse_move(r, horizon=2).round(4).tolist()
+    [0.0198, 0.0, nan, nan]
+    """
+    if horizon < 1:
+        raise TargetError(f"horizon must be at least one bar, got {horizon}")
+    if side not in ("long", "short"):
+        raise TargetError(f"side must be 'long' or 'short', got {side!r}")
+    missing = {"ts", "asset", "ret"} - set(returns.columns)
+    if missing:
+        raise TargetError(f"returns frame lacks columns {sorted(missing)}")
+    step = interval_to_timedelta(interval)
+    frame = returns[["ts", "asset", "ret"]].sort_values(["asset", "ts"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    out = np.full(len(frame), np.nan)
+    for asset, group in frame.groupby("asset", sort=False, observed=True):
+        _check_grid(group["ts"], step, str(asset))
+        ret = group["ret"].to_numpy(dtype="float64")
+        n = ret.size
+        if n <= horizon:
+            continue
+        # Row i's window is ret[i+1 .. i+H]: its own cumulative path, nothing before it.
+        paths = np.cumsum(np.lib.stride_tricks.sliding_window_view(ret[1:], horizon), axis=1)
+        if side == "long":
+            moves = 0.0 - np.expm1(np.minimum(paths.min(axis=1), 0.0))  # no -0.0
+        else:
+            moves = np.expm1(np.maximum(paths.max(axis=1), 0.0))
+        values = np.full(n, np.nan)
+        values[: n - horizon] = moves  # a NaN return anywhere in the window propagates
+        out[group.index.to_numpy()] = values
+    return pd.Series(out, name="adverse_fwd")
+
+
 def attach_targets(frame: pd.DataFrame, target: TargetSpec, interval: str) -> pd.DataFrame:
     """The training panel: feature rows plus the target's columns (the one place per kind).
 
-    For ``kind="variance"`` the columns are ``rv_fwd`` (the target, :attr:`TargetSpec.column`)
-    and ``ret_fwd`` (the forward return the calibration scores), built by
+    Every kind gets ``rv_fwd`` and ``ret_fwd`` (the forward return the calibration scores);
+    ``kind="adverse_move"`` adds its target ``adverse_fwd``
+    (:func:`forward_adverse_move`). For ``kind="variance"`` the target
+    (:attr:`TargetSpec.column`) is ``rv_fwd``. They are built by
     :func:`forward_targets` from the frame's own log-return column ``ret_<interval>`` (the
     returns the features use), so features and targets share one grid and one definition
     of a return.
@@ -144,6 +215,9 @@ def attach_targets(frame: pd.DataFrame, target: TargetSpec, interval: str) -> pd
     # forward_targets sorts by asset, ts exactly like the panel, so the rows align.
     panel["rv_fwd"] = targets["rv_fwd"].to_numpy()
     panel["ret_fwd"] = targets["ret_fwd"].to_numpy()
+    if target.kind == "adverse_move":
+        moves = forward_adverse_move(returns, target.horizon, target.side, interval)
+        panel["adverse_fwd"] = moves.to_numpy()
     return panel
 
 

@@ -110,6 +110,46 @@ def combine_evaluations(
     return EvaluationResult(metrics=metrics, forecasts=forecasts)
 
 
+def add_forecast_evidence(
+    feature_set: FeatureSet,
+    window: ScoredWindow,
+    config: EvaluationConfig,
+    target: TargetSpec,
+    evaluation: EvaluationResult,
+) -> EvaluationResult:
+    """Add the ``horizons`` and ``tails`` sections the review's gates read, when asked for.
+
+    With ``config.horizons`` every further horizon is walked forward on the same window
+    (:func:`models.horizons.run_horizons`) and summarised against HAR; with
+    ``config.tails`` the tail forecasters are evaluated at the target's horizon and those.
+    Without either, ``evaluation`` is returned unchanged.
+    """
+    if not config.horizons and not config.tails:
+        return evaluation
+    metrics = dict(evaluation.metrics)
+    if config.horizons:
+        from models.horizons import REFERENCE, horizon_summary, run_horizons
+
+        models = (*config.models, *([REFERENCE] if REFERENCE not in config.models else []))
+        compared = config.with_models(models, primary=config.primary)
+        extra = [h for h in config.horizons if h != target.horizon]
+        results = run_horizons(feature_set, window.start, window.end, extra, compared)
+        metrics["horizons"] = horizon_summary(results, config.primary)
+    if config.tails:
+        from models.tails import TailConfig, run_tail_evaluation
+
+        horizons = sorted({target.horizon, *config.horizons})
+        tails = TailConfig(
+            warmup_months=config.warmup_months,
+            history_days=config.history_days,
+            calibration=config.calibration.model_copy(update={"min_scores": 100}),
+        )
+        metrics["tails"] = run_tail_evaluation(
+            feature_set, window.start, window.end, horizons, tails
+        ).metrics
+    return EvaluationResult(metrics=metrics, forecasts=evaluation.forecasts)
+
+
 def choose_candidate(evaluation: EvaluationResult, config: EvaluationConfig) -> tuple[str, str]:
     """The model to register: the primary, unless a baseline beat it on pooled QLIKE.
 

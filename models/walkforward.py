@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,12 @@ class EvaluationConfig(BaseModel):
     estimators
         Estimator parameters replacing a named forecaster's, e.g.
         ``{"lgbm": LGBMParams(n_jobs=2)}``.
+    horizons
+        Further variance horizons (bars) a training run evaluates beside its target's, each
+        gated against HAR in the review (``qlike_vs_har_<H>h``); empty by default.
+    tails
+        Also evaluate the tail forecasters (:mod:`models.tails`) at the target's horizon
+        and ``horizons``, gated on Kupiec coverage per asset; off by default.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -102,6 +108,8 @@ class EvaluationConfig(BaseModel):
     history_days: int = Field(120, ge=1)
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     estimators: dict[str, EstimatorParams] = Field(default_factory=dict)
+    horizons: tuple[Annotated[int, Field(ge=1)], ...] = ()
+    tails: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> EvaluationConfig:
@@ -306,17 +314,26 @@ def walk_forward_predict(
     history_days: int,
     say: Progress,
     name: str,
+    target: TargetSpec | None = None,
 ) -> tuple[pd.DataFrame, CalibratedForecaster]:
-    """Out-of-sample variance forecasts of one forecaster over every fold of ``splitter``.
+    """Out-of-sample forecasts of one forecaster over every fold of ``splitter``.
 
-    Each fold fits a fresh clone on the fold's purged training rows with a finite target
-    and predicts the fold's test rows (forecasters tagged ``requires_history`` also see the
-    preceding ``history_days`` of returns, which are known at forecast time).
+    Each fold fits a fresh clone on the fold's purged training rows with a usable target
+    (:meth:`TargetSpec.usable`) and predicts the fold's test rows (forecasters tagged
+    ``requires_history`` also see the preceding ``history_days`` of returns, which are
+    known at forecast time).
+
+    Parameters
+    ----------
+    target
+        What the forecaster fits (default: the variance target ``rv_fwd``).
 
     Returns
     -------
     tuple
-        Frame ``ts, asset, rv, ret_fwd, variance, fold`` and the last fitted forecaster.
+        Frame ``ts, asset, rv, ret_fwd, variance, fold`` (plus the target column when it is
+        not ``rv_fwd``; ``variance`` holds the forecast, whatever the target) and the last
+        fitted forecaster.
 
     Raises
     ------
@@ -327,7 +344,9 @@ def walk_forward_predict(
     ts = panel["ts"]
     # The targets live in the panel for scoring; a model only ever sees feature columns.
     features = [c for c in panel.columns if c not in TARGET_VALUE_COLUMNS]
-    finite_y = np.isfinite(panel["rv_fwd"].to_numpy()) & (panel["rv_fwd"].to_numpy() > 0)
+    target = target or TargetSpec()
+    y_column = target.column
+    finite_y = target.usable(panel[y_column].to_numpy())
     for fold in splitter.folds():
         train = splitter.train_mask(ts, fold) & finite_y
         test = splitter.test_mask(ts, fold)
@@ -340,8 +359,8 @@ def walk_forward_predict(
             )
         say(f"{name}: fold {fold.index + 1} {fold.test_start:%Y-%m} ({int(train.sum())} rows)")
         model = clone(forecaster)
-        model.fit(panel.loc[train, features], panel.loc[train, "rv_fwd"].to_numpy())
-        parts.append(_predict_fold(model, panel, features, fold, test, history_days))
+        model.fit(panel.loc[train, features], panel.loc[train, y_column].to_numpy())
+        parts.append(_predict_fold(model, panel, features, fold, test, history_days, y_column))
         fitted = model
     if fitted is None:
         raise EvaluationInputError(f"model {name}: the test period holds no rows of the data")
@@ -395,6 +414,7 @@ def _predict_fold(
     fold: Fold,
     test: np.ndarray,
     history_days: int,
+    y_column: str = "rv_fwd",
 ) -> pd.DataFrame:
     if model.get_tag("requires_history"):
         lookback = fold.test_start - pd.Timedelta(days=history_days)
@@ -405,7 +425,8 @@ def _predict_fold(
         variance = variance.to_numpy()
     else:
         variance = model.predict(panel.loc[test, features])
-    out = panel.loc[test, ["ts", "asset", "rv_fwd", "ret_fwd"]].rename(columns={"rv_fwd": "rv"})
+    kept = ["ts", "asset", "rv_fwd", "ret_fwd", *([y_column] if y_column != "rv_fwd" else [])]
+    out = panel.loc[test, kept].rename(columns={"rv_fwd": "rv"})
     out["variance"] = variance
     out["fold"] = fold.index
     return out.reset_index(drop=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.spec import DEFAULT_HORIZON
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,7 +33,9 @@ class Settings(BaseSettings):
         Root laid out like ``../shared/data`` (``binance/``, ``perp_ohlcv/``).
     horizon_hours
         Forecast horizon H in bars: the one place it is set (it names the registered model
-        ``dynamargin-vol-<H>h`` and every snapshot's ``horizon_hours``).
+        ``dynamargin-vol-<H>h`` and every snapshot's ``horizon_hours``); its default is
+        :data:`models.spec.DEFAULT_HORIZON`. ``dynamargin evaluate --horizons`` evaluates
+        other horizons beside it; the published multiplier still uses this one.
     auto_promote
         Promote a challenger that passes every gate without waiting for a human approval.
         Off by default; the demo turns it on.
@@ -41,7 +45,7 @@ class Settings(BaseSettings):
 
     workdir: Path = Field(default_factory=lambda: Path.cwd() / ".dynamargin")
     shared_data: Path = Field(default_factory=_default_shared_data)
-    horizon_hours: int = Field(24, ge=1)
+    horizon_hours: int = Field(DEFAULT_HORIZON, ge=1)
     auto_promote: bool = False
 
     @property

@@ -26,6 +26,7 @@ DEFAULT_TAGS: Final[dict[str, Any]] = {
     "requires_history": False,
     "tunable_window": False,
     "feature_importance": False,
+    "quantile_forecast": False,
 }
 """Capability tags and their defaults.
 
@@ -38,6 +39,9 @@ DEFAULT_TAGS: Final[dict[str, Any]] = {
     test period.
 ``feature_importance``
     After ``fit`` it exposes ``feature_importances_`` (a Series, largest first).
+``quantile_forecast``
+    It forecasts a quantile of an ``adverse_move`` target, not a variance: its calibration
+    is :func:`models.tails.calibrate_quantiles`, not the VaR/ES of a variance forecast.
 """
 
 TINY_VARIANCE: Final[float] = 1e-12

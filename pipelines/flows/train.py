@@ -159,6 +159,8 @@ def train_flow(
         unmapped(target),
     )
     evaluation = score(per_model, config, target)
+    # Further horizons and tail quantiles, when configured, for the review's gates.
+    evaluation = training.add_forecast_evidence(feature_set, window, config, target, evaluation)
     candidate, reason = training.choose_candidate(evaluation, config)
     logger.info("candidate: %s (%s)", candidate, reason)
     forecaster, rows = fit_candidate(feature_set, config, target, evaluation, candidate)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.build import build_features
+from features.build import FeatureSet, build_features
 from features.market import MarketData
 from features.synthetic import SyntheticMarketConfig, generate_market
 from models.mlflow_store import MlflowStore
@@ -30,9 +30,15 @@ def synthetic_market() -> MarketData:
 
 
 @pytest.fixture(scope="session")
-def synthetic_features(synthetic_market: MarketData) -> pd.DataFrame:
+def synthetic_feature_set(synthetic_market: MarketData) -> FeatureSet:
+    """The feature set of :func:`synthetic_market`."""
+    return build_features(synthetic_market)
+
+
+@pytest.fixture(scope="session")
+def synthetic_features(synthetic_feature_set: FeatureSet) -> pd.DataFrame:
     """The feature frame of :func:`synthetic_market`."""
-    return build_features(synthetic_market).frame
+    return synthetic_feature_set.frame
 
 
 @pytest.fixture(scope="session")

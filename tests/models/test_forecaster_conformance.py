@@ -19,11 +19,14 @@ from models.estimators.base import DEFAULT_TAGS, ForecasterInputError
 from models.factory import build_forecaster
 from models.spec import (
     NAMED_FORECASTERS,
+    TAIL_KINDS,
+    TAIL_MODELS,
     CalibrationSpec,
     FeatureSetSpec,
     ForecasterSpec,
     HARParams,
     LGBMParams,
+    QuantileLGBMParams,
     SpecError,
     TargetSpec,
     named_spec,
@@ -38,7 +41,9 @@ CALIBRATIONS = {
 FAST = {
     "lgbm": LGBMParams(n_estimators=30, min_child_samples=50, row_stride=3),
 }
-CASES = [(name, cal) for name in NAMED_FORECASTERS for cal in CALIBRATIONS]
+VARIANCE = [n for n, (_, params) in NAMED_FORECASTERS.items() if params.kind not in TAIL_KINDS]
+CASES = [(name, cal) for name in VARIANCE for cal in CALIBRATIONS]
+TAIL_FAST = {"tail_lgbm": QuantileLGBMParams(n_estimators=30, min_child_samples=50)}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +103,32 @@ def test_every_forecaster_conforms(panel: pd.DataFrame, name: str, calibration: 
         assert (bounds == has_sigma).all()
 
     # A clone of the fitted forecaster is unfitted and independent.
+    assert not hasattr(clone(forecaster), "estimator_")
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+@pytest.mark.parametrize("name", TAIL_MODELS)
+def test_every_tail_forecaster_conforms(synthetic_features: pd.DataFrame, name: str, side: str):
+    target = TargetSpec(kind="adverse_move", horizon=12, side=side)
+    panel = attach_targets(synthetic_features, target, "1h")
+    forecaster = build_forecaster(named_spec(name, target, estimator=TAIL_FAST.get(name)), "1h")
+    twin = clone(forecaster)
+    assert twin.get_params().keys() == forecaster.get_params().keys()
+    assert not any(k.endswith("_") for k in vars(forecaster)), "fitted state before fit"
+    assert forecaster.get_tag("quantile_forecast") is True
+    features = panel.drop(columns=["rv_fwd", "ret_fwd", "adverse_fwd"])
+    y = panel["adverse_fwd"].to_numpy()
+    fit_rows = ((panel["ts"] < "2024-06-01") & target.usable(y)).to_numpy()
+    forecaster.fit(features.loc[fit_rows], y[fit_rows])
+    later = (panel["ts"] >= "2024-06-01").to_numpy() & np.isfinite(y)
+    quantile = forecaster.predict(features.loc[later])
+    finite = np.isfinite(quantile)
+    assert finite.mean() > 0.9 and (quantile[finite] > 0).all()
+    # A 99% quantile is exceeded rarely, and far less often than the median move.
+    rate = float(np.mean(y[later][finite] > quantile[finite]))
+    assert rate < 0.1 and np.median(quantile[finite]) > np.median(y[later])
+    with pytest.raises(ForecasterInputError, match="tail quantile"):
+        forecaster.forecast(features.head(3), "v")
     assert not hasattr(clone(forecaster), "estimator_")
 
 

@@ -48,3 +48,57 @@ def test_training_panel_targets_are_the_forward_sum(feature_set: FeatureSet) -> 
     expected = np.sum(r[1:25] ** 2)
     assert one.loc[0, "rv_fwd"] == pytest.approx(expected, rel=1e-12)
     assert one["rv_fwd"].tail(24).isna().all()
+
+
+def test_training_adds_the_horizon_and_tail_evidence_the_review_gates_read(
+    synthetic_feature_set: FeatureSet,
+) -> None:
+    from models.review import (
+        CandidateEvidence,
+        GateConfig,
+        horizon_gates,
+        quantile_coverage_gates,
+    )
+    from models.spec import CalibrationSpec, LGBMParams
+    from models.training import ScoredWindow, add_forecast_evidence
+    from models.walkforward import EvaluationResult
+
+    config = EvaluationConfig(
+        models=("har", "lgbm"),
+        warmup_months=2,
+        tune_months=1,
+        train_windows=(None,),
+        calibration=CalibrationSpec(window_days=45),
+        estimators={"lgbm": LGBMParams(n_estimators=40, min_child_samples=50, row_stride=3)},
+        horizons=(4, 24),
+        tails=True,
+    )
+    window = ScoredWindow(
+        pd.Timestamp("2024-07-01", tz="UTC"), pd.Timestamp("2024-08-01", tz="UTC")
+    )
+    target = TargetSpec(horizon=24)
+    empty = EvaluationResult(metrics={"assets": {}}, forecasts=pd.DataFrame())
+    unchanged = add_forecast_evidence(synthetic_feature_set, window, SHORT, target, empty)
+    assert unchanged is empty
+    evaluation = add_forecast_evidence(synthetic_feature_set, window, config, target, empty)
+    assert list(evaluation.metrics["horizons"]) == ["4"]  # 24 h is the target's own gate
+    assert {"adverse_long_4h", "adverse_short_24h"} <= set(evaluation.metrics["tails"])
+    evidence = CandidateEvidence(
+        model="lgbm",
+        evaluation=evaluation.metrics,
+        forecasts=pd.DataFrame(),
+        data_through=window.end.to_pydatetime(),
+        horizon_hours=24,
+    )
+    results = [
+        *horizon_gates(evidence, GateConfig()),
+        *quantile_coverage_gates(evidence, GateConfig()),
+    ]
+    names = [r.name for r in results]
+    assert "qlike_vs_har_4h" in names
+    assert {
+        f"quantile_coverage_adverse_{s}_{h}h" for s in ("long", "short") for h in (4, 24)
+    } <= set(names)
+    for result in results:
+        if result.name.startswith("quantile_coverage"):
+            assert 0.0 <= result.metrics["kupiec_p.BTCUSDT"] <= 1.0
