@@ -24,8 +24,8 @@ Behaviour (parameters in :class:`MarketBookConfig`, defaults from ``scripts/esti
 * **side**: long with probability ``sigmoid(logit(long_fraction) + side_trend * trend +
   side_funding * funding)``;
 * **leverage**: the legacy Pareto draw, its scale multiplied by ``exp(lev_vol * vol +
-  lev_trend * side * trend)`` (less leverage when volatility is high, more after the market
-  moved one's way), capped to ``[1, leverage_max]``;
+  lev_trend * side * trend)`` (the signs are the data's: see :class:`MarketBookConfig`),
+  capped to ``[1, leverage_max]``;
 * **exits** besides the planned holding time (log-normal as in the legacy book): a
   ``stop_fraction`` of traders set a stop-loss at a return on equity of ``-stop_loss_roe``, a
   ``target_fraction`` a take-profit at ``+take_profit_roe``, and a ``derisk_fraction`` close
@@ -64,9 +64,13 @@ class MarketBookConfig:
     """Parameters of the market-aware book (see the module docstring for the model).
 
     The behavioural coefficients' defaults are the output of ``scripts/estimate_book.py`` on
-    the fit period (2021-05 .. 2022-12) of ``../shared/data``; the exit thresholds and shares
-    are not identified by those data (see that script's report) and keep neutral values until
-    the calibration of issue #19 item 4 fits them.
+    the fit period (2021-05 .. 2022-12) of ``../shared/data``, whatever their sign: on BTC
+    the entry rate rises with volatility and with the size of the trend, the book leans
+    *against* the trend (contrarian: the long share of liquidations falls after a rise, given
+    the day's move), and the liquidated share of open interest rises in a volatile regime
+    (read as leverage that does *not* fall with volatility; the proxy is weak, see the
+    script). ``lev_trend``, the exit thresholds and shares are not identified by those data
+    and keep neutral values until the calibration of issue #19 item 4 fits them.
 
     Parameters
     ----------
@@ -94,12 +98,16 @@ class MarketBookConfig:
     vol_short_hours: float = 24.0
     vol_long_hours: float = 24.0 * 30
     funding_hours: float = 72.0
-    rate_trend: float = 0.08
-    rate_vol: float = 0.27
-    rate_funding: float = 0.04
-    side_trend: float = 0.10
-    side_funding: float = 0.05
-    lev_vol: float = -0.28
+    # Estimated by scripts/estimate_book.py (BTC, 2021-05 .. 2022-12; its --check keeps them
+    # equal to its output at two decimals). Standard errors: 0.008, 0.013, 0.004, 0.020, 0.018,
+    # 0.033. Funding's responses are within two standard errors of zero.
+    rate_trend: float = 0.13
+    rate_vol: float = 0.48
+    rate_funding: float = 0.0
+    side_trend: float = -0.06
+    side_funding: float = -0.03
+    lev_vol: float = 0.25
+    # Not identified by the data (see scripts/estimate_book.py): neutral until item 4 fits it.
     lev_trend: float = 0.0
     stop_fraction: float = 0.3
     stop_loss_roe: float = 0.5
