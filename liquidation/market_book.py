@@ -18,8 +18,8 @@ unchanged) from three point-in-time signals of each asset, known at each bar's o
 Behaviour (parameters in :class:`MarketBookConfig`, defaults from ``scripts/estimate_book.py``):
 
 * **entry rate**: arrivals in bar ``t`` of asset ``a`` are Poisson with mean
-  ``base * w_a * exp(rate_trend * |trend| + rate_vol * vol + rate_funding * funding)``,
-  where ``base`` makes the expected count ``n_traders`` on a signal-free market (so the
+  ``rate0 * w_a * exp(rate_trend * |trend| + rate_vol * vol + rate_funding * funding)``,
+  where ``rate0`` makes the expected count ``n_traders`` on a signal-free market (so the
   realized count responds to the market and is not fixed);
 * **side**: long with probability ``sigmoid(logit(long_fraction) + side_trend * trend +
   side_funding * funding)``;
@@ -32,8 +32,9 @@ Behaviour (parameters in :class:`MarketBookConfig`, defaults from ``scripts/esti
   after a drawdown of ``derisk_drawdown_roe`` from the position's best bar close. Each exit
   is decided on the bar closes of the historical path and shortens ``hold_bars`` (the replay
   closes a position at the close of its last bar; a liquidation earlier in the path wins);
-* **collateral and top-ups** as in the legacy book (:class:`~liquidation.trader_book.BookConfig`):
-  the data say nothing about them.
+* **size, collateral and top-ups** as in the legacy book (the same
+  :class:`~liquidation.trader_book.BookConfig`, passed beside this config): the data say
+  nothing about collateral and top-ups.
 
 Everything is seeded (one ``numpy.random.default_rng(seed)``) and vectorized; the exits are
 resolved in chunks of ``EXIT_CHUNK`` traders.
@@ -41,7 +42,7 @@ resolved in chunks of ``EXIT_CHUNK`` traders.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,6 @@ class MarketBookConfig:
 
     Parameters
     ----------
-    base : BookConfig
-        Size, collateral, leverage tail, holding time and top-ups (the legacy book's).
     trend_hours, vol_short_hours, vol_long_hours, funding_hours : float
         Windows of the signals.
     rate_trend, rate_vol, rate_funding : float
@@ -93,7 +92,6 @@ class MarketBookConfig:
         Share who close after a drawdown from the position's best close, and its size.
     """
 
-    base: BookConfig = field(default_factory=BookConfig)
     trend_hours: float = 24.0
     vol_short_hours: float = 24.0
     vol_long_hours: float = 24.0 * 30
@@ -229,6 +227,7 @@ def signals(
 
 def draw_market_book(
     config: MarketBookConfig,
+    book: BookConfig,
     close: NDArray[np.float64],
     funding_rate: NDArray[np.float64],
     seed: int,
@@ -241,6 +240,10 @@ def draw_market_book(
     Parameters
     ----------
     config : MarketBookConfig
+        The market responses.
+    book : BookConfig
+        Size (expected ``n_traders``), side base rate, collateral, leverage tail, holding
+        time and top-ups: the legacy book's parameters, shared by both books.
     close, funding_rate : arrays ``(n_assets, n_bars)``
         The replay market's closes and funding (:class:`~liquidation.simulate.MarketPaths`).
     seed : int
@@ -250,14 +253,14 @@ def draw_market_book(
     open_ : array, optional
         Bar opens (a position opens at its arrival bar's open; default: the previous close).
     asset_weights : array, optional
-        Relative asset weights, used when ``config.base.volume_weighted_assets``.
+        Relative asset weights, used when ``book.volume_weighted_assets``.
 
     Returns
     -------
     TraderBook
         Sorted by arrival bar, as :func:`liquidation.trader_book.draw_book`'s.
     """
-    base = config.base
+    base = book
     n_assets, n_bars = close.shape
     if n_bars < 1 or n_assets < 1:
         raise ConfigError("draw_market_book needs at least one bar and one asset")

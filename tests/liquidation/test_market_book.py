@@ -14,8 +14,8 @@ from liquidation.trader_book import BookConfig, TraderBook
 from tests.liquidation.replay_builders import flat_market, random_walk_market, small_config
 
 
-def _cfg(n: int = 20_000, **kw: float) -> MarketBookConfig:
-    return MarketBookConfig(base=replace(BookConfig(), n_traders=n), **kw)
+def _cfg(n: int = 20_000, **kw: float) -> tuple[MarketBookConfig, BookConfig]:
+    return MarketBookConfig(**kw), replace(BookConfig(), n_traders=n)
 
 
 def _trending(n_bars: int = 2_000, drift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -27,9 +27,9 @@ def _trending(n_bars: int = 2_000, drift: float = 0.0) -> tuple[np.ndarray, np.n
 
 def test_book_is_seeded_and_well_formed() -> None:
     m = random_walk_market(1, n_bars=800)
-    a = draw_market_book(_cfg(5_000), m.close, m.funding_rate, seed=3, open_=m.open)
-    b = draw_market_book(_cfg(5_000), m.close, m.funding_rate, seed=3, open_=m.open)
-    c = draw_market_book(_cfg(5_000), m.close, m.funding_rate, seed=4, open_=m.open)
+    a = draw_market_book(*_cfg(5_000), m.close, m.funding_rate, seed=3, open_=m.open)
+    b = draw_market_book(*_cfg(5_000), m.close, m.funding_rate, seed=3, open_=m.open)
+    c = draw_market_book(*_cfg(5_000), m.close, m.funding_rate, seed=4, open_=m.open)
     for name in ("arrival", "asset", "side", "collateral", "leverage", "hold_bars", "topup"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert not np.array_equal(a.side, c.side)
@@ -45,12 +45,12 @@ def test_book_is_seeded_and_well_formed() -> None:
 def test_signals_are_point_in_time() -> None:
     m = random_walk_market(2, n_bars=900)
     cfg = _cfg()
-    s = signals(m.close, m.funding_rate, 1.0, cfg)
+    s = signals(m.close, m.funding_rate, 1.0, cfg[0])
     close = m.close.copy()
     close[:, 600:] *= 1.3
     funding = m.funding_rate.copy()
     funding[:, 600:] = 0.003
-    t = signals(close, funding, 1.0, cfg)
+    t = signals(close, funding, 1.0, cfg[0])
     for name in ("trend", "vol", "funding"):
         left, right = getattr(s, name), getattr(t, name)
         # Known at the open of bar 600: bars < 600 only. The close of bar 600 is not.
@@ -62,8 +62,8 @@ def test_side_follows_the_trend() -> None:
     close_up, f = _trending(drift=0.002)
     close_dn, _ = _trending(drift=-0.002)
     cfg = _cfg(20_000, side_trend=1.0)
-    up = draw_market_book(cfg, close_up, f, seed=1)
-    dn = draw_market_book(cfg, close_dn, f, seed=1)
+    up = draw_market_book(*cfg, close_up, f, seed=1)
+    dn = draw_market_book(*cfg, close_dn, f, seed=1)
     assert (up.side == 1).mean() > 0.6
     assert (dn.side == 1).mean() < 0.4
 
@@ -73,15 +73,15 @@ def test_side_follows_funding_and_entry_rate_follows_vol() -> None:
     hot = np.zeros_like(close)
     hot[:, ::8] = 0.0005  # 5 bp per 8 h: longs crowd
     cfg = _cfg(20_000, side_funding=0.2, side_trend=0.0)
-    crowded = draw_market_book(cfg, close, hot, seed=1)
-    neutral = draw_market_book(cfg, close, np.zeros_like(close), seed=1)
+    crowded = draw_market_book(*cfg, close, hot, seed=1)
+    neutral = draw_market_book(*cfg, close, np.zeros_like(close), seed=1)
     assert (crowded.side == 1).mean() > (neutral.side == 1).mean() + 0.1
     # A volatility burst draws more arrivals than the calm bars around it.
     rng = np.random.default_rng(5)
     r = rng.normal(0, 0.005, size=(1, 3_000))
     r[:, 1_500:1_700] *= 6
     burst = 100 * np.exp(np.cumsum(r, axis=1))
-    book = draw_market_book(_cfg(30_000, rate_vol=1.0), burst, np.zeros_like(burst), seed=2)
+    book = draw_market_book(*_cfg(30_000, rate_vol=1.0), burst, np.zeros_like(burst), seed=2)
     per_bar = np.bincount(book.arrival, minlength=3_000)
     assert per_bar[1_510:1_700].mean() > 1.5 * per_bar[1_000:1_400].mean()
 
@@ -91,7 +91,7 @@ def test_leverage_falls_with_volatility() -> None:
     r = rng.normal(0, 0.004, size=(1, 3_000))
     r[:, 1_500:] *= 5
     close = 100 * np.exp(np.cumsum(r, axis=1))
-    book = draw_market_book(_cfg(30_000, lev_vol=-0.5), close, np.zeros_like(close), seed=2)
+    book = draw_market_book(*_cfg(30_000, lev_vol=-0.5), close, np.zeros_like(close), seed=2)
     calm = np.median(book.leverage[(book.arrival > 800) & (book.arrival < 1_500)])
     wild = np.median(book.leverage[(book.arrival > 1_530) & (book.arrival < 1_700)])
     assert wild < 0.8 * calm
@@ -99,7 +99,7 @@ def test_leverage_falls_with_volatility() -> None:
 
 def test_exits_fire_at_the_first_close_beyond_the_threshold() -> None:
     close = np.array([[100.0, 101, 103, 99, 95, 90, 92, 105]])
-    cfg = _cfg(10, stop_loss_roe=0.5, take_profit_roe=0.2, derisk_drawdown_roe=0.3)
+    cfg, _ = _cfg(10, stop_loss_roe=0.5, take_profit_roe=0.2, derisk_drawdown_roe=0.3)
     one = np.array([0])
     side = np.array([1], dtype=np.int8)
     lev = np.array([10.0])
@@ -122,7 +122,7 @@ def test_exits_fire_at_the_first_close_beyond_the_threshold() -> None:
 
 def test_zero_volatility_market_book_gives_no_liquidations() -> None:
     market = flat_market(n_assets=2, n_bars=300)
-    book = draw_market_book(_cfg(3_000), market.close, market.funding_rate, seed=0)
+    book = draw_market_book(*_cfg(3_000), market.close, market.funding_rate, seed=0)
     path = constant_multiplier(market, 1.0)
     [run] = simulate(market, [Scenario("s", 0, path)], small_config(), books={0: book})
     assert run.opened.sum() > 0
@@ -134,7 +134,7 @@ def test_replay_runs_the_market_book_and_conserves_value() -> None:
     from liquidation.simulate import simulate_ledger
 
     market = random_walk_market(4, n_bars=400)
-    book = draw_market_book(_cfg(2_000), market.close, market.funding_rate, 1, open_=market.open)
+    book = draw_market_book(*_cfg(2_000), market.close, market.funding_rate, 1, open_=market.open)
     path = constant_multiplier(market, 1.0)
     [run], [ledger] = simulate_ledger(market, [Scenario("s", 1, path)], small_config(), {1: book})
     assert run.liquidations.sum() > 0
