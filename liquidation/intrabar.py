@@ -31,6 +31,7 @@ the exact integer health at the level is never better than at the true crossing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -245,3 +246,54 @@ def closeout_outcome(
     exec_price = close_price_v(mark, lots, np.broadcast_to(slip_rate, np.shape(mark)))
     equity = balance + value_v(lots, exec_price) - cost
     return exec_price, equity, np.maximum(-equity, 0)
+
+
+def path_ticks(
+    open_: NDArray[np.float64],
+    high: NDArray[np.float64],
+    low: NDArray[np.float64],
+    close: NDArray[np.float64],
+    path: str,
+    seed: int = 0,
+    config: BridgeConfig | None = None,
+) -> NDArray[np.int64]:
+    """Integer prices of each bar's path under a path model, shape ``bars.shape + (ticks,)``.
+
+    ``wick``: today's four ticks (:func:`anchors_micro`); ``bridge``: :func:`bridge_prices`.
+    Tick 0 is always the open and the last tick the close.
+    """
+    if path == "wick":
+        return anchors_micro(open_, high, low, close)
+    if path == "bridge":
+        return bridge_prices(open_, high, low, close, seed, config)
+    raise ConfigError(f"unknown intra-bar path {path!r}; choose from {list(PATHS)}")
+
+
+def crossing_price(liquidatable: Callable[[int], bool], before: int, after: int) -> int:
+    """First price on the straight segment from ``before`` to ``after`` at which a position
+    is liquidatable, found by bisection on integer micro-USD prices with the exact rules.
+
+    The bridge is continuous between two sampled points, so a position that is healthy at
+    ``before`` and liquidatable at ``after`` is liquidated where the path crosses its level:
+    this is that level (to the unit), and the fill's mark. A position already liquidatable
+    at ``before`` is marked at ``before`` (for the first segment of a bar, ``before`` is the
+    open: a gap through the level fills at the open). ``liquidatable`` must switch once along
+    the segment (equity minus maintenance is monotone in the price for an isolated position).
+
+    Raises
+    ------
+    ValueError
+        If the position is not liquidatable at ``after``.
+    """
+    if liquidatable(before):
+        return before
+    if not liquidatable(after):
+        raise ValueError(f"crossing_price: not liquidatable at the segment's end {after}")
+    healthy, hit = before, after
+    while abs(hit - healthy) > 1:
+        middle = healthy + (hit - healthy) // 2
+        if liquidatable(middle):
+            hit = middle
+        else:
+            healthy = middle
+    return hit

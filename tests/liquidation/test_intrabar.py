@@ -14,8 +14,10 @@ from liquidation.intrabar import (
     bridge_prices,
     closeout_outcome,
     crossing_marks,
+    crossing_price,
     first_crossing,
     liquidation_levels,
+    path_ticks,
 )
 from liquidation.money import MICRO, QTY_SCALE
 from liquidation.rules.fixed import value_v
@@ -165,3 +167,37 @@ def test_first_crossing_none() -> None:
     path = np.array([[100, 101, 99, 100]]) * MICRO
     assert first_crossing(path, np.array([50 * MICRO]), np.array([True]))[0] == -1
     assert first_crossing(path, np.array([101 * MICRO]), np.array([False]))[0] == 1
+
+
+def test_path_ticks_dispatch() -> None:
+    o, h, lo, c = _bars(4, n=20)
+    np.testing.assert_array_equal(path_ticks(o, h, lo, c, "wick"), anchors_micro(o, h, lo, c))
+    bridge = path_ticks(o, h, lo, c, "bridge", seed=3, config=BridgeConfig(n_steps=8))
+    assert bridge.shape == (*o.shape, 9)
+    with pytest.raises(ConfigError, match="unknown intra-bar path"):
+        path_ticks(o, h, lo, c, "teleport")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    level=st.integers(1, 10**9),
+    before=st.integers(1, 10**9),
+    after=st.integers(1, 10**9),
+)
+def test_crossing_price_is_the_first_liquidatable_price(
+    level: int, before: int, after: int
+) -> None:
+    falling = after < before
+
+    def hit(p: int) -> bool:
+        return p <= level if falling else p >= level
+
+    if not hit(after):
+        with pytest.raises(ValueError, match="not liquidatable"):
+            crossing_price(hit, before, after)
+        return
+    got = crossing_price(hit, before, after)
+    if hit(before):
+        assert got == before
+    else:
+        assert got == level  # the first price of the segment at the level
