@@ -68,6 +68,9 @@ from liquidation.config import (
 from liquidation.errors import LiquidationCoreError
 from liquidation.fills import fill_amounts, segments
 from liquidation.funding import funding_payments
+from liquidation.impact import IMPACT_MODES, ImpactConfig
+from liquidation.intrabar import PATHS, BridgeConfig, crossing_price, path_ticks
+from liquidation.market_book import BOOKS, MarketBookConfig, draw_market_book
 from liquidation.money import MICRO, QTY_SCALE, charge, div_trunc, value
 from liquidation.rules.backstop import (
     backstop_share,
@@ -141,7 +144,27 @@ class ReplayConfig:
     ramp_ms : int
         Multiplier ramp of existing positions' maintenance (engine default 8 h).
     book : BookConfig
-        The synthetic trader book.
+        The synthetic trader book (size, collateral, leverage tail, holding time, top-ups).
+    book_model : str
+        ``legacy`` (default: today's book, :func:`liquidation.trader_book.draw_book`) or
+        ``market`` (:func:`liquidation.market_book.draw_market_book`: entries, sides,
+        leverage and exits respond to the market; same ``book`` parameters).
+    market_book : MarketBookConfig
+        The market book's responses (defaults estimated by ``scripts/estimate_book.py``).
+    path : str
+        Intra-bar path: ``wick`` (default: open, nearer extreme, farther extreme, close, a
+        liquidation filled at the tick) or ``bridge`` (:mod:`liquidation.intrabar`: a seeded
+        Brownian bridge through the same four anchors, a liquidation marked where the path
+        crosses the position's level, :func:`liquidation.intrabar.crossing_price`).
+    bridge : BridgeConfig
+        Sub-steps and roughness of the bridge.
+    path_seed : int
+        Seed of the bridge (one path for every scenario: policies face the same market).
+    impact : str
+        Liquidation price impact: ``off`` (default, the exogenous replay). ``on`` is refused:
+        :mod:`liquidation.impact` is built and tested but not yet wired into the replay.
+    impact_model : ImpactConfig
+        Coefficient, decay and cascade cap of the impact (for when it is wired).
     spread_bps : float
         Quoted spread of a close-out (half of it is paid), 2 bps.
     impact_bps : float
@@ -174,6 +197,13 @@ class ReplayConfig:
     insurance: InsuranceConfig = field(default_factory=InsuranceConfig)
     ramp_ms: int = 8 * 3_600_000
     book: BookConfig = field(default_factory=BookConfig)
+    book_model: str = "legacy"
+    market_book: MarketBookConfig = field(default_factory=MarketBookConfig)
+    path: str = "wick"
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    path_seed: int = 0
+    impact: str = "off"
+    impact_model: ImpactConfig = field(default_factory=ImpactConfig)
     spread_bps: float = 2.0
     impact_bps: float = 10.0
     participation: float = 0.01
@@ -190,6 +220,20 @@ class ReplayConfig:
             raise ReplayInputError(
                 f"ReplayConfig.maintenance_rule {self.maintenance_rule!r} is unknown; choose "
                 f"from {list(MAINTENANCE_RULES)}"
+            )
+        for name, chosen, allowed in (
+            ("book_model", self.book_model, BOOKS),
+            ("path", self.path, PATHS),
+            ("impact", self.impact, IMPACT_MODES),
+        ):
+            if chosen not in allowed:
+                raise ReplayInputError(
+                    f"ReplayConfig.{name} {chosen!r} is unknown; choose from {list(allowed)}"
+                )
+        if self.impact != "off":
+            raise ReplayInputError(
+                "ReplayConfig.impact 'on' is not available yet: liquidation.impact is built and "
+                "tested on its own, but the replay does not apply it (issue #19 item 3)"
             )
         if not self.stress_threshold >= 1.0:
             raise ReplayInputError("ReplayConfig.stress_threshold must be >= 1")
@@ -457,10 +501,11 @@ def tick_prices(market: MarketPaths) -> NDArray[np.int64]:
     return np.stack([o, np.where(up, lo, h), np.where(up, h, lo), c], axis=-1)
 
 
-def tick_times(market: MarketPaths) -> NDArray[np.int64]:
-    """Epoch ms of each tick of :func:`tick_prices`, shape ``(n_bars, 4)``."""
-    step = market.interval_ms // TICKS
-    return market.ts_ms[:, None] + step * np.arange(TICKS, dtype=np.int64)[None, :]
+def tick_times(market: MarketPaths, ticks: int = TICKS) -> NDArray[np.int64]:
+    """Epoch ms of each tick of :func:`tick_prices` (or of a ``ticks``-point intra-bar path),
+    shape ``(n_bars, ticks)``."""
+    step = market.interval_ms // ticks
+    return market.ts_ms[:, None] + step * np.arange(ticks, dtype=np.int64)[None, :]
 
 
 def trader_account(index: int) -> str:
@@ -579,16 +624,22 @@ class _Replay:
         n_s, n_a, n_t = len(scenarios), len(market.assets), market.n_bars
         self.n_s, self.n_a, self.n_t = n_s, n_a, n_t
         self.asset = cfg.asset
-        self.px = tick_prices(market)
+        # The wick path is tick_prices' four ticks exactly; a bridge has more (same anchors).
+        self.px = path_ticks(
+            market.open, market.high, market.low, market.close, cfg.path, cfg.path_seed,
+            cfg.bridge,
+        )  # fmt: skip
+        self.scan_ticks = tuple(range(1, self.px.shape[2]))
+        self.close_k = self.px.shape[2] - 1
         self.px_f = self.px.astype(np.float64)
         # The scan filter values each position once per bar, at its worst scan tick: equity
         # - MM moves with the price as the position does while 1.5 * cap * mmf < 1 (the size
         # term's elasticity is 1/2), so the worst tick is the lowest price for a long and the
         # highest for a short. Otherwise every scan tick is valued.
-        scan = self.px_f[:, :, list(SCAN_TICKS)]
+        scan = self.px_f[:, :, list(self.scan_ticks)]
         self.worst_f = np.stack([scan.max(axis=2), scan.min(axis=2)])  # [short, long]
         self.monotone = 1.5 * self.asset.imf_cap * self.asset.maintenance_fraction < 1.0
-        self.tms = tick_times(market)
+        self.tms = tick_times(market, self.px.shape[2])
         check_bounds_v(self.px, np.zeros(1, dtype=np.int64), "replay prices")
         self.target = np.stack([sc.multiplier for sc in scenarios]).reshape(n_s * n_a, n_t)
         self.mm_target = np.stack([sc.maintenance_path for sc in scenarios]).reshape(n_s * n_a, n_t)
@@ -637,9 +688,7 @@ class _Replay:
         parts = []
         for s, sc in enumerate(self.sc):
             if sc.seed not in books:
-                books[sc.seed] = draw_book(
-                    self.cfg.book, self.n_t, self.n_a, sc.seed, bar_hours, weights
-                )
+                books[sc.seed] = self._draw_book(sc.seed, bar_hours, weights)
             parts.append((s, books[sc.seed]))
         self.book_sizes = [len(b) for _, b in parts]
         cat = {
@@ -671,6 +720,16 @@ class _Replay:
         merged = {k: v[order] for k, v in cat.items()}
         merged["bounds"] = np.searchsorted(merged["arrival"], np.arange(self.n_t + 1))
         return merged
+
+    def _draw_book(self, seed: int, bar_hours: float, weights: NDArray[np.float64]) -> TraderBook:
+        """The seed's book under :attr:`ReplayConfig.book_model`."""
+        cfg = self.cfg
+        if cfg.book_model == "market":
+            return draw_market_book(
+                cfg.market_book, cfg.book, self.m.close, self.m.funding_rate, seed, bar_hours,
+                self.m.open, weights,
+            )  # fmt: skip
+        return draw_book(cfg.book, self.n_t, self.n_a, seed, bar_hours, weights)
 
     def _initial_capacity(self) -> int:
         held = float(np.minimum(self.stream["hold_bars"], self.n_t).sum())
@@ -709,7 +768,7 @@ class _Replay:
             self._open(t)
             at_risk = self._at_risk(t)
             if len(at_risk):
-                for k in SCAN_TICKS:
+                for k in self.scan_ticks:
                     self._liquidate(t, k, at_risk)
             self._close_of_bar(t)
             if progress is not None and (t + 1) % 1000 == 0:
@@ -940,8 +999,8 @@ class _Replay:
         self.target_now = self.mm_target[:, t]
         if self.monotone:
             return act[self._float_margin(act, t, None) < 0]
-        worst = self._float_margin(act, t, SCAN_TICKS[0])
-        for k in SCAN_TICKS[1:]:
+        worst = self._float_margin(act, t, self.scan_ticks[0])
+        for k in self.scan_ticks[1:]:
             worst = np.minimum(worst, self._float_margin(act, t, k))
         return act[worst < 0]
 
@@ -958,7 +1017,34 @@ class _Replay:
         # The keeper's order: lowest equity / MM first, then account id (the engine's).
         ts = int(self.tms[t, k])
         for *_, row in sorted(found):
-            self._step(row, t, k, ts)
+            self._step(row, t, k, ts, self._mark(row, t, k, ts))
+
+    def _mark(self, row: int, t: int, k: int, ts: int) -> int | None:
+        """Mark of a liquidation at tick ``k`` on the bridge path (None: the tick's price).
+
+        The bridge is continuous between ticks, so a position healthy at tick ``k - 1`` is
+        marked where the path crossed its level (:func:`liquidation.intrabar.crossing_price`);
+        one already due at the open gapped there and is marked at the open; one already due at
+        an earlier tick of the bar is marked at the tick, as on the wick path.
+        """
+        if self.cfg.path == "wick":
+            return None
+        a = int(self.s_asset[row])
+        before, after = int(self.px[a, t, k - 1]), int(self.px[a, t, k])
+        if self._liquidatable_at(row, before, ts):
+            return before if k == 1 else None
+        return crossing_price(lambda p: self._liquidatable_at(row, p, ts), before, after)
+
+    def _liquidatable_at(self, row: int, price: int, ts: int) -> bool:
+        """Whether one position is below maintenance at ``price`` (the scalar rules)."""
+        s, a = int(self.s_scen[row]), int(self.s_asset[row])
+        lane = s * self.n_a + a
+        mult = ramp_multiplier(
+            self.ramps[lane], int(self.s_risk_since[row]), ts, self.lane_ramp_ms[lane]
+        )
+        val = value(int(self.s_lots[row]), price)
+        eq = int(self.s_balance[row]) + val - int(self.s_cost[row])
+        return liquidatable(eq, maintenance_requirement(abs(val), mult, self.asset))
 
     def _health_one(self, row: int, t: int, k: int) -> tuple[int, int, int]:
         """Exact equity, maintenance and notional of one position (the scalar rules)."""
@@ -973,11 +1059,12 @@ class _Replay:
         eq = int(self.s_balance[row]) + val - int(self.s_cost[row])
         return eq, maintenance_requirement(notional, mult, self.asset), notional
 
-    def _step(self, row: int, t: int, k: int, ts: int) -> None:
-        """One waterfall step on a one-position bucket, with the shared rules, as the engine."""
+    def _step(self, row: int, t: int, k: int, ts: int, at: int | None = None) -> None:
+        """One waterfall step on a one-position bucket, with the shared rules, as the engine
+        (marked at ``at`` when given, else at tick ``k``'s price)."""
         lc = self.cfg.liquidation
         s, a = int(self.s_scen[row]), int(self.s_asset[row])
-        mark = int(self.px[a, t, k])
+        mark = int(self.px[a, t, k]) if at is None else at
         lots, cost = int(self.s_lots[row]), int(self.s_cost[row])
         lane = s * self.n_a + a
         mult = ramp_multiplier(
@@ -1020,14 +1107,21 @@ class _Replay:
                     self._penalty(s, row, pen)
                     self.out["liquidated_notional"][s, t] += closed_notional / MICRO
                     return
-        self._full_closeout(s, row, t, k, ts, eq, notional, slip_full)
+        self._full_closeout(s, row, t, k, ts, eq, notional, slip_full, mark)
 
     def _full_closeout(
-        self, s: int, row: int, t: int, k: int, ts: int, eq: int, notional: int, slip: float
+        self,
+        s: int,
+        row: int,
+        t: int,
+        k: int,
+        ts: int,
+        eq: int,
+        notional: int,
+        slip: float,
+        mark: int,
     ) -> None:
         lc, venue = self.cfg.liquidation, self.venues[s]
-        a = int(self.s_asset[row])
-        mark = int(self.px[a, t, k])
         lots, cost = int(self.s_lots[row]), int(self.s_cost[row])
         available = fund_available(venue.fund, lc.insurance_cap_per_event_usd)
         exec_price = close_price(mark, lots, slip)
@@ -1092,7 +1186,9 @@ class _Replay:
             act = np.flatnonzero(self.s_active)
         n_s = self.n_s
         asset = self.s_asset[act]
-        notional = np.abs(self.s_lots[act] * self.px_f[asset, t, 3]) / (QTY_SCALE * MICRO)
+        notional = np.abs(self.s_lots[act] * self.px_f[asset, t, self.close_k]) / (
+            QTY_SCALE * MICRO
+        )
         lane = self.s_scen[act] * self.n_a + asset
         imf = np.minimum(self.asset.base_imf * self.target[lane, t], self.asset.imf_cap)
         scen = self.s_scen[act]
@@ -1106,14 +1202,14 @@ class _Replay:
         if len(act) == 0:
             return
         self.target_now = self.mm_target[:, t]
-        act = act[self._float_margin(act, t, 3, book.topup_trigger_health) < 0]
+        act = act[self._float_margin(act, t, self.close_k, book.topup_trigger_health) < 0]
         if len(act) == 0:
             return
         if len(act) > SCALAR_ROWS:
             self._topups_v(t, act)
             return
         for row in act.tolist():
-            eq, mm, notional = self._health_one(row, t, 3)
+            eq, mm, notional = self._health_one(row, t, self.close_k)
             left = int(self.s_topups_left[row])
             if not wants_topup(eq, mm, left, book.topup_trigger_health):
                 continue
@@ -1127,7 +1223,7 @@ class _Replay:
     def _topups_v(self, t: int, act: NDArray[np.int64]) -> None:
         """:meth:`_topups` on many positions at once (the vector forms of the same rules)."""
         book = self.cfg.book
-        eq, mm, notional = self._health(act, t, 3)
+        eq, mm, notional = self._health(act, t, self.close_k)
         want = wants_topup_v(eq, mm, self.s_topups_left[act], book.topup_trigger_health)
         rows = act[want]
         lane = self.s_scen[rows] * self.n_a + self.s_asset[rows]
@@ -1145,20 +1241,21 @@ class _Replay:
 
     def _closes(self, t: int, rows: NDArray[np.int64]) -> None:
         """Planned closes at the close price, taker fee, if the venue admits them."""
-        ts = int(self.tms[t, 3])
+        ts = int(self.tms[t, self.close_k])
+        close_k = self.close_k
         fee = self.cfg.fees.taker_fee_rate
         closing = []
         for row in rows.tolist():
             s, a = int(self.s_scen[row]), int(self.s_asset[row])
-            if abs(value(int(self.s_lots[row]), int(self.px[a, t, 3]))) < self.min_order:
+            if abs(value(int(self.s_lots[row]), int(self.px[a, t, close_k]))) < self.min_order:
                 continue  # the venue refuses dust: the remnant stays open
             dq = -int(self.s_lots[row])
-            planned = self._plan_fill(s, row, dq, int(self.px[a, t, 3]), ts, fee)
+            planned = self._plan_fill(s, row, dq, int(self.px[a, t, close_k]), ts, fee)
             after = int(self.s_balance[row]) + planned[2]
             # Without positions the dYdX rule admits a change only to equity >= 0.
             if after < 0:
                 continue
-            self._fill(s, row, dq, int(self.px[a, t, 3]), ts, fee, planned)
+            self._fill(s, row, dq, int(self.px[a, t, close_k]), ts, fee, planned)
             closing.append(row)
         if closing:
             self._release(np.array(closing, dtype=np.int64))

@@ -20,6 +20,7 @@ from dataclasses import fields
 import numpy as np
 
 from liquidation.simulate import (
+    ReplayConfig,
     ReplaySeries,
     Scenario,
     VenueLedger,
@@ -55,10 +56,11 @@ def _scenarios(market_shape: tuple[int, int]) -> list[Scenario]:
     ]
 
 
-def replay_digest() -> tuple[str, dict[str, float]]:
+def replay_digest(config: ReplayConfig | None = None) -> tuple[str, dict[str, float]]:
     """SHA-256 over the series and ledgers of the guard replay, and its readable totals."""
     market = random_walk_market(5, n_assets=2, n_bars=400)
-    series, ledgers = simulate_ledger(market, _scenarios(market.open.shape), small_config(2_000))
+    cfg = small_config(2_000) if config is None else config
+    series, ledgers = simulate_ledger(market, _scenarios(market.open.shape), cfg)
     h = hashlib.sha256()
     totals: dict[str, float] = {}
     for run in series:

@@ -1,0 +1,101 @@
+"""The replay's book, intra-bar path and impact options (issue #19, phase B wiring)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from liquidation.intrabar import BridgeConfig
+from liquidation.market_book import draw_market_book
+from liquidation.money import value
+from liquidation.simulate import (
+    ReplayConfig,
+    ReplayInputError,
+    Scenario,
+    VenueLedger,
+    constant_multiplier,
+    simulate,
+    simulate_ledger,
+)
+from liquidation.trader_book import draw_book
+from tests.liquidation.replay_builders import flat_market, random_walk_market, small_config
+from tests.liquidation.test_book_reproduction import GOLDEN_SHA256, replay_digest
+
+
+def _config(n: int = 2_000, **options: object) -> ReplayConfig:
+    return replace(small_config(n), **options)
+
+
+def test_legacy_wick_off_reproduces_todays_replay() -> None:
+    explicit = _config(2_000, book_model="legacy", path="wick", impact="off")
+    digest, _ = replay_digest(explicit)
+    assert digest == GOLDEN_SHA256
+
+
+@pytest.mark.parametrize(
+    ("book_model", "path"), [("legacy", "bridge"), ("market", "wick"), ("market", "bridge")]
+)
+def test_zero_volatility_gives_no_liquidations(book_model: str, path: str) -> None:
+    market = flat_market(n_bars=200)
+    cfg = _config(2_000, book_model=book_model, path=path)
+    [run] = simulate(market, [Scenario("s", 0, constant_multiplier(market, 1.0))], cfg)
+    assert run.opened.sum() > 0
+    assert run.liquidations.sum() == 0
+    assert run.bad_debt.sum() == 0.0
+
+
+def _conserved(ledger: VenueLedger, market_close: np.ndarray, assets: tuple[str, ...],
+               traders_asset: np.ndarray) -> int:  # fmt: skip
+    """Deposits minus what is held (balances, pools, open PnL at the last close): 0 if
+    value is conserved, up to the rounding of fills."""
+    price = np.round(market_close[:, -1] * 1e6).astype(np.int64)
+    held = ledger.balance.sum() + ledger.fund + ledger.fees + ledger.keeper + ledger.vault_balance
+    for i in np.flatnonzero(ledger.lots):
+        a = int(traders_asset[i])
+        held += value(int(ledger.lots[i]), int(price[a])) - int(ledger.cost[i])
+    for a, name in enumerate(assets):
+        if name in ledger.vault:
+            lots, cost = ledger.vault[name]
+            held += value(lots, int(price[a])) - cost
+    return int(held - ledger.deposits)
+
+
+@pytest.mark.parametrize("book_model", ["legacy", "market"])
+def test_bridge_conserves_value_and_fills_at_the_level(book_model: str) -> None:
+    market = random_walk_market(4, n_bars=400)
+    path = constant_multiplier(market, 1.0)
+    scen = [Scenario("s", 1, path)]
+    wick_cfg = _config(2_000, book_model=book_model)
+    bridge_cfg = replace(wick_cfg, path="bridge", bridge=BridgeConfig(n_steps=8))
+    if book_model == "market":
+        book = draw_market_book(wick_cfg.market_book, wick_cfg.book, market.close,
+                                market.funding_rate, 1, 1.0, market.open)  # fmt: skip
+    else:
+        book = draw_book(wick_cfg.book, market.n_bars, len(market.assets), 1)
+    [wick], _ = simulate_ledger(market, scen, wick_cfg, {1: book})
+    [bridge], [ledger] = simulate_ledger(market, scen, bridge_cfg, {1: book})
+    assert bridge.liquidations.sum() > 0
+    assert abs(_conserved(ledger, market.close, market.assets, book.asset)) <= 4 * len(book)
+    # Filled where the path crosses the level, not at the wick: less bad debt on one book.
+    assert bridge.bad_debt.sum() < wick.bad_debt.sum()
+
+
+def test_bridge_is_the_same_for_every_scenario_and_seeded() -> None:
+    market = random_walk_market(6, n_bars=300)
+    path = constant_multiplier(market, 1.0)
+    cfg = _config(1_500, path="bridge")
+    a = simulate(market, [Scenario("a", 2, path), Scenario("b", 2, path)], cfg)
+    np.testing.assert_array_equal(a[0].liquidated_notional, a[1].liquidated_notional)
+    b = simulate(market, [Scenario("a", 2, path)], replace(cfg, path_seed=1))
+    assert not np.array_equal(a[0].liquidated_notional, b[0].liquidated_notional)
+
+
+def test_unknown_options_and_impact_on_are_refused() -> None:
+    with pytest.raises(ReplayInputError, match="book_model"):
+        ReplayConfig(book_model="crowd")
+    with pytest.raises(ReplayInputError, match="path"):
+        ReplayConfig(path="teleport")
+    with pytest.raises(ReplayInputError, match="not available yet"):
+        ReplayConfig(impact="on")
