@@ -74,6 +74,24 @@ def backtest(
     replay_config: Annotated[
         Path | None, typer.Option(help="TOML with a [replay] section (book, rules, liquidity)")
     ] = None,
+    book: Annotated[
+        str | None,
+        typer.Option(
+            help="Trader book: legacy (default, today's) or market (entries, sides, leverage "
+            "and exits respond to trend, volatility and funding)"
+        ),
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            help="Intra-bar path: wick (default, fills at the bar's extremes) or bridge "
+            "(a Brownian bridge; fills where it crosses the liquidation level)"
+        ),
+    ] = None,
+    impact: Annotated[
+        str | None,
+        typer.Option(help="Liquidation price impact: off (default; 'on' is not wired yet)"),
+    ] = None,
     policy_config: Annotated[
         Path | None, typer.Option(help="TOML with a [policy] section (MultiplierPolicy bounds)")
     ] = None,
@@ -110,6 +128,9 @@ def backtest(
             "ramp_ms": None if ramp_hours is None else round(ramp_hours * 3_600_000),
             "maintenance_rule": maintenance_rule,
             "stress_threshold": stress_threshold,
+            "book_model": book,
+            "path": path,
+            "impact": impact,
         }
         replay = with_replay_options(replay, **options)
         config = BacktestConfig(

@@ -1,0 +1,60 @@
+"""`dynamargin backtest --book/--path/--impact` and their [replay] TOML keys (issue #19)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from liquidation.simulate import ReplayInputError
+from pipelines.cli import app
+from pipelines.flows.config import replay_config_from_toml
+
+
+def test_cli_book_and_path_reach_the_replay(workdir: Path) -> None:
+    out = workdir / "out.json"
+    args = [
+        "--workdir", str(workdir), "backtest", "--policies", "static,oracle", "--seeds", "1",
+        "--traders", "2000", "--synthetic-assets", "1", "--book", "market", "--path", "bridge",
+        "--no-mlflow", "--json", str(out),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    replay = summary["config"]["replay"]
+    assert (replay["book_model"], replay["path"], replay["impact"]) == ("market", "bridge", "off")
+    assert summary["policies"]["static"]["positions_liquidated"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("option", "text"),
+    [
+        (["--book", "crowd"], "book_model 'crowd' is unknown"),
+        (["--path", "teleport"], "path 'teleport' is unknown"),
+        (["--impact", "on"], "impact 'on' is not available yet"),
+    ],
+)
+def test_cli_refuses_bad_book_options_with_one_clear_line(
+    workdir: Path, option: list[str], text: str
+) -> None:
+    result = CliRunner().invoke(app, ["--workdir", str(workdir), "backtest", *option])
+    assert result.exit_code == 1
+    assert text in result.output
+    assert "Traceback" not in result.output
+
+
+def test_book_options_are_read_from_toml(tmp_path: Path) -> None:
+    good = tmp_path / "replay.toml"
+    good.write_text(
+        '[replay]\nbook_model = "market"\npath = "bridge"\npath_seed = 3\n'
+        "[replay.market_book]\nside_trend = 0.5\n[replay.bridge]\nn_steps = 8\n"
+    )
+    config = replay_config_from_toml(good)
+    assert config.book_model == "market" and config.path == "bridge" and config.path_seed == 3
+    assert config.market_book.side_trend == 0.5 and config.bridge.n_steps == 8
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[replay.bridge]\nn_steps = 1\n")
+    with pytest.raises(ReplayInputError, match=r"bad\.toml.*n_steps"):
+        replay_config_from_toml(bad)
