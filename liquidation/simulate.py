@@ -39,6 +39,15 @@ socialization never trigger; if its margin would ever refuse a fill the replay r
 of diverging from the engine. Per-event steps (a partial step's fills, a close-out) are scalar
 calls of the same rules on the few flagged positions; the per-bar scans are vectorised.
 
+Issue #19's options (:class:`ReplayConfig`; the defaults ``book_model="legacy"``,
+``path="wick"``, ``impact="off"`` are the replay described above, bit for bit, as
+``tests/liquidation/test_book_reproduction.py`` checks): ``book_model="market"`` draws the
+market-aware book of :mod:`liquidation.market_book`; ``path="bridge"`` walks each bar along
+the Brownian bridge of :mod:`liquidation.intrabar` (more ticks, same anchors) and marks a
+liquidation where the path crosses the position's level; ``impact="on"`` lets each
+scenario's liquidations move its own prices (:mod:`liquidation.impact`: square-root law,
+cascade rounds within the bar, decay back onto the historical path).
+
 A scenario may split its multiplier (:attr:`Scenario.maintenance`): the initial margin of new
 risk then pays ``multiplier`` and maintenance follows the separate path (ramped as above);
 :func:`maintenance_multipliers` builds the documented rules. Open-interest scaling of the
@@ -68,7 +77,7 @@ from liquidation.config import (
 from liquidation.errors import LiquidationCoreError
 from liquidation.fills import fill_amounts, segments
 from liquidation.funding import funding_payments
-from liquidation.impact import IMPACT_MODES, ImpactConfig
+from liquidation.impact import IMPACT_MODES, ImpactConfig, bar_sigma, decay, impact, shifted
 from liquidation.intrabar import PATHS, BridgeConfig, crossing_price, path_ticks
 from liquidation.market_book import BOOKS, MarketBookConfig, draw_market_book
 from liquidation.money import MICRO, QTY_SCALE, charge, div_trunc, value
@@ -161,10 +170,13 @@ class ReplayConfig:
     path_seed : int
         Seed of the bridge (one path for every scenario: policies face the same market).
     impact : str
-        Liquidation price impact: ``off`` (default, the exogenous replay). ``on`` is refused:
-        :mod:`liquidation.impact` is built and tested but not yet wired into the replay.
+        Liquidation price impact: ``off`` (default, the exogenous replay) or ``on``: each
+        scenario's liquidated notional moves its own market by the square-root law of
+        :mod:`liquidation.impact` (a cascade re-scans the bar at the moved prices, at most
+        ``impact_model.max_rounds`` rounds) and the move decays back onto the historical
+        path. With impact on, scenarios face different markets, so each runs its own pass.
     impact_model : ImpactConfig
-        Coefficient, decay and cascade cap of the impact (for when it is wired).
+        Coefficient, decay and cascade cap of the impact.
     spread_bps : float
         Quoted spread of a close-out (half of it is paid), 2 bps.
     impact_bps : float
@@ -230,11 +242,6 @@ class ReplayConfig:
                 raise ReplayInputError(
                     f"ReplayConfig.{name} {chosen!r} is unknown; choose from {list(allowed)}"
                 )
-        if self.impact != "off":
-            raise ReplayInputError(
-                "ReplayConfig.impact 'on' is not available yet: liquidation.impact is built and "
-                "tested on its own, but the replay does not apply it (issue #19 item 3)"
-            )
         if not self.stress_threshold >= 1.0:
             raise ReplayInputError("ReplayConfig.stress_threshold must be >= 1")
         if self.ramp_ms < 0:
@@ -439,6 +446,8 @@ def simulate(
         If a multiplier path has the wrong shape, is not finite or not positive.
     """
     cfg = config or ReplayConfig()
+    if cfg.impact == "on" and len(scenarios) > 1:
+        return [r for sc in scenarios for r in simulate(market, [sc], cfg, progress, books)]
     return _checked(market, scenarios, cfg, books).run(progress)
 
 
@@ -449,7 +458,11 @@ def simulate_ledger(
     books: Mapping[int, TraderBook] | None = None,
 ) -> tuple[list[ReplaySeries], list[VenueLedger]]:
     """:func:`simulate`, plus each scenario's integer end state (for checks against the engine)."""
-    replay = _checked(market, scenarios, config or ReplayConfig(), books)
+    cfg = config or ReplayConfig()
+    if cfg.impact == "on" and len(scenarios) > 1:
+        parts = [simulate_ledger(market, [sc], cfg, books) for sc in scenarios]
+        return [p[0][0] for p in parts], [p[1][0] for p in parts]
+    replay = _checked(market, scenarios, cfg, books)
     series = replay.run(None)
     return series, [replay.ledger(s) for s in range(len(scenarios))]
 
@@ -640,6 +653,17 @@ class _Replay:
         self.worst_f = np.stack([scan.max(axis=2), scan.min(axis=2)])  # [short, long]
         self.monotone = 1.5 * self.asset.imf_cap * self.asset.maintenance_fraction < 1.0
         self.tms = tick_times(market, self.px.shape[2])
+        # Impact on: one scenario per pass (simulate splits them), whose bar prices are
+        # rewritten in place from the historical ones as its offset moves (_shift_bar).
+        self.impact = cfg.impact == "on"
+        if self.impact:
+            if n_s != 1:
+                raise ReplayInputError("a replay with impact on runs one scenario per pass")
+            self.hist_px = self.px.copy()
+            self.offset = np.zeros(n_a)
+            self.sigma = bar_sigma(market.close, cfg.impact_model.vol_window)
+            self.bar_liq = np.zeros((2, n_a))  # [long, short] notional liquidated, USD
+            self.cascade_rounds = np.zeros(n_t, dtype=np.int64)
         check_bounds_v(self.px, np.zeros(1, dtype=np.int64), "replay prices")
         self.target = np.stack([sc.multiplier for sc in scenarios]).reshape(n_s * n_a, n_t)
         self.mm_target = np.stack([sc.maintenance_path for sc in scenarios]).reshape(n_s * n_a, n_t)
@@ -763,19 +787,70 @@ class _Replay:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, progress: Progress | None) -> list[ReplaySeries]:
         for t in range(self.n_t):
+            if self.impact:
+                self._carry(t)
             self._retarget(t)
             self._funding(t)
             self._open(t)
-            at_risk = self._at_risk(t)
-            if len(at_risk):
-                for k in self.scan_ticks:
-                    self._liquidate(t, k, at_risk)
+            self._scan(t)
+            if self.impact:
+                self._cascade(t)
             self._close_of_bar(t)
             if progress is not None and (t + 1) % 1000 == 0:
                 progress(t + 1, self.n_t)
         if progress is not None:
             progress(self.n_t, self.n_t)
         return [self._series(s) for s in range(self.n_s)]
+
+    def _scan(self, t: int) -> None:
+        """The keeper's passes over the bar's scan ticks."""
+        at_risk = self._at_risk(t)
+        if len(at_risk):
+            for k in self.scan_ticks:
+                self._liquidate(t, k, at_risk)
+
+    # -- liquidation price impact (ReplayConfig.impact == "on") --------------------------------
+    def _shift_bar(self, t: int, offset: NDArray[np.float64]) -> None:
+        """Bar ``t``'s prices moved by ``offset`` (log, per asset) from the historical ones."""
+        self.px[:, t, :] = shifted(self.hist_px[:, t, :], offset)
+        self.px_f[:, t, :] = self.px[:, t, :]
+        scan = self.px_f[:, t, list(self.scan_ticks)]
+        self.worst_f[0, :, t] = scan.max(axis=1)
+        self.worst_f[1, :, t] = scan.min(axis=1)
+
+    def _carry(self, t: int) -> None:
+        """At the bar's open the last bar's impact has decayed toward the historical path."""
+        if t:
+            self.offset = decay(self.offset, self.cfg.impact_model)
+        self.carried = self.offset.copy()
+        self.bar_liq[:] = 0.0
+        if self.offset.any():
+            self._shift_bar(t, self.offset)
+
+    def _cascade(self, t: int) -> None:
+        """The bar's liquidations move its price; re-scan at the moved prices until nothing
+        moves (a fixed point of :func:`liquidation.impact.impact`) or the round cap.
+
+        Liquidations already booked stay booked: each round adds those the further move
+        reaches, so on a one-sided bar the rounds climb to the smallest fixed point."""
+        im = self.cfg.impact_model
+        volume, sigma = self.m.quote_volume[:, t], self.sigma[:, t]
+        rounds = 0
+        while rounds < im.max_rounds:
+            target = self.carried + impact(self.bar_liq[0], self.bar_liq[1], volume, sigma, im)
+            if np.array_equal(target, self.offset):
+                break
+            rounds += 1
+            self.offset = target
+            self._shift_bar(t, target)
+            self._scan(t)
+        self.cascade_rounds[t] = rounds
+
+    def _count_liquidated(self, s: int, t: int, a: int, lots: int, notional: int) -> None:
+        """Book liquidated notional (micro-USD) of a position of ``lots`` in asset ``a``."""
+        self.out["liquidated_notional"][s, t] += notional / MICRO
+        if self.impact:
+            self.bar_liq[0 if lots > 0 else 1, a] += notional / MICRO
 
     def _retarget(self, t: int) -> None:
         """Each lane's maintenance ramp takes the bar's target (the engine's snapshot step)."""
@@ -940,6 +1015,13 @@ class _Replay:
         st = {k: v[lo:hi] for k, v in self.stream.items() if k != "bounds"}
         ts = int(self.tms[t, 0])
         fee = self.cfg.fees.taker_fee_rate
+        if self.impact and self.offset.any():
+            # Impact moved this bar's open: arriving traders size on the price they see.
+            lane = st["scen"] * self.n_a + st["asset"]
+            st["lots"] = open_lots(
+                st["collateral"], st["leverage"], st["side"], self.px[st["asset"], t, 0],
+                self.target[lane, t], self.asset, fee, self.min_order,
+            )  # fmt: skip
         touched = set()
         for i in range(hi - lo):
             s, trader, lots = int(st["scen"][i]), int(st["trader"][i]), int(st["lots"][i])
@@ -1105,7 +1187,7 @@ class _Replay:
                     self._fill(s, row, -closed, exec_price, ts, 0.0)
                     self._require_vault(s, t, k)
                     self._penalty(s, row, pen)
-                    self.out["liquidated_notional"][s, t] += closed_notional / MICRO
+                    self._count_liquidated(s, t, a, lots, closed_notional)
                     return
         self._full_closeout(s, row, t, k, ts, eq, notional, slip_full, mark)
 
@@ -1156,7 +1238,7 @@ class _Replay:
         venue.bad_debt += bad_debt
         self.out["full_closeouts"][s, t] += 1
         self.out["bad_debt"][s, t] += bad_debt / MICRO
-        self.out["liquidated_notional"][s, t] += notional / MICRO
+        self._count_liquidated(s, t, int(self.s_asset[row]), lots, notional)
         self._release(np.array([row]))
 
     def _penalty(self, s: int, row: int, penalty: int) -> None:

@@ -90,7 +90,10 @@ def backtest(
     ] = None,
     impact: Annotated[
         str | None,
-        typer.Option(help="Liquidation price impact: off (default; 'on' is not wired yet)"),
+        typer.Option(
+            help="Liquidation price impact: off (default) or on (square-root impact against "
+            "the bar's volume, cascades within the bar, decay back to the historical path)"
+        ),
     ] = None,
     policy_config: Annotated[
         Path | None, typer.Option(help="TOML with a [policy] section (MultiplierPolicy bounds)")

@@ -18,13 +18,13 @@ def test_cli_book_and_path_reach_the_replay(workdir: Path) -> None:
     args = [
         "--workdir", str(workdir), "backtest", "--policies", "static,oracle", "--seeds", "1",
         "--traders", "2000", "--synthetic-assets", "1", "--book", "market", "--path", "bridge",
-        "--no-mlflow", "--json", str(out),
+        "--impact", "on", "--no-mlflow", "--json", str(out),
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(out.read_text())
     replay = summary["config"]["replay"]
-    assert (replay["book_model"], replay["path"], replay["impact"]) == ("market", "bridge", "off")
+    assert (replay["book_model"], replay["path"], replay["impact"]) == ("market", "bridge", "on")
     assert summary["policies"]["static"]["positions_liquidated"] >= 0
 
 
@@ -33,7 +33,7 @@ def test_cli_book_and_path_reach_the_replay(workdir: Path) -> None:
     [
         (["--book", "crowd"], "book_model 'crowd' is unknown"),
         (["--path", "teleport"], "path 'teleport' is unknown"),
-        (["--impact", "on"], "impact 'on' is not available yet"),
+        (["--impact", "sometimes"], "impact 'sometimes' is unknown"),
     ],
 )
 def test_cli_refuses_bad_book_options_with_one_clear_line(
