@@ -16,8 +16,15 @@ For each of BTC, ETH, SOL and XRP and each period (fit 2021-05..2022-12, test
 These are the figures a calibrated book must be reported beside (issue #19 acceptance: BTC
 0.80 on the fit period, 0.68 on the test period). 1h spot bars before 2022 exist for BTC
 only, so the other assets' fit-period figures cover 2022 alone (the ``days`` column says
-how many). The simulated side of the table (the replay's daily liquidated notional) is not
-computed here yet: the calibrated replay is issue #19's open item 4.
+how many).
+
+With ``--simulate BOOK/PATH/IMPACT`` (repeatable, e.g. ``legacy/wick/off``) it also replays
+one static-margin scenario of ``--traders`` positions over each asset's 1h spot bars from the
+fit period's start (BTC) or 2022-01 (the others) to the end of the test period, and prints
+``sim_r`` (Pearson correlation, levels, of the replay's daily liquidated notional with the
+real daily total) and ``sim_top1`` (the replay's top-1%-day share) beside the baseline. Both
+are scale-free, so no scale is fitted: these are the *uncalibrated* books' figures (the fit
+of issue #19 item 4 is not done).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +49,8 @@ from liquidation.calibration import (
     pearson,
     top_day_share,
 )
+from liquidation.market_paths import market_paths
+from liquidation.simulate import ReplayConfig, Scenario, constant_multiplier, simulate
 
 ASSETS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 
@@ -69,11 +79,50 @@ def baseline_rows(data: Path) -> list[dict[str, object]]:
     return rows
 
 
+def simulated_daily(data: Path, asset: str, options: dict[str, str], traders: int) -> pd.Series:
+    """Daily liquidated notional (USD) of one static-margin replay of ``asset``."""
+    start = FIT_PERIOD[0] if asset == "BTCUSDT" else pd.Timestamp("2022-01-01", tz="UTC")
+    market, _ = load_market(data, "1h", [asset], start, TEST_PERIOD[1])
+    paths = market_paths(market.bars, market.funding, "1h", start, TEST_PERIOD[1])
+    base = ReplayConfig()
+    cfg = replace(base, book=replace(base.book, n_traders=traders), **options)
+    scenario = Scenario("static", 0, constant_multiplier(paths, 1.0))
+    [run] = simulate(paths, [scenario], cfg)
+    ts = pd.to_datetime(run.ts_ms, unit="ms", utc=True)
+    return pd.Series(run.liquidated_notional, index=ts).resample("1D").sum()
+
+
+def simulated_rows(
+    data: Path, rows: list[dict[str, object]], variant: str, traders: int
+) -> list[dict[str, object]]:
+    """``rows`` with the replay's figures of one ``BOOK/PATH/IMPACT`` variant added."""
+    book, path, impact = variant.split("/")
+    options = {"book_model": book, "path": path, "impact": impact}
+    out = []
+    for asset in ASSETS:
+        sim = simulated_daily(data, asset, options, traders)
+        raw = pd.read_csv(data / "positioning" / "liquidations_1d" / f"{asset}.csv.gz")
+        real = daily_liquidations(raw)["total"]
+        for row in rows:
+            if row["asset"] != asset:
+                continue
+            period = FIT_PERIOD if row["period"] == "fit" else TEST_PERIOD
+            s, r = in_period(sim, period), in_period(real, period)
+            out.append(
+                {**row, "variant": variant, "sim_r": pearson(s, r), "sim_top1": top_day_share(s)}
+            )
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default = Path(os.environ.get("DYNAMARGIN_SHARED_DATA", "../shared/data"))
     parser.add_argument("--data", type=Path, default=default, help="shared data root")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument(
+        "--simulate", action="append", default=[], help="replay variant BOOK/PATH/IMPACT"
+    )
+    parser.add_argument("--traders", type=int, default=50_000, help="positions per replay")
     args = parser.parse_args(argv)
     if not (args.data / "positioning").is_dir():
         parser.error(f"{args.data} holds no positioning/ folder")
@@ -85,6 +134,17 @@ def main(argv: list[str]) -> int:
             f"{r['asset']:8} {r['period']:6} {r['days']:>5} {r['first_day']!s:10} "
             f"{r['baseline_r']:>10.3f} {r['top1_share']:>10.3f} {r['long_top10']:>10.3f}"
         )
+    for variant in args.simulate:
+        sim_rows = simulated_rows(args.data, rows, variant, args.traders)
+        print(f"\nreplay {variant}, {args.traders} traders, static margin (not fitted)")
+        print(f"{'asset':8} {'period':6} {'baseline_r':>10} {'sim_r':>7} {'top1_real':>9} "
+              f"{'sim_top1':>8}")  # fmt: skip
+        for r in sim_rows:
+            print(
+                f"{r['asset']:8} {r['period']:6} {r['baseline_r']:>10.3f} {r['sim_r']:>7.3f} "
+                f"{r['top1_share']:>9.3f} {r['sim_top1']:>8.3f}"
+            )
+        rows = rows + sim_rows
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
