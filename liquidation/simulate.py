@@ -391,6 +391,8 @@ class ReplaySeries:
     positions hit for the first time; ``bad_debt`` is the shortfall of full close-outs before
     anyone covers it; ``fund`` is the insurance fund at the bar's end; ``initial_margin`` and
     ``open_notional`` are measured at the close over open positions, at the target multiplier.
+    ``topups`` counts top-ups and ``topup_collateral`` is what they deposit (USD);
+    ``fee_income`` is the trading fees the venue collects in the bar (USD).
     """
 
     label: str
@@ -411,6 +413,14 @@ class ReplaySeries:
     opened: NDArray[np.int64]
     topups: NDArray[np.int64]
     fund_seed: float
+    topup_collateral: NDArray[np.float64] | None = None
+    fee_income: NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        # Series made before these were recorded (hand-built in tests) read as zeros.
+        for name in ("topup_collateral", "fee_income"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.ts_ms)))
 
 
 def simulate(
@@ -498,6 +508,9 @@ SCAN_TICKS = (1, 2, 3)
 #: Up to this many flagged positions, the scalar rules are cheaper than numpy's call overhead.
 SCALAR_ROWS = 32
 _NEVER = np.iinfo(np.int64).min
+#: Factor on the vault's notional in its admission bound: 2 (no fraction exceeds 1, and
+#: equity loses at most the notional) with room for float rounding.
+_BOUND = 2.0 * (1 + 1e-6)
 
 
 def tick_prices(market: MarketPaths) -> NDArray[np.int64]:
@@ -571,6 +584,15 @@ def open_lots(
 SEGMENT_SLACK = 4
 
 
+def _one_segment(dq: int, taker: int, maker: int) -> bool:
+    """True when :func:`liquidation.fills.segments` would not split the trade (a fast test:
+    neither side holds the opposite of its leg with less than the traded size)."""
+    size = abs(dq)
+    return (not taker or (taker > 0) == (dq > 0) or size <= abs(taker)) and (
+        not maker or (maker > 0) == (dq < 0) or size <= abs(maker)
+    )
+
+
 @dataclass
 class VenueLedger:
     """Integer end state of one scenario's venue (micro-USD, lots): what the engine would hold.
@@ -604,9 +626,12 @@ class _Venue:
         self.assets = assets
         self.fund = fund
         self.fees = 0
+        self.fees_booked = 0  # fees up to the last bar close (ReplaySeries.fee_income)
         self.keeper = 0
         self.vault_balance = vault
         self.vault: list[Position | None] = [None] * len(assets)
+        # Per asset, |cost| + 2 |lots| * highest price (float USD-micro): _require_vault's bound.
+        self.bound: list[float] = [0.0] * len(assets)
         self.deposits = fund + vault
         self.bad_debt = self.backstop = self.adl = self.socialized = 0
 
@@ -645,6 +670,8 @@ class _Replay:
         self.scan_ticks = tuple(range(1, self.px.shape[2]))
         self.close_k = self.px.shape[2] - 1
         self.px_f = self.px.astype(np.float64)
+        self.px_open = self.px[:, :, 0].T.tolist()  # per bar, the open of each asset
+        self.px_max = self.px_f.max(axis=(1, 2)).tolist()
         # The scan filter values each position once per bar, at its worst scan tick: equity
         # - MM moves with the price as the position does while 1.5 * cap * mmf < 1 (the size
         # term's elasticity is 1/2), so the worst tick is the lowest price for a long and the
@@ -660,6 +687,9 @@ class _Replay:
             if n_s != 1:
                 raise ReplayInputError("a replay with impact on runs one scenario per pass")
             self.hist_px = self.px.copy()
+            # The vault's admission bound prices at the highest price impact can reach.
+            lift = math.exp(cfg.impact_model.max_impact) * (1 + 1e-9)
+            self.px_max = [p * lift for p in self.px_max]
             self.offset = np.zeros(n_a)
             self.sigma = bar_sigma(market.close, cfg.impact_model.vol_window)
             self.bar_liq = np.zeros((2, n_a))  # [long, short] notional liquidated, USD
@@ -701,6 +731,8 @@ class _Replay:
                 ("open_notional", np.float64),
                 ("opened", np.int64),
                 ("topups", np.int64),
+                ("topup_collateral", np.float64),
+                ("fee_income", np.float64),
             )
         }
         self.liquidated: list[list[int]] = [[] for _ in scenarios]
@@ -743,6 +775,15 @@ class _Replay:
         order = np.lexsort((cat["trader"], cat["scen"], cat["arrival"]))
         merged = {k: v[order] for k, v in cat.items()}
         merged["bounds"] = np.searchsorted(merged["arrival"], np.arange(self.n_t + 1))
+        # The opening loop reads one trader at a time: Python lists index far faster than
+        # numpy scalars.
+        self.stream_rows = list(
+            zip(
+                *(merged[k].tolist() for k in ("scen", "trader", "lots", "asset", "collateral",
+                                               "hold_bars", "topup")),
+                strict=True,
+            )
+        )  # fmt: skip
         return merged
 
     def _draw_book(self, seed: int, bar_hours: float, weights: NDArray[np.float64]) -> TraderBook:
@@ -766,6 +807,7 @@ class _Replay:
             "active": bool,
             "scen": np.int64,
             "asset": np.int64,
+            "lane": np.int64,
             "trader": np.int64,
             "close_bar": np.int64,
             "topups_left": np.int64,
@@ -792,19 +834,20 @@ class _Replay:
             self._retarget(t)
             self._funding(t)
             self._open(t)
-            self._scan(t)
-            if self.impact:
-                self._cascade(t)
-            self._close_of_bar(t)
+            at_risk, topup = self._at_risk(t)
+            self._scan(t, at_risk)
+            if self.impact and self._cascade(t):
+                # The cascade moved the bar's prices: filter the top-ups at the moved close.
+                at_risk, topup = self._at_risk(t)
+            self._close_of_bar(t, at_risk, topup)
             if progress is not None and (t + 1) % 1000 == 0:
                 progress(t + 1, self.n_t)
         if progress is not None:
             progress(self.n_t, self.n_t)
         return [self._series(s) for s in range(self.n_s)]
 
-    def _scan(self, t: int) -> None:
-        """The keeper's passes over the bar's scan ticks."""
-        at_risk = self._at_risk(t)
+    def _scan(self, t: int, at_risk: NDArray[np.int64]) -> None:
+        """The keeper's passes over the bar's scan ticks, on the rows :meth:`_at_risk` flagged."""
         if len(at_risk):
             for k in self.scan_ticks:
                 self._liquidate(t, k, at_risk)
@@ -827,12 +870,13 @@ class _Replay:
         if self.offset.any():
             self._shift_bar(t, self.offset)
 
-    def _cascade(self, t: int) -> None:
+    def _cascade(self, t: int) -> bool:
         """The bar's liquidations move its price; re-scan at the moved prices until nothing
         moves (a fixed point of :func:`liquidation.impact.impact`) or the round cap.
 
         Liquidations already booked stay booked: each round adds those the further move
-        reaches, so on a one-sided bar the rounds climb to the smallest fixed point."""
+        reaches, so on a one-sided bar the rounds climb to the smallest fixed point. Returns
+        whether the bar's prices moved."""
         im = self.cfg.impact_model
         volume, sigma = self.m.quote_volume[:, t], self.sigma[:, t]
         rounds = 0
@@ -843,8 +887,26 @@ class _Replay:
             rounds += 1
             self.offset = target
             self._shift_bar(t, target)
-            self._scan(t)
+            self._scan(t, self._at_risk(t)[0])
         self.cascade_rounds[t] = rounds
+        return rounds > 0
+
+    def _resized(self, lo: int, hi: int, t: int, fee: float) -> list[tuple[int, ...]]:
+        """The bar's arrivals (``stream_rows[lo:hi]``) sized at the open impact moved: a
+        trader opens the largest size within its leverage at the price it sees."""
+        st = {k: self.stream[k][lo:hi] for k in ("scen", "asset", "collateral", "leverage",
+                                                  "side")}  # fmt: skip
+        lane = st["scen"] * self.n_a + st["asset"]
+        lots = open_lots(
+            st["collateral"], st["leverage"], st["side"], self.px[st["asset"], t, 0],
+            self.target[lane, t], self.asset, fee, self.min_order,
+        ).tolist()  # fmt: skip
+        return [
+            (s, trader, size, a, collateral, hold, topup)
+            for (s, trader, _, a, collateral, hold, topup), size in zip(
+                self.stream_rows[lo:hi], lots, strict=True
+            )
+        ]
 
     def _count_liquidated(self, s: int, t: int, a: int, lots: int, notional: int) -> None:
         """Book liquidated notional (micro-USD) of a position of ``lots`` in asset ``a``."""
@@ -890,7 +952,7 @@ class _Replay:
         price = self.px[asset, t, k]
         val = value_v(self.s_lots[rows], price)
         notional = np.abs(val)
-        lane = self.s_scen[rows] * self.n_a + asset
+        lane = self.s_lane[rows]
         mult = self._mm_multiplier(lane, self.s_risk_since[rows], int(self.tms[t, k]))
         mm = maintenance_requirement_v(notional, mult, self.asset)
         return self.s_balance[rows] + val - self.s_cost[rows], mm, notional
@@ -906,14 +968,16 @@ class _Replay:
         the row's and the vault's balance changes and the fees; books nothing."""
         a = int(self.s_asset[row])
         symbol = self.m.assets[a]
-        lots, cost, since = (
-            int(self.s_lots[row]),
-            int(self.s_cost[row]),
-            int(self.s_risk_since[row]),
-        )
+        lots = int(self.s_lots[row])
+        if lots:
+            cost, since = int(self.s_cost[row]), int(self.s_risk_since[row])
+        else:
+            cost = since = 0
         theirs = self.venues[s].vault[a]
+        held = theirs.lots if theirs is not None else 0
+        parts = [dq] if _one_segment(dq, lots, held) else segments(dq, lots, held)
         mine_delta = vault_delta = fees = 0
-        for part in segments(dq, lots, theirs.lots if theirs else 0):
+        for part in parts:
             fee = charge(abs(value(part, price)), fee_rate)
             mine = fill_amounts(
                 Position(symbol, lots, cost, since) if lots else None, part, price, ts
@@ -922,7 +986,7 @@ class _Replay:
             lots, cost, since = lots + part, cost + mine.cost_delta, mine.risk_since_ms
             if lots == 0:
                 cost, since = 0, 0
-            held = (theirs.lots if theirs else 0) - part
+            held -= part
             theirs = (
                 Position(symbol, held, (theirs.cost if theirs else 0) + other.cost_delta,
                          other.risk_since_ms)
@@ -949,7 +1013,13 @@ class _Replay:
         (lots, cost, since), theirs, mine_delta, vault_delta, fees = (
             planned if planned is not None else self._plan_fill(s, row, dq, price, ts, fee_rate)
         )
-        venue.vault[int(self.s_asset[row])] = theirs
+        a = int(self.s_asset[row])
+        venue.vault[a] = theirs
+        venue.bound[a] = (
+            abs(theirs.cost) + _BOUND * abs(theirs.lots) * self.px_max[a] / QTY_SCALE
+            if theirs is not None
+            else 0.0
+        )
         venue.vault_balance += vault_delta
         venue.fees += fees
         self.s_balance[row] += mine_delta
@@ -962,6 +1032,10 @@ class _Replay:
         holds (no margin fraction exceeds 1); otherwise the exact rules decide.
         """
         venue = self.venues[s]
+        # First at every asset's highest price of the replay (one sum, kept up to date by
+        # _fill), then at the tick's prices.
+        if venue.vault_balance - sum(venue.bound) - 2 * self.n_a > 0:
+            return
         gross = cost = 0.0
         for a, pos in enumerate(venue.vault):
             if pos is not None:
@@ -983,8 +1057,13 @@ class _Replay:
         rates = self.m.funding_rate[:, t]
         if not rates.any():
             return
-        act = np.flatnonzero(self.s_active)
-        for a in np.flatnonzero(rates):
+        act = self.s_active.nonzero()[0]
+        # Holders grouped by (asset, scenario), each group in account order (as the engine).
+        act = act[np.lexsort((self.s_trader[act], self.s_scen[act], self.s_asset[act]))]
+        group = self.s_asset[act] * self.n_s + self.s_scen[act]
+        edges = np.searchsorted(group, np.arange(self.n_a * self.n_s + 1)).tolist()
+        rows_all, lots_all = act.tolist(), self.s_lots[act].tolist()
+        for a in np.flatnonzero(rates).tolist():
             rate = float(rates[a])
             if abs(rate) >= self.cfg.max_funding_rate:
                 raise ReplayInputError(
@@ -992,11 +1071,9 @@ class _Replay:
                     f"bound {self.cfg.max_funding_rate}"
                 )
             mark = int(self.px[a, t, 0])
-            here = act[self.s_asset[act] == a]
             for s, venue in enumerate(self.venues):
-                rows = here[self.s_scen[here] == s]
-                rows = rows[np.argsort(self.s_trader[rows], kind="stable")]
-                holders = [(int(r), int(self.s_lots[r])) for r in rows]
+                lo, hi = edges[a * self.n_s + s], edges[a * self.n_s + s + 1]
+                holders = list(zip(rows_all[lo:hi], lots_all[lo:hi], strict=True))
                 vault = venue.vault[a]
                 if vault is not None and vault.lots:
                     holders.append((-1, vault.lots))
@@ -1012,39 +1089,34 @@ class _Replay:
             return
         if len(self.free) < hi - lo:
             self._allocate(max(2 * self.cap, self.cap + (hi - lo) + 64))
-        st = {k: v[lo:hi] for k, v in self.stream.items() if k != "bounds"}
         ts = int(self.tms[t, 0])
         fee = self.cfg.fees.taker_fee_rate
+        opens = self.px_open[t] if not self.impact else self.px[:, t, 0].tolist()
+        rows = self.stream_rows[lo:hi]
         if self.impact and self.offset.any():
-            # Impact moved this bar's open: arriving traders size on the price they see.
-            lane = st["scen"] * self.n_a + st["asset"]
-            st["lots"] = open_lots(
-                st["collateral"], st["leverage"], st["side"], self.px[st["asset"], t, 0],
-                self.target[lane, t], self.asset, fee, self.min_order,
-            )  # fmt: skip
+            rows = self._resized(lo, hi, t, fee)
         touched = set()
-        for i in range(hi - lo):
-            s, trader, lots = int(st["scen"][i]), int(st["trader"][i]), int(st["lots"][i])
+        for s, trader, lots, a, collateral, hold, topup in rows:
             venue = self.venues[s]
-            venue.deposits += int(st["collateral"][i])
+            venue.deposits += collateral
             if lots == 0:
-                self.ledger_balance[s][trader] = st["collateral"][i]
+                self.ledger_balance[s][trader] = collateral
                 continue
             row = self.free.pop()
-            a = int(st["asset"][i])
             self.s_active[row] = True
             self.s_hit[row] = False
             self.s_scen[row] = s
             self.s_asset[row] = a
+            self.s_lane[row] = s * self.n_a + a
             self.s_trader[row] = trader
-            self.s_close_bar[row] = min(t + int(st["hold_bars"][i]) - 1, self.n_t - 1)
-            self.s_topups_left[row] = self.cfg.book.topup_max_count if st["topup"][i] else 0
-            self.s_first_deposit[row] = st["collateral"][i]
-            self.s_balance[row] = st["collateral"][i]
+            self.s_close_bar[row] = min(t + hold - 1, self.n_t - 1)
+            self.s_topups_left[row] = self.cfg.book.topup_max_count if topup else 0
+            self.s_first_deposit[row] = collateral
+            self.s_balance[row] = collateral
             self.s_lots[row] = 0
             self.s_cost[row] = 0
             self.s_last_step[row] = _NEVER
-            self._fill(s, row, lots, int(self.px[a, t, 0]), ts, fee)
+            self._fill(s, row, lots, opens[a], ts, fee)
             self.opened_lots[s][trader] = lots
             self.out["opened"][s, t] += 1
             touched.add(s)
@@ -1052,39 +1124,55 @@ class _Replay:
             self._require_vault(s, t, 0)
 
     def _float_margin(
-        self, rows: NDArray[np.int64], t: int, k: int | None, scale: float = 1.0
-    ) -> NDArray[np.float64]:
-        """Float ``equity - scale * MM`` at tick ``k`` (None: each position's worst scan tick)
-        with every position paying its lane's target (no ramp class pays more), less a
-        tolerance covering the exact rules' rounding and the float error: a *filter* that
-        never misses an exact breach."""
+        self, rows: NDArray[np.int64], t: int, ticks: Sequence[int | None], scales: Sequence[float]
+    ) -> list[NDArray[np.float64]]:
+        """Float ``equity - scale * MM`` of ``rows`` at each tick of ``ticks`` (None: each
+        position's worst scan tick) with every position paying its lane's target (no ramp
+        class pays more), less a tolerance covering the exact rules' rounding and the float
+        error: a *filter* that never misses an exact breach. The rows' state is gathered once
+        for all ticks."""
         asset = self.s_asset[rows]
         lots = self.s_lots[rows].astype(np.float64)
-        if k is None:
-            price = self.worst_f[(lots > 0).astype(np.int64), asset, t]
-        else:
-            price = self.px_f[asset, t, k]
-        val = lots * price / QTY_SCALE
-        notional = np.abs(val)
-        lane = self.s_scen[rows] * self.n_a + asset
-        frac = position_fraction_v(notional / MICRO, self.target_now[lane], self.asset)
-        mm = notional * frac * self.asset.maintenance_fraction
-        balance, cost = self.s_balance[rows], self.s_cost[rows]
-        tol = 1e-9 * (np.abs(balance) + np.abs(cost) + notional) + 64.0
-        return balance + val - cost - scale * mm - tol
+        target = self.target_now[self.s_lane[rows]]
+        # balance - cost is exact in int64; the float sum errs by far less than the tolerance.
+        held = self.s_balance[rows] - self.s_cost[rows]
+        slack = 1e-9 * np.abs(held) + 64.0
+        out = []
+        for k, scale in zip(ticks, scales, strict=True):
+            if k is None:
+                price = self.worst_f[(lots > 0).astype(np.int64), asset, t]
+            else:
+                price = self.px_f[asset, t, k]
+            val = lots * price / QTY_SCALE
+            notional = np.abs(val)
+            frac = position_fraction_v(notional / MICRO, target, self.asset)
+            mm = notional * frac * self.asset.maintenance_fraction
+            out.append(held + val - scale * mm - (slack + 1e-9 * notional))
+        return out
 
-    def _at_risk(self, t: int) -> NDArray[np.int64]:
-        """Positions that may be below maintenance at some scan tick of bar ``t``."""
-        act = np.flatnonzero(self.s_active)
+    def _at_risk(self, t: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Positions that may be below maintenance at some scan tick of bar ``t``, and those
+        that may want a top-up at its close (the same filter at the close, trigger health).
+
+        The top-up filter is taken before the keeper's passes: only positions the keeper
+        touches (a subset of the first array) can change before the close, and
+        :meth:`_topups` adds them back.
+        """
+        act = self.s_active.nonzero()[0]
         if len(act) == 0:
-            return act
+            return act, act
         self.target_now = self.mm_target[:, t]
+        trigger = self.cfg.book.topup_trigger_health
         if self.monotone:
-            return act[self._float_margin(act, t, None) < 0]
-        worst = self._float_margin(act, t, self.scan_ticks[0])
-        for k in self.scan_ticks[1:]:
-            worst = np.minimum(worst, self._float_margin(act, t, k))
-        return act[worst < 0]
+            worst, close = self._float_margin(act, t, (None, self.close_k), (1.0, trigger))
+        else:
+            scan = self.scan_ticks
+            *scans, close = self._float_margin(
+                act, t, (*scan, self.close_k), (1.0,) * len(scan) + (trigger,)
+            )
+            worst = np.minimum.reduce(scans)
+        topup = (close < 0) & (self.s_topups_left[act] > 0)
+        return act[worst < 0], act[topup]
 
     def _liquidate(self, t: int, k: int, candidates: NDArray[np.int64]) -> None:
         act = candidates[self.s_active[candidates]]
@@ -1255,36 +1343,42 @@ class _Replay:
             self.asset.max_slippage_bps,
         )  # fmt: skip
 
-    def _close_of_bar(self, t: int) -> None:
-        act = np.flatnonzero(self.s_active)
+    def _close_of_bar(self, t: int, at_risk: NDArray[np.int64], topup: NDArray[np.int64]) -> None:
+        act = self.s_active.nonzero()[0]
         if len(act):
-            self._topups(t, act)
-            act = np.flatnonzero(self.s_active)
+            self._topups(t, at_risk, topup)  # deposits only: the active set stays
             ending = act[self.s_close_bar[act] <= t]
-            # Closes trade with the vault one after another, in account order (as the engine).
-            ending = ending[np.lexsort((self.s_trader[ending], self.s_scen[ending]))]
             if len(ending):
-                self._closes(t, ending)
-            act = np.flatnonzero(self.s_active)
+                # Closes trade with the vault one after another, in account order (as the
+                # engine).
+                if len(ending) > 1:
+                    ending = ending[np.lexsort((self.s_trader[ending], self.s_scen[ending]))]
+                if self._closes(t, ending):
+                    act = self.s_active.nonzero()[0]
         n_s = self.n_s
         asset = self.s_asset[act]
         notional = np.abs(self.s_lots[act] * self.px_f[asset, t, self.close_k]) / (
             QTY_SCALE * MICRO
         )
-        lane = self.s_scen[act] * self.n_a + asset
+        lane = self.s_lane[act]
         imf = np.minimum(self.asset.base_imf * self.target[lane, t], self.asset.imf_cap)
         scen = self.s_scen[act]
         self.out["initial_margin"][:, t] = np.bincount(scen, weights=notional * imf, minlength=n_s)
         self.out["open_notional"][:, t] = np.bincount(scen, weights=notional, minlength=n_s)
         self.out["fund"][:, t] = [v.fund / MICRO for v in self.venues]
+        self.out["fee_income"][:, t] = [(v.fees - v.fees_booked) / MICRO for v in self.venues]
+        for v in self.venues:
+            v.fees_booked = v.fees
 
-    def _topups(self, t: int, act: NDArray[np.int64]) -> None:
+    def _topups(self, t: int, at_risk: NDArray[np.int64], topup: NDArray[np.int64]) -> None:
+        """Top-ups at the close: the exact rules on the rows :meth:`_at_risk` flagged, plus
+        those the keeper touched since (in row order, as one filter over all rows gives)."""
         book = self.cfg.book
-        act = act[self.s_topups_left[act] > 0]
-        if len(act) == 0:
-            return
-        self.target_now = self.mm_target[:, t]
-        act = act[self._float_margin(act, t, self.close_k, book.topup_trigger_health) < 0]
+        if len(at_risk):
+            touched = at_risk[self.s_active[at_risk] & (self.s_topups_left[at_risk] > 0)]
+            act = np.union1d(topup, touched) if len(touched) else topup
+        else:
+            act = topup
         if len(act) == 0:
             return
         if len(act) > SCALAR_ROWS:
@@ -1308,7 +1402,7 @@ class _Replay:
         eq, mm, notional = self._health(act, t, self.close_k)
         want = wants_topup_v(eq, mm, self.s_topups_left[act], book.topup_trigger_health)
         rows = act[want]
-        lane = self.s_scen[rows] * self.n_a + self.s_asset[rows]
+        lane = self.s_lane[rows]
         im = initial_requirement_v(notional[want], self.target[lane, t], 0.0, self.asset)
         amount = topup_amount_v(eq[want], im, self.s_first_deposit[rows], book.topup_max_fraction)
         for row, paid in zip(rows.tolist(), amount.tolist(), strict=True):
@@ -1320,39 +1414,43 @@ class _Replay:
         self.s_topups_left[row] -= 1
         self.venues[s].deposits += amount
         self.out["topups"][s, t] += 1
+        self.out["topup_collateral"][s, t] += amount / MICRO
 
-    def _closes(self, t: int, rows: NDArray[np.int64]) -> None:
-        """Planned closes at the close price, taker fee, if the venue admits them."""
+    def _closes(self, t: int, rows: NDArray[np.int64]) -> int:
+        """Planned closes at the close price, taker fee, if the venue admits them; how many."""
         ts = int(self.tms[t, self.close_k])
-        close_k = self.close_k
         fee = self.cfg.fees.taker_fee_rate
         closing = []
-        for row in rows.tolist():
-            s, a = int(self.s_scen[row]), int(self.s_asset[row])
-            if abs(value(int(self.s_lots[row]), int(self.px[a, t, close_k]))) < self.min_order:
+        closes = self.px[:, t, self.close_k].tolist()
+        for row, s, a, lots in zip(rows.tolist(), self.s_scen[rows].tolist(),
+                                   self.s_asset[rows].tolist(), self.s_lots[rows].tolist(),
+                                   strict=True):  # fmt: skip
+            if abs(value(lots, closes[a])) < self.min_order:
                 continue  # the venue refuses dust: the remnant stays open
-            dq = -int(self.s_lots[row])
-            planned = self._plan_fill(s, row, dq, int(self.px[a, t, close_k]), ts, fee)
+            planned = self._plan_fill(s, row, -lots, closes[a], ts, fee)
             after = int(self.s_balance[row]) + planned[2]
             # Without positions the dYdX rule admits a change only to equity >= 0.
             if after < 0:
                 continue
-            self._fill(s, row, dq, int(self.px[a, t, close_k]), ts, fee, planned)
+            self._fill(s, row, -lots, closes[a], ts, fee, planned)
             closing.append(row)
         if closing:
             self._release(np.array(closing, dtype=np.int64))
+        return len(closing)
 
     def _release(self, rows: NDArray[np.int64]) -> None:
-        for row in rows:
-            s, trader = int(self.s_scen[row]), int(self.s_trader[row])
-            self.ledger_balance[s][trader] = self.s_balance[row]
-            self.ledger_lots[s][trader] = self.s_lots[row]
-            self.ledger_cost[s][trader] = self.s_cost[row]
+        scen = self.s_scen[rows]
+        for s in set(scen.tolist()):
+            mine = rows[scen == s] if self.n_s > 1 else rows
+            trader = self.s_trader[mine]
+            self.ledger_balance[s][trader] = self.s_balance[mine]
+            self.ledger_lots[s][trader] = self.s_lots[mine]
+            self.ledger_cost[s][trader] = self.s_cost[mine]
         self.s_active[rows] = False
         self.s_lots[rows] = 0
         self.s_cost[rows] = 0
         self.s_balance[rows] = 0
-        self.free.extend(int(r) for r in rows)
+        self.free.extend(rows.tolist())
 
     def ledger(self, s: int) -> VenueLedger:
         """The integer end state of scenario ``s`` (open positions included)."""

@@ -10,12 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liquidation.config import AssetConfig
+from liquidation.fills import segments
 from liquidation.rules.margin import position_fraction
 from liquidation.simulate import (
     ReplayConfig,
     ReplayInputError,
     ReplaySeries,
     Scenario,
+    _one_segment,
     constant_multiplier,
     position_fractions,
     simulate,
@@ -155,3 +157,12 @@ def test_the_replay_refuses_what_it_does_not_model() -> None:
     shallow = replace(small_config(), vault_usd=1.0)
     with pytest.raises(ReplayInputError, match="vault"):
         simulate(market, [Scenario("s", 0, constant_multiplier(market, 1.0))], shallow)
+
+
+@given(
+    st.integers(-(10**12), 10**12).filter(bool),
+    st.integers(-(10**12), 10**12),
+    st.integers(-(10**12), 10**12),
+)
+def test_the_one_segment_fast_test_agrees_with_segments(dq: int, taker: int, maker: int) -> None:
+    assert _one_segment(dq, taker, maker) == (segments(dq, taker, maker) == [dq])
