@@ -134,8 +134,9 @@ def main(argv: list[str]) -> int:
             f"{r['asset']:8} {r['period']:6} {r['days']:>5} {r['first_day']!s:10} "
             f"{r['baseline_r']:>10.3f} {r['top1_share']:>10.3f} {r['long_top10']:>10.3f}"
         )
+    baseline = rows
     for variant in args.simulate:
-        sim_rows = simulated_rows(args.data, rows, variant, args.traders)
+        sim_rows = simulated_rows(args.data, baseline, variant, args.traders)
         print(f"\nreplay {variant}, {args.traders} traders, static margin (not fitted)")
         print(f"{'asset':8} {'period':6} {'baseline_r':>10} {'sim_r':>7} {'top1_real':>9} "
               f"{'sim_top1':>8}")  # fmt: skip
