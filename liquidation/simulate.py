@@ -393,6 +393,8 @@ class ReplaySeries:
     ``open_notional`` are measured at the close over open positions, at the target multiplier.
     ``topups`` counts top-ups and ``topup_collateral`` is what they deposit (USD);
     ``fee_income`` is the trading fees the venue collects in the bar (USD).
+    ``liquidated_long`` is the part of ``liquidated_notional`` that closed long positions
+    (the long/short split of issue #19's calibration).
     """
 
     label: str
@@ -415,10 +417,11 @@ class ReplaySeries:
     fund_seed: float
     topup_collateral: NDArray[np.float64] | None = None
     fee_income: NDArray[np.float64] | None = None
+    liquidated_long: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         # Series made before these were recorded (hand-built in tests) read as zeros.
-        for name in ("topup_collateral", "fee_income"):
+        for name in ("topup_collateral", "fee_income", "liquidated_long"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.zeros(len(self.ts_ms)))
 
@@ -733,6 +736,7 @@ class _Replay:
                 ("topups", np.int64),
                 ("topup_collateral", np.float64),
                 ("fee_income", np.float64),
+                ("liquidated_long", np.float64),
             )
         }
         self.liquidated: list[list[int]] = [[] for _ in scenarios]
@@ -911,6 +915,8 @@ class _Replay:
     def _count_liquidated(self, s: int, t: int, a: int, lots: int, notional: int) -> None:
         """Book liquidated notional (micro-USD) of a position of ``lots`` in asset ``a``."""
         self.out["liquidated_notional"][s, t] += notional / MICRO
+        if lots > 0:
+            self.out["liquidated_long"][s, t] += notional / MICRO
         if self.impact:
             self.bar_liq[0 if lots > 0 else 1, a] += notional / MICRO
 

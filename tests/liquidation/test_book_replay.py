@@ -181,3 +181,20 @@ def test_zero_volatility_with_impact_gives_no_liquidations() -> None:
     market = flat_market(n_bars=200)
     [run] = simulate(market, [Scenario("s", 0, constant_multiplier(market, 1.0))], _impact(10.0))
     assert run.liquidations.sum() == 0
+
+
+def test_liquidated_long_is_the_long_part_of_the_liquidated_notional() -> None:
+    market = random_walk_market(4, n_bars=400)
+    path = constant_multiplier(market, 1.0)
+    book = draw_book(small_config(2_000).book, market.n_bars, len(market.assets), 1)
+    longs_only = replace(book, side=np.ones_like(book.side))
+    shorts_only = replace(book, side=-np.ones_like(book.side))
+    [both] = simulate(market, [Scenario("s", 1, path)], small_config(2_000), books={1: book})
+    [long_] = simulate(market, [Scenario("s", 1, path)], small_config(2_000), books={1: longs_only})
+    [short] = simulate(
+        market, [Scenario("s", 1, path)], small_config(2_000), books={1: shorts_only}
+    )
+    assert np.all(both.liquidated_long <= both.liquidated_notional + 1e-6)
+    assert 0 < both.liquidated_long.sum() < both.liquidated_notional.sum()
+    np.testing.assert_array_equal(long_.liquidated_long, long_.liquidated_notional)
+    assert short.liquidated_long.sum() == 0.0 and short.liquidated_notional.sum() > 0
