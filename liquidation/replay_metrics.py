@@ -34,6 +34,8 @@ METRIC_KEYS: tuple[str, ...] = (
     "mean_multiplier",
     "opened",
     "topups",
+    "topup_collateral",
+    "fee_income",
 )
 """Stable metric names (JSON keys) produced by :func:`window_metrics`."""
 
@@ -88,7 +90,9 @@ def window_metrics(series: ReplaySeries, window: Window | None = None) -> dict[s
         The :data:`METRIC_KEYS` plus ``n_bars``. The headline counts are
         ``positions_liquidated`` (positions hit at least once) and ``liquidated_notional``;
         ``waterfall_steps`` counts every partial or full step (forced de-risking inflates
-        it). ``topups`` counts top-ups. ``insurance_drawdown`` is the largest fall of
+        it). ``topups`` counts top-ups and ``topup_collateral`` sums what they deposit
+        (USD): a policy cannot look cheap by making traders top up. ``fee_income`` is the
+        trading fees collected (USD). ``insurance_drawdown`` is the largest fall of
         the fund from its running peak (USD, peak taken from the window start);
         ``mean_im`` is the time mean of posted initial margin at the bar closes;
         ``multiplier_changes`` counts changes of the target multiplier summed over assets.
@@ -125,6 +129,8 @@ def window_metrics(series: ReplaySeries, window: Window | None = None) -> dict[s
         "mean_multiplier": float(series.multiplier[:, mask].mean()),
         "opened": int(series.opened[mask].sum()),
         "topups": int(series.topups[mask].sum()),
+        "topup_collateral": float(series.topup_collateral[mask].sum()),
+        "fee_income": float(series.fee_income[mask].sum()),
     }
 
 
@@ -201,34 +207,49 @@ def first_jump_bars(
     return bad & (before == 0)
 
 
+def first_jump_sets(
+    reference: Sequence[ReplaySeries], interval_ms: int
+) -> dict[int, NDArray[np.bool_]]:
+    """The first-jump bars of each seed, defined once for a whole comparison.
+
+    ``reference`` is the run's ``static`` policy at the base IMF (one run per seed): every
+    policy, the static at its mean margin and the oracle at its mean margin are then scored
+    on the same bars of a seed (:func:`oracle_gain_captured`), so the split cannot differ
+    between the policies compared.
+    """
+    return {r.seed: first_jump_bars(r, interval_ms) for r in reference}
+
+
 def oracle_gain_captured(
     policy: Sequence[ReplaySeries],
     static: Sequence[ReplaySeries],
     oracle: Sequence[ReplaySeries],
-    interval_ms: int,
+    first_jump: Mapping[int, NDArray[np.bool_]],
 ) -> dict[str, dict[str, Any]]:
     """Share of the oracle's bad-debt gain over static that a policy captures, per bar set.
 
     Per seed and bar set ``B``: ``(1 - P/S) / (1 - O/S)`` with ``P``, ``S``, ``O`` the bad
     debt over ``B`` of the policy, of the static at the policy's mean margin and of the oracle
-    at the policy's mean margin. The sets: ``overall`` (every bar), ``first_jump``
-    (:func:`first_jump_bars` of that seed's static) and ``aftershock`` (every other bar), so
-    the two splits partition the replay and one bar set scores all three runs. A seed's
-    ratio is None where ``S == 0`` or ``1 - O/S <`` :data:`MIN_ORACLE_GAIN`.
+    at the policy's mean margin. The sets: ``overall`` (every bar), ``first_jump`` (that
+    seed's set in ``first_jump``, :func:`first_jump_sets`: one set per seed for every policy
+    of the comparison) and ``aftershock`` (every other bar), so the two splits partition the
+    replay and one bar set scores all three runs. A seed's ratio is None where ``S == 0`` or
+    ``1 - O/S <`` :data:`MIN_ORACLE_GAIN`.
 
     Parameters
     ----------
     policy, static, oracle
         Runs of the same seeds, in the same order.
-    interval_ms
-        Bar length.
+    first_jump
+        Per seed, the first-jump bars (:func:`first_jump_sets`).
 
     Returns
     -------
     dict
         Per split: ``mean`` (of the per-seed ratios that exist, None if none does),
-        ``std``, ``seeds`` (the per-seed ratios), ``n`` (how many exist), and the bad-debt
-        sums ``policy``, ``static``, ``oracle`` (means over seeds).
+        ``std``, ``seeds`` (the per-seed ratios), ``n`` (how many exist), the bad-debt
+        sums ``policy``, ``static``, ``oracle`` (means over seeds) and ``bars`` (mean number
+        of bars in the set).
     """
     triples = list(zip(policy, static, oracle, strict=True))
     for p, s, o in triples:
@@ -237,13 +258,20 @@ def oracle_gain_captured(
                 f"oracle_gain_captured pairs seeds {p.seed}, {s.seed}, {o.seed}; pass runs of "
                 "the same seeds in the same order"
             )
+        if p.seed not in first_jump or len(first_jump[p.seed]) != len(p.bad_debt):
+            raise ReplayInputError(
+                f"oracle_gain_captured: no first-jump set of {len(p.bad_debt)} bars for seed "
+                f"{p.seed}; build them with first_jump_sets from the run's static"
+            )
     out: dict[str, dict[str, Any]] = {}
     for split in GAIN_SPLITS:
         ratios: list[float | None] = []
         sums: dict[str, list[float]] = {"policy": [], "static": [], "oracle": []}
+        bars: list[int] = []
         for p, s, o in triples:
-            jump = first_jump_bars(s, interval_ms)
+            jump = np.asarray(first_jump[p.seed], dtype=bool)
             mask = {"overall": np.ones_like(jump), "first_jump": jump, "aftershock": ~jump}[split]
+            bars.append(int(mask.sum()))
             bad = {k: float(r.bad_debt[mask].sum()) for k, r in zip(sums, (p, s, o), strict=True)}
             for k, v in bad.items():
                 sums[k].append(v)
@@ -257,6 +285,7 @@ def oracle_gain_captured(
             "std": float(np.std(valid, ddof=1)) if len(valid) > 1 else (0.0 if valid else None),
             "n": len(valid),
             "seeds": ratios,
+            "bars": float(np.mean(bars)) if bars else 0.0,
             **{k: float(np.mean(v)) for k, v in sums.items()},
         }
     return out

@@ -203,7 +203,9 @@ def _policy_table(summary: dict[str, Any]) -> str:
         "liquidated_notional",
         "waterfall_steps",
         "topups",
+        "topup_collateral",
         "insurance_drawdown",
+        "fee_income",
         "adl_events",
         "mean_im",
         "mean_imf",
@@ -248,6 +250,8 @@ def _equal_table(summary: dict[str, Any]) -> str:
         "insurance_drawdown",
         "adl_events",
         "topups",
+        "topup_collateral",
+        "fee_income",
         "mean_im",
     )
     head = "".join(f"<th>{k}</th>" for k in keys)

@@ -25,8 +25,12 @@ Stable keys:
 * ``comparison``: paired seed counts of ``model`` against ``ewma`` at equal margin.
 
 The headline counts are ``positions_liquidated`` and ``liquidated_notional``;
-``waterfall_steps`` (every partial or full step) is reported beside them. The replay counts
-top-ups (``topups``) but does not yet record the collateral they deposit.
+``waterfall_steps`` (every partial or full step) is reported beside them. Top-ups are counted
+(``topups``) and their collateral summed (``topup_collateral``, USD) beside the margin each
+policy posts; ``fee_income`` and ``insurance_drawdown`` give each policy's fee income and
+the largest fall of its insurance fund. The first-jump bars of ``oracle_gain_captured`` are
+one set per seed for the whole comparison, from the run's ``static`` policy at the base IMF
+(:func:`liquidation.replay_metrics.first_jump_sets`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ RATIO_KEYS: tuple[str, ...] = (
     "insurance_drawdown",
     "adl_events",
     "topups",
+    "topup_collateral",
+    "fee_income",
     "mean_im",
 )
 """Metrics compared as policy / static ratios."""

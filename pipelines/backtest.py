@@ -53,7 +53,12 @@ from liquidation.equal_margin import (
     static_family,
 )
 from liquidation.market_paths import grid_index, market_paths, oracle_sigma
-from liquidation.replay_metrics import STRESS_WINDOWS, oracle_gain_captured, parse_window
+from liquidation.replay_metrics import (
+    STRESS_WINDOWS,
+    first_jump_sets,
+    oracle_gain_captured,
+    parse_window,
+)
 from liquidation.replay_report import ReplayResult
 from liquidation.replay_summary import summarise
 from liquidation.simulate import (
@@ -194,10 +199,11 @@ def run_backtest(
             config.equal_margin, say, label="oracle at policy margin",
         )  # fmt: skip
         frontier += [FrontierPoint.of("oracle", lvl, r) for _, lvl, r in oracle_tried]
+        jumps = first_jump_sets(series["static"], paths.interval_ms)  # one set per seed
         for name in dynamic:
             oracle_runs = series["oracle"] if name == "oracle" else oracle_levels[name].series
             gains[name] = oracle_gain_captured(
-                series[name], levels[name].series, oracle_runs, paths.interval_ms
+                series[name], levels[name].series, oracle_runs, jumps
             )
     frontier += _frontier(paths, multipliers, dynamic, frontier_scales, seeds, config, say)
     frontier += [FrontierPoint.of(name, 1.0, series[name]) for name in dynamic]

@@ -73,7 +73,7 @@ def test_ratios_are_policy_over_static_and_paired_per_seed() -> None:
     static = {"bad_debt": 10.0, "positions_liquidated": 4.0, "n_bars": 5}
     policy = {"bad_debt": 5.0, "positions_liquidated": 0.0, "n_bars": 5}
     keys = ("waterfall_steps", "liquidated_notional", "insurance_drawdown", "adl_events")
-    full = {k: 1.0 for k in (*keys, "topups", "mean_im")}
+    full = {k: 1.0 for k in (*keys, "topups", "topup_collateral", "fee_income", "mean_im")}
     got = ratios({**full, **policy}, {**full, **static})
     assert got["bad_debt"] == 0.5 and got["positions_liquidated"] == 0.0
     assert got["mean_im"] == 1.0

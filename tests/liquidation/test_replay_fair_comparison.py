@@ -19,7 +19,7 @@ from liquidation.equal_margin import (
     mean_im,
     scaled_family,
 )
-from liquidation.replay_metrics import first_jump_bars, oracle_gain_captured
+from liquidation.replay_metrics import first_jump_bars, first_jump_sets, oracle_gain_captured
 from liquidation.simulate import ReplayInputError, ReplaySeries, constant_multiplier, simulate
 from tests.liquidation.replay_builders import HOUR, random_walk_market, small_config
 
@@ -126,8 +126,9 @@ def test_oracle_gain_captured_per_split_and_null_when_the_oracle_gains_nothing()
     policy[10], policy[60] = 50.0, 50.0  # half the first-jump loss saved
     oracle = list(static)
     oracle[10], oracle[60], oracle[12] = 0.0, 0.0, 49.0  # all of it, and 2% of the aftershock
+    jumps = first_jump_sets([_series(0, static), _series(1, static)], HOUR)
     out = oracle_gain_captured(
-        [_series(0, policy)], [_series(0, static)], [_series(0, oracle)], HOUR
+        [_series(0, policy)], [_series(0, static)], [_series(0, oracle)], jumps
     )
     assert out["first_jump"]["mean"] == pytest.approx(0.5)
     assert out["first_jump"]["static"] == 200.0 and out["first_jump"]["oracle"] == 0.0
@@ -139,10 +140,36 @@ def test_oracle_gain_captured_per_split_and_null_when_the_oracle_gains_nothing()
         [_series(0, policy), _series(1, static)],
         [_series(0, static), _series(1, static)],
         [_series(0, oracle), _series(1, oracle)],
-        HOUR,
+        jumps,
     )
     # Mean of the per-seed ratios: 0.5 and 0 (the second seed's policy is the static).
     assert two["first_jump"]["seeds"] == pytest.approx([0.5, 0.0])
     assert two["first_jump"]["mean"] == pytest.approx(0.25)
     with pytest.raises(ReplayInputError, match="same seeds"):
-        oracle_gain_captured([_series(1, policy)], [_series(0, static)], [_series(0, oracle)], HOUR)
+        oracle_gain_captured(
+            [_series(1, policy)], [_series(0, static)], [_series(0, oracle)], jumps
+        )
+    with pytest.raises(ReplayInputError, match="first-jump set"):
+        oracle_gain_captured(
+            [_series(2, policy)], [_series(2, static)], [_series(2, oracle)], jumps
+        )
+
+
+def test_one_first_jump_set_scores_every_policy_of_a_seed() -> None:
+    """The split comes from the reference static, not from each policy's equal-margin static:
+    two policies matched to statics whose bad debt falls on different bars still share it."""
+    n = 100
+    reference = [0.0] * n
+    reference[10], reference[60] = 100.0, 100.0
+    jumps = first_jump_sets([_series(0, reference)], HOUR)
+    # This equal-margin static has its first loss at bar 12, so its own first jump would
+    # be bar 12; under the shared set bar 12 is an aftershock bar.
+    static = [0.0] * n
+    static[12], static[60] = 100.0, 100.0
+    oracle = [0.0] * n
+    out = oracle_gain_captured(
+        [_series(0, static)], [_series(0, static)], [_series(0, oracle)], jumps
+    )
+    assert out["first_jump"]["static"] == 100.0  # bar 60 only
+    assert out["aftershock"]["static"] == 100.0  # bar 12
+    assert out["first_jump"]["bars"] == 2.0 and out["aftershock"]["bars"] == n - 2

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from liquidation.config import AssetConfig
 from liquidation.fills import segments
+from liquidation.money import MICRO
 from liquidation.rules.margin import position_fraction
 from liquidation.simulate import (
     ReplayConfig,
@@ -21,6 +22,7 @@ from liquidation.simulate import (
     constant_multiplier,
     position_fractions,
     simulate,
+    simulate_ledger,
 )
 from liquidation.trader_book import BookConfig, draw_book
 from tests.liquidation.replay_builders import flat_market, random_walk_market, small_config
@@ -166,3 +168,22 @@ def test_the_replay_refuses_what_it_does_not_model() -> None:
 )
 def test_the_one_segment_fast_test_agrees_with_segments(dq: int, taker: int, maker: int) -> None:
     assert _one_segment(dq, taker, maker) == (segments(dq, taker, maker) == [dq])
+
+
+def test_topup_collateral_and_fee_income_add_up_to_the_ledger() -> None:
+    market = random_walk_market(4)
+    cfg = small_config()
+    [run], [ledger] = simulate_ledger(
+        market, [Scenario("s", 0, constant_multiplier(market, 1.0))], cfg
+    )
+    assert run.topups.sum() > 0
+    # Each top-up's amount, exactly: deposits = fund seed + vault + first deposits + top-ups.
+    book = draw_book(cfg.book, market.n_bars, 2, 0, 1.0, market.quote_volume.mean(axis=1))
+    first = int(np.round(book.collateral * MICRO).astype(np.int64).sum())
+    seeded = round(cfg.fund_seed_usd * MICRO) + round(cfg.vault_usd * MICRO)
+    topped = ledger.deposits - seeded - first
+    assert topped > 0
+    assert run.topup_collateral.sum() == pytest.approx(topped / MICRO, rel=1e-12)
+    assert (run.topup_collateral[run.topups == 0] == 0).all()
+    assert run.fee_income.sum() == pytest.approx(ledger.fees / MICRO, rel=1e-12)
+    assert (run.fee_income >= 0).all() and run.fee_income[run.opened > 0].min() > 0
