@@ -110,3 +110,10 @@ FrameOrSeries = TypeVar("FrameOrSeries", pd.Series, pd.DataFrame)
 def in_period(series: FrameOrSeries, period: tuple[pd.Timestamp, pd.Timestamp]) -> FrameOrSeries:
     """Rows of a day-indexed series or frame in ``[start, end)``."""
     return series.loc[(series.index >= period[0]) & (series.index < period[1])]
+
+
+def liquidated_share_of_oi(liq: pd.Series, oi_usd: pd.Series) -> float:
+    """Mean daily liquidated notional over open interest (both USD) on their common days."""
+    both = pd.concat([liq, oi_usd], axis=1, join="inner").dropna()
+    both = both.loc[both.iloc[:, 1] > 0]
+    return float((both.iloc[:, 0] / both.iloc[:, 1]).mean()) if len(both) else float("nan")

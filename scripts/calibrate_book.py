@@ -22,9 +22,12 @@ With ``--simulate BOOK/PATH/IMPACT`` (repeatable, e.g. ``legacy/wick/off``) it a
 one static-margin scenario of ``--traders`` positions over each asset's 1h spot bars from the
 fit period's start (BTC) or 2022-01 (the others) to the end of the test period, and prints
 ``sim_r`` (Pearson correlation, levels, of the replay's daily liquidated notional with the
-real daily total) and ``sim_top1`` (the replay's top-1%-day share) beside the baseline. Both
-are scale-free, so no scale is fitted: these are the *uncalibrated* books' figures (the fit
-of issue #19 item 4 is not done).
+real daily total), ``sim_top1`` (the replay's top-1%-day share), the longs' share on the ten
+largest days (real and simulated) and the mean daily liquidations as a share of open
+interest (real: Binance's open interest at the day's end valued at the day's last spot
+close, BTC and ETH from 2022; simulated: the day's mean open notional of the replay's book)
+beside the baseline. No scale is fitted: these are the *uncalibrated* books' figures (the
+fit of issue #19 item 4 is not done).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from liquidation.calibration import (
     daily_liquidations,
     daily_log_range,
     in_period,
+    liquidated_share_of_oi,
     long_share_of_top_days,
     pearson,
     top_day_share,
@@ -55,10 +59,10 @@ from liquidation.simulate import ReplayConfig, Scenario, constant_multiplier, si
 ASSETS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 
 
-def baseline_rows(data: Path) -> list[dict[str, object]]:
+def baseline_rows(data: Path, assets: tuple[str, ...] = ASSETS) -> list[dict[str, object]]:
     """One row per asset and period (see the module docstring)."""
     rows: list[dict[str, object]] = []
-    for asset in ASSETS:
+    for asset in assets:
         market, _ = load_market(data, "1h", [asset], FIT_PERIOD[0], TEST_PERIOD[1])
         log_range = daily_log_range(market.bars)
         raw = pd.read_csv(data / "positioning" / "liquidations_1d" / f"{asset}.csv.gz")
@@ -79,8 +83,9 @@ def baseline_rows(data: Path) -> list[dict[str, object]]:
     return rows
 
 
-def simulated_daily(data: Path, asset: str, options: dict[str, str], traders: int) -> pd.Series:
-    """Daily liquidated notional (USD) of one static-margin replay of ``asset``."""
+def simulated_daily(data: Path, asset: str, options: dict[str, str], traders: int) -> pd.DataFrame:
+    """One static-margin replay of ``asset``, by UTC day: liquidated notional (``total``,
+    ``long``, ``short``, USD), mean open notional (``open_notional``) and the last close."""
     start = FIT_PERIOD[0] if asset == "BTCUSDT" else pd.Timestamp("2022-01-01", tz="UTC")
     market, _ = load_market(data, "1h", [asset], start, TEST_PERIOD[1])
     paths = market_paths(market.bars, market.funding, "1h", start, TEST_PERIOD[1])
@@ -89,7 +94,20 @@ def simulated_daily(data: Path, asset: str, options: dict[str, str], traders: in
     scenario = Scenario("static", 0, constant_multiplier(paths, 1.0))
     [run] = simulate(paths, [scenario], cfg)
     ts = pd.to_datetime(run.ts_ms, unit="ms", utc=True)
-    return pd.Series(run.liquidated_notional, index=ts).resample("1D").sum()
+    frame = pd.DataFrame(
+        {
+            "total": run.liquidated_notional,
+            "long": run.liquidated_long,
+            "open_notional": run.open_notional,
+            "close": paths.close[0],
+        },
+        index=ts,
+    )
+    daily = frame.resample("1D").agg(
+        {"total": "sum", "long": "sum", "open_notional": "mean", "close": "last"}
+    )
+    daily["short"] = daily["total"] - daily["long"]
+    return daily
 
 
 def simulated_rows(
@@ -99,17 +117,35 @@ def simulated_rows(
     book, path, impact = variant.split("/")
     options = {"book_model": book, "path": path, "impact": impact}
     out = []
-    for asset in ASSETS:
+    for asset in sorted({str(r["asset"]) for r in rows}):
         sim = simulated_daily(data, asset, options, traders)
         raw = pd.read_csv(data / "positioning" / "liquidations_1d" / f"{asset}.csv.gz")
-        real = daily_liquidations(raw)["total"]
+        real = daily_liquidations(raw)
+        oi_file = data / "positioning" / "open_interest_1d" / f"{asset}.csv.gz"
+        oi_usd = pd.Series(dtype=float, index=pd.DatetimeIndex([], tz="UTC"))
+        if oi_file.is_file():
+            oi = pd.read_csv(oi_file)
+            coins = pd.Series(
+                oi["open_interest"].to_numpy(dtype=float),
+                index=pd.DatetimeIndex(pd.to_datetime(oi["ts"], utc=True)),
+            )
+            # Open interest at the day's end in coins, valued at the day's last close.
+            oi_usd = (coins * sim["close"].reindex(coins.index)).where(coins > 0)
         for row in rows:
             if row["asset"] != asset:
                 continue
             period = FIT_PERIOD if row["period"] == "fit" else TEST_PERIOD
             s, r = in_period(sim, period), in_period(real, period)
             out.append(
-                {**row, "variant": variant, "sim_r": pearson(s, r), "sim_top1": top_day_share(s)}
+                {
+                    **row,
+                    "variant": variant,
+                    "sim_r": pearson(s["total"], r["total"]),
+                    "sim_top1": top_day_share(s["total"]),
+                    "sim_long_top10": long_share_of_top_days(s),
+                    "real_liq_oi": liquidated_share_of_oi(r["total"], in_period(oi_usd, period)),
+                    "sim_liq_oi": liquidated_share_of_oi(s["total"], s["open_notional"]),
+                }
             )
     return out
 
@@ -123,10 +159,15 @@ def main(argv: list[str]) -> int:
         "--simulate", action="append", default=[], help="replay variant BOOK/PATH/IMPACT"
     )
     parser.add_argument("--traders", type=int, default=50_000, help="positions per replay")
+    parser.add_argument("--assets", default=",".join(ASSETS), help="comma-separated symbols")
     args = parser.parse_args(argv)
     if not (args.data / "positioning").is_dir():
         parser.error(f"{args.data} holds no positioning/ folder")
-    rows = baseline_rows(args.data)
+    assets = tuple(a.strip().upper() for a in args.assets.split(",") if a.strip())
+    unknown = sorted(set(assets) - set(ASSETS))
+    if unknown:
+        parser.error(f"--assets: no real liquidations for {unknown}; choose from {ASSETS}")
+    rows = baseline_rows(args.data, assets)
     print(f"{'asset':8} {'period':6} {'days':>5} {'from':10} {'baseline_r':>10} "
           f"{'top1_share':>10} {'long_top10':>10}")  # fmt: skip
     for r in rows:
@@ -139,11 +180,13 @@ def main(argv: list[str]) -> int:
         sim_rows = simulated_rows(args.data, baseline, variant, args.traders)
         print(f"\nreplay {variant}, {args.traders} traders, static margin (not fitted)")
         print(f"{'asset':8} {'period':6} {'baseline_r':>10} {'sim_r':>7} {'top1_real':>9} "
-              f"{'sim_top1':>8}")  # fmt: skip
+              f"{'sim_top1':>8} {'long10_real':>11} {'long10_sim':>10} {'liq/OI_real':>11} "
+              f"{'liq/OI_sim':>10}")  # fmt: skip
         for r in sim_rows:
             print(
                 f"{r['asset']:8} {r['period']:6} {r['baseline_r']:>10.3f} {r['sim_r']:>7.3f} "
-                f"{r['top1_share']:>9.3f} {r['sim_top1']:>8.3f}"
+                f"{r['top1_share']:>9.3f} {r['sim_top1']:>8.3f} {r['long_top10']:>11.3f} "
+                f"{r['sim_long_top10']:>10.3f} {r['real_liq_oi']:>11.4f} {r['sim_liq_oi']:>10.4f}"
             )
         rows = rows + sim_rows
     if args.json:

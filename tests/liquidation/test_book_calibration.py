@@ -12,6 +12,7 @@ from liquidation.calibration import (
     daily_liquidations,
     daily_log_range,
     fit_window,
+    liquidated_share_of_oi,
     long_share_of_top_days,
     pearson,
     top_day_share,
@@ -61,3 +62,12 @@ def test_liquidation_figures() -> None:
     stamped = daily_liquidations(raw.assign(ts=raw["ts"] + pd.Timedelta(days=1)), day_open=False)
     pd.testing.assert_frame_equal(stamped, liq)
     assert pearson(liq["total"], liq["long"]) == pytest.approx(1.0)
+
+
+def test_liquidated_share_of_open_interest() -> None:
+    days = pd.date_range("2023-01-01", periods=4, freq="D", tz="UTC")
+    liq = pd.Series([1.0, 2.0, 3.0, 4.0], index=days)
+    oi = pd.Series([100.0, 0.0, 300.0, np.nan], index=days)
+    # Days without a positive open interest are left out: (0.01 + 0.01) / 2.
+    assert liquidated_share_of_oi(liq, oi) == pytest.approx(0.01)
+    assert np.isnan(liquidated_share_of_oi(liq, pd.Series(dtype=float)))
