@@ -69,6 +69,10 @@ class ImpactConfig:
     max_impact : float
         Largest absolute log-price impact of one bar (0.5): a guard against a book far larger
         than the market's volume, not a modelling choice.
+    floor : float
+        A decayed offset below this (absolute, log) is gone: it is set to zero, so the
+        market is back on the historical path to the micro-USD below about 1 000 USD per
+        unit (1e-9).
     """
 
     coefficient: float = 1.0
@@ -76,6 +80,7 @@ class ImpactConfig:
     half_life_bars: float = 1.0
     max_rounds: int = 20
     max_impact: float = 0.5
+    floor: float = 1e-9
 
     def __post_init__(self) -> None:
         checks = [
@@ -84,6 +89,7 @@ class ImpactConfig:
             (self.half_life_bars > 0, "half_life_bars must be > 0"),
             (self.max_rounds >= 1, "max_rounds must be >= 1"),
             (0 < self.max_impact < 5, "max_impact must be in (0, 5)"),
+            (0 <= self.floor < self.max_impact, "floor must be in [0, max_impact)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -199,8 +205,10 @@ def resolve_cascade(
 
 
 def decay(offset: NDArray[np.float64], config: ImpactConfig, bars: int = 1) -> NDArray[np.float64]:
-    """The offset ``bars`` bars later: it decays back onto the historical path."""
-    return offset * 2.0 ** (-bars / config.half_life_bars)
+    """The offset ``bars`` bars later: it decays back onto the historical path (and is
+    exactly zero once below ``config.floor``)."""
+    out = offset * 2.0 ** (-bars / config.half_life_bars)
+    return np.where(np.abs(out) < config.floor, 0.0, out)
 
 
 def shifted(prices_micro: NDArray[np.int64], offset: NDArray[np.float64]) -> NDArray[np.int64]:

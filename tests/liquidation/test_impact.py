@@ -144,3 +144,11 @@ def test_bad_config_is_refused() -> None:
         ImpactConfig(coefficient=-1.0)
     with pytest.raises(ConfigError, match="max_rounds"):
         ImpactConfig(max_rounds=0)
+
+
+def test_decay_snaps_to_zero_below_the_floor() -> None:
+    cfg = ImpactConfig(half_life_bars=1.0, floor=1e-6)
+    off = np.array([-1.5e-6, 1e-3])
+    out = decay(off, cfg)
+    assert out[0] == 0.0
+    assert out[1] == pytest.approx(5e-4)
