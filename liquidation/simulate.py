@@ -89,6 +89,7 @@ from liquidation.rules.backstop import (
 )
 from liquidation.rules.closeout import close_price, slippage_rate
 from liquidation.rules.fixed import MAX_NOTIONAL_V, charge_v, check_bounds_v, value_v
+from liquidation.rules.governance import historical_stressed_loss, review
 from liquidation.rules.margin import (
     health,
     initial_requirement,
@@ -201,6 +202,17 @@ class ReplayConfig:
         no print of a bar path is guarded.
     max_ramp_classes, max_funding_rate
         As in :class:`~liquidation.config.EngineConfig`.
+    review_every_bars : int
+        Insurance governance: every this many bars (at the open, after funding, before the
+        opens) each scenario's venue applies :func:`liquidation.rules.governance.review` to
+        its fund, with the stressed loss the ``stress_quantile`` of its own recorded bad-debt
+        events (:func:`~liquidation.rules.governance.historical_stressed_loss`), and the new
+        fund share of penalties and fee add-on on trades apply from then on, as
+        :meth:`liquidation.engine.Engine.review_insurance` with that ``stressed_loss``
+        does. The engine's default stressed loss also takes the book under a joint 3-sigma
+        move; the replay has no per-asset sigma, so it uses the history only. 0 (default):
+        no review, the initial share and no add-on throughout. With reviews the book sizes its
+        opening orders for the largest add-on (:func:`opening_terms`).
     """
 
     asset: AssetConfig = field(default_factory=_default_asset)
@@ -226,6 +238,7 @@ class ReplayConfig:
     oracle: OracleGuardConfig = field(default_factory=_replay_guard)
     max_ramp_classes: int = 8
     max_funding_rate: float = 0.04
+    review_every_bars: int = 0
 
     def __post_init__(self) -> None:
         if self.maintenance_rule not in MAINTENANCE_RULES:
@@ -259,6 +272,8 @@ class ReplayConfig:
             )
         if self.vault_usd <= 0:
             raise ReplayInputError("ReplayConfig.vault_usd must be > 0")
+        if self.review_every_bars < 0:
+            raise ReplayInputError("ReplayConfig.review_every_bars must be >= 0 (0: no review)")
 
     def engine_config(self, assets: Sequence[str]) -> EngineConfig:
         """The :class:`EngineConfig` with the same rules (for cross-checks with the engine)."""
@@ -551,6 +566,7 @@ def open_lots(
     asset: AssetConfig,
     fee_rate: float,
     min_order: int,
+    slack: int | None = None,
 ) -> NDArray[np.int64]:
     """Signed lots each trader opens: the largest within its target leverage that the venue
     admits, i.e. ``collateral - fee >= IM`` after the trade (the engine's check on a new
@@ -565,7 +581,7 @@ def open_lots(
         notional = value_v(lots, price)
         fee = charge_v(notional, fee_rate)
         im = initial_requirement_v(notional, multiplier, 0.0, asset)
-        return collateral - fee - SEGMENT_SLACK >= im
+        return collateral - fee - (SEGMENT_SLACK if slack is None else slack) >= im
 
     cap = np.maximum(cap, 0)
     ok = fits(cap)
@@ -585,6 +601,19 @@ def open_lots(
 
 #: Micro-USD an opening trader leaves unused: a fill split in segments rounds each one.
 SEGMENT_SLACK = 4
+
+
+def opening_terms(config: ReplayConfig) -> tuple[float, int]:
+    """Fee rate and slack (micro-USD) the book sizes its opening orders with (:func:`open_lots`).
+
+    The taker fee; with governance reviews (:attr:`ReplayConfig.review_every_bars`) plus the
+    largest fee add-on, and twice the slack (the add-on rounds up per segment too), so that
+    every order the book draws is admitted whatever add-on is in force when it arrives.
+    """
+    if config.review_every_bars:
+        addon = config.insurance.fee_addon_max_bps / 10_000
+        return config.fees.taker_fee_rate + addon, 2 * SEGMENT_SLACK
+    return config.fees.taker_fee_rate, SEGMENT_SLACK
 
 
 def _one_segment(dq: int, taker: int, maker: int) -> bool:
@@ -620,16 +649,22 @@ class VenueLedger:
     adl: int
     socialized: int
     deposits: int
+    fund_share: float = 0.0
+    fee_addon_bps: float = 0.0
 
 
 class _Venue:
     """One scenario's venue: insurance fund, fees, keeper, the liquidity vault (Python ints)."""
 
-    def __init__(self, assets: tuple[str, ...], fund: int, vault: int) -> None:
+    def __init__(self, assets: tuple[str, ...], fund: int, vault: int, fund_share: float) -> None:
         self.assets = assets
         self.fund = fund
         self.fees = 0
         self.fees_booked = 0  # fees up to the last bar close (ReplaySeries.fee_income)
+        self.addon_income = 0  # governance fee add-on paid to the fund
+        self.fund_share = fund_share
+        self.fee_addon_bps = 0.0
+        self.bad_debts: list[int] = []  # bad-debt events, the governance history
         self.keeper = 0
         self.vault_balance = vault
         self.vault: list[Position | None] = [None] * len(assets)
@@ -713,7 +748,12 @@ class _Replay:
         self.std = np.maximum(cfg.participation * market.quote_volume, 1.0)
         self.min_order = math.ceil(cfg.fees.min_order_notional_usd * MICRO)
         self.venues = [
-            _Venue(market.assets, round(cfg.fund_seed_usd * MICRO), round(cfg.vault_usd * MICRO))
+            _Venue(
+                market.assets,
+                round(cfg.fund_seed_usd * MICRO),
+                round(cfg.vault_usd * MICRO),
+                cfg.insurance.initial_fund_share,
+            )
             for _ in scenarios
         ]
         self.stream = self._merge_books(books)
@@ -762,6 +802,7 @@ class _Replay:
         }  # fmt: skip
         cat["collateral"] = np.round(cat["collateral"] * MICRO).astype(np.int64)
         lane = cat["scen"] * self.n_a + cat["asset"]
+        fee_rate, slack = opening_terms(self.cfg)
         cat["lots"] = open_lots(
             cat["collateral"],
             cat["leverage"],
@@ -769,8 +810,9 @@ class _Replay:
             self.px[cat["asset"], cat["arrival"], 0],
             self.target[lane, cat["arrival"]],
             self.asset,
-            self.cfg.fees.taker_fee_rate,
+            fee_rate,
             self.min_order,
+            slack,
         )
         self.ledger_balance = [np.zeros(len(b), dtype=np.int64) for _, b in parts]
         self.ledger_lots = [np.zeros(len(b), dtype=np.int64) for _, b in parts]
@@ -837,6 +879,8 @@ class _Replay:
                 self._carry(t)
             self._retarget(t)
             self._funding(t)
+            if self.cfg.review_every_bars and t and t % self.cfg.review_every_bars == 0:
+                self._review()
             self._open(t)
             at_risk, topup = self._at_risk(t)
             self._scan(t, at_risk)
@@ -931,6 +975,14 @@ class _Replay:
                     state, target, ts, self.lane_ramp_ms[lane], self.cfg.max_ramp_classes
                 )
 
+    def _review(self) -> None:
+        """Insurance governance of every venue (the engine's review with its history's loss)."""
+        ins = self.cfg.insurance
+        for venue in self.venues:
+            loss = historical_stressed_loss(venue.bad_debts, ins.stress_quantile)
+            decision = review(venue.fund, loss, venue.fund_share, venue.fee_addon_bps, ins)
+            venue.fund_share, venue.fee_addon_bps = decision.fund_share, decision.fee_addon_bps
+
     def _mm_multiplier(
         self, lane: NDArray[np.int64], since: NDArray[np.int64], ts: int
     ) -> NDArray[np.float64]:
@@ -965,13 +1017,14 @@ class _Replay:
 
     # -- fills against the vault ---------------------------------------------------------------
     def _plan_fill(
-        self, s: int, row: int, dq: int, price: int, ts: int, fee_rate: float
-    ) -> tuple[tuple[int, int, int], Position | None, int, int, int]:
+        self, s: int, row: int, dq: int, price: int, ts: int, fee_rate: float, addon: float = 0.0
+    ) -> tuple[tuple[int, int, int], Position | None, int, int, int, int]:
         """Row ``row`` taking ``dq`` lots from the vault at ``price``, as the engine books it
         (:func:`liquidation.fills.fill_events`: the trade split where either side would flip,
         each segment's cost and PnL by :func:`~liquidation.fills.fill_amounts`, the taker fee
-        charged per segment). Returns the row's (lots, cost, risk_since), the vault's position,
-        the row's and the vault's balance changes and the fees; books nothing."""
+        charged per segment, and the governance fee add-on ``addon`` (a rate) for the fund).
+        Returns the row's (lots, cost, risk_since), the vault's position, the row's and the
+        vault's balance changes, the fees and the add-on; books nothing."""
         a = int(self.s_asset[row])
         symbol = self.m.assets[a]
         lots = int(self.s_lots[row])
@@ -982,9 +1035,11 @@ class _Replay:
         theirs = self.venues[s].vault[a]
         held = theirs.lots if theirs is not None else 0
         parts = [dq] if _one_segment(dq, lots, held) else segments(dq, lots, held)
-        mine_delta = vault_delta = fees = 0
+        mine_delta = vault_delta = fees = addons = 0
         for part in parts:
-            fee = charge(abs(value(part, price)), fee_rate)
+            traded = abs(value(part, price))
+            fee = charge(traded, fee_rate)
+            extra = charge(traded, addon) if addon else 0
             mine = fill_amounts(
                 Position(symbol, lots, cost, since) if lots else None, part, price, ts
             )
@@ -999,10 +1054,11 @@ class _Replay:
                 if held
                 else None
             )  # fmt: skip
-            mine_delta += mine.realized_pnl - fee
+            mine_delta += mine.realized_pnl - fee - extra
             vault_delta += other.realized_pnl
             fees += fee
-        return (lots, cost, since), theirs, mine_delta, vault_delta, fees
+            addons += extra
+        return (lots, cost, since), theirs, mine_delta, vault_delta, fees, addons
 
     def _fill(
         self,
@@ -1012,12 +1068,15 @@ class _Replay:
         price: int,
         ts: int,
         fee_rate: float,
-        planned: tuple[tuple[int, int, int], Position | None, int, int, int] | None = None,
+        planned: tuple[tuple[int, int, int], Position | None, int, int, int, int] | None = None,
+        addon: float = 0.0,
     ) -> None:
         """Book row ``row`` taking ``dq`` lots from the vault at ``price`` (:meth:`_plan_fill`)."""
         venue = self.venues[s]
-        (lots, cost, since), theirs, mine_delta, vault_delta, fees = (
-            planned if planned is not None else self._plan_fill(s, row, dq, price, ts, fee_rate)
+        (lots, cost, since), theirs, mine_delta, vault_delta, fees, addons = (
+            planned
+            if planned is not None
+            else self._plan_fill(s, row, dq, price, ts, fee_rate, addon)
         )
         a = int(self.s_asset[row])
         venue.vault[a] = theirs
@@ -1028,6 +1087,9 @@ class _Replay:
         )
         venue.vault_balance += vault_delta
         venue.fees += fees
+        if addons:
+            venue.fund += addons
+            venue.addon_income += addons
         self.s_balance[row] += mine_delta
         self.s_lots[row], self.s_cost[row], self.s_risk_since[row] = lots, cost, since
 
@@ -1122,12 +1184,11 @@ class _Replay:
             self.s_lots[row] = 0
             self.s_cost[row] = 0
             self.s_last_step[row] = _NEVER
-            self._fill(s, row, lots, opens[a], ts, fee)
+            self._fill(s, row, lots, opens[a], ts, fee, addon=venue.fee_addon_bps / 10_000)
+            self._require_vault(s, t, 0)  # the engine checks the counterparty of each trade
             self.opened_lots[s][trader] = lots
             self.out["opened"][s, t] += 1
             touched.add(s)
-        for s in touched:
-            self._require_vault(s, t, 0)
 
     def _float_margin(
         self, rows: NDArray[np.int64], t: int, ticks: Sequence[int | None], scales: Sequence[float]
@@ -1330,6 +1391,9 @@ class _Replay:
         if debt > cover:  # unreachable with a deep vault; kept explicit, never silent
             raise ReplayInputError(f"scenario {self.sc[s].label!r}: bad debt left after the vault")
         venue.bad_debt += bad_debt
+        if bad_debt > 0:  # the history the governance review reads (as the engine records it)
+            venue.bad_debts.append(bad_debt)
+            del venue.bad_debts[: -self.cfg.insurance.history_size]
         self.out["full_closeouts"][s, t] += 1
         self.out["bad_debt"][s, t] += bad_debt / MICRO
         self._count_liquidated(s, t, int(self.s_asset[row]), lots, notional)
@@ -1338,7 +1402,7 @@ class _Replay:
     def _penalty(self, s: int, row: int, penalty: int) -> None:
         if penalty <= 0:
             return
-        keeper, fund = split_penalty(penalty, self.cfg.insurance.initial_fund_share)
+        keeper, fund = split_penalty(penalty, self.venues[s].fund_share)
         self.s_balance[row] -= penalty
         self.venues[s].keeper += keeper
         self.venues[s].fund += fund
@@ -1372,9 +1436,11 @@ class _Replay:
         self.out["initial_margin"][:, t] = np.bincount(scen, weights=notional * imf, minlength=n_s)
         self.out["open_notional"][:, t] = np.bincount(scen, weights=notional, minlength=n_s)
         self.out["fund"][:, t] = [v.fund / MICRO for v in self.venues]
-        self.out["fee_income"][:, t] = [(v.fees - v.fees_booked) / MICRO for v in self.venues]
+        self.out["fee_income"][:, t] = [
+            (v.fees + v.addon_income - v.fees_booked) / MICRO for v in self.venues
+        ]
         for v in self.venues:
-            v.fees_booked = v.fees
+            v.fees_booked = v.fees + v.addon_income
 
     def _topups(self, t: int, at_risk: NDArray[np.int64], topup: NDArray[np.int64]) -> None:
         """Top-ups at the close: the exact rules on the rows :meth:`_at_risk` flagged, plus
@@ -1433,12 +1499,14 @@ class _Replay:
                                    strict=True):  # fmt: skip
             if abs(value(lots, closes[a])) < self.min_order:
                 continue  # the venue refuses dust: the remnant stays open
-            planned = self._plan_fill(s, row, -lots, closes[a], ts, fee)
+            addon = self.venues[s].fee_addon_bps / 10_000
+            planned = self._plan_fill(s, row, -lots, closes[a], ts, fee, addon)
             after = int(self.s_balance[row]) + planned[2]
             # Without positions the dYdX rule admits a change only to equity >= 0.
             if after < 0:
                 continue
             self._fill(s, row, -lots, closes[a], ts, fee, planned)
+            self._require_vault(s, t, 3)
             closing.append(row)
         if closing:
             self._release(np.array(closing, dtype=np.int64))
@@ -1474,7 +1542,7 @@ class _Replay:
             vault={self.m.assets[a]: (p.lots, p.cost) for a, p in enumerate(v.vault) if p},
             liquidated=sorted(self.liquidated[s]), steps=int(self.out["liquidations"][s].sum()),
             bad_debt=v.bad_debt, backstop=v.backstop, adl=v.adl, socialized=v.socialized,
-            deposits=v.deposits,
+            deposits=v.deposits, fund_share=v.fund_share, fee_addon_bps=v.fee_addon_bps,
         )  # fmt: skip
 
     def _series(self, s: int) -> ReplaySeries:

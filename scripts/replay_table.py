@@ -23,6 +23,8 @@ RATIOS = (
     ("notional liquidated", "liquidated_notional"),
     ("fund drawdown", "insurance_drawdown"),
     ("ADL events", "adl_events"),
+    ("top-up collateral", "topup_collateral"),
+    ("fee income", "fee_income"),
 )
 SPLITS = ("overall", "first_jump", "aftershock")
 
@@ -30,7 +32,7 @@ SPLITS = ("overall", "first_jump", "aftershock")
 def _ratio(block: dict[str, Any], key: str) -> str:
     paired = block["ratio_by_seed"].get(key)
     if paired is None:
-        value = block["ratio"].get(key)
+        value = block["ratio"].get(key)  # absent in summaries made before the key existed
         return "n/a" if value is None else f"{value:.3f}"
     return f"{paired['mean']:.3f} ± {paired['std']:.3f}"
 

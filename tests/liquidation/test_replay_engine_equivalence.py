@@ -28,12 +28,14 @@ from hypothesis import strategies as st
 from liquidation.engine import Engine
 from liquidation.errors import InputError, InsufficientMarginError, SnapshotValidationError
 from liquidation.money import MICRO
+from liquidation.rules.governance import historical_stressed_loss
 from liquidation.rules.topup import topup_amount, wants_topup
 from liquidation.simulate import (
     MarketPaths,
     ReplayConfig,
     Scenario,
     open_lots,
+    opening_terms,
     simulate_ledger,
     tick_prices,
     tick_times,
@@ -47,8 +49,8 @@ SYMBOLS = ("BTCUSDT", "DOGEUSDT")
 KINDS = ("ok", "ok", "fallback", "stale", "halted", "expired", "out_of_order", "none")
 
 
-def _config() -> ReplayConfig:
-    base = ReplayConfig()
+def _config(review_every_bars: int = 0, vault_usd: float = 1e9) -> ReplayConfig:
+    base = ReplayConfig(review_every_bars=review_every_bars)
     asset = base.asset
     return replace(
         base,
@@ -56,7 +58,7 @@ def _config() -> ReplayConfig:
         impact_bps=asset.default_slippage_bps,
         participation=0.01,
         fund_seed_usd=2_000.0,
-        vault_usd=1e9,
+        vault_usd=vault_usd,
         book=replace(base.book, topup_max_count=2),
     )
 
@@ -159,10 +161,11 @@ def _engine_run(market: MarketPaths, path: np.ndarray, book: TraderBook, stream:
     engine = Engine(config)
     px, tms = tick_prices(market), tick_times(market)
     collateral = np.round(book.collateral * MICRO).astype(np.int64)
+    fee_rate, slack = opening_terms(cfg)
     lots = open_lots(
         collateral, book.leverage, book.side, px[book.asset, book.arrival, 0],
-        path[book.asset, book.arrival], cfg.asset, cfg.fees.taker_fee_rate,
-        round(cfg.fees.min_order_notional_usd * MICRO),
+        path[book.asset, book.arrival], cfg.asset, fee_rate,
+        round(cfg.fees.min_order_notional_usd * MICRO), slack,
     )  # fmt: skip
     uids = dict.fromkeys(market.assets, 0)
     left = np.where(book.topup, cfg.book.topup_max_count, 0)
@@ -178,6 +181,11 @@ def _engine_run(market: MarketPaths, path: np.ndarray, book: TraderBook, stream:
         for a, symbol in enumerate(market.assets):
             if market.funding_rate[a, t]:
                 engine.apply_funding(symbol, float(market.funding_rate[a, t]), ts=ts)
+        every = cfg.review_every_bars
+        if every and t and t % every == 0:
+            history = engine.state.insurance.bad_debts
+            loss = historical_stressed_loss(history, cfg.insurance.stress_quantile)
+            engine.review_insurance(ts=ts, stressed_loss=loss)
         for i in np.flatnonzero(book.arrival == t):
             engine.deposit(trader_account(i), int(collateral[i]), ts=ts)
             if lots[i]:
@@ -219,7 +227,7 @@ def _lots(engine: Engine, i: int, book: TraderBook, market: MarketPaths) -> int:
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> tuple[MarketPaths, TraderBook, list]:
+def cases(draw: st.DrawFn) -> tuple[MarketPaths, TraderBook, list, int]:
     market = draw(markets())
     book = draw(books(len(market.assets), market.n_bars))
     stream = [
@@ -227,7 +235,8 @@ def cases(draw: st.DrawFn) -> tuple[MarketPaths, TraderBook, list]:
          for _ in market.assets]
         for _ in range(market.n_bars)
     ]  # fmt: skip
-    return market, book, stream
+    # Insurance governance: none, or a review every bar or every other bar.
+    return market, book, stream, draw(st.sampled_from([0, 0, 1, 2]))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -271,9 +280,48 @@ def test_a_crash_bar_exercises_every_step_and_a_top_up() -> None:
     assert {r.step for r in reports} == {"partial", "full", "backstop"}
 
 
-def _check(market: MarketPaths, book: TraderBook, stream: list, min_topups: int = 0) -> list:
+def test_governance_raises_the_add_on_and_the_fund_share_alike_on_both_sides() -> None:
+    """After a loss beyond the fund's cover, each review steps the fund's share and the fee
+    add-on up (coverage below target) in the engine and in the replay alike; trades after it
+    pay the add-on to the fund."""
+    n = 6
+    bars = np.array([[100, 100, 100, 100], [100, 101, 80, 82], [82, 83, 81, 82],
+                     [82, 83, 81, 82], [82, 83, 81, 82], [82, 83, 81, 82.0]])  # fmt: skip
+    cfg = _config(1)
+    market = MarketPaths(
+        assets=("BTCUSDT",), ts_ms=np.arange(n, dtype=np.int64) * HOUR, interval_ms=HOUR,
+        open=bars[None, :, 0].copy(), high=bars[None, :, 1].copy(), low=bars[None, :, 2].copy(),
+        close=bars[None, :, 3].copy(),
+        quote_volume=np.full((1, n), cfg.asset.standard_size_usd / cfg.participation),
+        funding_rate=np.zeros((1, n)),
+    )  # fmt: skip
+    book = TraderBook(
+        arrival=np.array([0, 0, 3, 4], dtype=np.int64),
+        asset=np.zeros(4, dtype=np.int64),
+        side=np.array([1, 1, -1, 1], dtype=np.int8),
+        collateral=np.array([20_000.0, 5_000.0, 5_000.0, 5_000.0]),
+        leverage=np.array([15.0, 15.0, 3.0, 3.0]),
+        hold_bars=np.array([10, 10, 1, 1], dtype=np.int64),
+        topup=np.zeros(4, dtype=bool),
+    )
+    stream = [[("ok", 1.0)]] + [[("none", 1.0)]] * (n - 1)
+    reports = _check(market, book, stream, review_every_bars=1)
+    assert any(r.bad_debt > 0 for r in reports)
+    [_], [ledger] = simulate_ledger(market, [Scenario("p", 0, _targets(market, stream, cfg))], cfg,
+                                    books={0: book})  # fmt: skip
+    assert ledger.fee_addon_bps > 0 and ledger.fund_share > cfg.insurance.initial_fund_share
+
+
+def _check(
+    market: MarketPaths,
+    book: TraderBook,
+    stream: list,
+    review_every_bars: int = 0,
+    min_topups: int = 0,
+    vault_usd: float = 1e9,
+) -> list:
     """Run both sides on one case, require every integer to agree; the engine's reports."""
-    cfg = _config()
+    cfg = _config(review_every_bars, vault_usd)
     path = _targets(market, stream, cfg)
     [series], [ledger] = simulate_ledger(market, [Scenario("p", 0, path)], cfg, books={0: book})
     engine, reports = _engine_run(market, path, book, stream, cfg)
@@ -289,6 +337,8 @@ def _check(market: MarketPaths, book: TraderBook, stream: list, min_topups: int 
     assert ledger.vault == {s: (p.lots, p.cost) for s, p in vault.positions.items()}
     state = engine.state
     assert ledger.fund == state.insurance.fund
+    assert ledger.fund_share == state.insurance.fund_share
+    assert ledger.fee_addon_bps == state.insurance.fee_addon_bps
     assert ledger.fees == state.ledger.fees
     assert ledger.keeper == state.ledger.keeper_rewards
     assert ledger.steps == len(reports) == int(series.liquidations.sum())
