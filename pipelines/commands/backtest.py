@@ -98,6 +98,20 @@ def backtest(
     policy_config: Annotated[
         Path | None, typer.Option(help="TOML with a [policy] section (MultiplierPolicy bounds)")
     ] = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="Where the replay's seeds run: local (default) or dask (identical results)"
+        ),
+    ] = "local",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dask-address",
+            help="With --runner dask: scheduler of an existing cluster (tcp://host:8786); "
+            "without it a temporary 2-worker LocalCluster",
+        ),
+    ] = None,
     snapshots: Annotated[
         str | None,
         typer.Option(
@@ -122,6 +136,7 @@ def backtest(
         replay_config_from_toml,
         with_replay_options,
     )
+    from pipelines.runners import RunnerConfigError
 
     settings = settings_from(ctx)
     try:
@@ -145,6 +160,8 @@ def backtest(
             replay=replay,
             forecasts=forecasts,
             policy_config=policy_config,
+            runner=runner,
+            dask_address=dask_address,
         )
         source = DataConfig(
             data=data,
@@ -178,8 +195,9 @@ def backtest(
             snapshots=snapshots,
             frontier_scales=scales,
         )
-    except LiquidationCoreError as exc:
-        # Bad replay input (an unreadable store, a server error): one clear line, exit 1.
+    except (LiquidationCoreError, RunnerConfigError) as exc:
+        # Bad replay input (an unreadable store, a server error) or an unreachable Dask
+        # scheduler: one clear line, exit 1.
         console.print(f"[bold red]backtest:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     out_dir = report_dir or settings.reports_dir / "backtest"

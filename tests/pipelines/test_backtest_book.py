@@ -58,3 +58,41 @@ def test_book_options_are_read_from_toml(tmp_path: Path) -> None:
     bad.write_text("[replay.bridge]\nn_steps = 1\n")
     with pytest.raises(ReplayInputError, match=r"bad\.toml.*n_steps"):
         replay_config_from_toml(bad)
+
+
+def _summary(workdir: Path, out: Path, *runner: str) -> dict:
+    args = [
+        "--workdir", str(workdir), "backtest", "--policies", "static,oracle", "--seeds", "2",
+        "--traders", "1500", "--synthetic-assets", "2", "--frontier-scales", "1.5",
+        "--no-mlflow", "--json", str(out), *runner,
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def test_cli_runner_dask_gives_the_local_backtest(workdir: Path) -> None:
+    # Every replay of the backtest (policies, equal-margin bisections, oracle at margin,
+    # frontier) on a temporary 2-process LocalCluster: the same summary as local.
+    local = _summary(workdir, workdir / "local.json")
+    on_dask = _summary(workdir, workdir / "dask.json", "--runner", "dask")
+    for key in ("policies", "equal_margin", "comparison", "frontier"):
+        assert on_dask[key] == local[key], key
+    assert local["policies"]["static"]["positions_liquidated"] > 0
+
+
+@pytest.mark.parametrize(
+    ("option", "text"),
+    [
+        (["--runner", "spark"], "unknown runner 'spark'"),
+        (["--dask-address", "tcp://127.0.0.1:8786"], "--dask-address needs --runner dask"),
+        (["--runner", "dask", "--dask-address", "localhost:8786"], "'localhost:8786' is not"),
+    ],
+)
+def test_cli_refuses_bad_runner_options_with_one_clear_line(
+    workdir: Path, option: list[str], text: str
+) -> None:
+    result = CliRunner().invoke(app, ["--workdir", str(workdir), "backtest", *option])
+    assert result.exit_code == 1
+    assert text in result.output
+    assert "Traceback" not in result.output
