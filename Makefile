@@ -11,7 +11,7 @@ DATA ?=
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench fuzz fuzz-engine fuzz-api fuzz-steward vectors verify lint clean
+.PHONY: install demo test bench bench-dask-big fuzz fuzz-engine fuzz-api fuzz-steward vectors verify lint clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -33,6 +33,11 @@ test: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# The replay's scale-out at the issue's size (#19 item 5): 1M traders per book x 2 seeds over
+# 10 assets x 3.5 years, local runner against a 2-process Dask LocalCluster, results compared.
+bench-dask-big: install
+	nice -n 10 $(PY) benchmarks/bench_dask_replay.py --traders 1000000 --seeds 2 --days 1300
 
 # The long fuzz runs; CI runs a short version of each inside `make test`.
 fuzz: fuzz-engine fuzz-api fuzz-steward

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from liquidation.errors import LiquidationCoreError
 from liquidation.replay_metrics import window_metrics
+from liquidation.runners import ReplayRunner
 from liquidation.simulate import (
     MarketPaths,
     ReplayConfig,
@@ -196,6 +197,7 @@ def match_levels(
     config: EqualMarginConfig | None = None,
     say: Say | None = None,
     label: str = "equal margin",
+    runner: ReplayRunner | None = None,
 ) -> tuple[dict[str, EqualMarginLevel], list[tuple[str, float, list[ReplaySeries]]]]:
     """Bisection (in log space) on each family's level matching its target mean IM.
 
@@ -220,6 +222,9 @@ def match_levels(
         Progress messages.
     label
         Prefix of the progress messages.
+    runner
+        Where the replays run (:mod:`liquidation.runners`); None: one
+        :func:`~liquidation.simulate.simulate` pass here.
 
     Returns
     -------
@@ -247,7 +252,10 @@ def match_levels(
             for name in open_names
             for seed in seeds
         ]
-        runs = simulate(paths, scenarios, replay)
+        if runner is None:
+            runs = simulate(paths, scenarios, replay)
+        else:
+            runs = runner.simulate(paths, scenarios, replay)
         still_open = []
         for name in open_names:
             mine = [r for r in runs if r.label == name]

@@ -45,6 +45,15 @@ engine-equivalence property uses 1e9). Per-event steps (a partial step's fills, 
 close-out) are scalar calls of the same rules on the few flagged positions; the per-bar scans
 are vectorised.
 
+Issue #19's options (:class:`ReplayConfig`; the defaults ``book_model="legacy"``,
+``path="wick"``, ``impact="off"`` are the replay described above, bit for bit, as
+``tests/liquidation/test_book_reproduction.py`` checks): ``book_model="market"`` draws the
+market-aware book of :mod:`liquidation.market_book`; ``path="bridge"`` walks each bar along
+the Brownian bridge of :mod:`liquidation.intrabar` (more ticks, same anchors) and marks a
+liquidation where the path crosses the position's level; ``impact="on"`` lets each
+scenario's liquidations move its own prices (:mod:`liquidation.impact`: square-root law,
+cascade rounds within the bar, decay back onto the historical path).
+
 A scenario may split its multiplier (:attr:`Scenario.maintenance`): the initial margin of new
 risk then pays ``multiplier`` and maintenance follows the separate path (ramped as above);
 :func:`maintenance_multipliers` builds the documented rules. Open-interest scaling of the
@@ -74,6 +83,9 @@ from liquidation.config import (
 from liquidation.errors import LiquidationCoreError
 from liquidation.fills import fill_amounts, segments
 from liquidation.funding import funding_payments
+from liquidation.impact import IMPACT_MODES, ImpactConfig, bar_sigma, decay, impact, shifted
+from liquidation.intrabar import PATHS, BridgeConfig, crossing_price, path_ticks
+from liquidation.market_book import BOOKS, MarketBookConfig, draw_market_book
 from liquidation.money import MICRO, QTY_SCALE, charge, div_trunc, value
 from liquidation.rules.backstop import (
     backstop_share,
@@ -148,7 +160,30 @@ class ReplayConfig:
     ramp_ms : int
         Multiplier ramp of existing positions' maintenance (engine default 8 h).
     book : BookConfig
-        The synthetic trader book.
+        The synthetic trader book (size, collateral, leverage tail, holding time, top-ups).
+    book_model : str
+        ``legacy`` (default: today's book, :func:`liquidation.trader_book.draw_book`) or
+        ``market`` (:func:`liquidation.market_book.draw_market_book`: entries, sides,
+        leverage and exits respond to the market; same ``book`` parameters).
+    market_book : MarketBookConfig
+        The market book's responses (defaults estimated by ``scripts/estimate_book.py``).
+    path : str
+        Intra-bar path: ``wick`` (default: open, nearer extreme, farther extreme, close, a
+        liquidation filled at the tick) or ``bridge`` (:mod:`liquidation.intrabar`: a seeded
+        Brownian bridge through the same four anchors, a liquidation marked where the path
+        crosses the position's level, :func:`liquidation.intrabar.crossing_price`).
+    bridge : BridgeConfig
+        Sub-steps and roughness of the bridge.
+    path_seed : int
+        Seed of the bridge (one path for every scenario: policies face the same market).
+    impact : str
+        Liquidation price impact: ``off`` (default, the exogenous replay) or ``on``: each
+        scenario's liquidated notional moves its own market by the square-root law of
+        :mod:`liquidation.impact` (a cascade re-scans the bar at the moved prices, at most
+        ``impact_model.max_rounds`` rounds) and the move decays back onto the historical
+        path. With impact on, scenarios face different markets, so each runs its own pass.
+    impact_model : ImpactConfig
+        Coefficient, decay and cascade cap of the impact.
     spread_bps : float
         Quoted spread of a close-out (half of it is paid), 2 bps.
     impact_bps : float
@@ -192,6 +227,13 @@ class ReplayConfig:
     insurance: InsuranceConfig = field(default_factory=InsuranceConfig)
     ramp_ms: int = 8 * 3_600_000
     book: BookConfig = field(default_factory=BookConfig)
+    book_model: str = "legacy"
+    market_book: MarketBookConfig = field(default_factory=MarketBookConfig)
+    path: str = "wick"
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    path_seed: int = 0
+    impact: str = "off"
+    impact_model: ImpactConfig = field(default_factory=ImpactConfig)
     spread_bps: float = 2.0
     impact_bps: float = 10.0
     participation: float = 0.01
@@ -210,6 +252,15 @@ class ReplayConfig:
                 f"ReplayConfig.maintenance_rule {self.maintenance_rule!r} is unknown; choose "
                 f"from {list(MAINTENANCE_RULES)}"
             )
+        for name, chosen, allowed in (
+            ("book_model", self.book_model, BOOKS),
+            ("path", self.path, PATHS),
+            ("impact", self.impact, IMPACT_MODES),
+        ):
+            if chosen not in allowed:
+                raise ReplayInputError(
+                    f"ReplayConfig.{name} {chosen!r} is unknown; choose from {list(allowed)}"
+                )
         if not self.stress_threshold >= 1.0:
             raise ReplayInputError("ReplayConfig.stress_threshold must be >= 1")
         if self.ramp_ms < 0:
@@ -363,6 +414,8 @@ class ReplaySeries:
     ``open_notional`` are measured at the close over open positions, at the target multiplier.
     ``topups`` counts top-ups and ``topup_collateral`` is what they deposit (USD);
     ``fee_income`` is the trading fees the venue collects in the bar (USD).
+    ``liquidated_long`` is the part of ``liquidated_notional`` that closed long positions
+    (the long/short split of issue #19's calibration).
     """
 
     label: str
@@ -385,10 +438,11 @@ class ReplaySeries:
     fund_seed: float
     topup_collateral: NDArray[np.float64] | None = None
     fee_income: NDArray[np.float64] | None = None
+    liquidated_long: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         # Series made before these were recorded (hand-built in tests) read as zeros.
-        for name in ("topup_collateral", "fee_income"):
+        for name in ("topup_collateral", "fee_income", "liquidated_long"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.zeros(len(self.ts_ms)))
 
@@ -426,6 +480,8 @@ def simulate(
         If a multiplier path has the wrong shape, is not finite or not positive.
     """
     cfg = config or ReplayConfig()
+    if cfg.impact == "on" and len(scenarios) > 1:
+        return [r for sc in scenarios for r in simulate(market, [sc], cfg, progress, books)]
     return _checked(market, scenarios, cfg, books).run(progress)
 
 
@@ -436,7 +492,11 @@ def simulate_ledger(
     books: Mapping[int, TraderBook] | None = None,
 ) -> tuple[list[ReplaySeries], list[VenueLedger]]:
     """:func:`simulate`, plus each scenario's integer end state (for checks against the engine)."""
-    replay = _checked(market, scenarios, config or ReplayConfig(), books)
+    cfg = config or ReplayConfig()
+    if cfg.impact == "on" and len(scenarios) > 1:
+        parts = [simulate_ledger(market, [sc], cfg, books) for sc in scenarios]
+        return [p[0][0] for p in parts], [p[1][0] for p in parts]
+    replay = _checked(market, scenarios, cfg, books)
     series = replay.run(None)
     return series, [replay.ledger(s) for s in range(len(scenarios))]
 
@@ -491,10 +551,11 @@ def tick_prices(market: MarketPaths) -> NDArray[np.int64]:
     return np.stack([o, np.where(up, lo, h), np.where(up, h, lo), c], axis=-1)
 
 
-def tick_times(market: MarketPaths) -> NDArray[np.int64]:
-    """Epoch ms of each tick of :func:`tick_prices`, shape ``(n_bars, 4)``."""
-    step = market.interval_ms // TICKS
-    return market.ts_ms[:, None] + step * np.arange(TICKS, dtype=np.int64)[None, :]
+def tick_times(market: MarketPaths, ticks: int = TICKS) -> NDArray[np.int64]:
+    """Epoch ms of each tick of :func:`tick_prices` (or of a ``ticks``-point intra-bar path),
+    shape ``(n_bars, ticks)``."""
+    step = market.interval_ms // ticks
+    return market.ts_ms[:, None] + step * np.arange(ticks, dtype=np.int64)[None, :]
 
 
 def trader_account(index: int) -> str:
@@ -645,7 +706,13 @@ class _Replay:
         n_s, n_a, n_t = len(scenarios), len(market.assets), market.n_bars
         self.n_s, self.n_a, self.n_t = n_s, n_a, n_t
         self.asset = cfg.asset
-        self.px = tick_prices(market)
+        # The wick path is tick_prices' four ticks exactly; a bridge has more (same anchors).
+        self.px = path_ticks(
+            market.open, market.high, market.low, market.close, cfg.path, cfg.path_seed,
+            cfg.bridge,
+        )  # fmt: skip
+        self.scan_ticks = tuple(range(1, self.px.shape[2]))
+        self.close_k = self.px.shape[2] - 1
         self.px_f = self.px.astype(np.float64)
         self.px_open = self.px[:, :, 0].T.tolist()  # per bar, the open of each asset
         self.px_max = self.px_f.max(axis=(1, 2)).tolist()
@@ -653,10 +720,24 @@ class _Replay:
         # - MM moves with the price as the position does while 1.5 * cap * mmf < 1 (the size
         # term's elasticity is 1/2), so the worst tick is the lowest price for a long and the
         # highest for a short. Otherwise every scan tick is valued.
-        scan = self.px_f[:, :, list(SCAN_TICKS)]
+        scan = self.px_f[:, :, list(self.scan_ticks)]
         self.worst_f = np.stack([scan.max(axis=2), scan.min(axis=2)])  # [short, long]
         self.monotone = 1.5 * self.asset.imf_cap * self.asset.maintenance_fraction < 1.0
-        self.tms = tick_times(market)
+        self.tms = tick_times(market, self.px.shape[2])
+        # Impact on: one scenario per pass (simulate splits them), whose bar prices are
+        # rewritten in place from the historical ones as its offset moves (_shift_bar).
+        self.impact = cfg.impact == "on"
+        if self.impact:
+            if n_s != 1:
+                raise ReplayInputError("a replay with impact on runs one scenario per pass")
+            self.hist_px = self.px.copy()
+            # The vault's admission bound prices at the highest price impact can reach.
+            lift = math.exp(cfg.impact_model.max_impact) * (1 + 1e-9)
+            self.px_max = [p * lift for p in self.px_max]
+            self.offset = np.zeros(n_a)
+            self.sigma = bar_sigma(market.close, cfg.impact_model.vol_window)
+            self.bar_liq = np.zeros((2, n_a))  # [long, short] notional liquidated, USD
+            self.cascade_rounds = np.zeros(n_t, dtype=np.int64)
         check_bounds_v(self.px, np.zeros(1, dtype=np.int64), "replay prices")
         self.target = np.stack([sc.multiplier for sc in scenarios]).reshape(n_s * n_a, n_t)
         self.mm_target = np.stack([sc.maintenance_path for sc in scenarios]).reshape(n_s * n_a, n_t)
@@ -701,6 +782,7 @@ class _Replay:
                 ("topups", np.int64),
                 ("topup_collateral", np.float64),
                 ("fee_income", np.float64),
+                ("liquidated_long", np.float64),
             )
         }
         self.liquidated: list[list[int]] = [[] for _ in scenarios]
@@ -712,9 +794,7 @@ class _Replay:
         parts = []
         for s, sc in enumerate(self.sc):
             if sc.seed not in books:
-                books[sc.seed] = draw_book(
-                    self.cfg.book, self.n_t, self.n_a, sc.seed, bar_hours, weights
-                )
+                books[sc.seed] = self._draw_book(sc.seed, bar_hours, weights)
             parts.append((s, books[sc.seed]))
         self.book_sizes = [len(b) for _, b in parts]
         cat = {
@@ -758,6 +838,16 @@ class _Replay:
         )  # fmt: skip
         return merged
 
+    def _draw_book(self, seed: int, bar_hours: float, weights: NDArray[np.float64]) -> TraderBook:
+        """The seed's book under :attr:`ReplayConfig.book_model`."""
+        cfg = self.cfg
+        if cfg.book_model == "market":
+            return draw_market_book(
+                cfg.market_book, cfg.book, self.m.close, self.m.funding_rate, seed, bar_hours,
+                self.m.open, weights,
+            )  # fmt: skip
+        return draw_book(cfg.book, self.n_t, self.n_a, seed, bar_hours, weights)
+
     def _initial_capacity(self) -> int:
         held = float(np.minimum(self.stream["hold_bars"], self.n_t).sum())
         return max(64, int(2 * held / self.n_t) + 64)
@@ -791,21 +881,94 @@ class _Replay:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, progress: Progress | None) -> list[ReplaySeries]:
         for t in range(self.n_t):
+            if self.impact:
+                self._carry(t)
             self._retarget(t)
             self._funding(t)
             if self.cfg.review_every_bars and t and t % self.cfg.review_every_bars == 0:
                 self._review()
             self._open(t)
             at_risk, topup = self._at_risk(t)
-            if len(at_risk):
-                for k in SCAN_TICKS:
-                    self._liquidate(t, k, at_risk)
+            self._scan(t, at_risk)
+            if self.impact and self._cascade(t):
+                # The cascade moved the bar's prices: filter the top-ups at the moved close.
+                at_risk, topup = self._at_risk(t)
             self._close_of_bar(t, at_risk, topup)
             if progress is not None and (t + 1) % 1000 == 0:
                 progress(t + 1, self.n_t)
         if progress is not None:
             progress(self.n_t, self.n_t)
         return [self._series(s) for s in range(self.n_s)]
+
+    def _scan(self, t: int, at_risk: NDArray[np.int64]) -> None:
+        """The keeper's passes over the bar's scan ticks, on the rows :meth:`_at_risk` flagged."""
+        if len(at_risk):
+            for k in self.scan_ticks:
+                self._liquidate(t, k, at_risk)
+
+    # -- liquidation price impact (ReplayConfig.impact == "on") --------------------------------
+    def _shift_bar(self, t: int, offset: NDArray[np.float64]) -> None:
+        """Bar ``t``'s prices moved by ``offset`` (log, per asset) from the historical ones."""
+        self.px[:, t, :] = shifted(self.hist_px[:, t, :], offset)
+        self.px_f[:, t, :] = self.px[:, t, :]
+        scan = self.px_f[:, t, list(self.scan_ticks)]
+        self.worst_f[0, :, t] = scan.max(axis=1)
+        self.worst_f[1, :, t] = scan.min(axis=1)
+
+    def _carry(self, t: int) -> None:
+        """At the bar's open the last bar's impact has decayed toward the historical path."""
+        if t:
+            self.offset = decay(self.offset, self.cfg.impact_model)
+        self.carried = self.offset.copy()
+        self.bar_liq[:] = 0.0
+        if self.offset.any():
+            self._shift_bar(t, self.offset)
+
+    def _cascade(self, t: int) -> bool:
+        """The bar's liquidations move its price; re-scan at the moved prices until nothing
+        moves (a fixed point of :func:`liquidation.impact.impact`) or the round cap.
+
+        Liquidations already booked stay booked: each round adds those the further move
+        reaches, so on a one-sided bar the rounds climb to the smallest fixed point. Returns
+        whether the bar's prices moved."""
+        im = self.cfg.impact_model
+        volume, sigma = self.m.quote_volume[:, t], self.sigma[:, t]
+        rounds = 0
+        while rounds < im.max_rounds:
+            target = self.carried + impact(self.bar_liq[0], self.bar_liq[1], volume, sigma, im)
+            if np.array_equal(target, self.offset):
+                break
+            rounds += 1
+            self.offset = target
+            self._shift_bar(t, target)
+            self._scan(t, self._at_risk(t)[0])
+        self.cascade_rounds[t] = rounds
+        return rounds > 0
+
+    def _resized(self, lo: int, hi: int, t: int, fee: float) -> list[tuple[int, ...]]:
+        """The bar's arrivals (``stream_rows[lo:hi]``) sized at the open impact moved: a
+        trader opens the largest size within its leverage at the price it sees."""
+        st = {k: self.stream[k][lo:hi] for k in ("scen", "asset", "collateral", "leverage",
+                                                  "side")}  # fmt: skip
+        lane = st["scen"] * self.n_a + st["asset"]
+        lots = open_lots(
+            st["collateral"], st["leverage"], st["side"], self.px[st["asset"], t, 0],
+            self.target[lane, t], self.asset, fee, self.min_order,
+        ).tolist()  # fmt: skip
+        return [
+            (s, trader, size, a, collateral, hold, topup)
+            for (s, trader, _, a, collateral, hold, topup), size in zip(
+                self.stream_rows[lo:hi], lots, strict=True
+            )
+        ]
+
+    def _count_liquidated(self, s: int, t: int, a: int, lots: int, notional: int) -> None:
+        """Book liquidated notional (micro-USD) of a position of ``lots`` in asset ``a``."""
+        self.out["liquidated_notional"][s, t] += notional / MICRO
+        if lots > 0:
+            self.out["liquidated_long"][s, t] += notional / MICRO
+        if self.impact:
+            self.bar_liq[0 if lots > 0 else 1, a] += notional / MICRO
 
     def _retarget(self, t: int) -> None:
         """Each lane's maintenance ramp takes the bar's target (the engine's snapshot step)."""
@@ -1002,9 +1165,12 @@ class _Replay:
             self._allocate(max(2 * self.cap, self.cap + (hi - lo) + 64))
         ts = int(self.tms[t, 0])
         fee = self.cfg.fees.taker_fee_rate
-        opens = self.px_open[t]
+        opens = self.px_open[t] if not self.impact else self.px[:, t, 0].tolist()
+        rows = self.stream_rows[lo:hi]
+        if self.impact and self.offset.any():
+            rows = self._resized(lo, hi, t, fee)
         touched = set()
-        for s, trader, lots, a, collateral, hold, topup in self.stream_rows[lo:hi]:
+        for s, trader, lots, a, collateral, hold, topup in rows:
             venue = self.venues[s]
             venue.deposits += collateral
             if lots == 0:
@@ -1071,10 +1237,11 @@ class _Replay:
         self.target_now = self.mm_target[:, t]
         trigger = self.cfg.book.topup_trigger_health
         if self.monotone:
-            worst, close = self._float_margin(act, t, (None, 3), (1.0, trigger))
+            worst, close = self._float_margin(act, t, (None, self.close_k), (1.0, trigger))
         else:
+            scan = self.scan_ticks
             *scans, close = self._float_margin(
-                act, t, (*SCAN_TICKS, 3), (1.0,) * len(SCAN_TICKS) + (trigger,)
+                act, t, (*scan, self.close_k), (1.0,) * len(scan) + (trigger,)
             )
             worst = np.minimum.reduce(scans)
         topup = (close < 0) & (self.s_topups_left[act] > 0)
@@ -1093,7 +1260,34 @@ class _Replay:
         # The keeper's order: lowest equity / MM first, then account id (the engine's).
         ts = int(self.tms[t, k])
         for *_, row in sorted(found):
-            self._step(row, t, k, ts)
+            self._step(row, t, k, ts, self._mark(row, t, k, ts))
+
+    def _mark(self, row: int, t: int, k: int, ts: int) -> int | None:
+        """Mark of a liquidation at tick ``k`` on the bridge path (None: the tick's price).
+
+        The bridge is continuous between ticks, so a position healthy at tick ``k - 1`` is
+        marked where the path crossed its level (:func:`liquidation.intrabar.crossing_price`);
+        one already due at the open gapped there and is marked at the open; one already due at
+        an earlier tick of the bar is marked at the tick, as on the wick path.
+        """
+        if self.cfg.path == "wick":
+            return None
+        a = int(self.s_asset[row])
+        before, after = int(self.px[a, t, k - 1]), int(self.px[a, t, k])
+        if self._liquidatable_at(row, before, ts):
+            return before if k == 1 else None
+        return crossing_price(lambda p: self._liquidatable_at(row, p, ts), before, after)
+
+    def _liquidatable_at(self, row: int, price: int, ts: int) -> bool:
+        """Whether one position is below maintenance at ``price`` (the scalar rules)."""
+        s, a = int(self.s_scen[row]), int(self.s_asset[row])
+        lane = s * self.n_a + a
+        mult = ramp_multiplier(
+            self.ramps[lane], int(self.s_risk_since[row]), ts, self.lane_ramp_ms[lane]
+        )
+        val = value(int(self.s_lots[row]), price)
+        eq = int(self.s_balance[row]) + val - int(self.s_cost[row])
+        return liquidatable(eq, maintenance_requirement(abs(val), mult, self.asset))
 
     def _health_one(self, row: int, t: int, k: int) -> tuple[int, int, int]:
         """Exact equity, maintenance and notional of one position (the scalar rules)."""
@@ -1108,11 +1302,12 @@ class _Replay:
         eq = int(self.s_balance[row]) + val - int(self.s_cost[row])
         return eq, maintenance_requirement(notional, mult, self.asset), notional
 
-    def _step(self, row: int, t: int, k: int, ts: int) -> None:
-        """One waterfall step on a one-position bucket, with the shared rules, as the engine."""
+    def _step(self, row: int, t: int, k: int, ts: int, at: int | None = None) -> None:
+        """One waterfall step on a one-position bucket, with the shared rules, as the engine
+        (marked at ``at`` when given, else at tick ``k``'s price)."""
         lc = self.cfg.liquidation
         s, a = int(self.s_scen[row]), int(self.s_asset[row])
-        mark = int(self.px[a, t, k])
+        mark = int(self.px[a, t, k]) if at is None else at
         lots, cost = int(self.s_lots[row]), int(self.s_cost[row])
         lane = s * self.n_a + a
         mult = ramp_multiplier(
@@ -1153,16 +1348,23 @@ class _Replay:
                     self._fill(s, row, -closed, exec_price, ts, 0.0)
                     self._require_vault(s, t, k)
                     self._penalty(s, row, pen)
-                    self.out["liquidated_notional"][s, t] += closed_notional / MICRO
+                    self._count_liquidated(s, t, a, lots, closed_notional)
                     return
-        self._full_closeout(s, row, t, k, ts, eq, notional, slip_full)
+        self._full_closeout(s, row, t, k, ts, eq, notional, slip_full, mark)
 
     def _full_closeout(
-        self, s: int, row: int, t: int, k: int, ts: int, eq: int, notional: int, slip: float
+        self,
+        s: int,
+        row: int,
+        t: int,
+        k: int,
+        ts: int,
+        eq: int,
+        notional: int,
+        slip: float,
+        mark: int,
     ) -> None:
         lc, venue = self.cfg.liquidation, self.venues[s]
-        a = int(self.s_asset[row])
-        mark = int(self.px[a, t, k])
         lots, cost = int(self.s_lots[row]), int(self.s_cost[row])
         available = fund_available(venue.fund, lc.insurance_cap_per_event_usd)
         exec_price = close_price(mark, lots, slip)
@@ -1200,7 +1402,7 @@ class _Replay:
             del venue.bad_debts[: -self.cfg.insurance.history_size]
         self.out["full_closeouts"][s, t] += 1
         self.out["bad_debt"][s, t] += bad_debt / MICRO
-        self.out["liquidated_notional"][s, t] += notional / MICRO
+        self._count_liquidated(s, t, int(self.s_asset[row]), lots, notional)
         self._release(np.array([row]))
 
     def _penalty(self, s: int, row: int, penalty: int) -> None:
@@ -1231,7 +1433,9 @@ class _Replay:
                     act = self.s_active.nonzero()[0]
         n_s = self.n_s
         asset = self.s_asset[act]
-        notional = np.abs(self.s_lots[act] * self.px_f[asset, t, 3]) / (QTY_SCALE * MICRO)
+        notional = np.abs(self.s_lots[act] * self.px_f[asset, t, self.close_k]) / (
+            QTY_SCALE * MICRO
+        )
         lane = self.s_lane[act]
         imf = np.minimum(self.asset.base_imf * self.target[lane, t], self.asset.imf_cap)
         scen = self.s_scen[act]
@@ -1259,7 +1463,7 @@ class _Replay:
             self._topups_v(t, act)
             return
         for row in act.tolist():
-            eq, mm, notional = self._health_one(row, t, 3)
+            eq, mm, notional = self._health_one(row, t, self.close_k)
             left = int(self.s_topups_left[row])
             if not wants_topup(eq, mm, left, book.topup_trigger_health):
                 continue
@@ -1273,7 +1477,7 @@ class _Replay:
     def _topups_v(self, t: int, act: NDArray[np.int64]) -> None:
         """:meth:`_topups` on many positions at once (the vector forms of the same rules)."""
         book = self.cfg.book
-        eq, mm, notional = self._health(act, t, 3)
+        eq, mm, notional = self._health(act, t, self.close_k)
         want = wants_topup_v(eq, mm, self.s_topups_left[act], book.topup_trigger_health)
         rows = act[want]
         lane = self.s_lane[rows]
@@ -1292,10 +1496,10 @@ class _Replay:
 
     def _closes(self, t: int, rows: NDArray[np.int64]) -> int:
         """Planned closes at the close price, taker fee, if the venue admits them; how many."""
-        ts = int(self.tms[t, 3])
+        ts = int(self.tms[t, self.close_k])
         fee = self.cfg.fees.taker_fee_rate
         closing = []
-        closes = self.px[:, t, 3].tolist()
+        closes = self.px[:, t, self.close_k].tolist()
         for row, s, a, lots in zip(rows.tolist(), self.s_scen[rows].tolist(),
                                    self.s_asset[rows].tolist(), self.s_lots[rows].tolist(),
                                    strict=True):  # fmt: skip

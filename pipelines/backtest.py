@@ -6,7 +6,8 @@ sigma forecasts per policy (:mod:`models.replay_forecasts`) from a warm-up befor
 start, turns them into the RiskSnapshots the publisher would have published
 (:func:`serving.policy_replay.policy_snapshots`), reads every snapshot stream as the engine
 reads it (:func:`liquidation.snapshot_stream.multipliers_from_snapshots`), replays the same
-seeded trader books under every policy in one pass (:func:`liquidation.simulate.simulate`),
+seeded trader books under every policy, one pass per seed, here or on Dask
+(:mod:`liquidation.runners`, :attr:`BacktestConfig.runner`; the same results either way),
 finds each dynamic policy's equal-margin static level and the oracle's scale at its margin
 (:mod:`liquidation.equal_margin`), scores the oracle gain captured
 (:func:`liquidation.replay_metrics.oracle_gain_captured`) and summarises
@@ -30,6 +31,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,7 @@ from liquidation.replay_metrics import (
 )
 from liquidation.replay_report import ReplayResult
 from liquidation.replay_summary import summarise
+from liquidation.runners import DaskRunner, LocalRunner, ReplayRunner
 from liquidation.simulate import (
     MarketPaths,
     ReplayConfig,
@@ -68,7 +71,6 @@ from liquidation.simulate import (
     ReplaySeries,
     Scenario,
     constant_multiplier,
-    simulate,
 )
 from liquidation.snapshot_stream import multipliers_from_snapshots
 from models.replay_forecasts import (
@@ -80,6 +82,7 @@ from models.replay_forecasts import (
 from models.spec import TargetSpec
 from models.walkforward import EvaluationConfig
 from pipelines.flows.config import BacktestConfig, DataConfig
+from pipelines.runners import dask_client
 from serving.policy import MultiplierPolicy, PolicyConfig
 from serving.policy_replay import policy_snapshots
 from serving.risk_metrics import liquidity_metrics
@@ -111,7 +114,8 @@ def run_backtest(
     data
         The market: a dump root or the synthetic market's size and seed.
     config
-        Policies, seeds, window, replay rules and the equal-margin bisection.
+        Policies, seeds, window, replay rules, the equal-margin bisection and the runner
+        (:attr:`BacktestConfig.runner`: every replay's seeds run locally or on Dask).
     horizon
         Forecast horizon in bars.
     policy
@@ -130,6 +134,36 @@ def run_backtest(
     -------
     ReplayResult
     """
+    with replay_runner(config, progress) as runner:
+        return _run_backtest(
+            data, config, horizon, policy, cache_dir, runner, progress, snapshots,
+            frontier_scales,
+        )  # fmt: skip
+
+
+@contextmanager
+def replay_runner(config: BacktestConfig, progress: Say | None = None) -> Iterator[ReplayRunner]:
+    """The runner of :attr:`BacktestConfig.runner` (a Dask client for the run's duration)."""
+    if config.runner == "local":
+        yield LocalRunner()
+        return
+    say = progress or (lambda _m: None)
+    with dask_client(config.dask_address) as client:
+        say(f"replay on Dask: {config.dask_address or 'temporary LocalCluster'}")
+        yield DaskRunner(client)
+
+
+def _run_backtest(
+    data: DataConfig,
+    config: BacktestConfig,
+    horizon: int,
+    policy: PolicyConfig,
+    cache_dir: Path,
+    runner: ReplayRunner,
+    progress: Say | None,
+    snapshots: str | None,
+    frontier_scales: Sequence[float],
+) -> ReplayResult:
     say = progress or (lambda _m: None)
     started = time.perf_counter()
     market, start, end = backtest_market(data, config, say)
@@ -176,7 +210,7 @@ def run_backtest(
     replay = config.replay
     scenarios = [margin_scenario(n, seed, multipliers[n], replay) for n in names for seed in seeds]
     say(f"replay: {len(scenarios)} scenarios")
-    runs = simulate_runs(paths, scenarios, replay, say)
+    runs = simulate_runs(paths, scenarios, replay, say, runner)
     series = {name: [r for r in runs if r.label == name] for name in names}
     timing["replay"] = time.perf_counter() - started - timing["inputs"]
 
@@ -184,7 +218,7 @@ def run_backtest(
     family = static_family(paths)
     levels, static_tried = match_levels(
         {name: (family, BRACKET) for name in dynamic}, targets, seeds, paths, replay,
-        config.equal_margin, say,
+        config.equal_margin, say, runner=runner,
     )  # fmt: skip
     timing["equal_margin"] = time.perf_counter() - started - sum(timing.values())
 
@@ -196,7 +230,7 @@ def run_backtest(
         scaled = scaled_family(multipliers["oracle"])
         oracle_levels, oracle_tried = match_levels(
             {n: (scaled, SCALE_BRACKET) for n in others}, others, seeds, paths, replay,
-            config.equal_margin, say, label="oracle at policy margin",
+            config.equal_margin, say, label="oracle at policy margin", runner=runner,
         )  # fmt: skip
         frontier += [FrontierPoint.of("oracle", lvl, r) for _, lvl, r in oracle_tried]
         jumps = first_jump_sets(series["static"], paths.interval_ms)  # one set per seed
@@ -205,7 +239,7 @@ def run_backtest(
             gains[name] = oracle_gain_captured(
                 series[name], levels[name].series, oracle_runs, jumps
             )
-    frontier += _frontier(paths, multipliers, dynamic, frontier_scales, seeds, config, say)
+    frontier += _frontier(paths, multipliers, dynamic, frontier_scales, seeds, config, say, runner)
     frontier += [FrontierPoint.of(name, 1.0, series[name]) for name in dynamic]
     timing["oracle_and_frontier"] = time.perf_counter() - started - sum(timing.values())
 
@@ -313,10 +347,16 @@ def read_snapshots(
 
 
 def simulate_runs(
-    paths: MarketPaths, scenarios: Sequence[Scenario], replay: ReplayConfig, say: Say
+    paths: MarketPaths,
+    scenarios: Sequence[Scenario],
+    replay: ReplayConfig,
+    say: Say,
+    runner: ReplayRunner | None = None,
 ) -> list[ReplaySeries]:
-    """:func:`liquidation.simulate.simulate` with bar progress messages."""
-    return simulate(paths, scenarios, replay, _bar_progress(say, "replay"))
+    """The scenarios replayed by ``runner`` (local by default) with bar progress messages."""
+    return (runner or LocalRunner()).simulate(
+        paths, scenarios, replay, _bar_progress(say, "replay")
+    )
 
 
 def backtest_market(
@@ -514,6 +554,7 @@ def _frontier(
     seeds: Sequence[int],
     config: BacktestConfig,
     say: Say,
+    runner: ReplayRunner,
 ) -> list[FrontierPoint]:
     """Static and each dynamic policy at the frontier scales (the oracle's points come from
     its bisection, static's from its bisections above the base too)."""
@@ -527,7 +568,7 @@ def _frontier(
         for seed in seeds
     ]
     say(f"frontier: {len(scenarios)} scenarios")
-    runs = simulate_runs(paths, scenarios, config.replay, say)
+    runs = simulate_runs(paths, scenarios, config.replay, say, runner)
     return [
         FrontierPoint.of(name, scale, [r for r in runs if r.label == f"{name}@{scale}"])
         for name in names

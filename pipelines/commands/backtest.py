@@ -74,8 +74,43 @@ def backtest(
     replay_config: Annotated[
         Path | None, typer.Option(help="TOML with a [replay] section (book, rules, liquidity)")
     ] = None,
+    book: Annotated[
+        str | None,
+        typer.Option(
+            help="Trader book: legacy (default, today's) or market (entries, sides, leverage "
+            "and exits respond to trend, volatility and funding)"
+        ),
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            help="Intra-bar path: wick (default, fills at the bar's extremes) or bridge "
+            "(a Brownian bridge; fills where it crosses the liquidation level)"
+        ),
+    ] = None,
+    impact: Annotated[
+        str | None,
+        typer.Option(
+            help="Liquidation price impact: off (default) or on (square-root impact against "
+            "the bar's volume, cascades within the bar, decay back to the historical path)"
+        ),
+    ] = None,
     policy_config: Annotated[
         Path | None, typer.Option(help="TOML with a [policy] section (MultiplierPolicy bounds)")
+    ] = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="Where the replay's seeds run: local (default) or dask (identical results)"
+        ),
+    ] = "local",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dask-address",
+            help="With --runner dask: scheduler of an existing cluster (tcp://host:8786); "
+            "without it a temporary 2-worker LocalCluster",
+        ),
     ] = None,
     snapshots: Annotated[
         str | None,
@@ -101,6 +136,7 @@ def backtest(
         replay_config_from_toml,
         with_replay_options,
     )
+    from pipelines.runners import RunnerConfigError
 
     settings = settings_from(ctx)
     try:
@@ -110,6 +146,9 @@ def backtest(
             "ramp_ms": None if ramp_hours is None else round(ramp_hours * 3_600_000),
             "maintenance_rule": maintenance_rule,
             "stress_threshold": stress_threshold,
+            "book_model": book,
+            "path": path,
+            "impact": impact,
         }
         replay = with_replay_options(replay, **options)
         config = BacktestConfig(
@@ -121,6 +160,8 @@ def backtest(
             replay=replay,
             forecasts=forecasts,
             policy_config=policy_config,
+            runner=runner,
+            dask_address=dask_address,
         )
         source = DataConfig(
             data=data,
@@ -154,8 +195,9 @@ def backtest(
             snapshots=snapshots,
             frontier_scales=scales,
         )
-    except LiquidationCoreError as exc:
-        # Bad replay input (an unreadable store, a server error): one clear line, exit 1.
+    except (LiquidationCoreError, RunnerConfigError) as exc:
+        # Bad replay input (an unreadable store, a server error) or an unreachable Dask
+        # scheduler: one clear line, exit 1.
         console.print(f"[bold red]backtest:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     out_dir = report_dir or settings.reports_dir / "backtest"

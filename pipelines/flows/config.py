@@ -37,6 +37,7 @@ from pydantic import (
 from features.bars import interval_to_timedelta
 from liquidation.equal_margin import EqualMarginConfig
 from liquidation.replay_summary import POLICIES
+from liquidation.runners import REPLAY_RUNNERS
 from liquidation.simulate import ReplayConfig, ReplayInputError
 from models.review import GateConfig
 from models.spec import CalibrationSpec, LGBMParams
@@ -203,6 +204,12 @@ class BacktestConfig(_Config):
     forecasters
         Policy -> the named forecaster whose walk-forward sigma drives it (``oracle`` uses
         the realized future and ``static`` none).
+    runner
+        Where the replay's seeds run (:mod:`liquidation.runners`): ``local`` (default) or
+        ``dask``; the results are identical.
+    dask_address
+        ``dask`` only: the scheduler of an existing cluster (``tcp://host:8786``); without
+        it a temporary 2-worker LocalCluster.
     """
 
     enabled: bool = True
@@ -218,6 +225,15 @@ class BacktestConfig(_Config):
     policy_config: Path | None = None
     history_days: int | None = Field(None, ge=1)
     forecasters: dict[str, str] = Field(default_factory=lambda: {"ewma": "ewma", "model": "lgbm"})
+    runner: str = "local"
+    dask_address: str | None = None
+
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        if value not in REPLAY_RUNNERS:
+            raise FlowConfigError(f"unknown runner {value!r}; choose from {list(REPLAY_RUNNERS)}")
+        return value
 
     @field_validator("policies")
     @classmethod
@@ -226,6 +242,17 @@ class BacktestConfig(_Config):
         if unknown:
             raise FlowConfigError(f"unknown policies {unknown}; choose from {list(POLICIES)}")
         return value
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> BacktestConfig:
+        if self.dask_address is not None and self.runner != "dask":
+            raise FlowConfigError("--dask-address needs --runner dask")
+        if self.dask_address is not None:
+            # Imported here: pipelines.runners imports Prefect, which a config never needs.
+            from pipelines.runners import checked_address
+
+            checked_address(self.dask_address)
+        return self
 
     @property
     def run_policies(self) -> tuple[str, ...]:

@@ -76,7 +76,7 @@ def replay_digest(series: list[ReplaySeries], ledgers: list[VenueLedger]) -> str
 
 
 _ADDED_SINCE_GOLDEN: frozenset[str] = frozenset(
-    {"topup_collateral", "fee_income", "fund_share", "fee_addon_bps"}
+    {"topup_collateral", "fee_income", "fund_share", "fee_addon_bps", "liquidated_long"}
 )
 """Fields added to the outputs after the digest was taken (checked by their own tests)."""
 
