@@ -192,8 +192,12 @@ def run_crosshair(
 
 
 def liveness_targets() -> list[str]:
-    """The guard-liveness claims (CrossHair ``asserts`` mode), one per function."""
-    return [f"{LIVENESS}.steady_feed_clears", f"{LIVENESS}.steady_feed_with_confidence_clears"]
+    """The guard-liveness claims and the input boundary's (CrossHair ``asserts`` mode)."""
+    return [
+        f"{LIVENESS}.steady_feed_clears",
+        f"{LIVENESS}.steady_feed_with_confidence_clears",
+        "tests.verification.input_boundary.only_integer_prices_pass",
+    ]
 
 
 def _pytest(args: list[str], env: dict[str, str], cap_s: int) -> int:
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         results = check_all(liveness_targets(), "asserts")
         bad = [r for r in results if r.status in ("COUNTEREXAMPLE", "CRASH")]
-        report("guard liveness (CrossHair asserts)", not bad, started)
+        report("guard liveness, input boundary (CrossHair asserts)", not bad, started)
     if "z3" in steps:
         started = time.time()
         code = _pytest(
