@@ -27,7 +27,7 @@ def test_crosshair_finds_no_counterexample_in_the_rules() -> None:
     script = _verify_script()
     budget = script.BUDGETS["short"]
     findings = script.run_crosshair(
-        script.crosshair_targets("short"), budget["condition_s"], budget["path_s"]
+        script.crosshair_targets("short"), budget.condition_s, budget.path_s
     )
     assert findings == [], "\n".join(findings)
 
