@@ -12,11 +12,9 @@ from __future__ import annotations
 from liquidation.rules.oracle_guard import (
     GuardVerdict,
     PriceObservation,
-    check_observation,
+    advance,
     escalation,
-    next_window,
     reference_price,
-    update_twap,
 )
 from liquidation.transaction import Transaction
 
@@ -27,18 +25,7 @@ def plan_print(tx: Transaction, symbol: str, price: int, confidence: int) -> Gua
     asset = tx.state.assets[symbol]
     reference = reference_price(asset.references, tx.ts, cfg)
     obs = PriceObservation(symbol, price, tx.ts, confidence, reference)
-    verdict = check_observation(obs, asset.twap, asset.window, cfg)
-    window = (
-        asset.window
-        if verdict.reason in ("confidence", "no_price")
-        else next_window(asset.window, price, cfg)
-    )
-    if verdict.reanchored:
-        twap = price
-    elif verdict.accepted:
-        twap = update_twap(asset.twap, asset.twap_ms, price, tx.ts, cfg.twap_window_ms)
-    else:
-        twap = asset.twap
+    verdict, twap, window = advance(obs, asset.twap, asset.twap_ms, asset.window, cfg)
     tx.emit(
         "price",
         {

@@ -1,67 +1,177 @@
 """Formal verification of the liquidation rules and the multiplier policy (``make verify``).
 
-Runs, with a time budget per function:
+Runs, each child process under a CPU-time cap so that no function can hold the run:
 
-1. **CrossHair** on every PEP 316 contract of ``liquidation/rules`` (and, in the long run,
-   ``MultiplierPolicy.step``): symbolic execution of the code itself; any counterexample,
-   unexpected exception or contract that does not compile fails the run.
+1. **CrossHair** on every PEP 316 contract of ``liquidation/rules`` (and ``MultiplierPolicy.step``
+   in the long run): symbolic execution of the code itself. The long run checks one function
+   per process and reports each one as
+
+   * ``verified``: CrossHair explored every path (``Confirmed over all paths``);
+   * ``no counterexample``: none found within the per-condition budget;
+   * ``budget cap``: the process hit its CPU cap (a solver call that did not return); no
+     counterexample was found before;
+   * ``COUNTEREXAMPLE``: a contract is false (or raised) on the input shown: the run fails.
+
+   Then the guard's bounded liveness at its documented parameters
+   (``tests/verification/guard_liveness.py``, CrossHair ``asserts`` mode).
 2. **z3** proofs of ``MultiplierPolicy.step``'s contract, with the encoding tested against
    the code (``tests/verification/test_policy_verification.py``).
 3. **hypothesis-crosshair**: selected existing property tests with the symbolic backend.
-4. **Run-time contracts**: the whole liquidation suite (the seeded fuzzer included) with every
-   contract checked on every call.
+4. **Run-time contracts**: the rules' and the policy's tests, the regressions and the seeded
+   fuzzer with every contract checked on every call.
 
 ``--budget short`` is what CI runs inside ``make test`` (``tests/verification``); ``long`` is
-``make verify``. Prints one line per step and exits non-zero on any failure.
+``make verify``. The worst case is the sum of the caps (printed first); exits 1 on any
+counterexample or failing step, 0 otherwise.
 
 Example
 -------
-``python scripts/verify.py --budget long``
+``python scripts/verify.py --budget long --jobs 2``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from liquidation.rules import CONTRACTED_MODULES as RULE_MODULES
-
 PROJECT = Path(__file__).resolve().parents[1]
+if str(PROJECT) not in sys.path:  # run as a script: the project's packages are importable
+    sys.path.insert(0, str(PROJECT))
+
+from liquidation.rules import CONTRACTED_MODULES as RULE_MODULES  # noqa: E402
+
 POLICY_STEP = "serving.policy.MultiplierPolicy.step"
-#: Per budget: CrossHair seconds per condition and per path, z3 ms per proof, symbolic
-#: examples per property test.
+LIVENESS = "tests.verification.guard_liveness"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """CrossHair CPU seconds per condition and per path, the CPU cap of one CrossHair process,
+    the z3 budget per proof, symbolic examples per property test, and the CPU cap of each
+    pytest step."""
+
+    condition_s: float
+    path_s: float
+    function_cap_s: int
+    z3_ms: int
+    examples: int
+    step_cap_s: int
+
+
 BUDGETS = {
-    "short": {"condition_s": 2, "path_s": 1, "z3_ms": 120_000, "examples": 12},
-    "long": {"condition_s": 60, "path_s": 10, "z3_ms": 900_000, "examples": 200},
-}
+    "short": Budget(condition_s=2, path_s=1, function_cap_s=600, z3_ms=120_000, examples=12,
+                    step_cap_s=900),
+    "long": Budget(condition_s=15, path_s=5, function_cap_s=30, z3_ms=240_000, examples=40,
+                   step_cap_s=420),
+}  # fmt: skip
 
 
 def crosshair_targets(budget: str) -> list[str]:
-    """Dotted names CrossHair checks: every rules module, and ``step`` in the long run."""
+    """Modules CrossHair checks in one process in the short run (CI)."""
     targets = [f"liquidation.rules.{module}" for module in RULE_MODULES]
     return [*targets, POLICY_STEP] if budget == "long" else targets
 
 
-def crosshair_command(targets: list[str], condition_s: float, path_s: float) -> list[str]:
+def contracted_functions() -> list[str]:
+    """Dotted name of every contracted public scalar rule, and of ``MultiplierPolicy.step``."""
+    from tests.verification.runtime_contracts import contracted_rules
+
+    rules = [f"{module.__name__}.{name}" for module, name in contracted_rules()]
+    return [*rules, POLICY_STEP]
+
+
+def crosshair_command(
+    targets: list[str], condition_s: float, path_s: float, kind: str = "PEP316"
+) -> list[str]:
     """The ``crosshair check`` command line for ``targets``."""
     return [
         sys.executable,
         "-m",
         "crosshair",
         "check",
-        "--analysis_kind=PEP316",
+        f"--analysis_kind={kind}",
         f"--per_condition_timeout={condition_s}",
         f"--per_path_timeout={path_s}",
+        "--report_all",
         *targets,
     ]
 
 
-def run_crosshair(targets: list[str], condition_s: float, path_s: float) -> list[str]:
-    """Run CrossHair; return its findings (one line each; empty means none found).
+def _cpu_cap(seconds: int) -> Callable[[], None]:
+    """A ``preexec_fn`` limiting the child's CPU time (SIGXCPU, then SIGKILL 5 s later)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 5))
+
+    return limit
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(PROJECT)}
+
+
+@dataclass(frozen=True)
+class CrosshairResult:
+    """Outcome of one CrossHair process: status, findings (error lines), CPU seconds."""
+
+    target: str
+    status: str
+    findings: tuple[str, ...]
+    cpu_s: float
+
+
+def _classify(returncode: int, stdout: str, stderr: str) -> tuple[str, tuple[str, ...]]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    errors = tuple(line for line in lines if ": error:" in line)
+    if errors:
+        return "COUNTEREXAMPLE", errors
+    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return "budget cap", ()
+    if returncode != 0:
+        return "CRASH", (f"crosshair exited {returncode}: {stderr[-1500:]}",)
+    infos = [line for line in lines if ": info:" in line]
+    if infos and all("Confirmed over all paths" in line for line in infos):
+        return "verified", ()
+    return "no counterexample", ()
+
+
+def check_one(target: str, budget: Budget, kind: str = "PEP316") -> CrosshairResult:
+    """Run CrossHair on one target under the CPU cap of ``budget``; its own CPU time is read
+    from ``wait4`` (exact even with several children at once)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(
+            crosshair_command([target], budget.condition_s, budget.path_s, kind),
+            cwd=PROJECT,
+            stdout=out,
+            stderr=err,
+            text=True,
+            env=_child_env(),
+            preexec_fn=_cpu_cap(budget.function_cap_s),
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    status_text, findings = _classify(child.returncode, stdout, stderr)
+    return CrosshairResult(target, status_text, findings, usage.ru_utime + usage.ru_stime)
+
+
+def run_crosshair(
+    targets: list[str], condition_s: float, path_s: float, kind: str = "PEP316"
+) -> list[str]:
+    """Run CrossHair once over ``targets``; return its findings (empty means none found).
 
     Raises
     ------
@@ -69,81 +179,147 @@ def run_crosshair(targets: list[str], condition_s: float, path_s: float) -> list
         If CrossHair itself fails without reporting a finding (a crash, a bad target).
     """
     result = subprocess.run(
-        crosshair_command(targets, condition_s, path_s),
+        crosshair_command(targets, condition_s, path_s, kind),
         cwd=PROJECT,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+        env=_child_env(),
     )
-    findings = [line for line in result.stdout.splitlines() if line.strip()]
-    if result.returncode not in (0, 1) or (result.returncode == 1 and not findings):
-        raise RuntimeError(f"crosshair failed ({result.returncode}): {result.stderr[-2000:]}")
-    return findings
+    status, findings = _classify(result.returncode, result.stdout, result.stderr)
+    if status == "CRASH":
+        raise RuntimeError(findings[0])
+    return list(findings)
 
 
-def _pytest(args: list[str], env: dict[str, str]) -> int:
+def liveness_targets() -> list[str]:
+    """The guard-liveness claims and the input boundary's (CrossHair ``asserts`` mode)."""
+    return [
+        f"{LIVENESS}.steady_feed_clears",
+        f"{LIVENESS}.steady_feed_with_confidence_clears",
+        "tests.verification.input_boundary.only_integer_prices_pass",
+    ]
+
+
+def _pytest(args: list[str], env: dict[str, str], cap_s: int) -> int:
+    """Run pytest under a CPU cap; its exit code (negative: killed by the cap)."""
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=PROJECT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT), **env},
+        env={**_child_env(), **env},
+        preexec_fn=_cpu_cap(cap_s),
     ).returncode
+
+
+def _capped(code: int) -> str:
+    """Detail for a pytest step killed by its CPU cap (an incomplete step fails the run)."""
+    return "(killed by its CPU cap: incomplete)" if code < 0 else ""
+
+
+STEPS = ("crosshair", "liveness", "z3", "symbolic", "contracts")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="long")
+    parser.add_argument("--jobs", type=int, default=2, help="CrossHair processes at once")
     parser.add_argument(
-        "--step",
-        action="append",
-        choices=["crosshair", "z3", "symbolic", "contracts"],
-        help="run only these steps (repeatable); default: all",
+        "--step", action="append", choices=STEPS, help="run only these steps (repeatable)"
+    )
+    parser.add_argument(
+        "--only", help="CrossHair: only functions whose dotted name matches this regex"
     )
     args = parser.parse_args(argv)
     budget = BUDGETS[args.budget]
-    steps = args.step or ["crosshair", "z3", "symbolic", "contracts"]
+    steps = args.step or list(STEPS)
     failed: list[str] = []
+    functions = contracted_functions() if args.budget == "long" else []
+    if args.only:
+        functions = [f for f in functions if re.search(args.only, f)]
+    n_cross = len(functions) + len(liveness_targets())
+    worst = n_cross * budget.function_cap_s / max(1, args.jobs) + 3 * budget.step_cap_s
+    print(
+        f"[verify] budget {args.budget}: CrossHair {budget.condition_s} s per condition, "
+        f"cap {budget.function_cap_s} s CPU per function; z3 {budget.z3_ms // 1000} s per proof; "
+        f"{budget.examples} symbolic examples; cap {budget.step_cap_s} s CPU per pytest step; "
+        f"worst case ~{worst / 60:.0f} min on {args.jobs} free cores",
+        flush=True,
+    )
+    run_started = time.time()
 
     def report(step: str, ok: bool, started: float, detail: str = "") -> None:
-        print(
-            f"[verify] {step}: {'ok' if ok else 'FAILED'} in {time.time() - started:.0f} s {detail}"
-        )
+        status = "ok" if ok else "FAILED"
+        print(f"[verify] {step}: {status} in {time.time() - started:.0f} s {detail}", flush=True)
         if not ok:
             failed.append(step)
 
+    def check_all(targets: list[str], kind: str) -> list[CrosshairResult]:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            results = []
+            for result in pool.map(lambda t: check_one(t, budget, kind), targets):
+                print(
+                    f"  {result.status:<18} {result.cpu_s:6.0f} s CPU  {result.target}", flush=True
+                )
+                for line in result.findings:
+                    print(f"      {line}", flush=True)
+                results.append(result)
+        return results
+
     if "crosshair" in steps:
         started = time.time()
-        targets = crosshair_targets(args.budget)
-        findings = run_crosshair(targets, budget["condition_s"], budget["path_s"])
-        for line in findings:
-            print(f"  {line}")
-        report("crosshair", not findings, started, f"({len(targets)} targets)")
+        if args.budget == "long":
+            results = check_all(functions, "PEP316")
+            bad = [r for r in results if r.status in ("COUNTEREXAMPLE", "CRASH")]
+            counts = {
+                s: sum(r.status == s for r in results) for s in sorted({r.status for r in results})
+            }
+            report("crosshair", not bad, started, f"({len(results)} functions: {counts})")
+        else:
+            targets = crosshair_targets(args.budget)
+            findings = run_crosshair(targets, budget.condition_s, budget.path_s)
+            for line in findings:
+                print(f"  {line}")
+            report("crosshair", not findings, started, f"({len(targets)} modules)")
+    if "liveness" in steps:
+        started = time.time()
+        results = check_all(liveness_targets(), "asserts")
+        bad = [r for r in results if r.status in ("COUNTEREXAMPLE", "CRASH")]
+        report("guard liveness, input boundary (CrossHair asserts)", not bad, started)
     if "z3" in steps:
         started = time.time()
         code = _pytest(
             ["tests/verification/test_policy_verification.py"],
-            {"DYNAMARGIN_VERIFY_Z3_TIMEOUT_MS": str(budget["z3_ms"])},
+            {"DYNAMARGIN_VERIFY_Z3_TIMEOUT_MS": str(budget.z3_ms)},
+            budget.step_cap_s,
         )
-        report("z3", code == 0, started)
+        report("z3", code == 0, started, _capped(code))
     if "symbolic" in steps:
         started = time.time()
         code = _pytest(
             ["tests/verification/test_symbolic_properties.py"],
-            {"DYNAMARGIN_VERIFY_SYMBOLIC_EXAMPLES": str(budget["examples"])},
+            {"DYNAMARGIN_VERIFY_SYMBOLIC_EXAMPLES": str(budget.examples)},
+            budget.step_cap_s,
         )
-        report("hypothesis-crosshair", code == 0, started)
+        report("hypothesis-crosshair", code == 0, started, _capped(code))
     if "contracts" in steps:
         started = time.time()
         code = _pytest(
             [
                 "-p",
                 "tests.verification.contract_plugin",
-                "tests/liquidation",
+                "tests/liquidation/test_rules.py",
+                "tests/liquidation/test_liquidation_regressions.py",
+                "tests/liquidation/test_liquidation_units.py",
+                "tests/liquidation/test_liquidation_fuzz.py",
+                "tests/liquidation/test_replay_engine_equivalence.py",
                 "tests/serving/test_policy.py",
             ],
             {},
+            budget.step_cap_s,
         )
-        report("run-time contracts", code == 0, started)
-    print(f"[verify] {'FAILED: ' + ', '.join(failed) if failed else 'all steps passed'}")
+        report("run-time contracts", code == 0, started, _capped(code))
+    total = time.time() - run_started
+    verdict = "FAILED: " + ", ".join(failed) if failed else "all steps passed"
+    print(f"[verify] {verdict} in {total / 60:.1f} min", flush=True)
     return 1 if failed else 0
 
 

@@ -95,8 +95,11 @@ def allocate(
     Notes
     -----
     Post: ``sum(lots) == quantity`` if the candidates hold enough lots; each fill's lots
-    ``<=`` its candidate's position; each concession ``<=`` the candidate's profit on the
-    lots taken (floored) and ``<=`` its equity; concessions sum to ``deficit - unabsorbed``.
+    ``<=`` its candidate's position; each concession, *plus the room left for the engine's
+    exact settlement*, ``<=`` the candidate's profit on the lots taken (floored) and ``<=``
+    its equity; concessions sum to ``deficit - unabsorbed``. Waterfall order: something is
+    left unabsorbed (for the caller to socialize) only if every counterparty that took lots
+    has given all it can on them (no room left).
 
     Contract (PEP 316; CrossHair and tests/verification check it):
 
@@ -106,7 +109,9 @@ def allocate(
     post: 0 <= __return__[1] <= deficit
     post: sum(f.concession for f in __return__[0]) == deficit - __return__[1]
     post: all(f.lots > 0 and f.concession >= 0 for f in __return__[0])
-    post: all(sum(f.concession for f in __return__[0] if f.bucket == c.bucket) <= max(0, min(c.upnl, c.equity)) for c in candidates)
+    post: all(sum(f.concession + f.room for f in __return__[0] if f.bucket == c.bucket) <= max(0, min(c.upnl, c.equity)) for c in candidates)
+    post: all(f.room >= 0 for f in __return__[0])
+    post: __return__[1] == 0 or all(f.room == 0 for f in __return__[0])
     post: all(sum(f.lots for f in __return__[0] if f.bucket == c.bucket) <= abs(c.lots) for c in candidates)
     post: sum(f.lots for f in __return__[0]) == min(quantity, sum(abs(c.lots) for c in candidates))
     """  # noqa: E501

@@ -122,6 +122,90 @@ def check_observation(
     return GuardVerdict(False, "deviation", detail)
 
 
+def advance(
+    obs: PriceObservation,
+    twap: int | None,
+    twap_ms: int | None,
+    window: tuple[int, ...],
+    config: OracleGuardConfig,
+) -> tuple[GuardVerdict, int | None, tuple[int, ...]]:
+    """The guard's state after one print: ``(verdict, twap, window)``.
+
+    The verdict is :func:`check_observation`'s. Every print that passes the confidence check
+    joins the re-anchoring window, *accepted or not* (a rejected print is what a genuine move
+    looks like before it is confirmed); a re-anchoring print resets the TWAP to itself, an
+    accepted one moves it (:func:`update_twap`), a rejected one leaves it.
+
+    Contract (PEP 316; CrossHair and tests/verification check it). The last line is the
+    inductive step of the liveness bound (see :func:`feed`):
+
+    pre: obs.confidence >= 0 and (twap is None or twap > 0)
+    pre: (obs.reference is None or obs.reference > 0) and all(p > 0 for p in window)
+    pre: config.reanchor_prints >= 1 and config.twap_window_ms > 0
+    post: __return__[2] == (next_window(window, obs.price, config) if _passes_confidence(obs, config) else window)
+    post: (__return__[1] == obs.price) if __return__[0].reanchored else (__return__[0].accepted or __return__[1] == twap)
+    post: __return__[1] is None or __return__[1] > 0
+    post: not (obs.reference is None and _passes_confidence(obs, config) and _completes_run(obs, window, config)) or __return__[0].accepted
+    """  # noqa: E501
+    verdict = check_observation(obs, twap, window, config)
+    if verdict.reason not in ("confidence", "no_price"):
+        window = next_window(window, obs.price, config)
+    if verdict.reanchored:
+        twap = obs.price
+    elif verdict.accepted:
+        twap = update_twap(twap, twap_ms, obs.price, obs.ts_ms, config.twap_window_ms)
+    return verdict, twap, window
+
+
+def feed(
+    prints: tuple[PriceObservation, ...],
+    twap: int | None,
+    twap_ms: int | None,
+    window: tuple[int, ...],
+    config: OracleGuardConfig,
+) -> tuple[GuardVerdict, ...]:
+    """The verdicts of a sequence of prints from a given guard state (:func:`advance` folded).
+
+    **Bounded liveness**, the property the guard deadlock broke: whatever the state (TWAP,
+    window), if the last ``N = reanchor_prints`` prints carry no reference, pass the confidence
+    check and stay within the band ``x = reanchor_band`` (``max <= (1 + x) * min``), the last
+    print is accepted, so the guard clears at the N-th print of a steady feed.
+
+    Contract (PEP 316; CrossHair and tests/verification check it):
+
+    pre: twap is None or twap > 0
+    pre: all(p > 0 for p in window) and config.reanchor_prints >= 1 and config.twap_window_ms > 0
+    pre: all(o.confidence >= 0 and (o.reference is None or o.reference > 0) for o in prints)
+    post: len(__return__) == len(prints)
+    post: not _steady_tail(prints, config) or __return__[-1].accepted
+    """
+    verdicts = []
+    twap_ms_now = twap_ms
+    for obs in prints:
+        verdict, new_twap, window = advance(obs, twap, twap_ms_now, window, config)
+        if verdict.accepted:  # the engine stamps the TWAP with accepted prints only
+            twap_ms_now = obs.ts_ms
+        twap = new_twap
+        verdicts.append(verdict)
+    return tuple(verdicts)
+
+
+def _passes_confidence(obs: PriceObservation, config: OracleGuardConfig) -> bool:
+    """True if the print has a positive price and a narrow enough confidence band."""
+    return obs.price > 0 and obs.confidence / obs.price <= config.max_confidence_ratio
+
+
+def _steady_tail(prints: tuple[PriceObservation, ...], config: OracleGuardConfig) -> bool:
+    """True if the last ``reanchor_prints`` prints have no reference, pass the confidence
+    check and lie within ``reanchor_band`` (the premise of the liveness bound)."""
+    tail = prints[-config.reanchor_prints :]
+    return (
+        len(prints) >= config.reanchor_prints
+        and all(o.reference is None and _passes_confidence(o, config) for o in tail)
+        and consistent(tuple(o.price for o in tail), config.reanchor_band)
+    )
+
+
 def next_window(window: tuple[int, ...], price: int, config: OracleGuardConfig) -> tuple[int, ...]:
     """The last ``reanchor_prints`` confidence-passing prints after ``price`` joins them.
 

@@ -68,9 +68,13 @@ def fund_available(fund: int, cap_per_event_usd: float) -> int:
 def fund_cover(debt: int, available_left: int) -> int:
     """What the fund pays of ``debt`` with ``available_left`` of its cap for this event.
 
+    Waterfall order: what the fund does not pay (``debt - cover``, which the engine socializes)
+    is positive only if the fund paid all it may for the event (the last post line).
+
     Contract (PEP 316; CrossHair and tests/verification check it):
 
     pre: available_left >= 0
     post: 0 <= __return__ <= available_left and __return__ <= max(0, debt)
+    post: __return__ == max(0, debt) or __return__ == available_left
     """
     return max(0, min(debt, available_left))

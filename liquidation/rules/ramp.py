@@ -183,6 +183,8 @@ def retarget(
 
     pre: ts_ms >= state.changed_ms and ramp_ms >= 0 and max_classes >= 3
     pre: state.base_from > 0 and state.target > 0 and target > 0
+    pre: _well_formed(state)
+    post: _well_formed(__return__)
     post: target != state.target or __return__ is state
     post: __return__.target == target and multiplier(__return__, ts_ms, ts_ms, ramp_ms) == target
     post: all(min(target, multiplier(state, s, ts_ms, ramp_ms)) <= multiplier(__return__, s, ts_ms, ramp_ms) <= max(target, multiplier(state, s, ts_ms, ramp_ms)) for s in _probes(state, ts_ms) + _probes(__return__, ts_ms))
@@ -233,7 +235,7 @@ def at_time(
     Contract (PEP 316; CrossHair and tests/verification check it):
 
     pre: ts_ms >= state.changed_ms and ramp_ms >= 0 and max_classes >= 3
-    pre: state.base_from > 0 and state.target > 0
+    pre: state.base_from > 0 and state.target > 0 and _well_formed(state)
     post: __return__.target >= state.target
     post: all(multiplier(__return__, s, ts_ms, ramp_ms) >= multiplier(state, s, ts_ms, ramp_ms) for s in _probes(state, ts_ms) + _probes(__return__, ts_ms))
     """  # noqa: E501
@@ -247,6 +249,24 @@ def at_time(
 
 
 _MIN_SINCE = -(2**63)
+
+
+def _well_formed(state: RampState) -> bool:
+    """The invariant of every state :meth:`RampState.start` and :func:`retarget` build (so of
+    every state the engine holds): the base starts no later than the last change and lies in
+    ``(0, target]``; the floors are strictly ascending in both time and level, every ``since``
+    before the last change, every level in ``(base_from, target]``. :func:`retarget`'s
+    contract requires it and proves it is kept (the contracts assume reachable states)."""
+    since = [s for s, _ in state.floors]
+    levels = [f for _, f in state.floors]
+    return (
+        state.base_start_ms <= state.changed_ms
+        and 0 < state.base_from <= state.target
+        and all(since[i] < since[i + 1] for i in range(len(since) - 1))
+        and all(levels[i] < levels[i + 1] for i in range(len(levels) - 1))
+        and all(s < state.changed_ms for s in since)
+        and all(state.base_from < f <= state.target for f in levels)
+    )
 
 
 def _probes(state: RampState, ts_ms: int) -> tuple[int, ...]:
