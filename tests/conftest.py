@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="dynamargin-test-prefect-"))
+
+# No per-example deadline: Hypothesis's 200 ms default is a timing assert, which a loaded
+# 2-core CI machine trips on correct code (a ramp property did once). Speed lives in benchmarks.
+settings.register_profile("dynamargin", deadline=None)
+settings.load_profile("dynamargin")
 
 
 def shared_data_root() -> Path:
