@@ -11,7 +11,7 @@ DATA ?=
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench bench-dask-big fuzz fuzz-engine fuzz-api fuzz-steward vectors verify verify-mutants lint clean
+.PHONY: install demo test bench bench-dask-big calibrate-book fuzz fuzz-engine fuzz-api fuzz-steward vectors verify verify-mutants lint clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -38,6 +38,12 @@ bench: install
 # 10 assets x 3.5 years, local runner against a 2-process Dask LocalCluster, results compared.
 bench-dask-big: install
 	nice -n 10 $(PY) benchmarks/bench_dask_replay.py --traders 1000000 --seeds 2 --days 1300
+
+# The book's calibration table (#19 item 4): the range baseline and the simulated-vs-real
+# daily liquidations per asset, fit 2021-05..2022-12 and test 2023-01..2025-06 (~8 min).
+# CI checks the figures' definitions and the fit/test split in tests/liquidation/test_book_*.
+calibrate-book: install
+	nice -n 15 $(PY) scripts/calibrate_book.py --simulate legacy/wick/off --simulate market/bridge/off --traders 30000
 
 # The long fuzz runs; CI runs a short version of each inside `make test`.
 fuzz: fuzz-engine fuzz-api fuzz-steward
