@@ -342,7 +342,9 @@ def options_account(options, perps, collateral) -> Engine | None:
     try:
         for symbol, units in perps:
             lots = round(units * scale[symbol] * 1e8)
-            if lots:
+            # A leg below the venue's minimum order is refused as dust (InputError): no leg.
+            notional_usd = abs(lots) / 1e8 * PRICE_START[symbol] / MICRO
+            if notional_usd >= engine.config.fees.min_order_notional_usd:
                 engine.trade("alice", symbol, lots, ts=0)
         for symbol, moneyness, days, call, units, long in options:
             strike = round(PRICE_START[symbol] * moneyness)
