@@ -62,7 +62,10 @@ def fund_available(fund: int, cap_per_event_usd: float) -> int:
     pre: fund >= 0 and 0 <= cap_per_event_usd < math.inf
     post: 0 <= __return__ <= fund and __return__ <= cap_per_event_usd * MICRO
     """
-    return min(fund, math.floor(cap_per_event_usd * MICRO))
+    cap = cap_per_event_usd * MICRO
+    # A finite cap above ~1.8e302 USD overflows to inf in micro-USD (found by CrossHair):
+    # any cap at or above the fund leaves the whole fund available, with no float to int.
+    return fund if cap >= fund else math.floor(cap)
 
 
 def fund_cover(debt: int, available_left: int) -> int:
