@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from liquidation import circuit_breaker as breaker
 from liquidation import inputs
 from liquidation.accounts import Bucket, bucket_id
 from liquidation.admission import (
@@ -330,7 +331,10 @@ class Engine:
                     "reference",
                     {"asset": symbol, "feed": feed, "price": quote, "observed_ms": tx.ts},
                 )
+            breaker.plan_resumes(tx, [symbol])
             verdict = plan_print(tx, symbol, price, confidence)
+            if verdict.accepted:
+                breaker.plan_print(tx, symbol, price)  # the band, then the halt window
             plan_escalation(tx, symbol)
             return verdict
 
@@ -402,6 +406,7 @@ class Engine:
         def build(tx: Transaction) -> None:
             for symbol in self.config.symbols:
                 plan_escalation(tx, symbol)
+            breaker.plan_resumes(tx)
             if tx.ts > tx.state.clock_ms:
                 tx.emit("clock", {})
 
@@ -543,7 +548,16 @@ class Engine:
             inputs.price(price, f"{symbol} trade price")
 
         order = Order(account, symbol, dq, maker, isolated, margin, price)
-        self._run(ts, key, lambda tx: plan_trade(tx, order))
+
+        def build(tx: Transaction) -> None:
+            if tx.config.breaker is not None:
+                taker = tx.state.peek_bucket(bucket_id(account, symbol if isolated else None))
+                held = taker.positions[symbol].lots if taker and symbol in taker.positions else 0
+                if not (held and (held > 0) != (dq > 0) and abs(dq) <= abs(held)):
+                    breaker.require_open(tx, symbol, f"trade of {dq} lots of {symbol}")
+            plan_trade(tx, order)
+
+        self._run(ts, key, build)
 
     def close(
         self,
@@ -610,7 +624,47 @@ class Engine:
     ) -> LiquidationReport:
         """Run one waterfall step on ``bucket`` (see :mod:`liquidation.waterfall`)."""
         inputs.name(keeper, "keeper")
-        return self._run(ts, key, lambda tx: liquidate(tx, bucket, keeper))
+
+        def build(tx: Transaction) -> LiquidationReport:
+            counted = self._breaker_gate(tx, bucket)
+            report = liquidate(tx, bucket, keeper)
+            breaker.plan_catch_up(tx, bucket, counted)
+            return report
+
+        return self._run(ts, key, build)
+
+    def _breaker_gate(self, tx: Transaction, bucket: str) -> list[str]:
+        """Refuse a liquidation of ``bucket`` during a halt of an asset it holds (perpetual
+        or option underlying) or beyond the catch-up budget; the assets to count against."""
+        found = tx.state.peek_bucket(bucket) if tx.config.breaker is not None else None
+        if found is None:
+            return []
+        series = tx.state.options.series
+        assets = set(found.positions) | {series[n].underlying for n in found.options}
+        return breaker.require_liquidation_budget(tx, bucket, assets)
+
+    def halted(self, asset: str, ts: int | None = None) -> bool:
+        """True while ``asset`` is in a volatility halt at ``ts`` (default: engine clock)."""
+        symbol = self.config.asset(asset).symbol
+        state = self.state.breakers.get(symbol)
+        return state is not None and state.halted(self._ts(ts))
+
+    def breaker_status(self, ts: int | None = None) -> dict[str, dict[str, Any]]:
+        """Per asset with a breaker state: halted, until when, and the catch-up budget."""
+        cfg = self.config.breaker
+        at = self._ts(ts)
+        if cfg is None:
+            return {}
+        out = {}
+        for symbol, state in sorted(self.state.breakers.items()):
+            budget = state.budget(at, cfg)
+            out[symbol] = {
+                "halted": state.halted(at),
+                "halted_until": state.halted_until if state.halted(at) else None,
+                "catch_up_budget": None if math.isinf(budget) else int(budget),
+                "reference_price": state.last,
+            }
+        return out
 
     def scan(self, ts: int | None = None) -> ScanResult:
         """Vectorised health scan of every bucket at the engine's prices at ``ts``.
@@ -675,8 +729,8 @@ class Engine:
                 continue
             try:
                 reports.append(self.liquidate(bid, keeper=keeper, ts=ts))
-            except (NotLiquidatableError, RateLimitedError):
-                continue  # healthy after an earlier step, or in its cooldown: a later pass
+            except (NotLiquidatableError, RateLimitedError, breaker.HaltedError):
+                continue  # healthy after an earlier step, in its cooldown or halted: later
         return reports
 
     # -- options ---------------------------------------------------------------------------------
@@ -761,6 +815,14 @@ class Engine:
                 raise InputError(f"{name} has expired (at {series.expiry_ms}); no trading")
             view = tx.view()
             require_priced(view, series.underlying, f"trade {name}")
+            if tx.config.breaker is not None:
+                for account, signed in ((buyer, lots), (maker, -lots)):
+                    if account == self.config.vault:
+                        continue  # the market maker: the other side decides
+                    book = tx.state.peek_bucket(account)
+                    held = book.options.get(name, 0) if book is not None else 0
+                    if not (held and (held > 0) != (signed > 0) and abs(signed) <= abs(held)):
+                        breaker.require_open(tx, series.underlying, f"option trade of {name}")
             before = {}
             for account in (buyer, maker):
                 self._require_bucket(tx, account)
@@ -844,7 +906,15 @@ class Engine:
         """
         inputs.name(account, "account")
         inputs.name(keeper, "keeper")
-        return self._run(ts, key, lambda tx: deleverage_greeks(tx, account, keeper))
+
+        def build(tx: Transaction) -> list[ExecutedStep]:
+            counted = self._breaker_gate(tx, account)
+            steps = deleverage_greeks(tx, account, keeper)
+            if steps:
+                breaker.plan_catch_up(tx, account, counted)
+            return steps
+
+        return self._run(ts, key, build)
 
     def close_options(self, account: str, *, ts: int, key: str | None = None) -> None:
         """Close every option position of ``account`` against the vault at the close-out
