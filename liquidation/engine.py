@@ -690,7 +690,11 @@ class Engine:
 
         built = self._option_book(rows)
         equity, maintenance, flagged = engine_scan(
-            option_view(view), rows, built, book, exact=detail  # type: ignore[arg-type]
+            option_view(view),
+            rows,
+            built,
+            book,  # type: ignore[arg-type]
+            exact=detail,
         )
         held = rows.holder_index
         perps = result.liquidatable[~np.isin(result.liquidatable, held)]
@@ -1028,9 +1032,10 @@ class Engine:
                 factor = max(0.0, 1.0 + direction * k_sigma * float(margin.sigma[i]))
                 price = min(MAX_PRICE, max(1, round(m.price * factor)))
                 shocked = with_asset(shocked, symbol, replace(m, price=price))
-            extra[direction] = sum(
-                max(0, -bucket_equity(self.state.buckets[b], shocked)) for b in rows.holders
-            ) / 1e6
+            extra[direction] = (
+                sum(max(0, -bucket_equity(self.state.buckets[b], shocked)) for b in rows.holders)
+                / 1e6
+            )
         return book_stressed_loss(
             self.state.book,  # type: ignore[arg-type]
             margin,
