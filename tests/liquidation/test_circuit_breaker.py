@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from liquidation.circuit_breaker import (
     MINUTE_MS,
@@ -18,7 +20,7 @@ from liquidation.circuit_breaker import (
 )
 from liquidation.config import AssetConfig, EngineConfig, OracleGuardConfig
 from liquidation.engine import Engine
-from liquidation.errors import ConfigError, RateLimitedError
+from liquidation.errors import ConfigError, LiquidationCoreError, RateLimitedError
 from liquidation.events import SQLiteEventStore
 from liquidation.money import MICRO, qty, usd
 from tests.liquidation.liq_builders import snapshot
@@ -289,3 +291,71 @@ def test_close_out_slippage_follows_the_snapshots_liquidity_metrics():
         )
         fills[spread] = crash - fill.data["price"]  # a long sells below the mark
     assert 0 < fills[2.0] < fills[40.0]
+
+
+# -- property: random prints, trades and keeper passes through an engine with a breaker ------
+steps = st.lists(
+    st.tuples(
+        st.integers(1, 40 * MINUTE_MS),  # time to the next command
+        st.sampled_from(["print", "print", "keeper", "keeper", "trade"]),
+        st.integers(-20, 20).map(lambda pct: pct / 100),  # a print's move, beyond the band too
+        st.integers(0, 5),  # trader of a trade
+    ),
+    min_size=10,
+    max_size=50,
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+def test_random_sessions_never_liquidate_or_add_risk_inside_a_halt(session):
+    config = CircuitBreakerConfig(catch_up_per_minute=2, catch_up_ms=10 * MINUTE_MS)
+    engine = Engine(
+        EngineConfig(
+            assets=(AssetConfig("BTCUSDT"),),
+            oracle=OracleGuardConfig(heartbeat_ms=2 * HOUR_MS),
+            breaker=config,
+        )
+    )
+    p = 50_000 * MICRO
+    engine.apply_snapshot(snapshot("BTCUSDT", 1, 1.0, valid_ms=10**9, sigma=0.03), ts=0)
+    engine.update_price("BTCUSDT", p, ts=0, reference=p)
+    engine.deposit("vault", usd("100000000"), ts=0)
+    for i in range(6):
+        engine.deposit(f"t{i}", usd("3500"), ts=0)  # 14x: liquidated ~4% against it
+        engine.trade(f"t{i}", "BTCUSDT", qty("1") if i % 2 else -qty("1"), ts=0)
+    ts, refused = 0, 0
+    for gap, kind, move, trader in session:
+        ts += gap
+        if kind == "print":
+            p = max(MICRO, round(p * (1 + move)))
+            engine.update_price("BTCUSDT", p, ts=ts, reference=p)
+        elif kind == "keeper":
+            engine.run_liquidations(keeper="keeper", ts=ts)
+        else:
+            halted = engine.halted("BTCUSDT", ts)
+            bucket = engine.state.buckets[f"t{trader}"]
+            held = bucket.positions["BTCUSDT"].lots if "BTCUSDT" in bucket.positions else 0
+            reduces = held < 0 and qty("0.01") <= -held  # a buy that only cuts a short
+            try:
+                engine.trade(f"t{trader}", "BTCUSDT", qty("0.01"), ts=ts)
+                assert not halted or reduces, "new risk during a halt"
+            except HaltedError:
+                assert halted and not reduces
+                refused += 1
+            except LiquidationCoreError:
+                pass  # margin, dust: refused for other reasons
+    log = list(engine.log)
+    halts = [(e.ts_ms, e.data["until"]) for e in log if e.kind == "breaker_halt"]
+    resumes = [e.data["at"] for e in log if e.kind == "breaker_resume"]
+    liquidations = [e.ts_ms for e in log if e.kind == "liquidation"]
+    assert all(not (start <= at < until) for at in liquidations for start, until in halts)
+    assert resumes == [until for _, until in halts][: len(resumes)]
+    for at in resumes:  # the catch-up after each resumption
+        window = [t for t in liquidations if at <= t < at + config.catch_up_ms]
+        per_minute = Counter(t // MINUTE_MS for t in window)
+        assert max(per_minute.values(), default=0) <= config.catch_up_per_minute
+    event(f"halts: {min(len(halts), 3)}, refused trades: {min(refused, 1)}")
+    event(f"liquidations: {min(len(liquidations), 1)}")
+    assert engine.ledger_discrepancy() == 0
+    assert Engine.replay(log, engine.config).digest() == engine.digest()
