@@ -21,8 +21,9 @@ from liquidation.circuit_breaker import (
 from liquidation.config import AssetConfig, EngineConfig, OracleGuardConfig
 from liquidation.engine import Engine
 from liquidation.errors import ConfigError, LiquidationCoreError, RateLimitedError
-from liquidation.events import SQLiteEventStore
+from liquidation.events import SQLiteEventStore, split_commands
 from liquidation.money import MICRO, qty, usd
+from liquidation.state import apply_command, state_digest
 from tests.liquidation.liq_builders import snapshot
 
 HOUR = pd.Timedelta(hours=1)
@@ -359,3 +360,43 @@ def test_random_sessions_never_liquidate_or_add_risk_inside_a_halt(session):
     event(f"liquidations: {min(len(liquidations), 1)}")
     assert engine.ledger_discrepancy() == 0
     assert Engine.replay(log, engine.config).digest() == engine.digest()
+
+
+def test_a_torn_breaker_command_never_takes_effect(tmp_path):
+    """Cut the log inside every multi-event command that carries breaker events (the halting
+    print; each liquidation counting the catch-up): the replay
+    is the state after the last whole command, and a restart from a torn SQLite store closes
+    the command with an ``abort``."""
+    engine = synthetic_halt()
+    engine.run_liquidations(keeper="keeper", ts=60_000 + HOUR_MS)
+    log = list(engine.log)
+    commands, torn = split_commands(log)
+    assert torn == []
+    digests, folded = [], Engine(engine.config)
+    for command in commands:
+        apply_command(folded.state, command)
+        digests.append(folded.digest())
+    cut_inside = [
+        i
+        for i, command in enumerate(commands)
+        if len(command) > 1 and any(e.kind.startswith("breaker_") for e in command)
+    ]
+    kinds = {e.kind for i in cut_inside for e in commands[i]}
+    assert {"breaker_halt", "breaker_catch_up"} <= kinds  # the resumption is a one-event tick
+    for i in cut_inside:
+        start = commands[i][0].seq
+        for cut in range(1, len(commands[i])):
+            replayed = Engine.replay(log[: start + cut], engine.config)
+            assert replayed.torn_tail and replayed.digest() == digests[i - 1]
+    # Through the store: the halting print torn after its first event.
+    halting = next(i for i in cut_inside if any(e.kind == "breaker_halt" for e in commands[i]))
+    path = tmp_path / "torn.db"
+    with SQLiteEventStore(path) as store:
+        store.append(log[: commands[halting][0].seq + 1])
+    with SQLiteEventStore(path) as store:
+        resumed = Engine.resume(store, engine.config)
+        assert list(resumed.log)[-1].kind == "abort"
+        assert not resumed.halted("BTCUSDT", 60_000)
+        assert state_digest(resumed.state, counters=False) == state_digest(
+            Engine.replay(log[: commands[halting][0].seq], engine.config).state, counters=False
+        )
