@@ -68,6 +68,13 @@ class AccountSpec:
             "at", "account", "collateral", "portfolio", "prices", "positions", "snapshots",
             "accrued_funding",
         }  # fmt: skip
+        if "options" in unknown:
+            raise InputError(
+                "'options': an account description holds perpetual positions only; option "
+                "positions need their listed series and the vol surface of a running engine, "
+                "so their liquidation prices come from that engine "
+                "(liquidation.liquidation_price.liquidation_prices)"
+            )
         if unknown:
             raise InputError(f"unknown fields in the account description: {sorted(unknown)}")
         prices = _mapping(data, "prices")
@@ -282,6 +289,9 @@ def with_parameters_in_force(spec: AccountSpec, venue: InForce) -> tuple[Account
             if corr is None
             else tuple(tuple(corr[i][j] for j in order) for i in order),
         ),
+        # The account is rebuilt by replaying its entries, not a market: a band or a halt
+        # would move the prices it was given. Liquidation prices ignore the breaker.
+        breaker=None,
     )
     return replace(spec, snapshots=documents), config
 

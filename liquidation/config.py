@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from liquidation.circuit_breaker import CircuitBreakerConfig
 from liquidation.errors import ConfigError, UnknownAssetError
 from liquidation.options.config import OptionsConfig
 
@@ -341,6 +342,9 @@ class EngineConfig:
         Most distinct ramp classes kept per asset (8); beyond, the two closest merge upward.
     options : OptionsConfig
         Option portfolio margin and Greek limits (:mod:`liquidation.options`).
+    breaker : CircuitBreakerConfig or None
+        Price bands and volatility halts as engine events (:mod:`liquidation.circuit_breaker`);
+        ``None`` (the default) turns them off.
     """
 
     assets: tuple[AssetConfig, ...]
@@ -355,6 +359,7 @@ class EngineConfig:
     max_funding_rate: float = 0.04
     max_ramp_classes: int = 8
     options: OptionsConfig = field(default_factory=OptionsConfig)
+    breaker: CircuitBreakerConfig | None = None
 
     def __post_init__(self) -> None:
         symbols = [a.symbol for a in self.assets]

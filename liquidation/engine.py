@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from liquidation import circuit_breaker as breaker
 from liquidation import inputs
 from liquidation.accounts import Bucket, bucket_id
 from liquidation.admission import (
@@ -109,6 +110,7 @@ from liquidation.valuation import (
     liquidation_prices,
     market_view,
     option_view,
+    with_asset,
 )
 from liquidation.waterfall import (
     LiquidationReport,
@@ -330,7 +332,10 @@ class Engine:
                     "reference",
                     {"asset": symbol, "feed": feed, "price": quote, "observed_ms": tx.ts},
                 )
+            breaker.plan_resumes(tx, [symbol])
             verdict = plan_print(tx, symbol, price, confidence)
+            if verdict.accepted:
+                breaker.plan_print(tx, symbol, price)  # the band, then the halt window
             plan_escalation(tx, symbol)
             return verdict
 
@@ -402,6 +407,7 @@ class Engine:
         def build(tx: Transaction) -> None:
             for symbol in self.config.symbols:
                 plan_escalation(tx, symbol)
+            breaker.plan_resumes(tx)
             if tx.ts > tx.state.clock_ms:
                 tx.emit("clock", {})
 
@@ -543,7 +549,16 @@ class Engine:
             inputs.price(price, f"{symbol} trade price")
 
         order = Order(account, symbol, dq, maker, isolated, margin, price)
-        self._run(ts, key, lambda tx: plan_trade(tx, order))
+
+        def build(tx: Transaction) -> None:
+            if tx.config.breaker is not None:
+                taker = tx.state.peek_bucket(bucket_id(account, symbol if isolated else None))
+                held = taker.positions[symbol].lots if taker and symbol in taker.positions else 0
+                if not (held and (held > 0) != (dq > 0) and abs(dq) <= abs(held)):
+                    breaker.require_open(tx, symbol, f"trade of {dq} lots of {symbol}")
+            plan_trade(tx, order)
+
+        self._run(ts, key, build)
 
     def close(
         self,
@@ -610,40 +625,98 @@ class Engine:
     ) -> LiquidationReport:
         """Run one waterfall step on ``bucket`` (see :mod:`liquidation.waterfall`)."""
         inputs.name(keeper, "keeper")
-        return self._run(ts, key, lambda tx: liquidate(tx, bucket, keeper))
 
-    def scan(self, ts: int | None = None) -> ScanResult:
+        def build(tx: Transaction) -> LiquidationReport:
+            counted = self._breaker_gate(tx, bucket)
+            report = liquidate(tx, bucket, keeper)
+            breaker.plan_catch_up(tx, bucket, counted)
+            return report
+
+        return self._run(ts, key, build)
+
+    def _breaker_gate(self, tx: Transaction, bucket: str) -> list[str]:
+        """Refuse a liquidation of ``bucket`` during a halt of an asset it holds (perpetual
+        or option underlying) or beyond the catch-up budget; the assets to count against."""
+        found = tx.state.peek_bucket(bucket) if tx.config.breaker is not None else None
+        if found is None:
+            return []
+        series = tx.state.options.series
+        assets = set(found.positions) | {series[n].underlying for n in found.options}
+        return breaker.require_liquidation_budget(tx, bucket, assets)
+
+    def halted(self, asset: str, ts: int | None = None) -> bool:
+        """True while ``asset`` is in a volatility halt at ``ts`` (default: engine clock)."""
+        symbol = self.config.asset(asset).symbol
+        state = self.state.breakers.get(symbol)
+        return state is not None and state.halted(self._ts(ts))
+
+    def breaker_status(self, ts: int | None = None) -> dict[str, dict[str, Any]]:
+        """Per asset with a breaker state: halted, until when, and the catch-up budget."""
+        cfg = self.config.breaker
+        at = self._ts(ts)
+        if cfg is None:
+            return {}
+        out = {}
+        for symbol, state in sorted(self.state.breakers.items()):
+            budget = state.budget(at, cfg)
+            out[symbol] = {
+                "halted": state.halted(at),
+                "halted_until": state.halted_until if state.halted(at) else None,
+                "catch_up_budget": None if math.isinf(budget) else int(budget),
+                "reference_price": state.last,
+            }
+        return out
+
+    def scan(self, ts: int | None = None, *, detail: bool = True) -> ScanResult:
         """Vectorised health scan of every bucket at the engine's prices at ``ts``.
 
         The result is a superset of the liquidatable buckets (a rounding tolerance);
-        :meth:`liquidatable` confirms each one exactly.
+        :meth:`liquidatable` confirms each one exactly. Buckets holding options are valued
+        on the joint price x vol grid of their perpetuals and options
+        (:func:`liquidation.options.health.engine_scan`), not by the perpetual scan, which
+        cannot see them: with ``detail`` their ``equity`` and ``maintenance`` are the exact
+        grid's (every holder priced on the whole grid); without it only the grouped bound
+        runs and ``equity`` / ``maintenance`` are empty, as for perpetuals.
         """
-        return self.state.book.scan(self.margin_arrays(ts))  # type: ignore[union-attr]
+        at = self._ts(ts)
+        view = self._view(at)
+        book = self.state.book
+        result = book.scan(self.margin_arrays(at), detail=detail)  # type: ignore[union-attr]
+        rows = self._option_rows(view)
+        if rows is None:
+            return result
+        # Imported here: the sparse bound needs scipy, loaded only once options are held.
+        from liquidation.options.health import engine_scan
+
+        built = self._option_book(rows)
+        equity, maintenance, flagged = engine_scan(
+            option_view(view),
+            rows,
+            built,
+            book,  # type: ignore[arg-type]
+            exact=detail,
+        )
+        held = rows.holder_index
+        perps = result.liquidatable[~np.isin(result.liquidatable, held)]
+        found = np.union1d(perps, held[flagged]).astype(np.int64)
+        if not detail:
+            return ScanResult(found, result.equity, result.maintenance)
+        all_equity, all_maintenance = result.equity.copy(), result.maintenance.copy()
+        all_equity[held], all_maintenance[held] = equity, maintenance
+        return ScanResult(found, all_equity, all_maintenance)
 
     def liquidatable(self, ts: int | None = None) -> list[str]:
         """Buckets below maintenance at ``ts`` and not guarded, by scan and exact check.
 
         Most at risk first (lowest ``equity / MM``): a keeper pass in this order liquidates a
-        bankrupt account before its counterparties.
+        bankrupt account before its counterparties. Buckets holding options are filtered by
+        the grouped bound of their joint grid (:meth:`scan` without detail).
         """
         at = self._ts(ts)
         view = self._view(at)
         ids = self.state.book.bucket_ids  # type: ignore[union-attr]
-        margin = self.margin_arrays(at)
-        scanned = self.state.book.scan(margin, detail=False)  # type: ignore[union-attr]
+        scanned = self.scan(at, detail=False)
         flagged = {ids[i] for i in scanned.liquidatable}
-        # Buckets holding options: their maintenance is the joint grid, which the perpetual
-        # scan does not see (a hedge it would flag, a naked short it would miss); they get
-        # the vectorised option bound instead, and the exact check after it.
-        rows = self._option_rows(view)
-        if rows is not None:
-            # Imported here: the sparse bound needs scipy, loaded only once options are held.
-            from liquidation.options.health import engine_candidates
-
-            book = self.state.book
-            flagged -= set(rows.holders)
-            built = self._option_book(rows)
-            flagged |= set(engine_candidates(option_view(view), rows, built, book))  # type: ignore[arg-type]
         found = [b for b in flagged if below_maintenance(self.state.buckets[b], view)]
         return sorted(found, key=lambda b: (self.health(b, at), b))
 
@@ -675,8 +748,8 @@ class Engine:
                 continue
             try:
                 reports.append(self.liquidate(bid, keeper=keeper, ts=ts))
-            except (NotLiquidatableError, RateLimitedError):
-                continue  # healthy after an earlier step, or in its cooldown: a later pass
+            except (NotLiquidatableError, RateLimitedError, breaker.HaltedError):
+                continue  # healthy after an earlier step, in its cooldown or halted: later
         return reports
 
     # -- options ---------------------------------------------------------------------------------
@@ -761,6 +834,14 @@ class Engine:
                 raise InputError(f"{name} has expired (at {series.expiry_ms}); no trading")
             view = tx.view()
             require_priced(view, series.underlying, f"trade {name}")
+            if tx.config.breaker is not None:
+                for account, signed in ((buyer, lots), (maker, -lots)):
+                    if account == self.config.vault:
+                        continue  # the market maker: the other side decides
+                    book = tx.state.peek_bucket(account)
+                    held = book.options.get(name, 0) if book is not None else 0
+                    if not (held and (held > 0) != (signed > 0) and abs(signed) <= abs(held)):
+                        breaker.require_open(tx, series.underlying, f"option trade of {name}")
             before = {}
             for account in (buyer, maker):
                 self._require_bucket(tx, account)
@@ -844,7 +925,15 @@ class Engine:
         """
         inputs.name(account, "account")
         inputs.name(keeper, "keeper")
-        return self._run(ts, key, lambda tx: deleverage_greeks(tx, account, keeper))
+
+        def build(tx: Transaction) -> list[ExecutedStep]:
+            counted = self._breaker_gate(tx, account)
+            steps = deleverage_greeks(tx, account, keeper)
+            if steps:
+                breaker.plan_catch_up(tx, account, counted)
+            return steps
+
+        return self._run(ts, key, build)
 
     def close_options(self, account: str, *, ts: int, key: str | None = None) -> None:
         """Close every option position of ``account`` against the vault at the close-out
@@ -887,7 +976,8 @@ class Engine:
         """Coverage review: adjust the fund's penalty share and the fee add-on, log it.
 
         ``stressed_loss`` defaults to the larger of the bad-debt history quantile and the
-        book's bad debt under a joint ``k_sigma`` move.
+        book's bad debt under a joint ``k_sigma`` move (:meth:`stressed_book_loss`, options
+        included).
         """
         inputs.timestamp(ts)
         if stressed_loss is None:
@@ -895,7 +985,7 @@ class Engine:
                 historical_stressed_loss(
                     self.state.insurance.bad_debts, self.config.insurance.stress_quantile
                 ),
-                book_stressed_loss(self.state.book, self.margin_arrays(ts), k_sigma),  # type: ignore[arg-type]
+                self.stressed_book_loss(ts, k_sigma),
             )
         else:
             inputs.integer(stressed_loss, "stressed_loss", low=0, high=MAX_AMOUNT)
@@ -918,6 +1008,42 @@ class Engine:
 
         return self._run(ts, key, build)
 
+    def stressed_book_loss(self, ts: int | None = None, k_sigma: float = 3.0) -> int:
+        """Bad debt of the book if every asset's mark moves ``k_sigma`` horizon sigmas
+        together (worst direction), micro-USD (:func:`liquidation.insurance.book_stressed_loss`).
+
+        Buckets holding options are valued exactly at the shocked marks (their options
+        repriced by Black-76 at an unchanged vol), one bucket at a time: a governance review
+        is rare, and the vectorised book values the perpetual-only buckets.
+        """
+        at = self._ts(ts)
+        view = self._view(at)
+        margin = self.margin_arrays(at)
+        rows = self._option_rows(view)
+        if rows is None:
+            return book_stressed_loss(self.state.book, margin, k_sigma)  # type: ignore[arg-type]
+        extra = {}
+        for direction in (1.0, -1.0):
+            shocked = view
+            for i, symbol in enumerate(self.config.symbols):
+                m = view.assets[symbol]
+                if m.price is None:
+                    continue
+                factor = max(0.0, 1.0 + direction * k_sigma * float(margin.sigma[i]))
+                price = min(MAX_PRICE, max(1, round(m.price * factor)))
+                shocked = with_asset(shocked, symbol, replace(m, price=price))
+            extra[direction] = (
+                sum(max(0, -bucket_equity(self.state.buckets[b], shocked)) for b in rows.holders)
+                / 1e6
+            )
+        return book_stressed_loss(
+            self.state.book,  # type: ignore[arg-type]
+            margin,
+            k_sigma,
+            skip=rows.holder_index,
+            extra=extra,
+        )
+
     # -- queries -----------------------------------------------------------------------------------
     def equity(self, bucket: str, ts: int | None = None) -> int:
         """Collateral plus unrealized PnL at mark prices, micro-USD."""
@@ -936,7 +1062,13 @@ class Engine:
         return health(self.equity(bucket, ts), self.maintenance_margin(bucket, ts))
 
     def summary(self, bucket: str, ts: int | None = None) -> BucketSummary:
-        """Everything about one bucket at once."""
+        """Everything about one bucket at once.
+
+        ``liquidation_prices``: for a bucket without options the closed form of
+        :func:`liquidation.valuation.liquidation_prices` (standard margin); for one holding
+        options the nearest crossing of the exact joint-grid test, per perpetual and
+        underlying (:meth:`_option_liquidation_prices`).
+        """
         b = self._bucket(bucket)
         view = self._view(self._ts(ts))
         eq = bucket_equity(b, view)
@@ -948,8 +1080,25 @@ class Engine:
             initial_margin=bucket_initial(b, view, self._oi()),
             maintenance_margin=mm,
             health=eq / mm if mm > 0 else math.inf,
-            liquidation_prices=liquidation_prices(b, view),
+            liquidation_prices=(
+                self._option_liquidation_prices(bucket, self._ts(ts))
+                if b.options
+                else liquidation_prices(b, view)
+            ),
         )
+
+    def _option_liquidation_prices(self, bucket: str, ts: int) -> dict[str, int | None]:
+        """Per valued asset of a bucket holding options, the nearest oracle price (below or
+        above) at which the engine's exact joint-grid test liquidates it, others held fixed
+        (:func:`liquidation.liquidation_price.liquidation_prices`); None when no price does,
+        or when the bucket is liquidatable already."""
+        from liquidation.liquidation_price import liquidation_prices as exact_prices
+
+        out: dict[str, int | None] = {}
+        for row in exact_prices(self, bucket, ts):
+            found = [p for p in (row.below, row.above) if p is not None]
+            out[row.asset] = min(found, key=lambda p: (abs(p - row.oracle), p), default=None)
+        return out
 
     def buckets_of(self, account: str) -> list[str]:
         """Ids of the cross and isolated buckets of ``account``."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from liquidation.circuit_breaker import BREAKER_EVENT_FIELDS
 from liquidation.errors import EventLogError
 from liquidation.money import MAX_TS_MS
 from liquidation.options.engine_book import OPTION_EVENT_FIELDS
@@ -82,6 +83,7 @@ EVENT_FIELDS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         ),
         "insurance": frozenset({"fund_share", "fee_addon_bps", "coverage", "stressed_loss"}),
         **OPTION_EVENT_FIELDS,
+        **BREAKER_EVENT_FIELDS,
     }
 )
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from liquidation.accounts import Bucket, Position, split_bucket_id
+from liquidation.circuit_breaker import BREAKER_HANDLERS, BreakerState
 from liquidation.config import EngineConfig
 from liquidation.errors import EventLogError
 from liquidation.events import Event
@@ -197,6 +198,7 @@ class EngineState:
     keepers: dict[str, int] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)
     options: OptionsState = field(default_factory=OptionsState)
+    breakers: dict[str, BreakerState] = field(default_factory=dict)
 
     def fork(self) -> EngineState:
         """A copy to plan one command on: buckets copied on access, no position book.
@@ -217,6 +219,7 @@ class EngineState:
             keepers=dict(self.keepers),
             keys=self.keys,
             options=self.options.copy(),
+            breakers=dict(self.breakers),
         )
 
     def peek_bucket(self, bucket: str) -> Bucket | None:
@@ -375,6 +378,8 @@ def state_digest(state: EngineState, *, counters: bool = True) -> str:
         "keepers": dict(sorted(state.keepers.items())),
         "options": state.options.digest_payload(),
     }
+    if state.breakers:  # only with circuit breakers on: digests without them are unchanged
+        payload["breakers"] = {k: v.to_list() for k, v in sorted(state.breakers.items())}
     if counters:
         payload["log"] = [state.n_events, state.n_commands, dict(sorted(state.keys.items()))]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -582,4 +587,5 @@ _HANDLERS: dict[str, Callable[[EngineState, int, dict[str, Any]], None]] = {
     "liquidation": _on_liquidation,
     "insurance": _on_insurance,
     **OPTION_HANDLERS,
+    **BREAKER_HANDLERS,
 }

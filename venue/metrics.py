@@ -81,6 +81,12 @@ class VenueMetrics:
         self.liquidatable = Gauge(
             f"{PREFIX}_liquidatable_accounts", "Buckets below maintenance.", registry=r
         )
+        self.halted = Gauge(
+            f"{PREFIX}_halted",
+            "1 while the asset is in a volatility halt of the engine's circuit breaker.",
+            ["asset"],
+            registry=r,
+        )
         self.fund = Gauge(f"{PREFIX}_insurance_fund_usd", "Insurance fund balance.", registry=r)
         self.initial_margin = Gauge(
             f"{PREFIX}_initial_margin_usd", "Initial margin of the whole book.", registry=r

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from liquidation.account_spec import InForce
+from liquidation.circuit_breaker import HaltedError
 from liquidation.engine import Engine
 from liquidation.errors import LiquidationCoreError, NotLiquidatableError, RateLimitedError
 from liquidation.events import SQLiteEventStore
@@ -275,8 +276,8 @@ class Venue:
             bucket = candidates[0]
             try:
                 report = self.engine.liquidate(bucket, keeper=keeper, ts=now_ms)
-            except (NotLiquidatableError, RateLimitedError):
-                waiting.add(bucket)
+            except (NotLiquidatableError, RateLimitedError, HaltedError):
+                waiting.add(bucket)  # healthy, in its cooldown, halted or over the catch-up
                 continue
             except LiquidationCoreError as exc:
                 errors.append(self._tick_error("liquidation", f"{bucket}: {exc}"))
@@ -353,6 +354,7 @@ class Venue:
         ts = max(now_ms, self.engine.state.clock_ms)
         view = self.engine.view(ts)
         assets: dict[str, Any] = {}
+        breakers = self.engine.breaker_status(ts)
         for symbol in self.config.symbols:
             state = self.engine.state.assets[symbol]
             params = state.params
@@ -378,6 +380,16 @@ class Venue:
                 }
                 self.metrics.snapshot_lag.labels(symbol).set(lag)
                 self.metrics.seconds_to_expiry.labels(symbol).set(to_expiry)
+            if self.config.breaker is not None:
+                breaker = breakers.get(symbol, {"halted": False, "halted_until": None,
+                                                "catch_up_budget": None})  # fmt: skip
+                until = breaker["halted_until"]
+                row["breaker"] = {
+                    "halted": breaker["halted"],
+                    "halted_until": None if until is None else iso(until),
+                    "catch_up_budget": breaker["catch_up_budget"],
+                }
+                self.metrics.halted.labels(symbol).set(int(breaker["halted"]))
             assets[symbol] = row
         at_risk = self.accounts_at_risk(ts)
         liquidatable = self.engine.liquidatable(ts)

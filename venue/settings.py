@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts.files import atomic_write_text
+from liquidation.circuit_breaker import CircuitBreakerConfig
 from liquidation.config import AssetConfig, EngineConfig, OracleGuardConfig
 from venue.errors import VenueConfigError
 
@@ -38,6 +39,9 @@ class VenueSettings:
         How many liquidations the status endpoint lists.
     max_steps_per_tick
         Bound of the waterfall steps one tick runs (the rest wait for the next tick).
+    circuit_breaker
+        The engine's price bands and volatility halts (:mod:`liquidation.circuit_breaker`,
+        its documented defaults); ``None`` turns them off.
     """
 
     assets: tuple[str, ...]
@@ -51,6 +55,7 @@ class VenueSettings:
     trusted_keys: tuple[str, ...] = field(default_factory=tuple)
     recent_liquidations: int = 20
     max_steps_per_tick: int = 10_000
+    circuit_breaker: CircuitBreakerConfig | None = field(default_factory=CircuitBreakerConfig)
 
     def __post_init__(self) -> None:
         if not self.assets:
@@ -78,6 +83,9 @@ class VenueSettings:
             "fallback_multiplier": self.fallback_multiplier,
             "base_imf": self.base_imf,
             "maintenance_fraction": self.maintenance_fraction,
+            "circuit_breaker": (
+                None if self.circuit_breaker is None else self.circuit_breaker.to_dict()
+            ),
         }
 
     def check_rules(self) -> None:
@@ -104,7 +112,8 @@ class VenueSettings:
         return Path(self.state_dir) / "trusted-keys.json"
 
     def engine_config(self) -> EngineConfig:
-        """The engine's rules: default margin and waterfall, oracle heartbeat of two bars."""
+        """The engine's rules: default margin and waterfall, oracle heartbeat of two bars,
+        and the circuit breaker."""
         two_bars = 2 * self.bar_ms
         oracle = OracleGuardConfig(heartbeat_ms=two_bars, reference_heartbeat_ms=two_bars)
         assets = tuple(
@@ -116,4 +125,4 @@ class VenueSettings:
             )
             for symbol in self.assets
         )
-        return EngineConfig(assets=assets, oracle=oracle)
+        return EngineConfig(assets=assets, oracle=oracle, breaker=self.circuit_breaker)

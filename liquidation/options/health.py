@@ -284,26 +284,48 @@ class EngineOptionBook:
         return cls(scan, cost)
 
 
-def engine_candidates(
-    options: OptionsView, rows: OptionRows, built: EngineOptionBook, book: PositionBook
-) -> list[str]:
-    """Ids of the option-holding buckets the bound cannot clear (a superset of those below
-    maintenance): the vectorised filter of the engine's scan.
+def engine_scan(
+    options: OptionsView,
+    rows: OptionRows,
+    built: EngineOptionBook,
+    book: PositionBook,
+    *,
+    exact: bool = False,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """The option holders' part of the engine's scan, per holder (``rows.holders`` order).
+
+    Returns equity (USD), maintenance (USD) and the flag "may be below maintenance" (a
+    superset of those below it, within the float and integer tolerances). Without ``exact``
+    the maintenance is the grouped upper bound (:meth:`OptionsBook.bounds`: the vectorised
+    filter, what :meth:`liquidation.engine.Engine.liquidatable` runs); with it, the exact
+    grid of every holder (``max(worst grid loss, short-option minimum)``, in chunks).
 
     Each bucket's cash is its balance (read from ``book`` now) minus the entry cost of its
     perpetuals, so ``cash + perp_qty * price + option_qty * mark`` is its equity.
     """
     n = len(rows.holders)
-    if n == 0:
-        return []
     priced = options.priced
     scan = built.book
     scan.cash = book.balance[rows.holder_index] - built.entry_cost
-    equity, upper, _ = scan.bounds(options.market, priced.risk, priced.grid)
+    equity, upper, minimum = scan.bounds(options.market, priced.risk, priced.grid)
+    if exact and n:
+        grid_loss = scan.exact_maintenance(np.arange(n), options.market, priced.risk, priced.grid)
+        upper = np.maximum(grid_loss, minimum)
     count = np.bincount(scan.perp_account, minlength=n) + np.bincount(rows.account, minlength=n)
     tolerance = (
         TOLERANCE_PER_POSITION_USD * (count + 1)
         + TOLERANCE_RELATIVE * (np.abs(scan.cash) + np.abs(equity) + upper)
         + INTEGER_SLACK_USD
     )
-    return [rows.holders[i] for i in np.flatnonzero(equity < upper + tolerance)]
+    return equity, upper, equity < upper + tolerance
+
+
+def engine_candidates(
+    options: OptionsView, rows: OptionRows, built: EngineOptionBook, book: PositionBook
+) -> list[str]:
+    """Ids of the option-holding buckets the bound cannot clear (a superset of those below
+    maintenance): the vectorised filter of the engine's scan (:func:`engine_scan`)."""
+    if not rows.holders:
+        return []
+    _, _, flagged = engine_scan(options, rows, built, book)
+    return [rows.holders[i] for i in np.flatnonzero(flagged)]

@@ -413,3 +413,128 @@ def test_debt_left_by_an_expiry_is_covered_by_the_fund_in_the_same_command():
     kinds = [e.kind for e in engine.log.since(0) if e.cmd == engine.state.n_commands - 1]
     assert kinds == ["option_expiry", "fund_cover"]
     checked(engine)
+
+
+# -- the engine's scan, summary and stressed loss cover option holders -----------------------
+def _exact_holders(engine: Engine, ts: int) -> dict[str, tuple[int, int]]:
+    return {
+        b: (engine.equity(b, ts), engine.maintenance_margin(b, ts))
+        for b, bucket in engine.state.buckets.items()
+        if bucket.options
+    }
+
+
+def test_the_scan_values_option_holders_on_their_joint_grid():
+    engine = venue()
+    hedged_account(engine)
+    call, put = (
+        engine.list_option(OptionSeries("BTCUSDT", EXPIRY, price("60000"), c), ts=0)
+        for c in (True, False)
+    )
+    engine.deposit("carol", usd("40000"), ts=0)
+    for name in (call, put):
+        engine.trade_option("bob", name, qty("2"), engine.option_mark(name), ts=0, seller="carol")
+    engine.deposit("dave", usd("5000"), ts=0)
+    engine.trade("dave", "BTCUSDT", qty("1"), ts=0)  # perpetuals only: the perpetual scan
+    ids = engine.state.book.bucket_ids
+    for ts, btc in ((0, None), (HOUR_MS, "75000")):
+        if btc is not None:
+            reprice(engine, btc, ts=ts)
+        scan = engine.scan(ts)
+        for bucket, (eq, mm) in _exact_holders(engine, ts).items():
+            i = ids.index(bucket)
+            assert scan.equity[i] == pytest.approx(eq / MICRO, abs=1e-3)
+            assert scan.maintenance[i] == pytest.approx(mm / MICRO, rel=1e-9, abs=1e-3)
+        flagged = {ids[i] for i in scan.liquidatable}
+        exact = set(engine.liquidatable(ts))
+        assert exact <= flagged
+        assert {ids[i] for i in engine.scan(ts, detail=False).liquidatable} >= exact
+        assert ("alice" in flagged) == (
+            scan.equity[ids.index("alice")] < scan.maintenance[ids.index("alice")]
+        )
+    # After the rally: Carol's naked shorts are found, the hedged Alice is not, Dave (a
+    # long perpetual) gains and stays healthy.
+    assert engine.liquidatable(HOUR_MS) == ["carol"]
+    assert "alice" not in {ids[i] for i in engine.scan(HOUR_MS).liquidatable}
+
+
+def test_summary_gives_option_holders_the_nearest_exact_liquidation_price():
+    engine = venue()
+    call, put = (
+        engine.list_option(OptionSeries("BTCUSDT", EXPIRY, price("60000"), c), ts=0)
+        for c in (True, False)
+    )
+    engine.deposit("carol", usd("40000"), ts=0)
+    for name in (call, put):
+        engine.trade_option("bob", name, qty("2"), engine.option_mark(name), ts=0, seller="carol")
+    summary = engine.summary("carol")
+    (row,) = liquidation_prices(engine, "carol")
+    assert row.below is not None and row.above is not None
+    nearest = min((row.below, row.above), key=lambda p: abs(p - row.oracle))
+    assert summary.liquidation_prices == {"BTCUSDT": nearest}
+    assert summary.maintenance_margin == engine.maintenance_margin("carol")
+
+
+def test_the_stressed_book_loss_of_a_governance_review_includes_options():
+    from liquidation.insurance import book_stressed_loss
+
+    engine = venue()
+    call, put = (
+        engine.list_option(OptionSeries("BTCUSDT", EXPIRY, price("60000"), c), ts=0)
+        for c in (True, False)
+    )
+    engine.deposit("carol", usd("40000"), ts=0)
+    for name in (call, put):
+        engine.trade_option("bob", name, qty("2"), engine.option_mark(name), ts=0, seller="carol")
+    engine.deposit("dave", usd("5000"), ts=0)
+    engine.trade("dave", "BTCUSDT", -qty("1"), ts=0)
+    k = 20.0  # 60%: Carol's short straddle loses more than her collateral either way
+    # Independently: print the shocked prices on copies and ask every bucket's equity.
+    sigma = engine.margin_arrays(0).sigma
+    worst = 0
+    for direction in (1.0, -1.0):
+        probe = copy.deepcopy(engine)
+        for i, symbol in enumerate(SYMBOLS):
+            mark = engine.view(0).assets[symbol].price
+            shocked = max(1, round(mark * max(0.0, 1.0 + direction * k * float(sigma[i]))))
+            probe.update_price(symbol, shocked, ts=0, reference=shocked)
+        worst = max(
+            worst, sum(max(0, -probe.equity(b)) for b, x in probe.state.buckets.items()
+                       if x.positions or x.options)
+        )  # fmt: skip
+    loss = engine.stressed_book_loss(0, k)
+    assert worst > 0 and loss == pytest.approx(worst, abs=len(engine.state.buckets) + 1)
+    # The perpetual-only book sees Dave, not Carol's short straddle.
+    assert book_stressed_loss(engine.state.book, engine.margin_arrays(0), k) < loss
+    decision = engine.review_insurance(ts=0, k_sigma=k)
+    assert decision.stressed_loss >= loss
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
+@given(
+    option_legs,
+    perp_legs,
+    st.floats(min_value=2_000, max_value=100_000),
+    st.sampled_from(["42000", "57000", "60000", "66000", "90000"]),
+)
+def test_the_scan_equals_the_exact_check_on_random_option_accounts(options, perps, collateral, btc):
+    engine = options_account(options, perps, collateral)
+    assume(engine is not None)
+    ts = T_EVAL + 1
+    engine.update_price("BTCUSDT", price(btc), ts=ts, reference=price(btc))
+    ids = engine.state.book.bucket_ids
+    scan = engine.scan(ts)
+    for bucket, (eq, mm) in _exact_holders(engine, ts).items():
+        i = ids.index(bucket)
+        assert scan.equity[i] == pytest.approx(eq / MICRO, abs=1e-3)
+        assert scan.maintenance[i] == pytest.approx(mm / MICRO, rel=1e-9, abs=1e-3)
+    exact = set(engine.liquidatable(ts))
+    assert exact <= {ids[i] for i in scan.liquidatable}
+    assert exact == {
+        b for b, x in engine.state.buckets.items()
+        if (x.positions or x.options) and engine.health(b, ts) < 1
+    }  # fmt: skip

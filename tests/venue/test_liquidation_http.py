@@ -182,6 +182,12 @@ def test_an_asset_the_venue_does_not_list_is_a_422_problem(venue_server: StatusS
     assert "DOGEUSDT" in problem["detail"]
 
 
+def test_an_account_with_options_is_a_422_problem_that_says_why(server: StatusServer) -> None:
+    body = account() | {"options": [{"series": "BTC-30D-60000-C", "qty": "1"}]}
+    problem = assert_problem(post(server, json.dumps(body).encode()), 422)
+    assert "'options'" in problem["detail"] and "perpetual positions only" in problem["detail"]
+
+
 def test_the_openapi_document_is_served(server: StatusServer) -> None:
     document = httpx.get(server.url + OPENAPI_PATH).json()
     assert PATH in document["paths"] and "post" in document["paths"][PATH]
