@@ -73,6 +73,13 @@ def venue_command(
         float, typer.Option(min=1.0, help="equity / MM below which a bucket is 'at risk'.")
     ] = 1.5,
     max_ticks: Annotated[int | None, typer.Option(min=1, help="Stop after N ticks.")] = None,
+    circuit_breaker: Annotated[
+        bool,
+        typer.Option(
+            help="Run the engine's price bands and volatility halts "
+            "(liquidation.circuit_breaker defaults); recorded in the venue's rules."
+        ),
+    ] = True,
     price_feed: Annotated[
         str,
         typer.Option(
@@ -84,6 +91,7 @@ def venue_command(
     """Run the venue: poll signed snapshots, price, scan and liquidate every tick."""
     # Imported here: the venue pulls in the signature stack (eth-account), which every other
     # command would otherwise pay for at start-up.
+    from liquidation.circuit_breaker import CircuitBreakerConfig
     from liquidation.errors import LiquidationCoreError
     from pipelines.lifecycle import service_lifecycle
     from pipelines.stores import market_store
@@ -113,6 +121,7 @@ def venue_command(
             state_dir=state_dir or settings.workdir / "venue",
             trusted_keys=tuple(trusted_key or ()),
             at_risk_health=at_risk_health,
+            circuit_breaker=CircuitBreakerConfig() if circuit_breaker else None,
         )
         bars = StorePriceFeed(store, symbols)
         metrics = VenueMetrics()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -43,6 +44,23 @@ def test_status_endpoint_shows_the_book_and_sigterm_stops_the_venue_cleanly(
     assert set(status["refusals"]) == {"not_yet_published"}
     assert "dynamargin_venue_initial_margin_usd" in metrics
     assert "dynamargin_venue_snapshot_lag_seconds" in metrics
+    rules = json.loads((tmp_path / "venue" / "venue-rules.json").read_text())
+    assert rules["circuit_breaker"] is not None  # on by default, recorded in the venue's rules
+
+
+def test_no_circuit_breaker_is_recorded_in_the_venues_rules(
+    served: tuple[World, LiveServer], tmp_path: Path
+) -> None:
+    world, server = served
+    start = world.end - timedelta(hours=2)
+    command = venue_command(world.workdir, server.base, tmp_path / "venue", start.isoformat())
+    done = subprocess.run(
+        [*command, "--no-circuit-breaker", "--max-ticks", "1"], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rules = json.loads((tmp_path / "venue" / "venue-rules.json").read_text())
+    assert rules["circuit_breaker"] is None
 
 
 def _wait_for_status(process: subprocess.Popen[str]) -> tuple[str, dict]:
