@@ -612,7 +612,10 @@ class MultiplierPolicy:
             return decide(min(wanted, previous + cfg.max_step_up), status, failure, None, state)
 
         assert forecast_sigma is not None and reference is not None  # checked just above
-        target = self.target(forecast_sigma, reference, signals, crowded)
+        if signals is None and not crowded:
+            target = self.target(forecast_sigma, reference)  # the default policy's call
+        else:
+            target = self.target(forecast_sigma, reference, signals, crowded)
         if _in_hysteresis_band(target, previous, cfg):
             return decide(previous, "ok", "hysteresis_hold", target, state)
         if target > previous:
