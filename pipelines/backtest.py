@@ -55,6 +55,7 @@ from liquidation.equal_margin import (
     static_family,
 )
 from liquidation.market_paths import grid_index, market_paths, oracle_sigma
+from liquidation.procyclicality import replay_procyclicality
 from liquidation.replay_metrics import (
     STRESS_WINDOWS,
     first_jump_sets,
@@ -83,6 +84,7 @@ from models.spec import TargetSpec
 from models.walkforward import EvaluationConfig
 from pipelines.flows.config import BacktestConfig, DataConfig
 from pipelines.runners import dask_client
+from serving.mechanisms import policy_variant
 from serving.policy import MultiplierPolicy, PolicyConfig
 from serving.policy_replay import policy_snapshots
 from serving.risk_metrics import liquidity_metrics
@@ -244,6 +246,11 @@ def _run_backtest(
     timing["oracle_and_frontier"] = time.perf_counter() - started - sum(timing.values())
 
     windows = STRESS_WINDOWS + tuple(parse_window(w) for w in config.windows)
+    # Mean multiplier, time at the cap and the procyclicality figures beside every result.
+    margin_diagnostics = replay_procyclicality(
+        series, {n: levels[n].series for n in dynamic}, multipliers, paths.close,
+        paths.interval_ms, policy.floor, policy.cap,
+    )  # fmt: skip
     summary = {
         "data": {
             "source": market.source,
@@ -259,6 +266,7 @@ def _run_backtest(
         "config": {
             "replay": config.replay.describe(),
             "policy": policy.model_dump(),
+            "policy_variant": policy_variant(policy),
             "horizon": horizon,
             "refit": config.refit,
             "windows": {w.name: [str(w.start), str(w.end)] for w in windows},
@@ -273,6 +281,7 @@ def _run_backtest(
             gains=gains,
             frontier=frontier,
         ),
+        "margin_diagnostics": margin_diagnostics,
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
     }
     equal_series = {name: levels[name].series for name in dynamic}
@@ -508,6 +517,7 @@ def _stream_multipliers(
 
 _STREAM_CODE: tuple[str, ...] = (
     "serving/policy.py",
+    "serving/mechanisms.py",
     "serving/policy_replay.py",
     "serving/publishing.py",
     "serving/standard.py",

@@ -142,6 +142,27 @@ def policy_variant(config: PolicyConfig) -> str:
     return "+".join(on) or "default"
 
 
+def versioned_provenance(model_version: str, config: PolicyConfig) -> str:
+    """``model_version`` of a snapshot, naming the policy when a mechanism is on.
+
+    The RiskSnapshot standard has no policy field (and v1 consumers parse strictly), so the
+    policy rides in ``provenance.model_version``: ``"<version>+policy<POLICY_VERSION>.<variant>"``,
+    e.g. ``"7+policy2.loss_im+crowding"``. The default policy leaves it unchanged.
+
+    Examples
+    --------
+    >>> from serving.policy import PolicyConfig
+    >>> versioned_provenance("7", PolicyConfig())
+    '7'
+    >>> versioned_provenance("7", with_mechanisms(PolicyConfig(), ["apc_buffer"]))
+    '7+policy2.apc_buffer'
+    """
+    variant = policy_variant(config)
+    if variant == "default":
+        return model_version
+    return f"{model_version}+policy{POLICY_VERSION}.{variant}"
+
+
 def needs_history_signals(config: PolicyConfig) -> bool:
     """Whether a mechanism of ``config`` reads the stressed or long-run sigma."""
     return config.apc_stress_weight > 0 or config.apc_floor_window_hours is not None
