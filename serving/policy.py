@@ -596,14 +596,6 @@ class MultiplierPolicy:
                 return decide(state.override_multiplier, "ok", "override", None, state)
             state = replace(state, override_multiplier=None, override_until=None)
 
-        crowded = False
-        if cfg.crowding_overlay:
-            if crowding_triggered(signals, cfg):
-                until = now + timedelta(hours=cfg.crowding_hold_hours)
-                if state.crowding_until is None or until > state.crowding_until:
-                    state = replace(state, crowding_until=until)
-            crowded = state.crowding_until is not None and now < state.crowding_until
-
         failure = self.check_input(forecast_sigma, as_of, now, reference)
         if failure is not None:
             # Never relax on bad input; tighten towards the fallback within the step limit.
@@ -612,6 +604,14 @@ class MultiplierPolicy:
             return decide(min(wanted, previous + cfg.max_step_up), status, failure, None, state)
 
         assert forecast_sigma is not None and reference is not None  # checked just above
+        crowded = False
+        if cfg.crowding_overlay:
+            # Only a usable (fresh) forecast's signals trigger or extend the hold.
+            if crowding_triggered(signals, cfg):
+                until = now + timedelta(hours=cfg.crowding_hold_hours)
+                if state.crowding_until is None or until > state.crowding_until:
+                    state = replace(state, crowding_until=until)
+            crowded = state.crowding_until is not None and now < state.crowding_until
         if signals is None and not crowded:
             target = self.target(forecast_sigma, reference)  # the default policy's call
         else:
