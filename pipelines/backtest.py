@@ -83,6 +83,7 @@ from models.replay_forecasts import (
 from models.spec import TargetSpec
 from models.walkforward import EvaluationConfig
 from pipelines.flows.config import BacktestConfig, DataConfig
+from pipelines.policy_signals import crowding_signals
 from pipelines.runners import dask_client
 from serving.mechanisms import policy_variant
 from serving.policy import MultiplierPolicy, PolicyConfig
@@ -192,10 +193,12 @@ def _run_backtest(
     liquidity = _liquidity(market, start)
     streams: dict[str, Any] = {}
     multipliers = {"static": constant_multiplier(paths, 1.0)}
+    signals = crowding_signals(market, paths.assets, warm.index, policy, say)
     for name in dynamic:
         multipliers[name], streams[name] = _stream_multipliers(
-            name, sigma[name], warm, policy, liquidity, horizon, paths, config, cache_dir, say
-        )
+            name, sigma[name], warm, policy, liquidity, horizon, paths, config, cache_dir, say,
+            signals,
+        )  # fmt: skip
     if snapshots is not None:
         say(f"served snapshots from {snapshots}")
         served = list(read_snapshots(snapshots, paths.assets, warm.index[0], end))
@@ -474,6 +477,7 @@ def _stream_multipliers(
     config: BacktestConfig,
     cache_dir: Path,
     say: Say,
+    signals: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One policy's snapshot stream read as the engine reads it, cached by its inputs.
 
@@ -485,6 +489,8 @@ def _stream_multipliers(
     digest = hashlib.sha256()
     for part in (sigma.tobytes(), grid.index.asi8.tobytes(), paths.ts_ms.tobytes()):
         digest.update(part)
+    for asset in sorted(signals or {}):  # the margin mechanisms' inputs, when any
+        digest.update(asset.encode() + signals[asset].to_numpy().tobytes())
     settings = [name, policy.model_dump(), liquidity, horizon, list(paths.assets)]
     settings += [asdict(config.replay.asset), engine.ramp_ms, engine.max_ramp_classes]
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -498,7 +504,7 @@ def _stream_multipliers(
             report = json.loads(str(cached["report"]))
             return cached["multipliers"].copy(), {**report, "cache_path": str(path)}
     say(f"{name}: publishing {sigma.size:,} snapshots")
-    stream = _policy_stream(name, sigma, grid, policy, liquidity, horizon)
+    stream = _policy_stream(name, sigma, grid, policy, liquidity, horizon, signals)
     multipliers, read = multipliers_from_snapshots(
         stream, paths.assets, paths.ts_ms, config.replay.asset, engine.ramp_ms,
         engine.max_ramp_classes,
@@ -539,6 +545,7 @@ def _policy_stream(
     policy: PolicyConfig,
     liquidity: dict[str, dict[str, float]],
     horizon: int,
+    signals: dict[str, pd.DataFrame] | None = None,
 ) -> list[dict[str, Any]]:
     """Every asset's snapshots of one policy: a forecast at bar ``t`` publishes at ``t + 1``."""
     out: list[dict[str, Any]] = []
@@ -552,6 +559,7 @@ def _policy_stream(
             liquidity=liquidity[asset],
             provenance=provenance,
             horizon_hours=horizon,
+            signals=None if signals is None else signals[asset],
         )
     return out
 

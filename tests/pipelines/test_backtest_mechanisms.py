@@ -4,8 +4,10 @@ the ratchet and procyclicality figures."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 from typer.testing import CliRunner
 
 from pipelines.cli import app
@@ -18,13 +20,13 @@ def test_policy_options_reach_the_replay_and_the_summary_carries_the_figures(
     args = [
         "--workdir", str(workdir), "backtest", "--policies", "static,oracle", "--seeds", "1",
         "--traders", "2000", "--synthetic-assets", "1", "--no-mlflow", "--json", str(out),
-        "--policy-options", "apc_buffer,new_risk_at_once",
+        "--policy-options", "apc_buffer,new_risk_at_once,crowding",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(out.read_text())
     config = summary["config"]
-    assert config["policy_variant"] == "new_risk_at_once+apc_buffer"
+    assert config["policy_variant"] == "new_risk_at_once+apc_buffer+crowding"
     assert config["policy"]["apc_buffer"] == 0.25 and config["policy"]["new_risk_at_once"]
     diagnostics = summary["margin_diagnostics"]
     assert set(diagnostics) == {"static", "oracle"}
@@ -45,3 +47,40 @@ def test_an_unknown_policy_option_is_one_clear_line(workdir: Path) -> None:
     assert result.exit_code == 1
     assert "unknown policy options ['magic']" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_crowding_overlay_reads_point_in_time_features_of_the_market() -> None:
+    from features.synthetic import SyntheticMarketConfig, generate_market
+    from pipelines.policy_signals import crowding_signals
+    from serving.mechanisms import with_mechanisms
+    from serving.policy import PolicyConfig
+
+    market = generate_market(SyntheticMarketConfig(n_assets=2, days=60))
+    assets = tuple(sorted(market.bars["asset"].astype(str).unique()))
+    index = pd.DatetimeIndex(sorted(market.bars["ts"].unique()))
+    assert crowding_signals(market, assets, index, PolicyConfig(), print) is None
+    policy = with_mechanisms(PolicyConfig(), ["crowding"])
+    signals = crowding_signals(market, assets, index, policy, lambda _m: None)
+    assert signals is not None and set(signals) == set(assets)
+    for table in signals.values():
+        assert list(table.columns) == ["oi_growth", "funding_z"]
+        assert table.index.equals(index)
+        assert table["funding_z"].notna().any()  # the synthetic market has funding
+    # Point in time: truncating the market changes no value before the cut.
+    cut = index[len(index) // 2]
+    # Bars are stamped at their open (known one bar later), funding and positioning at the
+    # instant they become known: everything known by the close of the last bar kept.
+    known_by = {"bars": cut, "perp": cut, "funding": cut + pd.Timedelta(hours=1)}
+    known_by["positioning"] = known_by["funding"]
+    cuts = {
+        name: getattr(market, name)[getattr(market, name)["ts"] < limit]
+        for name, limit in known_by.items()
+        if "ts" in getattr(market, name)
+    }
+    early = replace(market, **cuts)
+    truncated = crowding_signals(early, assets, index[index < cut], policy, lambda _m: None)
+    assert truncated is not None
+    for asset in assets:
+        pd.testing.assert_frame_equal(
+            truncated[asset], signals[asset].loc[index < cut], check_freq=False
+        )
