@@ -7,7 +7,8 @@ on hand-computed cases and called the same way for every policy:
 * :func:`ratchet_diagnostics`: mean multiplier and the share of (asset, bar) cells at the
   cap and at the floor. Noisy inputs through fast-up/slow-down limits ratchet the multiplier
   upward; these two numbers show it beside every result.
-* :func:`peak_to_trough`: the largest posted IM over the smallest positive one.
+* :func:`peak_to_trough`: the largest posted IM over the smallest positive one (of the
+  book's IM in USD, and of its IM per USD of open notional).
 * :func:`largest_rise`: the largest increase of an asset's posted IM over any window of
   ``window`` bars, ``max_t (im[t] - min(im[t - window .. t]))``, maximum over assets.
 * :func:`trailing_realized_vol` and :func:`calm_capital`: the mean posted IM in the calmest
@@ -207,17 +208,24 @@ def calm_capital(
 def series_figures(
     run: ReplaySeries, static: ReplaySeries, vol: NDArray[np.float64], bars_per_hour: float
 ) -> dict[str, float]:
-    """The USD procyclicality figures of one run against its static run (same seed).
+    """The procyclicality figures of one run against its static run (same seed).
 
     ``vol`` is the ranking volatility per bar (one row: the book's IM is a total over
-    assets, so the caller passes the assets' mean trailing volatility).
+    assets, so the caller passes the assets' mean trailing volatility). The book's IM in
+    USD also moves with its open notional (it starts empty, so its peak-to-trough ratio is
+    large for every policy); ``peak_to_trough_im_rate`` is the ratio of the IM per USD of
+    open notional, the figure of a fixed portfolio.
     """
     im = np.asarray(run.initial_margin, dtype=float)
+    notional = np.asarray(run.open_notional, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(notional > 0, im / notional, np.nan)
     day = max(1, round(DAY_WINDOW_HOURS * bars_per_hour))
     five = max(1, round(FIVE_DAY_WINDOW_HOURS * bars_per_hour))
     calm = calm_capital(im, np.asarray(static.initial_margin, dtype=float), vol)
     return {
         "peak_to_trough_im": peak_to_trough(im),
+        "peak_to_trough_im_rate": peak_to_trough(rate),
         "largest_rise_im_24h_usd": largest_rise(im, day),
         "largest_rise_im_5d_usd": largest_rise(im, five),
         "calm_mean_im_usd": calm["calm_mean_im"],

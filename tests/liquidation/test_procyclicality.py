@@ -74,7 +74,7 @@ def test_calm_capital_by_hand():
         calm_capital(im, static[:1], vol)
 
 
-def _series(label: str, seed: int, im: list[float]) -> ReplaySeries:
+def _series(label: str, seed: int, im: list[float], notional: float = 100.0) -> ReplaySeries:
     n = len(im)
     zeros_i, zeros_f = np.zeros(n, dtype=np.int64), np.zeros(n)
     return ReplaySeries(
@@ -92,7 +92,7 @@ def _series(label: str, seed: int, im: list[float]) -> ReplaySeries:
         adl_absorbed=zeros_f,
         socialized=zeros_f,
         initial_margin=np.array(im, dtype=float),
-        open_notional=zeros_f,
+        open_notional=np.full(n, notional),
         opened=zeros_i,
         topups=zeros_i,
         fund_seed=0.0,
@@ -115,6 +115,8 @@ def test_replay_procyclicality_means_over_seeds_against_equal_margin_static():
     assert model["ratchet"]["time_at_cap"] == pytest.approx(20 / 30)
     assert model["ratchet"]["largest_rise_multiplier_24h"] == pytest.approx(2.0)
     assert model["peak_to_trough_im"]["mean"] == pytest.approx((4.0 + 1.0) / 2)
+    # Constant open notional: the rate's ratio is the USD ratio.
+    assert model["peak_to_trough_im_rate"]["mean"] == pytest.approx((4.0 + 1.0) / 2)
     assert model["largest_rise_im_24h_usd"]["mean"] == pytest.approx((30.0 + 0.0) / 2)
     assert model["largest_rise_im_24h_usd"]["std"] == pytest.approx(15.0)
     # The calm ratio is against the equal-margin static run of the same seed (25 USD).
@@ -124,3 +126,16 @@ def test_replay_procyclicality_means_over_seeds_against_equal_margin_static():
     expected0 = np.mean(np.array(im0)[calm]) / 25.0
     assert model["calm_im_vs_static"]["mean"] == pytest.approx((expected0 + 20.0 / 25.0) / 2)
     assert got["static"]["calm_im_vs_static"]["mean"] == pytest.approx(1.0)
+
+
+def test_a_book_that_grows_at_a_constant_margin_rate_has_a_rate_ratio_of_one():
+    grow = _series("model", 0, [10.0, 20.0, 40.0, 0.0])
+    grow = ReplaySeries(**{**grow.__dict__, "open_notional": np.array([100.0, 200.0, 400.0, 0.0])})
+    static = _series("static", 0, [10.0, 10.0, 10.0, 10.0])
+    close = np.ones((1, 4))
+    got = replay_procyclicality(
+        {"model": [grow], "static": [static]}, {"model": [static]}, {}, close, HOUR_MS, 0.8, 3.0
+    )
+    assert got["model"]["peak_to_trough_im"]["mean"] == pytest.approx(4.0)
+    assert got["model"]["peak_to_trough_im_rate"]["mean"] == pytest.approx(1.0)
+    assert "ratchet" not in got["model"]  # no multiplier path given
