@@ -310,3 +310,13 @@ def test_variants_names_and_validation():
                 columns={"oi_growth": "oi"}
             ),
         )  # fmt: skip
+
+
+def test_the_step_contract_holds_under_every_mechanism():
+    """``MultiplierPolicy.step``'s PEP 316 contract, checked on every call of the properties."""
+    from tests.verification.runtime_contracts import enforced
+
+    with enforced((MultiplierPolicy, "step")):
+        test_every_mechanism_and_combination_keeps_the_multiplier_in_floor_and_cap()
+        test_the_crowding_overlay_is_held_at_least_twelve_hours()
+        test_new_risk_pays_a_tightening_in_the_same_bar_and_relaxes_as_before()
