@@ -55,7 +55,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 if TYPE_CHECKING:
     from serving.policy import PolicyConfig
@@ -171,6 +170,9 @@ def needs_history_signals(config: PolicyConfig) -> bool:
 @lru_cache(maxsize=64)
 def unit_t_quantile(level: float, dof: float) -> float:
     """The ``level`` quantile of a Student-t with ``dof`` degrees of freedom and unit std."""
+    # Imported here: scipy.stats costs every importer of the policy a noticeable start-up.
+    from scipy import stats
+
     return float(stats.t.ppf(level, dof) * math.sqrt((dof - 2.0) / dof))
 
 
