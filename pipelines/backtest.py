@@ -83,7 +83,7 @@ from models.replay_forecasts import (
 from models.spec import TargetSpec
 from models.walkforward import EvaluationConfig
 from pipelines.flows.config import BacktestConfig, DataConfig
-from pipelines.policy_signals import crowding_signals
+from pipelines.policy_signals import policy_signals
 from pipelines.runners import dask_client
 from serving.mechanisms import policy_variant
 from serving.policy import MultiplierPolicy, PolicyConfig
@@ -193,7 +193,7 @@ def _run_backtest(
     liquidity = _liquidity(market, start)
     streams: dict[str, Any] = {}
     multipliers = {"static": constant_multiplier(paths, 1.0)}
-    signals = crowding_signals(market, paths.assets, warm.index, policy, say)
+    signals = policy_signals(market, paths.assets, warm.index, policy, say)
     for name in dynamic:
         multipliers[name], streams[name] = _stream_multipliers(
             name, sigma[name], warm, policy, liquidity, horizon, paths, config, cache_dir, say,

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
@@ -84,3 +85,33 @@ def test_the_crowding_overlay_reads_point_in_time_features_of_the_market() -> No
         pd.testing.assert_frame_equal(
             truncated[asset], signals[asset].loc[index < cut], check_freq=False
         )
+
+
+def test_loss_based_im_reads_the_calibrated_tail_forecast_on_the_grid() -> None:
+    from features.synthetic import SyntheticMarketConfig, generate_market
+    from models.tails import TailConfig
+    from pipelines.errors import PipelineError
+    from pipelines.policy_signals import policy_signals, tail_signals
+    from serving.mechanisms import with_mechanisms
+    from serving.policy import PolicyConfig
+
+    market = generate_market(SyntheticMarketConfig(n_assets=2, days=200))
+    assets = tuple(sorted(market.bars["asset"].astype(str).unique()))
+    every = pd.DatetimeIndex(sorted(market.bars["ts"].unique()))
+    index = every[every >= every[-1] - pd.Timedelta(days=30)]
+    policy = with_mechanisms(PolicyConfig(liquidation_horizon_hours=6.0), ["loss_im"])
+    assert tail_signals(market, assets, index, PolicyConfig(), print) is None
+    config = TailConfig(level=0.99, refit="QS", history_days=60, warmup_months=1)
+    tails = tail_signals(market, assets, index, policy, lambda _m: None, config)
+    assert tails is not None and set(tails) == set(assets)
+    for table in tails.values():
+        assert table.index.equals(index)
+        known = table["tail_quantile"].dropna()
+        assert len(known) > len(index) // 2
+        assert (known > 0).all() and (known < 1).all()  # a loss fraction of notional
+    both = policy_signals(market, assets, index, with_mechanisms(policy, ["crowding"]), print)
+    assert both is not None
+    assert list(both[assets[0]].columns) == ["oi_growth", "funding_z", "tail_quantile"]
+    with pytest.raises(PipelineError, match="whole number"):
+        odd = with_mechanisms(PolicyConfig(liquidation_horizon_hours=2.5), ["loss_im"])
+        tail_signals(market, assets, index, odd, print)
