@@ -55,6 +55,7 @@ from liquidation.equal_margin import (
     static_family,
 )
 from liquidation.market_paths import grid_index, market_paths, oracle_sigma
+from liquidation.procyclicality import replay_procyclicality
 from liquidation.replay_metrics import (
     STRESS_WINDOWS,
     first_jump_sets,
@@ -82,7 +83,9 @@ from models.replay_forecasts import (
 from models.spec import TargetSpec
 from models.walkforward import EvaluationConfig
 from pipelines.flows.config import BacktestConfig, DataConfig
+from pipelines.policy_signals import policy_signals
 from pipelines.runners import dask_client
+from serving.mechanisms import policy_variant
 from serving.policy import MultiplierPolicy, PolicyConfig
 from serving.policy_replay import policy_snapshots
 from serving.risk_metrics import liquidity_metrics
@@ -190,10 +193,12 @@ def _run_backtest(
     liquidity = _liquidity(market, start)
     streams: dict[str, Any] = {}
     multipliers = {"static": constant_multiplier(paths, 1.0)}
+    signals = policy_signals(market, paths.assets, warm.index, policy, say)
     for name in dynamic:
         multipliers[name], streams[name] = _stream_multipliers(
-            name, sigma[name], warm, policy, liquidity, horizon, paths, config, cache_dir, say
-        )
+            name, sigma[name], warm, policy, liquidity, horizon, paths, config, cache_dir, say,
+            signals,
+        )  # fmt: skip
     if snapshots is not None:
         say(f"served snapshots from {snapshots}")
         served = list(read_snapshots(snapshots, paths.assets, warm.index[0], end))
@@ -244,6 +249,11 @@ def _run_backtest(
     timing["oracle_and_frontier"] = time.perf_counter() - started - sum(timing.values())
 
     windows = STRESS_WINDOWS + tuple(parse_window(w) for w in config.windows)
+    # Mean multiplier, time at the cap and the procyclicality figures beside every result.
+    margin_diagnostics = replay_procyclicality(
+        series, {n: levels[n].series for n in dynamic}, multipliers, paths.close,
+        paths.interval_ms, policy.floor, policy.cap,
+    )  # fmt: skip
     summary = {
         "data": {
             "source": market.source,
@@ -259,6 +269,7 @@ def _run_backtest(
         "config": {
             "replay": config.replay.describe(),
             "policy": policy.model_dump(),
+            "policy_variant": policy_variant(policy),
             "horizon": horizon,
             "refit": config.refit,
             "windows": {w.name: [str(w.start), str(w.end)] for w in windows},
@@ -273,6 +284,7 @@ def _run_backtest(
             gains=gains,
             frontier=frontier,
         ),
+        "margin_diagnostics": margin_diagnostics,
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
     }
     equal_series = {name: levels[name].series for name in dynamic}
@@ -465,6 +477,7 @@ def _stream_multipliers(
     config: BacktestConfig,
     cache_dir: Path,
     say: Say,
+    signals: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One policy's snapshot stream read as the engine reads it, cached by its inputs.
 
@@ -476,6 +489,8 @@ def _stream_multipliers(
     digest = hashlib.sha256()
     for part in (sigma.tobytes(), grid.index.asi8.tobytes(), paths.ts_ms.tobytes()):
         digest.update(part)
+    for asset in sorted(signals or {}):  # the margin mechanisms' inputs, when any
+        digest.update(asset.encode() + signals[asset].to_numpy().tobytes())
     settings = [name, policy.model_dump(), liquidity, horizon, list(paths.assets)]
     settings += [asdict(config.replay.asset), engine.ramp_ms, engine.max_ramp_classes]
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -489,7 +504,7 @@ def _stream_multipliers(
             report = json.loads(str(cached["report"]))
             return cached["multipliers"].copy(), {**report, "cache_path": str(path)}
     say(f"{name}: publishing {sigma.size:,} snapshots")
-    stream = _policy_stream(name, sigma, grid, policy, liquidity, horizon)
+    stream = _policy_stream(name, sigma, grid, policy, liquidity, horizon, signals)
     multipliers, read = multipliers_from_snapshots(
         stream, paths.assets, paths.ts_ms, config.replay.asset, engine.ramp_ms,
         engine.max_ramp_classes,
@@ -508,6 +523,7 @@ def _stream_multipliers(
 
 _STREAM_CODE: tuple[str, ...] = (
     "serving/policy.py",
+    "serving/mechanisms.py",
     "serving/policy_replay.py",
     "serving/publishing.py",
     "serving/standard.py",
@@ -529,6 +545,7 @@ def _policy_stream(
     policy: PolicyConfig,
     liquidity: dict[str, dict[str, float]],
     horizon: int,
+    signals: dict[str, pd.DataFrame] | None = None,
 ) -> list[dict[str, Any]]:
     """Every asset's snapshots of one policy: a forecast at bar ``t`` publishes at ``t + 1``."""
     out: list[dict[str, Any]] = []
@@ -542,6 +559,7 @@ def _policy_stream(
             liquidity=liquidity[asset],
             provenance=provenance,
             horizon_hours=horizon,
+            signals=None if signals is None else signals[asset],
         )
     return out
 

@@ -47,6 +47,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from serving.errors import InvalidInputError, OperatorActionError, PolicyConfigError
 from serving.input_validation import normalise_asset, normalise_note, normalise_operator
+from serving.mechanisms import (
+    PolicySignals,
+    crowding_triggered,
+    effective_sigma,
+    in_stress,
+    loss_multiplier,
+)
 
 Status = Literal["ok", "fallback", "stale", "halted"]
 """Publication status, as in the RiskSnapshot ``status`` field."""
@@ -116,6 +123,30 @@ class PolicyConfig(BaseModel):
         Plausible forecast range; outside it the forecast is treated as a failure.
     base_imf, base_mmf
         Static initial and maintenance margin fractions that the multiplier scales.
+    loss_based_im, loss_probability, liquidation_horizon_hours, forecast_horizon_hours, \
+loss_tail_dof
+        Loss-based IM (off by default): the multiplier is the forecast ``1 -
+        loss_probability`` adverse-move quantile over the liquidation horizon divided by
+        ``base_imf`` (:mod:`serving.mechanisms`); ``forecast_horizon_hours`` is the H of the
+        sigma forecast and ``loss_tail_dof`` the Student-t assumption used without a tail
+        forecast.
+    new_risk_at_once
+        A tightening is published in the same update, without ``max_step_up`` (new risk
+        pays it at once; existing positions follow the venue's maintenance ramp and rule).
+    apc_buffer, apc_stress_ratio
+        EMIR Art. 28 (a): a buffer (0 or at least 0.25) on the calculated multiplier,
+        released while ``sigma >= apc_stress_ratio * sigma_ref``.
+    apc_stress_weight, apc_stress_quantile, apc_stress_window_hours
+        EMIR Art. 28 (b): weight (0 or at least 0.25) of the stressed sigma, the
+        ``apc_stress_quantile`` quantile of the forecasts of the window before.
+    apc_floor_window_hours
+        EMIR Art. 28 (c): floor at the mapping of the long-run sigma of this window before
+        (``None``: off).
+    crowding_overlay, crowding_oi_growth, crowding_funding_z, crowding_multiplier, \
+crowding_hold_hours
+        Crowding overlay: ``max(m, crowding_multiplier)`` for ``crowding_hold_hours`` (at
+        least 12) after 7-day open-interest log growth reaches ``crowding_oi_growth`` or the
+        funding z-score reaches ``crowding_funding_z`` in absolute value.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -139,6 +170,24 @@ class PolicyConfig(BaseModel):
     sigma_max: float = Field(default=1.0, gt=0)
     base_imf: float = Field(default=0.05, gt=0, le=1)
     base_mmf: float = Field(default=0.03, gt=0, le=1)
+    # Margin mechanisms of issue #20 (serving/mechanisms.py); every one off by default.
+    loss_based_im: bool = False
+    loss_probability: float = Field(default=0.01, gt=0, lt=0.5)
+    liquidation_horizon_hours: float = Field(default=24.0, gt=0)
+    forecast_horizon_hours: float = Field(default=24.0, gt=0)
+    loss_tail_dof: float = Field(default=4.0, gt=2)
+    new_risk_at_once: bool = False
+    apc_buffer: float = Field(default=0.0, ge=0, le=1)
+    apc_stress_ratio: float = Field(default=1.5, gt=1)
+    apc_stress_weight: float = Field(default=0.0, ge=0, le=1)
+    apc_stress_quantile: float = Field(default=0.95, gt=0.5, lt=1)
+    apc_stress_window_hours: float = Field(default=24.0 * 365 * 2, gt=0)
+    apc_floor_window_hours: float | None = Field(default=None, gt=0)
+    crowding_overlay: bool = False
+    crowding_oi_growth: float = Field(default=0.15, gt=0)
+    crowding_funding_z: float = Field(default=3.0, gt=0)
+    crowding_multiplier: float = Field(default=1.5, gt=0)
+    crowding_hold_hours: float = Field(default=12.0, ge=12)
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicyConfig:
@@ -155,6 +204,13 @@ class PolicyConfig(BaseModel):
             problems.append(f"base_mmf ({self.base_mmf}) must not exceed base_imf")
         if self.base_imf * self.cap > 1:
             problems.append(f"base_imf * cap ({self.base_imf * self.cap}) exceeds 100% margin")
+        for name in ("apc_buffer", "apc_stress_weight"):
+            value = getattr(self, name)
+            if 0 < value < 0.25:
+                problems.append(f"{name} ({value}) must be 0 (off) or >= 0.25 (EMIR Art. 28)")
+        if self.crowding_overlay and not self.floor <= self.crowding_multiplier <= self.cap:
+            value = self.crowding_multiplier
+            problems.append(f"crowding_multiplier ({value}) must lie in [floor, cap]")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -296,6 +352,9 @@ class PolicyState:
         Operator halt flag and its note.
     override_multiplier, override_until
         Active operator override and its end (``None``: until cleared).
+    crowding_until
+        End of the crowding overlay's hold (``None``: not held; omitted from
+        :meth:`to_dict` then, so a default policy's stored state is unchanged).
     """
 
     asset: str
@@ -307,23 +366,32 @@ class PolicyState:
     halt_note: str | None = None
     override_multiplier: float | None = None
     override_until: datetime | None = None
+    crowding_until: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (ISO-8601 times) for the store."""
         out: dict[str, Any] = {}
         for key, value in self.__dict__.items():
+            if key in _OPTIONAL_STATE and value is None:
+                continue
             out[key] = value.isoformat() if isinstance(value, datetime) else value
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyState:
         """Inverse of :meth:`to_dict`."""
-        times = {"updated_at", "last_tighten_at", "last_relax_at", "override_until"}
+        times = {
+            "updated_at", "last_tighten_at", "last_relax_at", "override_until", "crowding_until"
+        }  # fmt: skip
         values = {
             key: (datetime.fromisoformat(value) if key in times and value else value)
             for key, value in data.items()
         }
         return cls(**values)
+
+
+_OPTIONAL_STATE = frozenset({"crowding_until"})
+"""State fields of the mechanisms, stored only when set."""
 
 
 @dataclass(frozen=True)
@@ -403,15 +471,47 @@ class MultiplierPolicy:
         """State of an asset that has never been published."""
         return PolicyState(asset=asset, multiplier=self.config.initial_multiplier)
 
-    def target(self, sigma: float, sigma_ref: float) -> float:
-        """``clip((sigma / sigma_ref) ** exponent, floor, cap)``."""
+    def target(
+        self,
+        sigma: float,
+        sigma_ref: float,
+        signals: PolicySignals | None = None,
+        crowded: bool = False,
+    ) -> float:
+        """``clip((sigma / sigma_ref) ** exponent, floor, cap)`` and the mechanisms.
+
+        With every mechanism off (the default) exactly that. Otherwise, in this order
+        (:mod:`serving.mechanisms`): the mapping of the APC-(b) weighted sigma, or the
+        loss-based multiplier; the APC-(c) long-run floor; the APC-(a) buffer unless in
+        stress; the crowding overlay ``max(m, crowding_multiplier)`` while ``crowded``; and
+        the clip to ``[floor, cap]``.
+        """
+        cfg = self.config
+        if cfg.loss_based_im:
+            value = loss_multiplier(sigma, sigma_ref, cfg, signals)
+        else:
+            value = self._ratio(effective_sigma(sigma, cfg, signals), sigma_ref)
+        long_run = signals.sigma_long if signals is not None else None
+        if cfg.apc_floor_window_hours is not None and long_run is not None:
+            floor = (
+                loss_multiplier(long_run, sigma_ref, cfg, None)
+                if cfg.loss_based_im
+                else self._ratio(long_run, sigma_ref)
+            )
+            value = max(value, floor)
+        if cfg.apc_buffer > 0 and not in_stress(sigma, sigma_ref, cfg):
+            value = value * (1.0 + cfg.apc_buffer)
+        if crowded:
+            value = max(value, cfg.crowding_multiplier)
+        return min(max(value, cfg.floor), cfg.cap)
+
+    def _ratio(self, sigma: float, sigma_ref: float) -> float:
         try:
-            ratio = (sigma / sigma_ref) ** self.config.exponent
+            return float((sigma / sigma_ref) ** self.config.exponent)
         except OverflowError:
             # A finite ratio whose power overflows is far above any cap (found by the
             # verification work: exponent > 1 with a tiny sigma_ref).
-            ratio = math.inf
-        return min(max(ratio, self.config.floor), self.config.cap)
+            return math.inf
 
     def step(
         self,
@@ -420,6 +520,7 @@ class MultiplierPolicy:
         as_of: datetime | None,
         now: datetime,
         sigma_ref: float | None = None,
+        signals: PolicySignals | None = None,
     ) -> PolicyDecision:
         """Decide the next multiplier.
 
@@ -436,6 +537,9 @@ class MultiplierPolicy:
         sigma_ref
             Reference sigma for this step (e.g. the trailing median); overrides
             ``config.sigma_ref`` when given.
+        signals
+            Point-in-time inputs of the mechanisms (tail forecast, stressed and long-run
+            sigma, open interest, funding); ignored by the default policy.
 
         Returns
         -------
@@ -453,7 +557,7 @@ class MultiplierPolicy:
         pre: state.override_multiplier is None or math.isfinite(state.override_multiplier)
         pre: now.tzinfo is not None
         post: self.config.floor <= __return__.multiplier <= self.config.cap
-        post: __return__.reason == "override" or __return__.multiplier <= _previous(state, self.config) + self.config.max_step_up + _MIN_MOVE
+        post: __return__.reason == "override" or self.config.new_risk_at_once or __return__.multiplier <= _previous(state, self.config) + self.config.max_step_up + _MIN_MOVE
         post: __return__.reason == "override" or __return__.multiplier >= _previous(state, self.config) - self.config.max_step_down - _MIN_MOVE
         post: __return__.reason == "override" or not _in_relax_delay(state, now, self.config) or __return__.multiplier >= _previous(state, self.config)
         post: __return__.reason not in FALLBACK_REASONS or __return__.multiplier >= _previous(state, self.config)
@@ -500,11 +604,24 @@ class MultiplierPolicy:
             return decide(min(wanted, previous + cfg.max_step_up), status, failure, None, state)
 
         assert forecast_sigma is not None and reference is not None  # checked just above
-        target = self.target(forecast_sigma, reference)
+        crowded = False
+        if cfg.crowding_overlay:
+            # Only a usable (fresh) forecast's signals trigger or extend the hold.
+            if crowding_triggered(signals, cfg):
+                until = now + timedelta(hours=cfg.crowding_hold_hours)
+                if state.crowding_until is None or until > state.crowding_until:
+                    state = replace(state, crowding_until=until)
+            crowded = state.crowding_until is not None and now < state.crowding_until
+        if signals is None and not crowded:
+            target = self.target(forecast_sigma, reference)  # the default policy's call
+        else:
+            target = self.target(forecast_sigma, reference, signals, crowded)
         if _in_hysteresis_band(target, previous, cfg):
             return decide(previous, "ok", "hysteresis_hold", target, state)
         if target > previous:
-            if target - previous > cfg.max_step_up:
+            # New risk pays at once: the tightening skips the step limit (module
+            # serving.mechanisms); existing positions follow the venue's ramp.
+            if target - previous > cfg.max_step_up and not cfg.new_risk_at_once:
                 return decide(previous + cfg.max_step_up, "ok", "rate_limited_up", target, state)
             return decide(target, "ok", "tightened", target, state)
         if _in_relax_delay(state, now, cfg):

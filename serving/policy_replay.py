@@ -29,6 +29,7 @@ import pandas as pd
 
 from contracts.errors import ForecastContractError
 from contracts.forecast import ProvenanceInfo, validate_forecasts
+from serving.mechanisms import SIGNAL_COLUMNS, PolicySignals, any_mechanism, rolling_signals
 from serving.policy import MultiplierPolicy, PolicyBook, PolicyDecision, rolling_sigma_ref
 from serving.publishing import decision_snapshot
 
@@ -181,7 +182,12 @@ def replay_policy(
 
 
 def policy_decisions(
-    policy: MultiplierPolicy, asset: str, sigma: pd.Series, publish_lag: timedelta
+    policy: MultiplierPolicy,
+    asset: str,
+    sigma: pd.Series,
+    publish_lag: timedelta,
+    *,
+    signals: pd.DataFrame | None = None,
 ) -> Iterator[tuple[pd.Timestamp, datetime, PolicyDecision]]:
     """Step the policy through one asset's forecasts in time order: the one replay loop.
 
@@ -199,6 +205,12 @@ def policy_decisions(
         Forecast sigma indexed by forecast ``ts`` (UTC), increasing.
     publish_lag
         Delay between a forecast's ``ts`` and its publication.
+    signals
+        External inputs of the margin mechanisms (:data:`serving.mechanisms.SIGNAL_COLUMNS`,
+        any subset) indexed by forecast ``ts``: the value at ``ts`` must be known at ``ts``.
+        Read only when a mechanism is on; a ``ts`` without a row has them missing (never
+        filled). The stressed and long-run sigma come from ``sigma`` itself
+        (:func:`serving.mechanisms.rolling_signals`, point in time).
 
     Yields
     ------
@@ -206,8 +218,11 @@ def policy_decisions(
         ``(ts, published_at, decision)`` per forecast.
     """
     references = rolling_sigma_ref(sigma, policy.config).to_numpy()
+    inputs = _signal_rows(policy, sigma, signals)
     state = policy.initial_state(asset)
-    for ts, value, ref in zip(sigma.index, sigma.to_numpy(float), references, strict=True):
+    for i, (ts, value, ref) in enumerate(
+        zip(sigma.index, sigma.to_numpy(float), references, strict=True)
+    ):
         known = bool(np.isfinite(value))
         now = ts.to_pydatetime() + publish_lag
         decision = policy.step(
@@ -216,13 +231,50 @@ def policy_decisions(
             ts.to_pydatetime() if known else None,
             now,
             None if np.isnan(ref) else float(ref),
+            None if inputs is None else inputs[i],
         )
         state = decision.state
         yield ts, now, decision
 
 
+def _signal_rows(
+    policy: MultiplierPolicy, sigma: pd.Series, signals: pd.DataFrame | None
+) -> list[PolicySignals] | None:
+    """Per forecast, the mechanisms' inputs; ``None`` for the default policy."""
+    if not any_mechanism(policy.config):
+        return None
+    history = rolling_signals(sigma, policy.config)
+    given = pd.DataFrame(index=sigma.index)
+    if signals is not None:
+        unknown = sorted(set(signals.columns) - set(SIGNAL_COLUMNS))
+        if unknown:
+            raise ForecastContractError(
+                f"unknown policy signal columns {unknown}; expected a subset of "
+                f"{list(SIGNAL_COLUMNS)}"
+            )
+        if not signals.index.is_unique:
+            raise ForecastContractError("policy signals repeat a forecast ts")
+        given = signals.reindex(sigma.index)
+    columns = {c: given[c].to_numpy(float) if c in given else None for c in SIGNAL_COLUMNS}
+    stress = history["sigma_stress"].to_numpy(float)
+    long_run = history["sigma_long"].to_numpy(float)
+    return [
+        PolicySignals.of(
+            sigma_stress=stress[i],
+            sigma_long=long_run[i],
+            **{c: (None if v is None else v[i]) for c, v in columns.items()},
+        )
+        for i in range(len(sigma))
+    ]
+
+
 def policy_path(
-    policy: MultiplierPolicy, asset: str, sigma: pd.Series, publish_lag: timedelta
+    policy: MultiplierPolicy,
+    asset: str,
+    sigma: pd.Series,
+    publish_lag: timedelta,
+    *,
+    signals: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The decisions of :func:`policy_decisions` as a frame.
 
@@ -234,7 +286,7 @@ def policy_path(
     """
     rows = [
         (ts, asset, d.multiplier, d.previous, d.status, d.reason)
-        for ts, _, d in policy_decisions(policy, asset, sigma, publish_lag)
+        for ts, _, d in policy_decisions(policy, asset, sigma, publish_lag, signals=signals)
     ]
     return pd.DataFrame(rows, columns=["ts", "asset", "multiplier", "previous", "status", "reason"])
 
@@ -249,6 +301,7 @@ def policy_snapshots(
     provenance: ProvenanceInfo,
     horizon_hours: int,
     venue: str = "replay",
+    signals: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
     """The RiskSnapshots a publisher would have made from one asset's forecast history.
 
@@ -268,6 +321,8 @@ def policy_snapshots(
         Model name and version stamped on every snapshot.
     horizon_hours, venue
         Copied into every snapshot.
+    signals
+        The margin mechanisms' inputs, as in :func:`policy_decisions`.
 
     Returns
     -------
@@ -276,7 +331,8 @@ def policy_snapshots(
     """
     out = []
     values = sigma.to_numpy(float)
-    for i, (ts, now, decision) in enumerate(policy_decisions(policy, asset, sigma, publish_lag)):
+    decisions = policy_decisions(policy, asset, sigma, publish_lag, signals=signals)
+    for i, (ts, now, decision) in enumerate(decisions):
         forecast = {"ts": ts, "sigma": float(values[i])} if np.isfinite(values[i]) else None
         out.append(
             decision_snapshot(

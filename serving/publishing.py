@@ -30,6 +30,7 @@ from serving.input_validation import (
 )
 from serving.keys import load_signing_keys
 from serving.log_integrity import LogVerifier, trusted_keys_from_env
+from serving.mechanisms import signals_at, versioned_provenance
 from serving.policy import (
     AuditRecord,
     MultiplierPolicy,
@@ -343,7 +344,11 @@ def _publish(
         reference = config.sigma_ref
         if reference is None and history is not None:
             reference = sigma_ref_at(history.set_index("ts")["sigma"], row["ts"], config)
-        decision = policy.step(state, sigma, as_of, now, reference)
+        signals = None
+        if row is not None and history is not None:
+            # The margin mechanisms' inputs (None for the default policy): serving.mechanisms.
+            signals = signals_at(history.set_index("ts")["sigma"], row["ts"], config, row)
+        decision = policy.step(state, sigma, as_of, now, reference, signals)
         decisions[asset] = decision
         usable = policy.check_input(sigma, as_of, now, reference) is None
         tails, sigmas = _tails(row, usable, decision, config)
@@ -426,6 +431,8 @@ def _snapshot(
     model_version = provenance.model_version or (
         str(row["model_version"]) if row is not None else "rule"
     )
+    # A policy with margin mechanisms names its version and variant (serving.mechanisms).
+    model_version = versioned_provenance(model_version, config)
     data: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "asset": asset,

@@ -98,6 +98,14 @@ def backtest(
     policy_config: Annotated[
         Path | None, typer.Option(help="TOML with a [policy] section (MultiplierPolicy bounds)")
     ] = None,
+    policy_options: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated margin mechanisms switched on for every dynamic policy "
+            "(loss_im, new_risk_at_once, apc_buffer, apc_stress_weight, apc_floor, crowding; "
+            "parameters from the [policy] TOML); empty: the configured policy"
+        ),
+    ] = "",
     runner: Annotated[
         str,
         typer.Option(
@@ -160,6 +168,7 @@ def backtest(
             replay=replay,
             forecasts=forecasts,
             policy_config=policy_config,
+            policy_options=tuple(o.strip() for o in policy_options.split(",") if o.strip()),
             runner=runner,
             dask_address=dask_address,
         )
@@ -171,7 +180,9 @@ def backtest(
         )
         for text in config.windows:
             parse_window(text)
-        policy = load_policy_book(settings.policy_path(config.policy_config)).default
+        policy = config.replay_policy(
+            load_policy_book(settings.policy_path(config.policy_config)).default
+        )
         scales = tuple(float(x) for x in frontier_scales.split(",") if x.strip())
         if any(not scale > 0 for scale in scales):
             raise ValueError(f"--frontier-scales must be positive, got {frontier_scales!r}")

@@ -53,7 +53,9 @@ def headline(summary: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 def replay(workdir: str, data: DataConfig, backtest: BacktestConfig) -> dict[str, Any]:
     """Run the replay (:func:`pipelines.backtest.run_backtest`)."""
     settings = flow_settings(workdir)
-    policy = load_policy_book(settings.policy_path(backtest.policy_config)).default
+    policy = backtest.replay_policy(
+        load_policy_book(settings.policy_path(backtest.policy_config)).default
+    )
     result = run_backtest(
         data,
         backtest,

@@ -43,6 +43,8 @@ from models.review import GateConfig
 from models.spec import CalibrationSpec, LGBMParams
 from models.walkforward import EvaluationConfig
 from pipelines.errors import PipelineError
+from serving.mechanisms import MECHANISMS, with_mechanisms
+from serving.policy import PolicyConfig
 
 PublishTime = Literal["now", "data-end"]
 """When a publication is stamped: wall-clock now (production) or the close of the last bar
@@ -198,6 +200,10 @@ class BacktestConfig(_Config):
         Tolerance and passes of the equal-margin bisection.
     policy_config
         TOML file with a ``[policy]`` section (resolved like :attr:`PublishConfig.policy_config`).
+    policy_options
+        Margin mechanisms (:data:`serving.mechanisms.MECHANISMS`) switched on, with their
+        configured parameters, on top of that section for every dynamic policy of the run
+        (:meth:`replay_policy`); empty: the configured policy as published.
     history_days
         Synthetic market only: days before the replay start kept as forecast history
         (``None``: all but the last 60 days of the market, at least 150).
@@ -223,6 +229,7 @@ class BacktestConfig(_Config):
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     equal_margin: EqualMarginConfig = Field(default_factory=EqualMarginConfig)
     policy_config: Path | None = None
+    policy_options: tuple[str, ...] = ()
     history_days: int | None = Field(None, ge=1)
     forecasters: dict[str, str] = Field(default_factory=lambda: {"ewma": "ewma", "model": "lgbm"})
     runner: str = "local"
@@ -242,6 +249,20 @@ class BacktestConfig(_Config):
         if unknown:
             raise FlowConfigError(f"unknown policies {unknown}; choose from {list(POLICIES)}")
         return value
+
+    @field_validator("policy_options")
+    @classmethod
+    def _known_options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(MECHANISMS) - {"default"})
+        if unknown:
+            raise FlowConfigError(
+                f"unknown policy options {unknown}; choose from {sorted(MECHANISMS)}"
+            )
+        return value
+
+    def replay_policy(self, configured: PolicyConfig) -> PolicyConfig:
+        """The configured ``[policy]`` default with :attr:`policy_options` switched on."""
+        return with_mechanisms(configured, self.policy_options)
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> BacktestConfig:
