@@ -27,7 +27,8 @@ Behaviour (parameters in :class:`MarketBookConfig`, defaults from ``scripts/esti
   vol + lev_trend * side * trend)`` (the signs are the data's: see :class:`MarketBookConfig`;
   ``lev_level`` is fitted to real liquidations as a share of open interest by
   ``scripts/fit_book.py``), capped to ``[1, leverage_max]``;
-* **exits** besides the planned holding time (log-normal as in the legacy book): a
+* **exits** besides the planned holding time (log-normal as in the legacy book, its median
+  multiplied by ``exp(hold_level)``, fitted with ``lev_level``): a
   ``stop_fraction`` of traders set a stop-loss at a return on equity of ``-stop_loss_roe``, a
   ``target_fraction`` a take-profit at ``+take_profit_roe``, and a ``derisk_fraction`` close
   after a drawdown of ``derisk_drawdown_roe`` from the position's best bar close. Each exit
@@ -87,6 +88,10 @@ class MarketBookConfig:
         fitted by ``scripts/fit_book.py`` so that the book's liquidations as a share of its
         open interest match Binance's on the fit period (BTC 2021-05..2022-12 and ETH 2022,
         the days with open interest: 2022). Leverage below 1 is capped to 1.
+    hold_level : float
+        Log shift of the planned holding time against the legacy book's
+        (``BookConfig.hold_median_hours``; still capped at ``hold_max_hours``), fitted with
+        ``lev_level`` by ``scripts/fit_book.py``.
     lev_vol, lev_trend : float
         Log responses of the leverage scale to ``vol`` and to the trend in the trader's
         direction.
@@ -114,6 +119,7 @@ class MarketBookConfig:
     # Fitted by scripts/fit_book.py (liquidations / open interest, BTC and ETH 2022; its
     # --check keeps it equal to its output at two decimals).
     lev_level: float = 0.0
+    hold_level: float = 0.0
     # Not identified by the data (see scripts/estimate_book.py): neutral until item 4 fits it.
     lev_trend: float = 0.0
     stop_fraction: float = 0.3
@@ -137,6 +143,7 @@ class MarketBookConfig:
                         self.side_trend,
                         self.side_funding,
                         self.lev_level,
+                        self.hold_level,
                         self.lev_vol,
                         self.lev_trend,
                     )
@@ -307,7 +314,9 @@ def draw_market_book(
     )
     leverage = scale * (1.0 - rng.random(n)) ** (-1.0 / base.leverage_tail)
     leverage = np.clip(leverage, 1.0, base.leverage_max)
-    hours = base.hold_median_hours * np.exp(base.hold_sigma * rng.standard_normal(n))
+    hours = base.hold_median_hours * np.exp(
+        config.hold_level + base.hold_sigma * rng.standard_normal(n)
+    )
     hours = np.minimum(hours, base.hold_max_hours)
     hold = np.maximum(1, np.round(hours / bar_hours)).astype(np.int64)
     topup = rng.random(n) < base.topup_fraction
