@@ -58,7 +58,7 @@ from liquidation.simulate import ReplayConfig
 from pipelines.calibration import AssetData, load_asset, simulate_asset, with_traders
 
 ASSETS = ("BTCUSDT", "ETHUSDT")
-HOLD_GRID = (0.0, 1.5, 3.0)
+HOLD_GRID = (0.0, 1.5, 3.0, 4.5)
 #: The secant search's start and its stopping rule (|log(sim / real)|).
 LEV_START = (0.0, -2.0)
 TOLERANCE = 0.05
