@@ -23,10 +23,12 @@ Behaviour (parameters in :class:`MarketBookConfig`, defaults from ``scripts/esti
   realized count responds to the market and is not fixed);
 * **side**: long with probability ``sigmoid(logit(long_fraction) + side_trend * trend +
   side_funding * funding)``;
-* **leverage**: the legacy Pareto draw, its scale multiplied by ``exp(lev_vol * vol +
-  lev_trend * side * trend)`` (the signs are the data's: see :class:`MarketBookConfig`),
-  capped to ``[1, leverage_max]``;
-* **exits** besides the planned holding time (log-normal as in the legacy book): a
+* **leverage**: the legacy Pareto draw, its scale multiplied by ``exp(lev_level + lev_vol *
+  vol + lev_trend * side * trend)`` (the signs are the data's: see :class:`MarketBookConfig`;
+  ``lev_level`` is fitted to real liquidations as a share of open interest by
+  ``scripts/fit_book.py``), capped to ``[1, leverage_max]``;
+* **exits** besides the planned holding time (log-normal as in the legacy book, its median
+  multiplied by ``exp(hold_level)``, fitted with ``lev_level``): a
   ``stop_fraction`` of traders set a stop-loss at a return on equity of ``-stop_loss_roe``, a
   ``target_fraction`` a take-profit at ``+take_profit_roe``, and a ``derisk_fraction`` close
   after a drawdown of ``derisk_drawdown_roe`` from the position's best bar close. Each exit
@@ -81,6 +83,15 @@ class MarketBookConfig:
         Log-intensity responses of the entry rate to ``|trend|``, ``vol`` and ``funding``.
     side_trend, side_funding : float
         Logit responses of the long probability to ``trend`` and ``funding``.
+    lev_level : float
+        Log shift of the leverage scale against the legacy book's (``BookConfig.leverage_min``),
+        fitted by ``scripts/fit_book.py`` so that the book's liquidations as a share of its
+        open interest match Binance's on the fit period (BTC 2021-05..2022-12 and ETH 2022,
+        the days with open interest: 2022). Leverage below 1 is capped to 1.
+    hold_level : float
+        Log shift of the planned holding time against the legacy book's
+        (``BookConfig.hold_median_hours``; still capped at ``hold_max_hours``), fitted with
+        ``lev_level`` by ``scripts/fit_book.py``.
     lev_vol, lev_trend : float
         Log responses of the leverage scale to ``vol`` and to the trend in the trader's
         direction.
@@ -105,6 +116,13 @@ class MarketBookConfig:
     side_trend: float = -0.06
     side_funding: float = -0.03
     lev_vol: float = 0.25
+    # Fitted by scripts/fit_book.py (liquidations / open interest, BTC and ETH 2022, and the
+    # fit period's correlation; its --check keeps them equal to its output at two decimals).
+    # At a neutral volatility the leverage scale 4 x exp(-2.52) = 0.32 is capped to 1x: about
+    # 26% of positions above 1x, 1.6% above 10x; most holds reach the 30-day cap (median
+    # 24 h x exp(4.5)). A book shaped like open interest, not like retail churn.
+    lev_level: float = -2.52
+    hold_level: float = 4.5
     # Not identified by the data (see scripts/estimate_book.py): neutral until item 4 fits it.
     lev_trend: float = 0.0
     stop_fraction: float = 0.3
@@ -127,6 +145,8 @@ class MarketBookConfig:
                         self.rate_funding,
                         self.side_trend,
                         self.side_funding,
+                        self.lev_level,
+                        self.hold_level,
                         self.lev_vol,
                         self.lev_trend,
                     )
@@ -292,10 +312,14 @@ def draw_market_book(
     logit = np.log(p0 / (1 - p0)) + config.side_trend * trend + config.side_funding * funding
     side = np.where(rng.random(n) < 1.0 / (1.0 + np.exp(-logit)), 1, -1).astype(np.int8)
     collateral = base.collateral_median_usd * np.exp(base.collateral_sigma * rng.standard_normal(n))
-    scale = base.leverage_min * np.exp(config.lev_vol * vol + config.lev_trend * side * trend)
+    scale = base.leverage_min * np.exp(
+        config.lev_level + config.lev_vol * vol + config.lev_trend * side * trend
+    )
     leverage = scale * (1.0 - rng.random(n)) ** (-1.0 / base.leverage_tail)
     leverage = np.clip(leverage, 1.0, base.leverage_max)
-    hours = base.hold_median_hours * np.exp(base.hold_sigma * rng.standard_normal(n))
+    hours = base.hold_median_hours * np.exp(
+        config.hold_level + base.hold_sigma * rng.standard_normal(n)
+    )
     hours = np.minimum(hours, base.hold_max_hours)
     hold = np.maximum(1, np.round(hours / bar_hours)).astype(np.int64)
     topup = rng.random(n) < base.topup_fraction

@@ -132,6 +132,16 @@ def backtest(
         str,
         typer.Option(help="Comma-separated scales of each dynamic policy for the frontier"),
     ] = ",".join(str(s) for s in FRONTIER_SCALES),
+    calibration: Annotated[
+        bool,
+        typer.Option(
+            "--calibration",
+            help="Instead of the policy comparison: replay the book (static margin, one seed) "
+            "on BTC/ETH/SOL/XRP and compare its daily liquidations with Binance's real ones "
+            "(fit 2021-05..2022-12, test 2023-01..2025-06, range baseline beside); prints the "
+            "table and writes calibration.html into the report directory. Needs --data",
+        ),
+    ] = False,
 ) -> None:
     """Replay static, EWMA, model and oracle margin policies; compare at equal margin."""
     # Imported here: the forecasting and tracking stack adds seconds to every CLI start.
@@ -195,6 +205,10 @@ def backtest(
     def say(message: str) -> None:
         console.log(f"[{time.perf_counter() - started:7.1f}s] {message}")
 
+    if calibration:
+        _calibration(replay, data, assets, report_dir or settings.reports_dir / "backtest", say)
+        return
+
     try:
         result = run_backtest(
             source,
@@ -231,6 +245,29 @@ def backtest(
         atomic_write_text(json_out, json_path.read_text(encoding="utf-8"))
     _print_tables(result.summary)
     say(f"report: {html_path}")
+
+
+def _calibration(replay, data: Path | None, assets: str | None, out_dir: Path, say) -> None:
+    """``--calibration``: the book's calibration table, printed and written as HTML."""
+    from features.errors import MarketDataError
+    from liquidation.calibration_report import table_text, write_calibration_report
+    from pipelines.calibration import CALIBRATION_ASSETS, run_calibration
+
+    if data is None:
+        console.print("[bold red]backtest:[/] --calibration needs --data (real liquidations)")
+        raise typer.Exit(1)
+    symbols = tuple(parse_symbols(assets) or ()) or CALIBRATION_ASSETS
+    try:
+        result = run_calibration(data, replay, symbols, say=say)
+    except (LiquidationCoreError, MarketDataError, ValueError) as exc:
+        # Missing or malformed data, an asset without real liquidations: one clear line.
+        console.print(f"[bold red]backtest:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    html_path = write_calibration_report(
+        result.rows, result.real, result.simulated, result.config, out_dir
+    )
+    Console(width=250).print(table_text(result.rows), markup=False, highlight=False)
+    say(f"calibration report: {html_path}")
 
 
 def _print_tables(summary: dict) -> None:

@@ -8,9 +8,12 @@ import pytest
 
 from liquidation.calibration import (
     FIT_PERIOD,
+    SIDES,
     TEST_PERIOD,
+    calibration_rows,
     daily_liquidations,
     daily_log_range,
+    fit_level_scale,
     fit_window,
     liquidated_share_of_oi,
     long_share_of_top_days,
@@ -71,3 +74,36 @@ def test_liquidated_share_of_open_interest() -> None:
     # Days without a positive open interest are left out: (0.01 + 0.01) / 2.
     assert liquidated_share_of_oi(liq, oi) == pytest.approx(0.01)
     assert np.isnan(liquidated_share_of_oi(liq, pd.Series(dtype=float)))
+
+
+def _daily(seed: int, days: pd.DatetimeIndex) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    long_, short = rng.lognormal(16, 1, len(days)), rng.lognormal(16, 1, len(days))
+    return pd.DataFrame({"long": long_, "short": short, "total": long_ + short}, index=days)
+
+
+def test_calibration_rows_fit_never_reads_the_test_period() -> None:
+    """The level scale and the baseline's line come from the fit days: changing every real,
+    simulated and range value of the test period changes no fit row and no fitted number."""
+    days = pd.date_range("2021-05-01", "2025-06-30", freq="D", tz="UTC")
+    real = _daily(1, days)
+    sim = _daily(2, days).assign(open_notional=1e9)
+    log_range = pd.Series(np.random.default_rng(3).uniform(0.01, 0.1, len(days)), index=days)
+    down = pd.Series(np.arange(len(days)) % 2 == 0, index=days)
+    oi = pd.Series(2e9, index=days[days >= "2022-01-01"])
+    rows = calibration_rows("BTCUSDT", real, sim, log_range, down, oi)
+    test = days >= TEST_PERIOD[0]
+    real2, sim2, range2 = real.copy(), sim.copy(), log_range.copy()
+    real2.loc[test, ["long", "short", "total"]] *= 10.0
+    sim2.loc[test, ["long", "short", "total"]] *= 0.1
+    range2.loc[test] *= 3.0
+    again = calibration_rows("BTCUSDT", real2, sim2, range2, down, oi)
+    assert [r for r in again if r["period"] == "fit"] == [r for r in rows if r["period"] == "fit"]
+    assert {r["scale"] for r in again} == {rows[0]["scale"]}
+    assert [r for r in again if r["period"] == "test"] != [r for r in rows if r["period"] == "test"]
+    # One row per period and side; the fit's level is the real one by construction.
+    assert [(r["period"], r["side"]) for r in rows] == [
+        (p, s) for p in ("fit", "test") for s in SIDES
+    ]
+    assert rows[0]["level_sim"] == pytest.approx(rows[0]["level_real"])
+    assert fit_level_scale(real["total"], sim["total"]) == rows[0]["scale"]
