@@ -18,7 +18,7 @@ import pandas as pd
 
 from contracts.files import atomic_write_text
 from liquidation.calibration import FIT_PERIOD, TEST_PERIOD
-from liquidation.replay_report import _png, _pyplot
+from liquidation.replay_report import png_base64, pyplot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -88,7 +88,7 @@ def liquidations_figure(
     simulated: dict[str, pd.DataFrame],
 ) -> Figure:
     """Per asset: real and scaled simulated daily liquidated notional (log scale)."""
-    plt = _pyplot()
+    plt = pyplot()
     assets = list(real)
     fig, axes = plt.subplots(len(assets), 1, figsize=(11, 2.6 * len(assets)), squeeze=False)
     scales = {r["asset"]: r["scale"] for r in rows}
@@ -128,7 +128,7 @@ def write_calibration_report(
         for r in rows
     )
     title = "Real against simulated daily liquidations"
-    image = _png(liquidations_figure(rows, real, simulated))
+    image = png_base64(liquidations_figure(rows, real, simulated))
     page = f"""<!doctype html><html><head><meta charset='utf-8'>
 <title>dynamargin book calibration</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}

@@ -72,7 +72,7 @@ def write_report(result: ReplayResult, report_dir: Path) -> Path:
     }
     images = "\n".join(
         f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
-        f"src='data:image/png;base64,{_png(fig)}'/>"
+        f"src='data:image/png;base64,{png_base64(fig)}'/>"
         for title, fig in figures.items()
     )
     summary = result.summary
@@ -112,7 +112,7 @@ def write_summary(summary: dict[str, Any], path: Path) -> None:
 
 def price_multiplier_figure(result: ReplayResult) -> Figure:
     """Close price of each asset (top) and the multiplier of each policy (bottom, seed 0)."""
-    plt = _pyplot()
+    plt = pyplot()
     paths = result.paths
     index = pd.to_datetime(paths.ts_ms, unit="ms", utc=True)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
@@ -131,7 +131,7 @@ def price_multiplier_figure(result: ReplayResult) -> Figure:
 
 def cumulative_figure(result: ReplayResult) -> Figure:
     """Cumulative liquidation steps and bad debt per policy (base IMF and equal margin)."""
-    plt = _pyplot()
+    plt = pyplot()
     index = pd.to_datetime(result.paths.ts_ms, unit="ms", utc=True)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in result.series.items():
@@ -162,7 +162,7 @@ def frontier_figure(result: ReplayResult) -> Figure:
     frontier scales (the oracle over its bisection's scales); a policy below the static
     curve buys less risk with the same capital.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for family, points in result.summary.get("frontier", {}).items():
         x = [p["mean_im"] for p in points]
@@ -181,7 +181,7 @@ def frontier_figure(result: ReplayResult) -> Figure:
 
 def bar_figure(result: ReplayResult) -> Figure:
     """Bars of the headline metrics per policy, with the min-max range over seeds."""
-    plt = _pyplot()
+    plt = pyplot()
     policies = result.summary["policies"]
     names = [p for p in (*POLICIES, "served") if p in policies]
     fig, axes = plt.subplots(1, len(_HEADLINE), figsize=(12, 3.2))
@@ -272,7 +272,8 @@ def _fmt(value: Any) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend, imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: the report is written to files, never shown
@@ -281,8 +282,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _png(fig: Figure) -> str:
-    plt = _pyplot()
+def png_base64(fig: Figure) -> str:
+    """``fig`` as a base64 PNG for an inline ``<img>``; the figure is closed."""
+    plt = pyplot()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)

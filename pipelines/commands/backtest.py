@@ -206,6 +206,18 @@ def backtest(
         console.log(f"[{time.perf_counter() - started:7.1f}s] {message}")
 
     if calibration:
+        ignored = _ignored_by_calibration(
+            start=start, end=end, policies=policies, seeds=seeds, json_out=json_out,
+            snapshots=snapshots, forecasts=forecasts, windows=window,
+        )  # fmt: skip
+        if ignored:
+            # Fixed periods and one static scenario: a silently ignored option would make the
+            # table look like it answered a question it did not.
+            console.print(
+                f"[bold red]backtest:[/] --calibration uses the fixed fit and test periods and "
+                f"one static-margin seed; drop {', '.join(ignored)}"
+            )
+            raise typer.Exit(1)
         _calibration(replay, data, assets, report_dir or settings.reports_dir / "backtest", say)
         return
 
@@ -245,6 +257,16 @@ def backtest(
         atomic_write_text(json_out, json_path.read_text(encoding="utf-8"))
     _print_tables(result.summary)
     say(f"report: {html_path}")
+
+
+def _ignored_by_calibration(**given: object) -> list[str]:
+    """The options ``--calibration`` does not read that were set away from their defaults."""
+    defaults = {"policies": ",".join(POLICIES), "seeds": 5}
+    return [
+        "--" + name.replace("_out", "").replace("windows", "window").replace("_", "-")
+        for name, value in given.items()
+        if value not in (None, [], ()) and value != defaults.get(name)
+    ]
 
 
 def _calibration(replay, data: Path | None, assets: str | None, out_dir: Path, say) -> None:

@@ -79,3 +79,15 @@ def test_calibration_refuses_an_asset_without_real_liquidations(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert "no real liquidations for ['DOGEUSDT']" in result.output
+
+
+def test_calibration_refuses_the_options_it_would_ignore(shared_data: Path, tmp_path: Path) -> None:
+    args = [
+        "--workdir", str(tmp_path), "backtest", "--calibration", "--data", str(shared_data),
+        "--start", "2023-01-01", "--seeds", "2", "--traders", "100",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "--start, --seeds" in text and "fixed fit and test periods" in text
+    assert not (tmp_path / "reports").exists()  # refused before any replay or report
