@@ -1,0 +1,284 @@
+"""Rules that CrossHair cannot settle, in z3: integer money as bit-vectors, rates as binary64.
+
+CrossHair models a ``float`` as a mathematical real, and a product of a symbolic int and a
+symbolic real is non-linear, so on the rules that mix integer money with float rates it hits
+its budget (``make verify`` reported them as "budget cap"). Here each of those rules is
+written once in z3 (``encode_*``), over the arithmetic Python itself performs:
+
+* an ``int`` is a 64-bit two's-complement bit-vector; the domains keep every intermediate
+  value far from overflow (money and prices at most :data:`liquidation.money.MAX_AMOUNT` /
+  :data:`~liquidation.money.MAX_PRICE`, times at most ``MAX_TS_MS``), so the bit-vector
+  arithmetic is Python's unbounded arithmetic on them;
+* a ``float`` is a z3 ``Float64`` with round-to-nearest-even; ``int * float`` converts the int
+  with the same rounding (``fpSignedToFP``), ``int(x)`` truncates (``fpToSBV`` toward zero),
+  ``math.ceil(x)`` rounds toward +inf; ``int / int`` is one correctly rounded division of the
+  two exact values (Python's true division of ints, equal to it while both are below 2**53,
+  which the time bounds ensure); ``min`` / ``max`` of two floats keep the first argument
+  unless the second is strictly smaller / larger (CPython's built-ins).
+
+Each encoding is compared with the Python function on many random inputs, bit for bit
+(``tests/verification/test_rules_z3.py``), so it cannot drift from the code; and each claim
+is a ``post:`` line of the function's PEP 316 contract (or, for monotonicity in time, a
+relation between two runs), proved unsatisfiable in negation over the whole domain.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import z3
+
+from liquidation.money import MAX_AMOUNT, MAX_PRICE, MAX_TS_MS
+
+F64 = z3.Float64()
+RNE = z3.RNE()
+BITS = 64
+#: Largest slippage rate the proofs of ``close_price`` cover (``slippage_rate`` returns at most
+#: ``max_slippage_bps / 1e4 < 1``; ``AssetConfig`` requires ``max_slippage_bps < 10_000``).
+MAX_SLIP_RATE = 1.0
+
+
+def int_var(name: str) -> z3.BitVecRef:
+    return z3.BitVec(name, BITS)
+
+
+def float_var(name: str) -> z3.FPRef:
+    return z3.FP(name, F64)
+
+
+def to_float(i: z3.BitVecRef) -> z3.FPRef:
+    """``float(i)``: round to nearest even (exact below 2**53)."""
+    return z3.fpSignedToFP(RNE, i, F64)
+
+
+def trunc(x: z3.FPRef) -> z3.BitVecRef:
+    """``int(x)`` of a finite float below 2**63 in magnitude."""
+    return z3.fpToSBV(z3.RTZ(), x, z3.BitVecSort(BITS))
+
+
+def ceil(x: z3.FPRef) -> z3.BitVecRef:
+    """``math.ceil(x)`` of a finite float below 2**63 in magnitude."""
+    return z3.fpToSBV(z3.RTP(), x, z3.BitVecSort(BITS))
+
+
+def fmul(a: z3.FPRef, b: z3.FPRef) -> z3.FPRef:
+    return z3.fpMul(RNE, a, b)
+
+
+def py_min(a, b):
+    """CPython's ``min(a, b)`` of two floats: ``b`` only if ``b < a``."""
+    return z3.If(z3.fpLT(b, a), b, a)
+
+
+def py_max(a, b):
+    """CPython's ``max(a, b)`` of two floats: ``b`` only if ``b > a``."""
+    return z3.If(z3.fpGT(b, a), b, a)
+
+
+def imin(a, b):
+    return z3.If(b < a, b, a)
+
+
+def imax(a, b):
+    return z3.If(b > a, b, a)
+
+
+def fval(x: float) -> z3.FPRef:
+    return z3.FPVal(x, F64)
+
+
+def ival(i: int) -> z3.BitVecRef:
+    return z3.BitVecVal(i, BITS)
+
+
+def in_range(i: z3.BitVecRef, low: int, high: int) -> z3.BoolRef:
+    return z3.And(i >= low, i <= high)
+
+
+def finite_positive(x: z3.FPRef) -> z3.BoolRef:
+    """``0 < x < inf`` (subnormals included)."""
+    return z3.And(z3.fpGT(x, fval(0.0)), z3.Not(z3.fpIsInf(x)))
+
+
+def as_float(value: z3.ExprRef) -> float:
+    """The Python float of a concrete ``Float64`` term, bit for bit."""
+    bits = z3.simplify(z3.fpToIEEEBV(z3.simplify(value))).as_long()
+    return struct.unpack("<d", bits.to_bytes(8, "little"))[0]
+
+
+def as_int(value: z3.ExprRef) -> int:
+    """The Python int of a concrete bit-vector term (signed)."""
+    return z3.simplify(value).as_signed_long()
+
+
+# -- rules.ramp.ramped_multiplier ----------------------------------------------------------------
+def ramp_progress(start_ms, ramp_ms, ts_ms) -> z3.FPRef:
+    """``(ts_ms - start_ms) / ramp_ms``: one correctly rounded division of two exact floats."""
+    return z3.fpDiv(RNE, to_float(ts_ms - start_ms), to_float(ramp_ms))
+
+
+def encode_ramped_multiplier(
+    start_value, target, start_ms, ramp_ms, ts_ms, progress_raw=None
+) -> z3.FPRef:
+    """:func:`liquidation.rules.ramp.ramped_multiplier`, line for line.
+
+    ``progress_raw`` stands for the division (:func:`ramp_progress`, the default): the proofs
+    pass a free float constrained by the division lemmas instead (see :func:`ramp_claims`).
+    """
+    if progress_raw is None:
+        progress_raw = ramp_progress(start_ms, ramp_ms, ts_ms)
+    progress = py_min(fval(1.0), py_max(fval(0.0), progress_raw))
+    ramped = py_min(
+        target, z3.fpAdd(RNE, start_value, fmul(z3.fpSub(RNE, target, start_value), progress))
+    )
+    return z3.If(
+        z3.Or(z3.fpLEQ(target, start_value), ramp_ms == 0),
+        target,
+        z3.If(z3.fpGEQ(progress, fval(1.0)), target, ramped),
+    )
+
+
+def _times(*names: str) -> tuple[list[z3.BitVecRef], z3.BoolRef]:
+    """Times in ``[0, MAX_TS_MS]`` (so every difference and the ramp are exact as floats)."""
+    times = [int_var(n) for n in names]
+    return times, z3.And(*(in_range(t, 0, MAX_TS_MS) for t in times))
+
+
+def ramp_lemmas() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    """A fact about the division alone, proved on its own: bit-blasting the division inside
+    the whole function does not finish in minutes, on its own it takes seconds."""
+    (start, ramp, ts), times = _times("l_start", "l_ramp", "l_ts")
+    q = ramp_progress(start, ramp, ts)
+    return {
+        # ts - start >= ramp >= 1  =>  the rounded quotient is >= 1 (rounding is monotone)
+        "ramp_division_reaches_one": (
+            z3.And(times, ramp >= 1),
+            z3.Implies(ts - start >= ramp, z3.fpGEQ(q, fval(1.0))),
+        ),
+    }
+
+
+def ramp_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    """``name -> (domain, claim)`` for ``ramped_multiplier``'s contract: multipliers any finite
+    positive float, times and ramp in ``[0, MAX_TS_MS]``.
+
+    The division is a free float ``q`` about which only the proved :func:`ramp_lemmas` is
+    assumed, so each claim holds for the real division too. (Monotonicity in time, a claim
+    about two runs, is not here: bit-blasting two copies did not finish in 5 min of CPU.)"""
+    sv, t = float_var("start_value"), float_var("target")
+    (start, ramp, ts), times = _times("start_ms", "ramp_ms", "ts_ms")
+    q = float_var("q")
+    domain = z3.And(finite_positive(sv), finite_positive(t), times)
+    r = encode_ramped_multiplier(sv, t, start, ramp, ts, q)
+    reaches_one = z3.Implies(z3.And(ramp >= 1, ts - start >= ramp), z3.fpGEQ(q, fval(1.0)))
+    return {
+        # post: min(start_value, target) <= __return__ <= max(start_value, target)
+        "ramp_between_old_and_new": (
+            domain,
+            z3.And(z3.fpLEQ(py_min(sv, t), r), z3.fpLEQ(r, py_max(sv, t))),
+        ),
+        # post: target > start_value or __return__ == target  (a relaxation applies at once)
+        "ramp_relaxation_at_once": (domain, z3.Or(z3.fpGT(t, sv), z3.fpEQ(r, t))),
+        # post: ts_ms < start_ms + ramp_ms or __return__ == target
+        "ramp_reaches_target": (
+            z3.And(domain, reaches_one),
+            z3.Or(ts < start + ramp, z3.fpEQ(r, t)),
+        ),
+    }
+
+
+# -- rules.penalty.split_penalty -------------------------------------------------------------------
+def encode_split_penalty(penalty, fund_share) -> tuple[z3.BitVecRef, z3.BitVecRef]:
+    """:func:`liquidation.rules.penalty.split_penalty`, line for line."""
+    fund_amount = imin(penalty, trunc(fmul(to_float(penalty), fund_share)))
+    return penalty - fund_amount, fund_amount
+
+
+def split_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    penalty, share = int_var("penalty"), float_var("fund_share")
+    keeper, fund = encode_split_penalty(penalty, share)
+    domain = z3.And(
+        in_range(penalty, 0, MAX_AMOUNT),
+        z3.fpLEQ(fval(0.0), share),
+        z3.fpLEQ(share, fval(1.0)),
+    )
+    return {
+        # post: __return__[0] + __return__[1] == penalty
+        "split_sums_to_penalty": (domain, keeper + fund == penalty),
+        # post: __return__[0] >= 0 and __return__[1] >= 0
+        "split_shares_non_negative": (domain, z3.And(keeper >= 0, fund >= 0)),
+    }
+
+
+# -- rules.closeout.close_price --------------------------------------------------------------------
+def encode_close_price(oracle, lots_closed, slip_rate) -> z3.BitVecRef:
+    """:func:`liquidation.rules.closeout.close_price` (``charge``: ``ceil(amount * rate)``)."""
+    slip = ceil(fmul(to_float(oracle), slip_rate))
+    return z3.If(lots_closed > 0, imax(oracle - slip, ival(0)), oracle + slip)
+
+
+def close_price_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    oracle, lots, rate = int_var("oracle"), int_var("lots_closed"), float_var("slip_rate")
+    price = encode_close_price(oracle, lots, rate)
+    domain = z3.And(
+        in_range(oracle, 0, MAX_PRICE),
+        in_range(lots, -MAX_AMOUNT, MAX_AMOUNT),
+        z3.fpLEQ(fval(0.0), rate),
+        z3.fpLEQ(rate, fval(MAX_SLIP_RATE)),
+    )
+    return {
+        # post: lots_closed <= 0 or 0 <= __return__ <= oracle
+        "close_long_at_or_below_oracle": (
+            domain,
+            z3.Or(lots <= 0, z3.And(price >= 0, price <= oracle)),
+        ),
+        # post: lots_closed > 0 or __return__ >= oracle
+        "close_short_at_or_above_oracle": (domain, z3.Or(lots > 0, price >= oracle)),
+    }
+
+
+CLAIMS: dict[str, Callable[[], dict[str, tuple[z3.BoolRef, z3.BoolRef]]]] = {
+    "liquidation.rules.ramp.ramped_multiplier": lambda: {**ramp_lemmas(), **ramp_claims()},
+    "liquidation.rules.penalty.split_penalty": split_claims,
+    "liquidation.rules.closeout.close_price": close_price_claims,
+}
+"""Dotted name of each rule proved here, and its claims."""
+
+
+def all_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    return {name: claim for make in CLAIMS.values() for name, claim in make().items()}
+
+
+def prove(name: str, timeout_ms: int = 120_000) -> tuple[str, z3.ModelRef | None]:
+    """``("proved", None)`` if the claim holds over its domain, ``("counterexample", model)``
+    or ``("unknown", None)`` when the solver ran out of ``timeout_ms``."""
+    domain, claim = all_claims()[name]
+    solver = z3.Solver()
+    solver.set("timeout", timeout_ms)
+    solver.add(domain, z3.Not(claim))
+    result = solver.check()
+    if result == z3.unsat:
+        return "proved", None
+    if result == z3.sat:
+        return "counterexample", solver.model()
+    return "unknown", None
+
+
+# -- concrete evaluation (the drift tests) -------------------------------------------------------
+def eval_ramped_multiplier(start_value: float, target: float, start_ms: int, ramp_ms: int,
+                           ts_ms: int) -> float:  # fmt: skip
+    return as_float(
+        encode_ramped_multiplier(
+            fval(start_value), fval(target), ival(start_ms), ival(ramp_ms), ival(ts_ms)
+        )
+    )
+
+
+def eval_split_penalty(penalty: int, fund_share: float) -> tuple[int, int]:
+    keeper, fund = encode_split_penalty(ival(penalty), fval(fund_share))
+    return as_int(keeper), as_int(fund)
+
+
+def eval_close_price(oracle: int, lots_closed: int, slip_rate: float) -> int:
+    return as_int(encode_close_price(ival(oracle), ival(lots_closed), fval(slip_rate)))

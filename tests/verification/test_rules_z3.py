@@ -1,0 +1,131 @@
+"""z3 proofs of the rules CrossHair cannot settle, and their encodings tied to the code.
+
+:mod:`tests.verification.rules_z3` writes ``ramped_multiplier``, ``split_penalty`` and
+``close_price`` in z3 over binary64 and 64-bit integers. Here (1) each encoding is compared
+with the Python function on random inputs, bit for bit, so a change of the rule that the
+encoding does not follow fails; (2) each claim (a ``post:`` line of the rule's contract, or
+monotonicity in time) is proved over its whole domain; (3) the prover is shown to be live.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import z3
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from liquidation.money import MAX_AMOUNT, MAX_PRICE, MAX_TS_MS
+from liquidation.rules.closeout import close_price
+from liquidation.rules.penalty import split_penalty
+from liquidation.rules.ramp import ramped_multiplier
+from tests.verification import rules_z3
+from tests.verification.runtime_contracts import conditions_of
+
+#: Per-proof solver budget: short in CI, long under ``make verify``.
+PROOF_TIMEOUT_MS = int(os.environ.get("DYNAMARGIN_VERIFY_Z3_TIMEOUT_MS", "120000"))
+DRIFT = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+multipliers = st.one_of(
+    st.floats(min_value=5e-324, max_value=1e3, allow_subnormal=True),
+    st.floats(min_value=5e-324, max_value=1.7e308),
+    st.sampled_from([1.0, 1.5, 2.0, 1.0 + 2**-52]),
+)
+times = st.integers(0, MAX_TS_MS)
+
+
+# -- the encodings against the code --------------------------------------------------------------
+@DRIFT
+@given(multipliers, multipliers, times, st.one_of(st.just(0), st.integers(1, 10**7), times), times)
+@example(1.0, 2.0, 0, 3, 1)
+@example(1.0, 2.0, 0, 3, 3)
+@example(2.0, 1.0, 5, 3, 0)
+def test_ramp_encoding_is_ramped_multiplier_bit_for_bit(sv, t, start, ramp, ts) -> None:
+    expected = ramped_multiplier(sv, t, start, ramp, ts)
+    assert rules_z3.eval_ramped_multiplier(sv, t, start, ramp, ts).hex() == expected.hex()
+
+
+fund_shares = st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, 0.37, 1 - 2**-53]))
+penalties = st.one_of(
+    st.integers(0, 10**15), st.integers(0, MAX_AMOUNT), st.integers(2**53 - 8, 2**54 + 8)
+)
+
+
+@DRIFT
+@given(penalties, fund_shares)
+@example(2**54 - 1, 1.0)
+def test_split_encoding_is_split_penalty(penalty: int, share: float) -> None:
+    assert rules_z3.eval_split_penalty(penalty, share) == split_penalty(penalty, share)
+
+
+@DRIFT
+@given(
+    st.integers(0, MAX_PRICE),
+    st.integers(-MAX_AMOUNT, MAX_AMOUNT),
+    st.one_of(st.floats(0.0, 1.0), st.floats(0.0, 0.05), st.just(0.0)),
+)
+@example(MAX_PRICE, 1, 1.0)
+def test_close_price_encoding_is_close_price(oracle: int, lots: int, rate: float) -> None:
+    assert rules_z3.eval_close_price(oracle, lots, rate) == close_price(oracle, lots, rate)
+
+
+# -- the proofs -----------------------------------------------------------------------------------
+def test_each_proved_rule_carries_the_contract_its_claims_are_about() -> None:
+    """Every ``post:`` line of the three rules has its claim here (same order)."""
+    import importlib
+
+    expected = {
+        "liquidation.rules.ramp.ramped_multiplier": [
+            "ramp_between_old_and_new",
+            "ramp_relaxation_at_once",
+            "ramp_reaches_target",
+        ],
+        "liquidation.rules.penalty.split_penalty": [
+            "split_sums_to_penalty",
+            "split_shares_non_negative",
+        ],
+        "liquidation.rules.closeout.close_price": [
+            "close_long_at_or_below_oracle",
+            "close_short_at_or_above_oracle",
+        ],
+    }
+    assert set(expected) == set(rules_z3.CLAIMS)
+    for dotted, names in expected.items():
+        module, name = dotted.rsplit(".", 1)
+        posts = [c.expr_source for c in conditions_of(importlib.import_module(module), name).post]
+        assert len(posts) == len(names), dotted
+        assert set(names) <= set(rules_z3.CLAIMS[dotted]())
+
+
+@pytest.mark.parametrize("name", sorted(rules_z3.all_claims()))
+def test_z3_proves_each_claim(name: str) -> None:
+    verdict, model = rules_z3.prove(name, timeout_ms=PROOF_TIMEOUT_MS)
+    assert verdict == "proved", f"{name}: {verdict}\n{model}"
+
+
+def test_z3_finds_the_split_penalty_counterexample_without_its_min() -> None:
+    """The prover is live: the former ``int(penalty * fund_share)`` alone is refuted (the
+    float product rounds up past a penalty above 2**53)."""
+    penalty, share = rules_z3.int_var("penalty"), rules_z3.float_var("fund_share")
+    fund = rules_z3.trunc(rules_z3.fmul(rules_z3.to_float(penalty), share))
+    solver = z3.Solver()
+    solver.set("timeout", PROOF_TIMEOUT_MS)
+    solver.add(rules_z3.in_range(penalty, 2**53, MAX_AMOUNT), z3.fpEQ(share, rules_z3.fval(1.0)))
+    solver.add(fund > penalty)
+    assert solver.check() == z3.sat
+    found = solver.model()[penalty].as_signed_long()
+    assert int(found * 1.0) > found  # the float product itself, outside z3
+
+
+def test_z3_refutes_a_false_ramp_claim() -> None:
+    """The prover is live: "the ramp pays the target before ``start + ramp``" is false."""
+    domain, _ = rules_z3.ramp_claims()["ramp_reaches_target"]
+    sv, t = rules_z3.float_var("start_value"), rules_z3.float_var("target")
+    start, ramp, ts = (rules_z3.int_var(n) for n in ("start_ms", "ramp_ms", "ts_ms"))
+    r = rules_z3.encode_ramped_multiplier(sv, t, start, ramp, ts, rules_z3.float_var("q"))
+    solver = z3.Solver()
+    solver.set("timeout", PROOF_TIMEOUT_MS)
+    solver.add(domain, ts < start + ramp, z3.fpLT(sv, t), z3.Not(z3.fpEQ(r, t)))
+    solver.add(z3.fpEQ(rules_z3.float_var("q"), rules_z3.ramp_progress(start, ramp, ts)))
+    assert solver.check() == z3.sat
