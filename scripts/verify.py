@@ -14,8 +14,10 @@ Runs, each child process under a CPU-time cap so that no function can hold the r
 
    Then the guard's bounded liveness at its documented parameters
    (``tests/verification/guard_liveness.py``, CrossHair ``asserts`` mode).
-2. **z3** proofs of ``MultiplierPolicy.step``'s contract, with the encoding tested against
-   the code (``tests/verification/test_policy_verification.py``).
+2. **z3** proofs of ``MultiplierPolicy.step``'s contract and of the rules that mix integer
+   money with float rates (``ramped_multiplier``, ``split_penalty``, ``close_price``), each
+   encoding tested against the code (``tests/verification/test_policy_verification.py``,
+   ``test_rules_z3.py``). The CrossHair line of a function z3 proves says so.
 3. **hypothesis-crosshair**: selected existing property tests with the symbolic backend.
 4. **Run-time contracts**: the rules' and the policy's tests, the regressions and the seeded
    fuzzer with every contract checked on every call.
@@ -53,6 +55,17 @@ from liquidation.rules import CONTRACTED_MODULES as RULE_MODULES  # noqa: E402
 
 POLICY_STEP = "serving.policy.MultiplierPolicy.step"
 LIVENESS = "tests.verification.guard_liveness"
+#: Functions whose contract the z3 step proves (CrossHair on them is bounded evidence only).
+Z3_PROVED = (
+    POLICY_STEP,
+    "liquidation.rules.ramp.ramped_multiplier",
+    "liquidation.rules.penalty.split_penalty",
+    "liquidation.rules.closeout.close_price",
+)
+Z3_TESTS = (
+    "tests/verification/test_policy_verification.py",
+    "tests/verification/test_rules_z3.py",
+)
 
 
 @dataclass(frozen=True)
@@ -256,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             results = []
             for result in pool.map(lambda t: check_one(t, budget, kind), targets):
+                also = "  (z3 proves its contract: step z3)" if result.target in Z3_PROVED else ""
                 print(
-                    f"  {result.status:<18} {result.cpu_s:6.0f} s CPU  {result.target}", flush=True
+                    f"  {result.status:<18} {result.cpu_s:6.0f} s CPU  {result.target}{also}",
+                    flush=True,
                 )
                 for line in result.findings:
                     print(f"      {line}", flush=True)
@@ -287,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if "z3" in steps:
         started = time.time()
         code = _pytest(
-            ["tests/verification/test_policy_verification.py"],
+            list(Z3_TESTS),
             {"DYNAMARGIN_VERIFY_Z3_TIMEOUT_MS": str(budget.z3_ms)},
             budget.step_cap_s,
         )
