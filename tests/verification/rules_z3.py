@@ -238,10 +238,136 @@ def close_price_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
     }
 
 
+# -- rules.governance.review ----------------------------------------------------------------------
+GOVERNANCE_FIELDS = (
+    "fund_share_min",
+    "fund_share_max",
+    "share_step",
+    "fee_addon_max_bps",
+    "fee_addon_step_bps",
+    "target_coverage",
+    "comfort_coverage",
+)
+
+
+def encode_review(fund_share, fee_addon_bps, has_loss, coverage, cfg) -> tuple[z3.FPRef, z3.FPRef]:
+    """:func:`liquidation.rules.governance.review`'s new ``(fund_share, fee_addon_bps)``.
+
+    ``has_loss`` is ``stressed_loss > 0`` and ``coverage`` stands for ``fund / stressed_loss``:
+    the code and the contract compute that one quotient the same way, so a free float for it
+    (any non-negative non-NaN value) covers every division."""
+    below = z3.And(has_loss, z3.fpLT(coverage, cfg["target_coverage"]))
+    above = z3.Or(z3.Not(has_loss), z3.fpGT(coverage, cfg["comfort_coverage"]))
+    share = z3.If(
+        below,
+        py_min(cfg["fund_share_max"], z3.fpAdd(RNE, fund_share, cfg["share_step"])),
+        z3.If(
+            above,
+            py_max(cfg["fund_share_min"], z3.fpSub(RNE, fund_share, cfg["share_step"])),
+            fund_share,
+        ),
+    )
+    addon = z3.If(
+        below,
+        py_min(cfg["fee_addon_max_bps"], z3.fpAdd(RNE, fee_addon_bps, cfg["fee_addon_step_bps"])),
+        z3.If(
+            above,
+            py_max(fval(0.0), z3.fpSub(RNE, fee_addon_bps, cfg["fee_addon_step_bps"])),
+            fee_addon_bps,
+        ),
+    )
+    share = py_min(cfg["fund_share_max"], py_max(cfg["fund_share_min"], share))
+    addon = py_min(cfg["fee_addon_max_bps"], py_max(fval(0.0), addon))
+    return share, addon
+
+
+def review_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    """``review``'s contract over its preconditions: bounds any floats with ``0 <= min <= max
+    <= 1``, ``share_step > 0``, ``0 <= fee_addon_max_bps < inf``, ``0 < fee_addon_step_bps <
+    inf``, ``0 < target < comfort``; current share and add-on any finite float."""
+    cfg = {name: float_var(name) for name in GOVERNANCE_FIELDS}
+    share0, addon0 = float_var("fund_share"), float_var("fee_addon_bps")
+    has_loss, cov = z3.Bool("has_loss"), float_var("coverage")
+    share, addon = encode_review(share0, addon0, has_loss, cov, cfg)
+    zero, one, inf = fval(0.0), fval(1.0), fval(float("inf"))
+    finite = [z3.And(z3.Not(z3.fpIsNaN(x)), z3.Not(z3.fpIsInf(x))) for x in (share0, addon0)]
+    domain = z3.And(
+        *finite,
+        z3.fpLEQ(zero, cfg["fund_share_min"]),
+        z3.fpLEQ(cfg["fund_share_min"], cfg["fund_share_max"]),
+        z3.fpLEQ(cfg["fund_share_max"], one),
+        z3.fpGT(cfg["share_step"], zero),
+        z3.fpLEQ(zero, cfg["fee_addon_max_bps"]),
+        z3.fpLT(cfg["fee_addon_max_bps"], inf),
+        z3.fpGT(cfg["fee_addon_step_bps"], zero),
+        z3.fpLT(cfg["fee_addon_step_bps"], inf),
+        z3.fpGT(cfg["target_coverage"], zero),
+        z3.fpLT(cfg["target_coverage"], cfg["comfort_coverage"]),
+        z3.Not(z3.fpIsNaN(cov)),
+        z3.fpGEQ(cov, zero),
+    )
+    below = z3.And(has_loss, z3.fpLT(cov, cfg["target_coverage"]))
+    above = z3.Or(z3.Not(has_loss), z3.fpGT(cov, cfg["comfort_coverage"]))
+    between = z3.And(
+        has_loss,
+        z3.fpLEQ(cfg["target_coverage"], cov),
+        z3.fpLEQ(cov, cfg["comfort_coverage"]),
+    )
+    return {
+        # post: config.fund_share_min <= __return__.fund_share <= config.fund_share_max
+        "review_share_in_bounds": (
+            domain,
+            z3.And(z3.fpLEQ(cfg["fund_share_min"], share), z3.fpLEQ(share, cfg["fund_share_max"])),
+        ),
+        # post: 0 <= __return__.fee_addon_bps <= config.fee_addon_max_bps
+        "review_addon_in_bounds": (
+            domain,
+            z3.And(z3.fpLEQ(zero, addon), z3.fpLEQ(addon, cfg["fee_addon_max_bps"])),
+        ),
+        # post: below the target neither the share nor the add-on falls
+        "review_below_target_never_falls": (
+            domain,
+            z3.Implies(
+                below,
+                z3.And(
+                    z3.fpGEQ(share, py_min(share0, cfg["fund_share_max"])),
+                    z3.fpGEQ(addon, py_min(addon0, cfg["fee_addon_max_bps"])),
+                ),
+            ),
+        ),
+        # post: above the comfort coverage (or no loss) neither rises
+        "review_above_comfort_never_rises": (
+            domain,
+            z3.Implies(
+                above,
+                z3.And(
+                    z3.fpLEQ(share, py_max(share0, cfg["fund_share_min"])),
+                    z3.fpLEQ(addon, py_max(addon0, zero)),
+                ),
+            ),
+        ),
+        # post: in between, only back into the bounds
+        "review_between_only_clips": (
+            domain,
+            z3.Implies(
+                between,
+                z3.And(
+                    z3.fpEQ(
+                        share,
+                        py_min(cfg["fund_share_max"], py_max(cfg["fund_share_min"], share0)),
+                    ),
+                    z3.fpEQ(addon, py_min(cfg["fee_addon_max_bps"], py_max(zero, addon0))),
+                ),
+            ),
+        ),
+    }
+
+
 CLAIMS: dict[str, Callable[[], dict[str, tuple[z3.BoolRef, z3.BoolRef]]]] = {
     "liquidation.rules.ramp.ramped_multiplier": lambda: {**ramp_lemmas(), **ramp_claims()},
     "liquidation.rules.penalty.split_penalty": split_claims,
     "liquidation.rules.closeout.close_price": close_price_claims,
+    "liquidation.rules.governance.review": review_claims,
 }
 """Dotted name of each rule proved here, and its claims."""
 
@@ -282,3 +408,17 @@ def eval_split_penalty(penalty: int, fund_share: float) -> tuple[int, int]:
 
 def eval_close_price(oracle: int, lots_closed: int, slip_rate: float) -> int:
     return as_int(encode_close_price(ival(oracle), ival(lots_closed), fval(slip_rate)))
+
+
+def eval_review(
+    fund_share: float, fee_addon_bps: float, fund: int, stressed_loss: int, cfg: dict[str, float]
+) -> tuple[float, float]:
+    coverage = fund / stressed_loss if stressed_loss > 0 else 0.0
+    share, addon = encode_review(
+        fval(fund_share),
+        fval(fee_addon_bps),
+        z3.BoolVal(stressed_loss > 0),
+        fval(coverage),
+        {name: fval(cfg[name]) for name in GOVERNANCE_FIELDS},
+    )
+    return as_float(share), as_float(addon)
