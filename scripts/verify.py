@@ -15,7 +15,8 @@ Runs, each child process under a CPU-time cap so that no function can hold the r
    Then the guard's bounded liveness at its documented parameters
    (``tests/verification/guard_liveness.py``, CrossHair ``asserts`` mode).
 2. **z3** proofs of ``MultiplierPolicy.step``'s contract and of the rules that mix integer
-   money with float rates (``ramped_multiplier``, ``split_penalty``, ``close_price``), each
+   money with float rates (``ramped_multiplier``, ``split_penalty``, ``close_price``,
+   ``governance.review``) and of the guard's decision (``check_observation``, ``advance``), each
    encoding tested against the code (``tests/verification/test_policy_verification.py``,
    ``test_rules_z3.py``). The CrossHair line of a function z3 proves says so.
 3. **hypothesis-crosshair**: selected existing property tests with the symbolic backend.
@@ -61,6 +62,9 @@ Z3_PROVED = (
     "liquidation.rules.ramp.ramped_multiplier",
     "liquidation.rules.penalty.split_penalty",
     "liquidation.rules.closeout.close_price",
+    "liquidation.rules.governance.review",
+    "liquidation.rules.oracle_guard.check_observation",
+    "liquidation.rules.oracle_guard.advance",
 )
 Z3_TESTS = (
     "tests/verification/test_policy_verification.py",

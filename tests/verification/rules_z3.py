@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import z3
 
@@ -363,11 +364,188 @@ def review_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
     }
 
 
+# -- rules.oracle_guard.check_observation and advance --------------------------------------------
+#: Reasons of a guard verdict as integer codes.
+GUARD_REASONS = {"ok": 0, "no_price": 1, "confidence": 2, "deviation": 3}
+
+
+@dataclass(frozen=True)
+class GuardInputs:
+    """One print and the guard state, as z3 terms.
+
+    Integers are z3 integers (exact, unbounded: the guard only adds, compares and takes the
+    window's length). The three float comparisons of the guard are free booleans, because the
+    code and the contract each evaluate them by the same expression on the same values:
+    ``band_bad`` is ``obs.confidence / obs.price > config.max_confidence_ratio``,
+    ``deviation_ok`` is ``abs(obs.price - reference) / reference <= config.max_deviation`` for
+    the reference in use, ``run_consistent`` is ``consistent(next_window(window, obs.price,
+    config), config.reanchor_band)``. The window enters only through its length."""
+
+    price: z3.ArithRef
+    confidence: z3.ArithRef
+    has_reference: z3.BoolRef
+    reference: z3.ArithRef
+    has_twap: z3.BoolRef
+    twap: z3.ArithRef
+    window_len: z3.ArithRef
+    reanchor_prints: z3.ArithRef
+    band_bad: z3.BoolRef
+    deviation_ok: z3.BoolRef
+    run_consistent: z3.BoolRef
+
+    @classmethod
+    def fresh(cls) -> GuardInputs:
+        ints = ("price", "confidence", "reference", "twap", "window_len", "reanchor_prints")
+        i = {n: z3.Int("g_" + n) for n in ints}
+        flags = ("has_reference", "has_twap", "band_bad", "deviation_ok", "run_consistent")
+        b = {n: z3.Bool("g_" + n) for n in flags}
+        return cls(**i, **b)
+
+    def domain(self) -> z3.BoolRef:
+        """The preconditions: ``confidence >= 0``, reference and TWAP positive when present,
+        ``reanchor_prints >= 1``; any price (the guard refuses a non-positive one)."""
+        return z3.And(
+            self.confidence >= 0,
+            z3.Implies(self.has_reference, self.reference > 0),
+            z3.Implies(self.has_twap, self.twap > 0),
+            self.window_len >= 0,
+            self.reanchor_prints >= 1,
+        )
+
+    def run_len(self) -> z3.ArithRef:
+        """``len(next_window(window, price, config))``: the last ``reanchor_prints``."""
+        n = self.window_len + 1
+        return z3.If(n < self.reanchor_prints, n, self.reanchor_prints)
+
+    def completes_run(self) -> z3.BoolRef:
+        """``_completes_run(obs, window, config)``."""
+        return z3.And(self.run_len() == self.reanchor_prints, self.run_consistent)
+
+    def passes_confidence(self) -> z3.BoolRef:
+        return z3.And(self.price > 0, z3.Not(self.band_bad))
+
+
+@dataclass(frozen=True)
+class GuardVerdictTerms:
+    accepted: z3.BoolRef
+    reason: z3.ArithRef
+    reanchored: z3.BoolRef
+
+
+def encode_check_observation(v: GuardInputs, reanchors: bool = True) -> GuardVerdictTerms:
+    """:func:`liquidation.rules.oracle_guard.check_observation`, branch for branch
+    (``reanchors=False`` is the guard deadlock's defect, for the prover's liveness test)."""
+
+    def verdict(accepted: bool, reason: str, reanchored: bool = False) -> tuple:
+        return z3.BoolVal(accepted), z3.IntVal(GUARD_REASONS[reason]), z3.BoolVal(reanchored)
+
+    def pick(cond, a: tuple, b: tuple) -> tuple:
+        return tuple(z3.If(cond, x, y) for x, y in zip(a, b, strict=True))
+
+    no_reference = z3.And(z3.Not(v.has_reference), z3.Not(v.has_twap))
+    out = pick(
+        v.price <= 0,
+        verdict(False, "no_price"),
+        pick(
+            v.band_bad,
+            verdict(False, "confidence"),
+            pick(
+                z3.Or(no_reference, v.deviation_ok),
+                verdict(True, "ok"),
+                pick(
+                    z3.And(z3.Not(v.has_reference), v.completes_run(), z3.BoolVal(reanchors)),
+                    verdict(True, "ok", True),
+                    verdict(False, "deviation"),
+                ),
+            ),
+        ),
+    )
+    return GuardVerdictTerms(*out)
+
+
+def guard_claims(reanchors: bool = True) -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    """``check_observation``'s contract and ``advance``'s, over any ints and any outcome of the
+    float comparisons. ``advance`` is the verdict plus: the window takes the print iff the
+    reason is neither ``confidence`` nor ``no_price``; the TWAP becomes the price on a
+    re-anchoring, :func:`~liquidation.rules.oracle_guard.update_twap` on an acceptance (whose
+    own contract, which CrossHair verifies over all paths, puts it between the old TWAP and
+    the price, or at the price without one), and stays otherwise."""
+    v = GuardInputs.fresh()
+    out = encode_check_observation(v, reanchors)
+    acc, reanch = out.accepted, out.reanchored
+    reference_none = z3.And(z3.Not(v.has_reference), z3.Not(v.has_twap))
+    deviation_ok = z3.Or(reference_none, v.deviation_ok)  # _deviation_ok(obs, twap, config)
+    # advance: the window and the TWAP after the print
+    window_joins = z3.Not(z3.Or(out.reason == GUARD_REASONS["confidence"],
+                                out.reason == GUARD_REASONS["no_price"]))  # fmt: skip
+    updated = z3.Int("g_updated_twap")  # update_twap(twap, twap_ms, price, ...)
+    update_contract = z3.If(
+        v.has_twap,
+        z3.And(
+            updated >= z3.If(v.twap < v.price, v.twap, v.price),
+            updated <= z3.If(v.twap > v.price, v.twap, v.price),
+        ),
+        updated == v.price,
+    )
+    twap_has = z3.Or(reanch, acc, v.has_twap)  # the new TWAP is not None
+    twap_new = z3.If(reanch, v.price, z3.If(acc, updated, v.twap))
+    return {
+        # check_observation, post: not accepted or obs.price > 0
+        "guard_accepts_positive_prices": (v.domain(), z3.Or(z3.Not(acc), v.price > 0)),
+        # post: not accepted or the confidence band passes
+        "guard_accepts_within_confidence": (v.domain(), z3.Or(z3.Not(acc), z3.Not(v.band_bad))),
+        # post: not accepted or reanchored or within max_deviation of the reference
+        "guard_accepts_within_deviation": (
+            v.domain(),
+            z3.Or(z3.Not(acc), reanch, deviation_ok),
+        ),
+        # post: not reanchored or (no reference and the print completes a consistent run)
+        "guard_reanchors_only_on_a_run": (
+            v.domain(),
+            z3.Or(z3.Not(reanch), z3.And(z3.Not(v.has_reference), v.completes_run())),
+        ),
+        # post: a confidence-passing print without reference that completes a run is accepted
+        "guard_accepts_a_completed_run": (
+            v.domain(),
+            z3.Or(acc, v.has_reference, z3.Not(v.passes_confidence()), z3.Not(v.completes_run())),
+        ),
+        # advance, post: the window takes the print iff it passes the confidence check
+        "advance_window_takes_confidence_passing_prints": (
+            v.domain(),
+            window_joins == v.passes_confidence(),
+        ),
+        # advance, post: a re-anchoring resets the TWAP to the price; a rejection keeps it
+        "advance_twap_reset_or_kept": (
+            v.domain(),
+            z3.If(reanch, twap_new == v.price, z3.Or(acc, twap_new == v.twap)),
+        ),
+        # advance, post: the TWAP stays None or positive
+        "advance_twap_positive": (
+            z3.And(v.domain(), update_contract),
+            z3.Or(z3.Not(twap_has), twap_new > 0),
+        ),
+        # advance, post (liveness step): no reference, confidence passes, run completes => accepted
+        "advance_liveness_step": (
+            v.domain(),
+            z3.Or(
+                z3.Not(z3.And(z3.Not(v.has_reference), v.passes_confidence(), v.completes_run())),
+                acc,
+            ),
+        ),
+    }
+
+
 CLAIMS: dict[str, Callable[[], dict[str, tuple[z3.BoolRef, z3.BoolRef]]]] = {
     "liquidation.rules.ramp.ramped_multiplier": lambda: {**ramp_lemmas(), **ramp_claims()},
     "liquidation.rules.penalty.split_penalty": split_claims,
     "liquidation.rules.closeout.close_price": close_price_claims,
     "liquidation.rules.governance.review": review_claims,
+    "liquidation.rules.oracle_guard.check_observation": lambda: {
+        k: c for k, c in guard_claims().items() if k.startswith("guard_")
+    },
+    "liquidation.rules.oracle_guard.advance": lambda: {
+        k: c for k, c in guard_claims().items() if k.startswith("advance_")
+    },
 }
 """Dotted name of each rule proved here, and its claims."""
 
@@ -422,3 +600,36 @@ def eval_review(
         {name: fval(cfg[name]) for name in GOVERNANCE_FIELDS},
     )
     return as_float(share), as_float(addon)
+
+
+def eval_check_observation(obs, twap, window, config) -> tuple[bool, str, bool]:
+    """The encoding at a concrete print and state; the three float comparisons are made as
+    the code makes them (see :class:`GuardInputs`)."""
+    from liquidation.rules.oracle_guard import consistent, next_window
+
+    reference = obs.reference if obs.reference is not None else twap
+    price_ok = obs.price > 0
+    values = GuardInputs(
+        price=z3.IntVal(obs.price),
+        confidence=z3.IntVal(obs.confidence),
+        has_reference=z3.BoolVal(obs.reference is not None),
+        reference=z3.IntVal(obs.reference or 0),
+        has_twap=z3.BoolVal(twap is not None),
+        twap=z3.IntVal(twap or 0),
+        window_len=z3.IntVal(len(window)),
+        reanchor_prints=z3.IntVal(config.reanchor_prints),
+        band_bad=z3.BoolVal(price_ok and obs.confidence / obs.price > config.max_confidence_ratio),
+        deviation_ok=z3.BoolVal(
+            reference is not None and abs(obs.price - reference) / reference <= config.max_deviation
+        ),
+        run_consistent=z3.BoolVal(
+            consistent(next_window(window, obs.price, config), config.reanchor_band)
+        ),
+    )
+    out = encode_check_observation(values)
+    reasons = {code: name for name, code in GUARD_REASONS.items()}
+    return (
+        z3.is_true(z3.simplify(out.accepted)),
+        reasons[z3.simplify(out.reason).as_long()],
+        z3.is_true(z3.simplify(out.reanchored)),
+    )

@@ -1,10 +1,11 @@
 """z3 proofs of the rules CrossHair cannot settle, and their encodings tied to the code.
 
 :mod:`tests.verification.rules_z3` writes ``ramped_multiplier``, ``split_penalty``,
-``close_price`` and governance's ``review`` in z3 over binary64 and 64-bit integers. Here
-(1) each encoding is compared with the Python function on random inputs, bit for bit, so a
-change of the rule that the encoding does not follow fails; (2) each claim (a ``post:`` line
-of the rule's contract) is proved over its whole domain; (3) the prover is shown to be live.
+``close_price``, governance's ``review`` and the guard's decision (``check_observation``,
+``advance``) in z3. Here (1) each encoding is compared with the Python function on random
+inputs, bit for bit, so a change of the rule that the encoding does not follow fails; (2) each
+claim (a ``post:`` line of the rule's contract) is proved over its whole domain; (3) the
+prover is shown to be live.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import z3
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from liquidation.config import OracleGuardConfig
 from liquidation.money import MAX_AMOUNT, MAX_PRICE, MAX_TS_MS
 from liquidation.rules.closeout import close_price
 from liquidation.rules.governance import review
+from liquidation.rules.oracle_guard import PriceObservation, check_observation
 from liquidation.rules.penalty import split_penalty
 from liquidation.rules.ramp import ramped_multiplier
 from tests.verification import rules_z3
@@ -117,6 +120,37 @@ def test_review_encoding_is_review(case) -> None:
     )
 
 
+@DRIFT
+@given(
+    price=st.one_of(st.integers(-5, 0), st.integers(1, 10**6), st.integers(1, MAX_PRICE)),
+    confidence=st.one_of(st.just(0), st.integers(0, 10**4)),
+    reference=st.one_of(st.none(), st.integers(1, 10**6)),
+    twap=st.one_of(st.none(), st.integers(1, 10**6)),
+    window=st.lists(st.integers(1, 10**6), max_size=7).map(tuple),
+    reanchor_prints=st.integers(2, 6),
+    ratio=st.sampled_from([0.001, 0.01, 0.05]),
+    deviation=st.sampled_from([0.001, 0.01, 0.05, 0.5]),
+    band=st.sampled_from([0.001, 0.05, 0.2, 0.9]),
+)
+@example(101, 0, None, 10, (100, 100, 100, 100), 5, 0.01, 0.05, 0.05)  # re-anchored
+@example(101, 0, None, 10, (100, 300, 100, 100), 5, 0.01, 0.05, 0.05)  # run not consistent
+@example(150, 0, 100, 10, (150, 150, 150, 150), 5, 0.01, 0.05, 0.05)  # reference: no run
+@example(100, 5, None, None, (), 2, 0.01, 0.05, 0.05)  # confidence band
+def test_guard_encoding_is_check_observation(
+    price, confidence, reference, twap, window, reanchor_prints, ratio, deviation, band
+) -> None:
+    config = OracleGuardConfig(
+        reanchor_prints=reanchor_prints,
+        max_confidence_ratio=ratio,
+        max_deviation=deviation,
+        reanchor_band=band,
+    )
+    obs = PriceObservation("BTC", price, 0, confidence, reference)
+    verdict = check_observation(obs, twap, window, config)
+    expected = (verdict.accepted, verdict.reason, verdict.reanchored)
+    assert rules_z3.eval_check_observation(obs, twap, window, config) == expected
+
+
 # -- the proofs -----------------------------------------------------------------------------------
 def test_each_proved_rule_carries_the_contract_its_claims_are_about() -> None:
     """Every ``post:`` line of the proved rules has its claim here (same order)."""
@@ -143,6 +177,19 @@ def test_each_proved_rule_carries_the_contract_its_claims_are_about() -> None:
             "review_below_target_never_falls",
             "review_above_comfort_never_rises",
             "review_between_only_clips",
+        ],
+        "liquidation.rules.oracle_guard.check_observation": [
+            "guard_accepts_positive_prices",
+            "guard_accepts_within_confidence",
+            "guard_accepts_within_deviation",
+            "guard_reanchors_only_on_a_run",
+            "guard_accepts_a_completed_run",
+        ],
+        "liquidation.rules.oracle_guard.advance": [
+            "advance_window_takes_confidence_passing_prints",
+            "advance_twap_reset_or_kept",
+            "advance_twap_positive",
+            "advance_liveness_step",
         ],
     }
     assert set(expected) == set(rules_z3.CLAIMS)
@@ -183,4 +230,13 @@ def test_z3_refutes_a_false_ramp_claim() -> None:
     solver.set("timeout", PROOF_TIMEOUT_MS)
     solver.add(domain, ts < start + ramp, z3.fpLT(sv, t), z3.Not(z3.fpEQ(r, t)))
     solver.add(z3.fpEQ(rules_z3.float_var("q"), rules_z3.ramp_progress(start, ramp, ts)))
+    assert solver.check() == z3.sat
+
+
+def test_z3_refutes_the_guard_deadlock() -> None:
+    """The prover is live: ``check_observation`` without its re-anchoring (mutant d1) breaks
+    the inductive step of the liveness bound."""
+    domain, claim = rules_z3.guard_claims(reanchors=False)["advance_liveness_step"]
+    solver = z3.Solver()
+    solver.add(domain, z3.Not(claim))
     assert solver.check() == z3.sat
