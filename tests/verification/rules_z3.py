@@ -119,25 +119,137 @@ def ramp_progress(start_ms, ramp_ms, ts_ms) -> z3.FPRef:
     return z3.fpDiv(RNE, to_float(ts_ms - start_ms), to_float(ramp_ms))
 
 
+class Binary64Ops:
+    """The float operations ``ramped_multiplier`` uses, in binary64 (the default)."""
+
+    def progress(self, start_ms, ramp_ms, ts_ms):
+        return ramp_progress(start_ms, ramp_ms, ts_ms)
+
+    def const(self, x: float):
+        return fval(x)
+
+    def add(self, a, b):
+        return z3.fpAdd(RNE, a, b)
+
+    def sub(self, a, b):
+        return z3.fpSub(RNE, a, b)
+
+    def mul(self, a, b):
+        return fmul(a, b)
+
+    def lt(self, a, b):
+        return z3.fpLT(a, b)
+
+    def le(self, a, b):
+        return z3.fpLEQ(a, b)
+
+
+class MonotoneRounding:
+    """Reals where every operation is ``fl(exact result)`` for one unknown rounding ``fl``
+    about which only two facts are assumed: it is monotone (``x <= y`` implies ``fl(x) <=
+    fl(y)``) and it leaves a float unchanged (``fl(v) == v`` for each input and constant).
+    Correct rounding to nearest (IEEE 754, Python's float operations and the correctly rounded
+    ``int / int``) has both properties, so every binary64 run is a run here: a claim proved
+    here holds in binary64. It proves relations between two runs, which bit-blasting does not
+    finish (see :func:`ramp_monotone_claim`). Times are exact integers."""
+
+    def __init__(self) -> None:
+        self.fl = z3.Function("fl", z3.RealSort(), z3.RealSort())
+        self.floats: list[z3.ArithRef] = []
+
+    def rounded(self, exact):
+        return self.fl(exact)
+
+    def progress(self, start_ms, ramp_ms, ts_ms):
+        return self.fl(z3.ToReal(ts_ms - start_ms) / z3.ToReal(ramp_ms))
+
+    def const(self, x: float):
+        value = z3.RealVal(x)
+        self.floats.append(value)
+        return value
+
+    def add(self, a, b):
+        return self.fl(a + b)
+
+    def sub(self, a, b):
+        return self.fl(a - b)
+
+    def mul(self, a, b):
+        return self.fl(a * b)
+
+    def lt(self, a, b):
+        return a < b
+
+    def le(self, a, b):
+        return a <= b
+
+    def axioms(self, terms: list[z3.ExprRef], floats: list[z3.ArithRef]) -> z3.BoolRef:
+        """Monotonicity on every pair of rounded ``terms``, and ``fl`` fixing ``floats``."""
+        fixed = [self.fl(v) for v in [*floats, *self.floats]]
+        terms = [*terms, *fixed]
+        pairs = [
+            z3.Implies(x.arg(0) <= y.arg(0), x <= y)
+            for i, x in enumerate(terms)
+            for j, y in enumerate(terms)
+            if i != j
+        ]
+        return z3.And(*pairs, *(f == f.arg(0) for f in fixed))
+
+
 def encode_ramped_multiplier(
-    start_value, target, start_ms, ramp_ms, ts_ms, progress_raw=None
-) -> z3.FPRef:
+    start_value, target, start_ms, ramp_ms, ts_ms, progress_raw=None, ops=None
+) -> z3.ExprRef:
     """:func:`liquidation.rules.ramp.ramped_multiplier`, line for line.
 
     ``progress_raw`` stands for the division (:func:`ramp_progress`, the default): the proofs
-    pass a free float constrained by the division lemmas instead (see :func:`ramp_claims`).
+    pass a free float constrained by the division lemma instead (see :func:`ramp_claims`).
+    ``ops`` is the arithmetic (binary64 by default, or :class:`MonotoneRounding`).
     """
+    ops = ops or Binary64Ops()
+
+    def py_min_(a, b):
+        return z3.If(ops.lt(b, a), b, a)
+
+    def py_max_(a, b):
+        return z3.If(ops.lt(a, b), b, a)
+
     if progress_raw is None:
-        progress_raw = ramp_progress(start_ms, ramp_ms, ts_ms)
-    progress = py_min(fval(1.0), py_max(fval(0.0), progress_raw))
-    ramped = py_min(
-        target, z3.fpAdd(RNE, start_value, fmul(z3.fpSub(RNE, target, start_value), progress))
-    )
+        progress_raw = ops.progress(start_ms, ramp_ms, ts_ms)
+    one = ops.const(1.0)
+    progress = py_min_(one, py_max_(ops.const(0.0), progress_raw))
+    ramped = py_min_(target, ops.add(start_value, ops.mul(ops.sub(target, start_value), progress)))
     return z3.If(
-        z3.Or(z3.fpLEQ(target, start_value), ramp_ms == 0),
+        z3.Or(ops.le(target, start_value), ramp_ms == 0),
         target,
-        z3.If(z3.fpGEQ(progress, fval(1.0)), target, ramped),
+        z3.If(ops.le(one, progress), target, ramped),
     )
+
+
+def ramp_monotone_claim() -> tuple[z3.BoolRef, z3.BoolRef]:
+    """Monotone in time: at a later time the ramp never pays less (two runs, same state).
+
+    Proved in :class:`MonotoneRounding`: multipliers any positive reals that ``fl`` leaves
+    unchanged, times any integers with ``ramp >= 0``."""
+    ops = MonotoneRounding()
+    sv, t = z3.Reals("m_start_value m_target")
+    start, ramp, ts, later = z3.Ints("m_start m_ramp m_ts m_later")
+    r = encode_ramped_multiplier(sv, t, start, ramp, ts, ops=ops)
+    r_later = encode_ramped_multiplier(sv, t, start, ramp, later, ops=ops)
+    rounded = _applications(z3.And(r == r_later), ops.fl)
+    domain = z3.And(sv > 0, t > 0, ramp >= 0, later >= ts, ops.axioms(rounded, [sv, t]))
+    return domain, r <= r_later
+
+
+def _applications(expr: z3.ExprRef, fn: z3.FuncDeclRef) -> list[z3.ExprRef]:
+    """Every distinct application of ``fn`` in ``expr``."""
+    found: dict[int, z3.ExprRef] = {}
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if z3.is_app(e) and e.decl().eq(fn):
+            found.setdefault(e.get_id(), e)
+        stack.extend(e.children())
+    return list(found.values())
 
 
 def _times(*names: str) -> tuple[list[z3.BitVecRef], z3.BoolRef]:
@@ -166,7 +278,8 @@ def ramp_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
 
     The division is a free float ``q`` about which only the proved :func:`ramp_lemmas` is
     assumed, so each claim holds for the real division too. (Monotonicity in time, a claim
-    about two runs, is not here: bit-blasting two copies did not finish in 5 min of CPU.)"""
+    about two runs, is :func:`ramp_monotone_claim`: bit-blasting two copies did not finish in
+    5 min of CPU.)"""
     sv, t = float_var("start_value"), float_var("target")
     (start, ramp, ts), times = _times("start_ms", "ramp_ms", "ts_ms")
     q = float_var("q")
@@ -536,7 +649,11 @@ def guard_claims(reanchors: bool = True) -> dict[str, tuple[z3.BoolRef, z3.BoolR
 
 
 CLAIMS: dict[str, Callable[[], dict[str, tuple[z3.BoolRef, z3.BoolRef]]]] = {
-    "liquidation.rules.ramp.ramped_multiplier": lambda: {**ramp_lemmas(), **ramp_claims()},
+    "liquidation.rules.ramp.ramped_multiplier": lambda: {
+        **ramp_lemmas(),
+        **ramp_claims(),
+        "ramp_monotone_in_time": ramp_monotone_claim(),
+    },
     "liquidation.rules.penalty.split_penalty": split_claims,
     "liquidation.rules.closeout.close_price": close_price_claims,
     "liquidation.rules.governance.review": review_claims,

@@ -240,3 +240,20 @@ def test_z3_refutes_the_guard_deadlock() -> None:
     solver = z3.Solver()
     solver.add(domain, z3.Not(claim))
     assert solver.check() == z3.sat
+
+
+def test_ramp_monotone_proof_is_not_vacuous() -> None:
+    """The monotone-rounding domain admits a run where the later time pays strictly more (so
+    the axioms are consistent and the proof is not vacuous)."""
+    domain, _ = rules_z3.ramp_monotone_claim()
+    sv, t = z3.Reals("m_start_value m_target")
+    start, ramp, ts, later = z3.Ints("m_start m_ramp m_ts m_later")
+    ops = rules_z3.MonotoneRounding()
+    ops.fl = z3.Function("fl", z3.RealSort(), z3.RealSort())  # the same name: the same function
+    r = rules_z3.encode_ramped_multiplier(sv, t, start, ramp, ts, ops=ops)
+    r_later = rules_z3.encode_ramped_multiplier(sv, t, start, ramp, later, ops=ops)
+    solver = z3.Solver()
+    solver.set("timeout", PROOF_TIMEOUT_MS)
+    solver.add(domain, r < r_later)
+    solver.add(sv == 1, t == 2, start == 0, ramp == 4, ts == 1, later == 2)
+    assert solver.check() == z3.sat
