@@ -17,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
+from liquidation.money import MAX_AMOUNT  # noqa: F401 (the contract)
+
 
 class GovernanceTerms(Protocol):
     """What the rule reads (see :class:`liquidation.config.InsuranceConfig`)."""
@@ -89,7 +91,7 @@ def review(
     above the comfort coverage (or with no stressed loss) neither rises; between the two they
     only come back into their bounds.
 
-    pre: fund >= 0 and stressed_loss >= 0
+    pre: 0 <= fund <= MAX_AMOUNT and stressed_loss >= 0
     pre: 0 <= config.fund_share_min <= config.fund_share_max <= 1 and config.share_step > 0
     pre: 0 <= config.fee_addon_max_bps < math.inf and 0 < config.fee_addon_step_bps < math.inf
     pre: 0 < config.target_coverage < config.comfort_coverage
