@@ -20,6 +20,7 @@ module                 rules
 :mod:`.socialization`  socialized loss over position holders
 :mod:`.topup`          a defending trader's top-up
 :mod:`.oracle_guard`   the oracle-guard decision on a print
+:mod:`.governance`     the insurance fund's bounded share / fee add-on rule
 =====================  ===========================================================
 
 **Two forms.** Each rule has a *scalar* form on Python ints (and float rates from
@@ -53,6 +54,7 @@ CONTRACTED_MODULES: tuple[str, ...] = (
     "socialization",
     "topup",
     "oracle_guard",
+    "governance",
 )
 """The modules whose public scalar functions carry PEP 316 contracts (all but :mod:`.fixed`
 and :mod:`.terms`): the one list the run-time checks and ``make verify`` read."""

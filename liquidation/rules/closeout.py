@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from liquidation.money import charge
+from liquidation.money import MAX_PRICE, charge  # noqa: F401 (MAX_PRICE: the contract)
 from liquidation.rules.fixed import Floats, Ints, charge_v
 
 
@@ -57,7 +57,7 @@ def close_price(oracle: int, lots_closed: int, slip_rate: float) -> int:
 
     Contract (PEP 316; CrossHair and tests/verification check it):
 
-    pre: oracle >= 0 and 0 <= slip_rate < math.inf
+    pre: 0 <= oracle <= MAX_PRICE and 0 <= slip_rate <= 1
     post: lots_closed <= 0 or 0 <= __return__ <= oracle
     post: lots_closed > 0 or __return__ >= oracle
     """

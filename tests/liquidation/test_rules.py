@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liquidation.config import AssetConfig, LiquidationConfig
-from liquidation.money import MICRO, QTY_SCALE, charge, value
+from liquidation.money import MAX_AMOUNT, MICRO, QTY_SCALE, charge, value
 from liquidation.rules import closeout, margin, partial, penalty, ramp, topup
 from liquidation.rules.backstop import backstop_ppm
 from liquidation.rules.fixed import (
@@ -198,3 +198,13 @@ def test_backstop_ppm_finds_the_largest_admitted_fraction(limit: int) -> None:
     found = backstop_ppm(lambda ppm: ppm <= limit)
     assert found <= limit
     assert found == 1_000_000 or limit - found <= 1_000 or (found == 0 and limit < 1_000)
+
+
+def test_split_penalty_above_2_53_never_gives_the_fund_more_than_the_penalty() -> None:
+    """z3's counterexample (tests/verification/rules_z3.py): ``int(penalty * 1.0)`` rounds
+    2**54 - 1 up to 2**54, which gave the keeper -1."""
+    assert penalty.split_penalty(2**54 - 1, 1.0) == (0, 2**54 - 1)
+    for due in (2**53 + 1, 2**59 - 1, MAX_AMOUNT):
+        keeper, fund = penalty.split_penalty(due, 1.0)
+        assert keeper + fund == due and 0 <= keeper <= 1 and fund <= due
+    assert penalty.split_penalty(2**53 - 1, 0.5) == (2**52, 2**52 - 1)

@@ -46,3 +46,19 @@ def test_crosshair_reports_a_false_contract(tmp_path: Path) -> None:
     script = _verify_script()
     findings = script.run_crosshair([str(module)], 10, 2)
     assert findings and "false when calling fund_cover" in findings[0]
+
+
+def test_a_finding_that_holds_in_binary64_is_not_a_counterexample() -> None:
+    """CrossHair once reported ``fund_available(1, 1e-06)`` (the real value of the float
+    ``1e-06`` times 1e6 is below 1; in binary64 the product is exactly 1.0, and the contract
+    holds): replayed concretely, such a finding is dropped; one that cannot be replayed or
+    that a concrete call confirms is kept."""
+    script = _verify_script()
+    rules = PROJECT / "liquidation/rules/penalty.py"
+    spurious = f"{rules}:65: error: false when calling fund_available(1, 1e-06) (which returns 1)"
+    assert not script.reproduces(spurious)
+    assert not script.reproduces(
+        f"{rules}:80: error: false when calling fund_cover(5, -1) (which returns 0)"
+    )  # the precondition fails concretely: no counterexample either
+    assert script.reproduces(f"{rules}:65: error: TypeError when calling fund_available(1, 2)")
+    assert script.reproduces("/elsewhere/r.py:3: error: false when calling f(1) (which returns 2)")
