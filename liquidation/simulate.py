@@ -453,6 +453,7 @@ def simulate(
     config: ReplayConfig | None = None,
     progress: Progress | None = None,
     books: Mapping[int, TraderBook] | None = None,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> list[ReplaySeries]:
     """Replay every scenario over the market in one pass (see the module docstring).
 
@@ -468,6 +469,14 @@ def simulate(
         ``progress(bars_done, n_bars)`` every 1 000 bars.
     books : mapping of seed to TraderBook, optional
         Hand-made books (scenario tests); seeds not in it are drawn from ``config.book``.
+    units : sequence of sequences of int, optional
+        A partition of the scenarios' indices into independent units (e.g. one per seed,
+        :func:`liquidation.runners.replay_units`). Each unit's results are then bit for bit
+        those of :func:`simulate` on that unit's scenarios alone, while the pass over the
+        bars (whose per-bar cost dominates a small book) is shared. Without it the
+        scenarios share one pool of position slots, so the last bits of the float sums
+        ``initial_margin``, ``open_notional`` and ``topup_collateral`` (summed in slot
+        order) depend on which scenarios ran together.
 
     Returns
     -------
@@ -477,12 +486,13 @@ def simulate(
     Raises
     ------
     ReplayInputError
-        If a multiplier path has the wrong shape, is not finite or not positive.
+        If a multiplier path has the wrong shape, is not finite or not positive, or
+        ``units`` is not a partition of the scenarios.
     """
     cfg = config or ReplayConfig()
     if cfg.impact == "on" and len(scenarios) > 1:
         return [r for sc in scenarios for r in simulate(market, [sc], cfg, progress, books)]
-    return _checked(market, scenarios, cfg, books).run(progress)
+    return _checked(market, scenarios, cfg, books, units).run(progress)
 
 
 def simulate_ledger(
@@ -506,9 +516,17 @@ def _checked(
     scenarios: Sequence[Scenario],
     cfg: ReplayConfig,
     books: Mapping[int, TraderBook] | None,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> _Replay:
     if not scenarios:
         raise ReplayInputError("simulate needs at least one scenario")
+    if units is not None:
+        flat = sorted(i for unit in units for i in unit)
+        if flat != list(range(len(scenarios))) or not all(units):
+            raise ReplayInputError(
+                f"simulate units {[list(u) for u in units]} are not a partition of the "
+                f"{len(scenarios)} scenarios' indices into non-empty units"
+            )
     for sc in scenarios:
         for name, path in (("multiplier", sc.multiplier), ("maintenance", sc.maintenance_path)):
             if path.shape != market.open.shape:
@@ -521,7 +539,7 @@ def _checked(
                 raise ReplayInputError(f"scenario {sc.label!r}: {name} must be finite and > 0")
         if sc.ramp_ms is not None and sc.ramp_ms < 0:
             raise ReplayInputError(f"scenario {sc.label!r}: ramp_ms must be >= 0")
-    return _Replay(market, list(scenarios), cfg, dict(books or {}))
+    return _Replay(market, list(scenarios), cfg, dict(books or {}), units)
 
 
 # -- the venue of the replay -------------------------------------------------------------------
@@ -701,10 +719,18 @@ class _Replay:
         scenarios: list[Scenario],
         cfg: ReplayConfig,
         books: dict[int, TraderBook],
+        units: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.m, self.sc, self.cfg = market, scenarios, cfg
         n_s, n_a, n_t = len(scenarios), len(market.assets), market.n_bars
         self.n_s, self.n_a, self.n_t = n_s, n_a, n_t
+        # Position slots: unit u owns the rows v * n_u + u (v its own slot number), so a
+        # unit's rows keep the order they would have in a pass of their own (see simulate).
+        self.n_u = len(units) if units else 1
+        self.scen_unit = [0] * n_s
+        for u, unit in enumerate(units or ()):
+            for i in unit:
+                self.scen_unit[i] = u
         self.asset = cfg.asset
         # The wick path is tick_prices' four ticks exactly; a bridge has more (same anchors).
         self.px = path_ticks(
@@ -850,11 +876,15 @@ class _Replay:
 
     def _initial_capacity(self) -> int:
         held = float(np.minimum(self.stream["hold_bars"], self.n_t).sum())
-        return max(64, int(2 * held / self.n_t) + 64)
+        return max(64, int(2 * held / self.n_t / self.n_u) + 64)
 
     def _allocate(self, capacity: int) -> None:
+        """Room for ``capacity`` slots per unit. The free slots of each unit are a stack:
+        released slots first (last released first), then the lowest never used, so growing
+        never changes which slot a position takes."""
         old = getattr(self, "cap", 0)
         self.cap = capacity
+        n_u = self.n_u
         fields = {
             "active": bool,
             "scen": np.int64,
@@ -872,11 +902,12 @@ class _Replay:
             "last_step": np.int64,
         }
         for name, dtype in fields.items():
-            grown = np.zeros(capacity, dtype=dtype)
+            grown = np.zeros(capacity * n_u, dtype=dtype)
             if old:
-                grown[:old] = getattr(self, f"s_{name}")
+                grown[: old * n_u] = getattr(self, f"s_{name}")
             setattr(self, f"s_{name}", grown)
-        self.free = list(range(capacity - 1, old - 1, -1)) + (self.free if old else [])
+        fresh = list(range(capacity - 1, old - 1, -1))
+        self.free = [fresh + (self.free[u] if old else []) for u in range(n_u)]
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, progress: Progress | None) -> list[ReplaySeries]:
@@ -1161,8 +1192,9 @@ class _Replay:
         lo, hi = self.stream["bounds"][t], self.stream["bounds"][t + 1]
         if lo == hi:
             return
-        if len(self.free) < hi - lo:
+        if min(len(free) for free in self.free) < hi - lo:
             self._allocate(max(2 * self.cap, self.cap + (hi - lo) + 64))
+        free, n_u, unit_of = self.free, self.n_u, self.scen_unit
         ts = int(self.tms[t, 0])
         fee = self.cfg.fees.taker_fee_rate
         opens = self.px_open[t] if not self.impact else self.px[:, t, 0].tolist()
@@ -1176,7 +1208,8 @@ class _Replay:
             if lots == 0:
                 self.ledger_balance[s][trader] = collateral
                 continue
-            row = self.free.pop()
+            u = unit_of[s]
+            row = free[u].pop() * n_u + u
             self.s_active[row] = True
             self.s_hit[row] = False
             self.s_scen[row] = s
@@ -1530,7 +1563,12 @@ class _Replay:
         self.s_lots[rows] = 0
         self.s_cost[rows] = 0
         self.s_balance[rows] = 0
-        self.free.extend(rows.tolist())
+        if self.n_u == 1:
+            self.free[0].extend(rows.tolist())
+        else:
+            n_u = self.n_u
+            for row in rows.tolist():
+                self.free[row % n_u].append(row // n_u)
 
     def ledger(self, s: int) -> VenueLedger:
         """The integer end state of scenario ``s`` (open positions included)."""
