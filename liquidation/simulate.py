@@ -767,6 +767,8 @@ class _Replay:
         check_bounds_v(self.px, np.zeros(1, dtype=np.int64), "replay prices")
         self.target = np.stack([sc.multiplier for sc in scenarios]).reshape(n_s * n_a, n_t)
         self.mm_target = np.stack([sc.maintenance_path for sc in scenarios]).reshape(n_s * n_a, n_t)
+        # The initial fraction of every lane and bar, which the close records (unscaled by size).
+        self.imf = np.minimum(self.asset.base_imf * self.target, self.asset.imf_cap)
         self.lane_ramp_ms = [
             cfg.ramp_ms
             if scenarios[lane // n_a].ramp_ms is None
@@ -774,6 +776,17 @@ class _Replay:
             for lane in range(n_s * n_a)
         ]
         self.ramps = [RampState.start(self.asset.fallback_multiplier) for _ in range(n_s * n_a)]
+        # Each lane's ramp target, as an array: a bar retargets only the lanes that differ.
+        self.ramp_target = np.array([state.target for state in self.ramps], dtype=np.float64)
+        # A ramp depends only on its lane's maintenance path and ramp length, not on the book:
+        # lanes that share both (one policy over several seeds) share one (immutable) state.
+        first: dict[tuple[bytes, int], int] = {}
+        self.ramp_group = [
+            first.setdefault((self.mm_target[lane].tobytes(), self.lane_ramp_ms[lane]), lane)
+            for lane in range(n_s * n_a)
+        ]
+        # Venues whose fund or fees moved since the last close (the others repeat theirs).
+        self.dirty: set[int] = set()
         self.lane_classes: list[tuple[NDArray[np.int64], NDArray[np.float64]] | None] = [None] * (
             n_s * n_a
         )
@@ -1003,14 +1016,22 @@ class _Replay:
 
     def _retarget(self, t: int) -> None:
         """Each lane's maintenance ramp takes the bar's target (the engine's snapshot step)."""
-        ts = int(self.tms[t, 0])
         column = self.mm_target[:, t]
-        for lane, state in enumerate(self.ramps):
-            target = float(column[lane])
-            if target != state.target:
-                self.ramps[lane] = retarget(
-                    state, target, ts, self.lane_ramp_ms[lane], self.cfg.max_ramp_classes
-                )
+        changed = np.flatnonzero(column != self.ramp_target)
+        if len(changed) == 0:
+            return
+        ts = int(self.tms[t, 0])
+        done: dict[int, RampState] = {}
+        for lane in changed.tolist():
+            group = self.ramp_group[lane]
+            state = done.get(group)
+            if state is None:
+                state = done[group] = retarget(
+                    self.ramps[lane], float(column[lane]), ts, self.lane_ramp_ms[lane],
+                    self.cfg.max_ramp_classes,
+                )  # fmt: skip
+            self.ramps[lane] = state
+            self.ramp_target[lane] = state.target
 
     def _review(self) -> None:
         """Insurance governance of every venue (the engine's review with its history's loss)."""
@@ -1124,6 +1145,7 @@ class _Replay:
         )
         venue.vault_balance += vault_delta
         venue.fees += fees
+        self.dirty.add(s)
         if addons:
             venue.fund += addons
             venue.addon_income += addons
@@ -1236,25 +1258,26 @@ class _Replay:
         position's worst scan tick) with every position paying its lane's target (no ramp
         class pays more), less a tolerance covering the exact rules' rounding and the float
         error: a *filter* that never misses an exact breach. The rows' state is gathered once
-        for all ticks."""
+        and every tick is valued in the same array operations (one row per tick: the per-bar
+        cost of a small book is the number of numpy calls, not their size)."""
         asset = self.s_asset[rows]
         lots = self.s_lots[rows].astype(np.float64)
         target = self.target_now[self.s_lane[rows]]
         # balance - cost is exact in int64; the float sum errs by far less than the tolerance.
         held = self.s_balance[rows] - self.s_cost[rows]
         slack = 1e-9 * np.abs(held) + 64.0
-        out = []
-        for k, scale in zip(ticks, scales, strict=True):
+        price = np.empty((len(ticks), len(rows)))
+        for i, k in enumerate(ticks):
             if k is None:
-                price = self.worst_f[(lots > 0).astype(np.int64), asset, t]
+                price[i] = self.worst_f[(lots > 0).astype(np.int64), asset, t]
             else:
-                price = self.px_f[asset, t, k]
-            val = lots * price / QTY_SCALE
-            notional = np.abs(val)
-            frac = position_fraction_v(notional / MICRO, target, self.asset)
-            mm = notional * frac * self.asset.maintenance_fraction
-            out.append(held + val - scale * mm - (slack + 1e-9 * notional))
-        return out
+                price[i] = self.px_f[asset, t, k]
+        val = lots * price / QTY_SCALE
+        notional = np.abs(val)
+        frac = position_fraction_v(notional / MICRO, target, self.asset)
+        mm = notional * frac * self.asset.maintenance_fraction
+        scale = np.asarray(scales, dtype=np.float64)[:, None]
+        return list(held + val - scale * mm - (slack + 1e-9 * notional))
 
     def _at_risk(self, t: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Positions that may be below maintenance at some scan tick of bar ``t``, and those
@@ -1426,6 +1449,7 @@ class _Replay:
         debt = max(0, -int(self.s_balance[row]))
         cover = fund_cover(debt, available)
         venue.fund -= cover
+        self.dirty.add(s)
         self.s_balance[row] += cover
         if debt > cover:  # unreachable with a deep vault; kept explicit, never silent
             raise ReplayInputError(f"scenario {self.sc[s].label!r}: bad debt left after the vault")
@@ -1445,6 +1469,7 @@ class _Replay:
         self.s_balance[row] -= penalty
         self.venues[s].keeper += keeper
         self.venues[s].fund += fund
+        self.dirty.add(s)
 
     def _slip(self, notional: int, std: float) -> float:
         return slippage_rate(
@@ -1469,17 +1494,21 @@ class _Replay:
         notional = np.abs(self.s_lots[act] * self.px_f[asset, t, self.close_k]) / (
             QTY_SCALE * MICRO
         )
-        lane = self.s_lane[act]
-        imf = np.minimum(self.asset.base_imf * self.target[lane, t], self.asset.imf_cap)
+        imf = self.imf[self.s_lane[act], t]
         scen = self.s_scen[act]
         self.out["initial_margin"][:, t] = np.bincount(scen, weights=notional * imf, minlength=n_s)
         self.out["open_notional"][:, t] = np.bincount(scen, weights=notional, minlength=n_s)
-        self.out["fund"][:, t] = [v.fund / MICRO for v in self.venues]
-        self.out["fee_income"][:, t] = [
-            (v.fees + v.addon_income - v.fees_booked) / MICRO for v in self.venues
-        ]
-        for v in self.venues:
+        fund, fee_income = self.out["fund"], self.out["fee_income"]
+        if t == 0:
+            fund[:, 0] = [v.fund / MICRO for v in self.venues]
+        else:
+            fund[:, t] = fund[:, t - 1]  # a venue nobody touched keeps its fund, earns no fee
+        for s in self.dirty:
+            v = self.venues[s]
+            fund[s, t] = v.fund / MICRO
+            fee_income[s, t] = (v.fees + v.addon_income - v.fees_booked) / MICRO
             v.fees_booked = v.fees + v.addon_income
+        self.dirty.clear()
 
     def _topups(self, t: int, at_risk: NDArray[np.int64], topup: NDArray[np.int64]) -> None:
         """Top-ups at the close: the exact rules on the rows :meth:`_at_risk` flagged, plus
