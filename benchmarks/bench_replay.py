@@ -9,7 +9,11 @@ tick by tick through each bar's path (open, extremes, close). Measured in one ru
 2. **baseline**: the same replay of one asset with 10 000 traders; the ratio shows how the
    cost scales with the book and the assets;
 3. with ``--stacking``: four policies (static + three dynamic paths) in one pass, against four
-   times the headline (the per-bar overhead is shared).
+   times the headline (the per-bar overhead is shared);
+4. with ``--seeds``: what a backtest pass replays, 4 policies x 5 seeds of one asset with
+   10 000 traders, as the local runner does it (one pass, each seed in its own position
+   slots: ``simulate(..., units=...)``) against one pass per seed (as before); the results
+   must be identical bit for bit.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from liquidation.market_paths import market_paths, oracle_sigma  # noqa: E402
+from liquidation.runners import replay_units  # noqa: E402
 from liquidation.simulate import (  # noqa: E402
     MarketPaths,
     ReplayConfig,
@@ -96,6 +101,36 @@ def dynamic_paths(paths: MarketPaths) -> list[np.ndarray]:
     return [base, np.maximum(base, 1.0), np.clip(base * 1.2, 0.8, 3.0)]
 
 
+def seeds_vs_passes(one: MarketPaths) -> None:
+    """4 policies x 5 seeds of one asset: one pass keeping the seeds apart vs a pass per seed."""
+    base = ReplayConfig()
+    config = replace(base, book=replace(base.book, n_traders=10_000))
+    policies = [constant_multiplier(one, 1.0), *dynamic_paths(one)]
+    scenarios = [Scenario(f"p{i}", seed, p) for i, p in enumerate(policies) for seed in range(5)]
+    units = replay_units(scenarios)
+    started, cpu = time.perf_counter(), time.process_time()
+    together = simulate(one, scenarios, config, units=units)
+    wall_one, cpu_one = time.perf_counter() - started, time.process_time() - cpu
+    started, cpu = time.perf_counter(), time.process_time()
+    apart = [simulate(one, [scenarios[i] for i in unit], config) for unit in units]
+    wall_per, cpu_per = time.perf_counter() - started, time.process_time() - cpu
+    flat = {
+        i: run
+        for unit, runs in zip(units, apart, strict=True)
+        for i, run in zip(unit, runs, strict=True)
+    }
+    same = all(
+        np.array_equal(together[i].initial_margin, flat[i].initial_margin)
+        and np.array_equal(together[i].bad_debt, flat[i].bad_debt)
+        for i in range(len(scenarios))
+    )
+    print(
+        f"seeds: 4 policies x 5 seeds, 1 asset, 10000 traders: one pass {wall_one:.1f} s wall "
+        f"{cpu_one:.1f} s CPU vs a pass per seed {wall_per:.1f} s wall {cpu_per:.1f} s CPU "
+        f"(CPU ratio {cpu_per / cpu_one:.2f}; identical: {same})"
+    )
+
+
 def main() -> int:
     paths, source = load_paths()
     print(f"data: {source}; {len(paths.assets)} assets x {paths.n_bars} bars")
@@ -120,6 +155,8 @@ def main() -> int:
             f"stacking: 4 policies in one pass {stacked:.1f} s vs 4 x headline {4 * head:.1f} s "
             f"(ratio {stacked / (4 * head):.2f})"
         )
+    if "--seeds" in sys.argv:
+        seeds_vs_passes(one)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     aim = 10.0
     print(f"aim: headline under {aim:.0f} s: {'met' if head < aim else 'MISSED'} (wall)")

@@ -1,17 +1,18 @@
 """Where a replay's independent units run: in this process (``local``) or on a Dask cluster.
 
 The unit of work is one seed: every scenario of a seed (all its policies and levels, in the
-caller's order) replayed in one :func:`liquidation.simulate.simulate` pass. Seeds share
-nothing: each scenario has its own venue, and a seed's trader book is drawn from the seed
-alone. Assets are *not* independent (a scenario's insurance fund and vault serve all its
-assets), so the unit never splits them.
+caller's order) replayed as if in a :func:`liquidation.simulate.simulate` pass of its own.
+Seeds share nothing: each scenario has its own venue, and a seed's trader book is drawn from
+the seed alone. Assets are *not* independent (a scenario's insurance fund and vault serve all
+its assets), so the unit never splits them.
 
 Both runners run exactly the same units, so a Dask run equals a local run bit for bit for the
-same seeds (``tests/liquidation/test_replay_runners.py``). A unit's result does not depend on
-the other units; it may differ from one pass over *all* seeds in the last bits of a few float
-sums (``initial_margin``, ``open_notional``, ``topup_collateral``: positions share slots
-across a pass, so the sums run in another order), which is why the local runner runs the same
-per-seed passes rather than one pass.
+same seeds (``tests/liquidation/test_replay_runners.py``). Dask runs one task per unit; the
+local runner runs all units in one pass over the bars that keeps them apart
+(``simulate(..., units=...)``: each unit has its own position slots), so a unit's result
+never depends on the other units. (A plain pass over *all* seeds would share the slots, and
+the last bits of a few float sums, ``initial_margin``, ``open_notional`` and
+``topup_collateral``, summed in slot order, would depend on which seeds ran together.)
 
 The Dask runner takes a connected ``distributed.Client`` (duck-typed: ``scatter``,
 ``submit``, ``gather``); building it from an address or a LocalCluster is orchestration
@@ -73,7 +74,13 @@ def replay_units(scenarios: Sequence[Scenario]) -> list[list[int]]:
 
 
 class LocalRunner:
-    """Runs each unit in this process, one after the other."""
+    """Runs every unit in this process, in one pass over the bars.
+
+    :func:`~liquidation.simulate.simulate` keeps the units apart (its ``units``: each
+    unit's position slots are its own), so every unit's results are bit for bit those of a
+    pass of its own, while the per-bar cost, which dominates a small book, is paid once
+    for all seeds instead of once per seed.
+    """
 
     name = "local"
 
@@ -85,9 +92,9 @@ class LocalRunner:
         progress: Progress | None = None,
     ) -> list[ReplaySeries]:
         """Replay every unit here (see :class:`ReplayRunner`)."""
-        units = replay_units(scenarios)
-        done = [simulate(market, [scenarios[i] for i in unit], config, progress) for unit in units]
-        return _in_order(units, done, len(scenarios))
+        if not scenarios:
+            return []
+        return simulate(market, scenarios, config, progress, units=replay_units(scenarios))
 
 
 class DaskRunner:

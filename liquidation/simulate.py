@@ -453,6 +453,7 @@ def simulate(
     config: ReplayConfig | None = None,
     progress: Progress | None = None,
     books: Mapping[int, TraderBook] | None = None,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> list[ReplaySeries]:
     """Replay every scenario over the market in one pass (see the module docstring).
 
@@ -468,6 +469,14 @@ def simulate(
         ``progress(bars_done, n_bars)`` every 1 000 bars.
     books : mapping of seed to TraderBook, optional
         Hand-made books (scenario tests); seeds not in it are drawn from ``config.book``.
+    units : sequence of sequences of int, optional
+        A partition of the scenarios' indices into independent units (e.g. one per seed,
+        :func:`liquidation.runners.replay_units`). Each unit's results are then bit for bit
+        those of :func:`simulate` on that unit's scenarios alone, while the pass over the
+        bars (whose per-bar cost dominates a small book) is shared. Without it the
+        scenarios share one pool of position slots, so the last bits of the float sums
+        ``initial_margin``, ``open_notional`` and ``topup_collateral`` (summed in slot
+        order) depend on which scenarios ran together.
 
     Returns
     -------
@@ -477,12 +486,13 @@ def simulate(
     Raises
     ------
     ReplayInputError
-        If a multiplier path has the wrong shape, is not finite or not positive.
+        If a multiplier path has the wrong shape, is not finite or not positive, or
+        ``units`` is not a partition of the scenarios.
     """
     cfg = config or ReplayConfig()
     if cfg.impact == "on" and len(scenarios) > 1:
         return [r for sc in scenarios for r in simulate(market, [sc], cfg, progress, books)]
-    return _checked(market, scenarios, cfg, books).run(progress)
+    return _checked(market, scenarios, cfg, books, units).run(progress)
 
 
 def simulate_ledger(
@@ -506,9 +516,17 @@ def _checked(
     scenarios: Sequence[Scenario],
     cfg: ReplayConfig,
     books: Mapping[int, TraderBook] | None,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> _Replay:
     if not scenarios:
         raise ReplayInputError("simulate needs at least one scenario")
+    if units is not None:
+        flat = sorted(i for unit in units for i in unit)
+        if flat != list(range(len(scenarios))) or not all(units):
+            raise ReplayInputError(
+                f"simulate units {[list(u) for u in units]} are not a partition of the "
+                f"{len(scenarios)} scenarios' indices into non-empty units"
+            )
     for sc in scenarios:
         for name, path in (("multiplier", sc.multiplier), ("maintenance", sc.maintenance_path)):
             if path.shape != market.open.shape:
@@ -521,7 +539,7 @@ def _checked(
                 raise ReplayInputError(f"scenario {sc.label!r}: {name} must be finite and > 0")
         if sc.ramp_ms is not None and sc.ramp_ms < 0:
             raise ReplayInputError(f"scenario {sc.label!r}: ramp_ms must be >= 0")
-    return _Replay(market, list(scenarios), cfg, dict(books or {}))
+    return _Replay(market, list(scenarios), cfg, dict(books or {}), units)
 
 
 # -- the venue of the replay -------------------------------------------------------------------
@@ -701,10 +719,18 @@ class _Replay:
         scenarios: list[Scenario],
         cfg: ReplayConfig,
         books: dict[int, TraderBook],
+        units: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.m, self.sc, self.cfg = market, scenarios, cfg
         n_s, n_a, n_t = len(scenarios), len(market.assets), market.n_bars
         self.n_s, self.n_a, self.n_t = n_s, n_a, n_t
+        # Position slots: unit u owns the rows v * n_u + u (v its own slot number), so a
+        # unit's rows keep the order they would have in a pass of their own (see simulate).
+        self.n_u = len(units) if units else 1
+        self.scen_unit = [0] * n_s
+        for u, unit in enumerate(units or ()):
+            for i in unit:
+                self.scen_unit[i] = u
         self.asset = cfg.asset
         # The wick path is tick_prices' four ticks exactly; a bridge has more (same anchors).
         self.px = path_ticks(
@@ -741,6 +767,8 @@ class _Replay:
         check_bounds_v(self.px, np.zeros(1, dtype=np.int64), "replay prices")
         self.target = np.stack([sc.multiplier for sc in scenarios]).reshape(n_s * n_a, n_t)
         self.mm_target = np.stack([sc.maintenance_path for sc in scenarios]).reshape(n_s * n_a, n_t)
+        # The initial fraction of every lane and bar, which the close records (unscaled by size).
+        self.imf = np.minimum(self.asset.base_imf * self.target, self.asset.imf_cap)
         self.lane_ramp_ms = [
             cfg.ramp_ms
             if scenarios[lane // n_a].ramp_ms is None
@@ -748,6 +776,17 @@ class _Replay:
             for lane in range(n_s * n_a)
         ]
         self.ramps = [RampState.start(self.asset.fallback_multiplier) for _ in range(n_s * n_a)]
+        # Each lane's ramp target, as an array: a bar retargets only the lanes that differ.
+        self.ramp_target = np.array([state.target for state in self.ramps], dtype=np.float64)
+        # A ramp depends only on its lane's maintenance path and ramp length, not on the book:
+        # lanes that share both (one policy over several seeds) share one (immutable) state.
+        first: dict[tuple[bytes, int], int] = {}
+        self.ramp_group = [
+            first.setdefault((self.mm_target[lane].tobytes(), self.lane_ramp_ms[lane]), lane)
+            for lane in range(n_s * n_a)
+        ]
+        # Venues whose fund or fees moved since the last close (the others repeat theirs).
+        self.dirty: set[int] = set()
         self.lane_classes: list[tuple[NDArray[np.int64], NDArray[np.float64]] | None] = [None] * (
             n_s * n_a
         )
@@ -850,11 +889,15 @@ class _Replay:
 
     def _initial_capacity(self) -> int:
         held = float(np.minimum(self.stream["hold_bars"], self.n_t).sum())
-        return max(64, int(2 * held / self.n_t) + 64)
+        return max(64, int(2 * held / self.n_t / self.n_u) + 64)
 
     def _allocate(self, capacity: int) -> None:
+        """Room for ``capacity`` slots per unit. The free slots of each unit are a stack:
+        released slots first (last released first), then the lowest never used, so growing
+        never changes which slot a position takes."""
         old = getattr(self, "cap", 0)
         self.cap = capacity
+        n_u = self.n_u
         fields = {
             "active": bool,
             "scen": np.int64,
@@ -872,11 +915,12 @@ class _Replay:
             "last_step": np.int64,
         }
         for name, dtype in fields.items():
-            grown = np.zeros(capacity, dtype=dtype)
+            grown = np.zeros(capacity * n_u, dtype=dtype)
             if old:
-                grown[:old] = getattr(self, f"s_{name}")
+                grown[: old * n_u] = getattr(self, f"s_{name}")
             setattr(self, f"s_{name}", grown)
-        self.free = list(range(capacity - 1, old - 1, -1)) + (self.free if old else [])
+        fresh = list(range(capacity - 1, old - 1, -1))
+        self.free = [fresh + (self.free[u] if old else []) for u in range(n_u)]
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, progress: Progress | None) -> list[ReplaySeries]:
@@ -972,14 +1016,22 @@ class _Replay:
 
     def _retarget(self, t: int) -> None:
         """Each lane's maintenance ramp takes the bar's target (the engine's snapshot step)."""
-        ts = int(self.tms[t, 0])
         column = self.mm_target[:, t]
-        for lane, state in enumerate(self.ramps):
-            target = float(column[lane])
-            if target != state.target:
-                self.ramps[lane] = retarget(
-                    state, target, ts, self.lane_ramp_ms[lane], self.cfg.max_ramp_classes
-                )
+        changed = np.flatnonzero(column != self.ramp_target)
+        if len(changed) == 0:
+            return
+        ts = int(self.tms[t, 0])
+        done: dict[int, RampState] = {}
+        for lane in changed.tolist():
+            group = self.ramp_group[lane]
+            state = done.get(group)
+            if state is None:
+                state = done[group] = retarget(
+                    self.ramps[lane], float(column[lane]), ts, self.lane_ramp_ms[lane],
+                    self.cfg.max_ramp_classes,
+                )  # fmt: skip
+            self.ramps[lane] = state
+            self.ramp_target[lane] = state.target
 
     def _review(self) -> None:
         """Insurance governance of every venue (the engine's review with its history's loss)."""
@@ -1093,6 +1145,7 @@ class _Replay:
         )
         venue.vault_balance += vault_delta
         venue.fees += fees
+        self.dirty.add(s)
         if addons:
             venue.fund += addons
             venue.addon_income += addons
@@ -1161,8 +1214,9 @@ class _Replay:
         lo, hi = self.stream["bounds"][t], self.stream["bounds"][t + 1]
         if lo == hi:
             return
-        if len(self.free) < hi - lo:
+        if min(len(free) for free in self.free) < hi - lo:
             self._allocate(max(2 * self.cap, self.cap + (hi - lo) + 64))
+        free, n_u, unit_of = self.free, self.n_u, self.scen_unit
         ts = int(self.tms[t, 0])
         fee = self.cfg.fees.taker_fee_rate
         opens = self.px_open[t] if not self.impact else self.px[:, t, 0].tolist()
@@ -1176,7 +1230,8 @@ class _Replay:
             if lots == 0:
                 self.ledger_balance[s][trader] = collateral
                 continue
-            row = self.free.pop()
+            u = unit_of[s]
+            row = free[u].pop() * n_u + u
             self.s_active[row] = True
             self.s_hit[row] = False
             self.s_scen[row] = s
@@ -1203,25 +1258,26 @@ class _Replay:
         position's worst scan tick) with every position paying its lane's target (no ramp
         class pays more), less a tolerance covering the exact rules' rounding and the float
         error: a *filter* that never misses an exact breach. The rows' state is gathered once
-        for all ticks."""
+        and every tick is valued in the same array operations (one row per tick: the per-bar
+        cost of a small book is the number of numpy calls, not their size)."""
         asset = self.s_asset[rows]
         lots = self.s_lots[rows].astype(np.float64)
         target = self.target_now[self.s_lane[rows]]
         # balance - cost is exact in int64; the float sum errs by far less than the tolerance.
         held = self.s_balance[rows] - self.s_cost[rows]
         slack = 1e-9 * np.abs(held) + 64.0
-        out = []
-        for k, scale in zip(ticks, scales, strict=True):
+        price = np.empty((len(ticks), len(rows)))
+        for i, k in enumerate(ticks):
             if k is None:
-                price = self.worst_f[(lots > 0).astype(np.int64), asset, t]
+                price[i] = self.worst_f[(lots > 0).astype(np.int64), asset, t]
             else:
-                price = self.px_f[asset, t, k]
-            val = lots * price / QTY_SCALE
-            notional = np.abs(val)
-            frac = position_fraction_v(notional / MICRO, target, self.asset)
-            mm = notional * frac * self.asset.maintenance_fraction
-            out.append(held + val - scale * mm - (slack + 1e-9 * notional))
-        return out
+                price[i] = self.px_f[asset, t, k]
+        val = lots * price / QTY_SCALE
+        notional = np.abs(val)
+        frac = position_fraction_v(notional / MICRO, target, self.asset)
+        mm = notional * frac * self.asset.maintenance_fraction
+        scale = np.asarray(scales, dtype=np.float64)[:, None]
+        return list(held + val - scale * mm - (slack + 1e-9 * notional))
 
     def _at_risk(self, t: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Positions that may be below maintenance at some scan tick of bar ``t``, and those
@@ -1393,6 +1449,7 @@ class _Replay:
         debt = max(0, -int(self.s_balance[row]))
         cover = fund_cover(debt, available)
         venue.fund -= cover
+        self.dirty.add(s)
         self.s_balance[row] += cover
         if debt > cover:  # unreachable with a deep vault; kept explicit, never silent
             raise ReplayInputError(f"scenario {self.sc[s].label!r}: bad debt left after the vault")
@@ -1412,6 +1469,7 @@ class _Replay:
         self.s_balance[row] -= penalty
         self.venues[s].keeper += keeper
         self.venues[s].fund += fund
+        self.dirty.add(s)
 
     def _slip(self, notional: int, std: float) -> float:
         return slippage_rate(
@@ -1436,17 +1494,21 @@ class _Replay:
         notional = np.abs(self.s_lots[act] * self.px_f[asset, t, self.close_k]) / (
             QTY_SCALE * MICRO
         )
-        lane = self.s_lane[act]
-        imf = np.minimum(self.asset.base_imf * self.target[lane, t], self.asset.imf_cap)
+        imf = self.imf[self.s_lane[act], t]
         scen = self.s_scen[act]
         self.out["initial_margin"][:, t] = np.bincount(scen, weights=notional * imf, minlength=n_s)
         self.out["open_notional"][:, t] = np.bincount(scen, weights=notional, minlength=n_s)
-        self.out["fund"][:, t] = [v.fund / MICRO for v in self.venues]
-        self.out["fee_income"][:, t] = [
-            (v.fees + v.addon_income - v.fees_booked) / MICRO for v in self.venues
-        ]
-        for v in self.venues:
+        fund, fee_income = self.out["fund"], self.out["fee_income"]
+        if t == 0:
+            fund[:, 0] = [v.fund / MICRO for v in self.venues]
+        else:
+            fund[:, t] = fund[:, t - 1]  # a venue nobody touched keeps its fund, earns no fee
+        for s in self.dirty:
+            v = self.venues[s]
+            fund[s, t] = v.fund / MICRO
+            fee_income[s, t] = (v.fees + v.addon_income - v.fees_booked) / MICRO
             v.fees_booked = v.fees + v.addon_income
+        self.dirty.clear()
 
     def _topups(self, t: int, at_risk: NDArray[np.int64], topup: NDArray[np.int64]) -> None:
         """Top-ups at the close: the exact rules on the rows :meth:`_at_risk` flagged, plus
@@ -1530,7 +1592,12 @@ class _Replay:
         self.s_lots[rows] = 0
         self.s_cost[rows] = 0
         self.s_balance[rows] = 0
-        self.free.extend(rows.tolist())
+        if self.n_u == 1:
+            self.free[0].extend(rows.tolist())
+        else:
+            n_u = self.n_u
+            for row in rows.tolist():
+                self.free[row % n_u].append(row // n_u)
 
     def ledger(self, s: int) -> VenueLedger:
         """The integer end state of scenario ``s`` (open positions included)."""

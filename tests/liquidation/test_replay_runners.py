@@ -96,3 +96,33 @@ def test_unknown_runner_and_dask_without_client_are_clear_errors() -> None:
         make_replay_runner("spark")
     with pytest.raises(ReplayInputError, match=r"needs a distributed\.Client"):
         make_replay_runner("dask")
+
+
+def test_one_pass_with_units_equals_a_pass_per_unit_bit_for_bit() -> None:
+    # simulate(units=...) shares the pass over the bars but not the position slots, so each
+    # seed's results (the slot-order float sums included) are those of its own pass. A plain
+    # shared pass is not: the test would be vacuous if it were.
+    market = random_walk_market(11, n_assets=3, n_bars=400)
+    cfg = replace(small_config(3_000), book=replace(small_config().book, topup_max_count=2))
+    scenarios = _scenarios(market)
+    units = replay_units(scenarios)
+    together = simulate(market, scenarios, cfg, units=units)
+    assert sum(int(r.topups.sum()) for r in together) > 0
+    assert sum(int(r.liquidations.sum()) for r in together) > 0
+    for unit in units:
+        alone = simulate(market, [scenarios[i] for i in unit], cfg)
+        _assert_identical([together[i] for i in unit], alone)
+    shared = simulate(market, scenarios, cfg)
+    assert any(
+        not np.array_equal(a.initial_margin, b.initial_margin)
+        for a, b in zip(together, shared, strict=True)
+    )
+    assert LocalRunner().simulate(market, [], cfg) == []
+
+
+def test_units_must_partition_the_scenarios() -> None:
+    market = random_walk_market(1, n_bars=10)
+    scenarios = _scenarios(market, seeds=(0,))
+    for bad in ([[0]], [[0, 1], [1]], [[0, 1], []], [[0, 2]]):
+        with pytest.raises(ReplayInputError, match="not a partition"):
+            simulate(market, scenarios, small_config(100), units=bad)
