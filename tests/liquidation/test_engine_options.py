@@ -106,8 +106,8 @@ def test_delta_hedged_account_a_perp_only_check_would_liquidate_is_not_liquidate
     checked(engine)
 
 
-def test_naked_short_options_are_found_by_the_scan_and_liquidated_through_the_waterfall():
-    engine = venue()
+def carol_sells_a_straddle(engine) -> tuple[str, str]:
+    """Carol (40k USD, no perpetual) sells Bob 2 BTC of the 60k straddle; the two series."""
     call, put = (
         engine.list_option(OptionSeries("BTCUSDT", EXPIRY, price("60000"), c), ts=0)
         for c in (True, False)
@@ -115,6 +115,12 @@ def test_naked_short_options_are_found_by_the_scan_and_liquidated_through_the_wa
     engine.deposit("carol", usd("40000"), ts=0)
     for name in (call, put):
         engine.trade_option("bob", name, qty("2"), engine.option_mark(name), ts=0, seller="carol")
+    return call, put
+
+
+def test_naked_short_options_are_found_by_the_scan_and_liquidated_through_the_waterfall():
+    engine = venue()
+    carol_sells_a_straddle(engine)
     assert not engine.state.buckets["carol"].positions  # no perpetual: a perp scan sees nothing
     assert "carol" not in engine.liquidatable()
     reprice(engine, "75000", ts=HOUR_MS)
@@ -427,13 +433,7 @@ def _exact_holders(engine: Engine, ts: int) -> dict[str, tuple[int, int]]:
 def test_the_scan_values_option_holders_on_their_joint_grid():
     engine = venue()
     hedged_account(engine)
-    call, put = (
-        engine.list_option(OptionSeries("BTCUSDT", EXPIRY, price("60000"), c), ts=0)
-        for c in (True, False)
-    )
-    engine.deposit("carol", usd("40000"), ts=0)
-    for name in (call, put):
-        engine.trade_option("bob", name, qty("2"), engine.option_mark(name), ts=0, seller="carol")
+    carol_sells_a_straddle(engine)
     engine.deposit("dave", usd("5000"), ts=0)
     engine.trade("dave", "BTCUSDT", qty("1"), ts=0)  # perpetuals only: the perpetual scan
     ids = engine.state.book.bucket_ids
@@ -460,13 +460,7 @@ def test_the_scan_values_option_holders_on_their_joint_grid():
 
 def test_summary_gives_option_holders_the_nearest_exact_liquidation_price():
     engine = venue()
-    call, put = (
-        engine.list_option(OptionSeries("BTCUSDT", EXPIRY, price("60000"), c), ts=0)
-        for c in (True, False)
-    )
-    engine.deposit("carol", usd("40000"), ts=0)
-    for name in (call, put):
-        engine.trade_option("bob", name, qty("2"), engine.option_mark(name), ts=0, seller="carol")
+    carol_sells_a_straddle(engine)
     summary = engine.summary("carol")
     (row,) = liquidation_prices(engine, "carol")
     assert row.below is not None and row.above is not None
@@ -479,13 +473,7 @@ def test_the_stressed_book_loss_of_a_governance_review_includes_options():
     from liquidation.insurance import book_stressed_loss
 
     engine = venue()
-    call, put = (
-        engine.list_option(OptionSeries("BTCUSDT", EXPIRY, price("60000"), c), ts=0)
-        for c in (True, False)
-    )
-    engine.deposit("carol", usd("40000"), ts=0)
-    for name in (call, put):
-        engine.trade_option("bob", name, qty("2"), engine.option_mark(name), ts=0, seller="carol")
+    carol_sells_a_straddle(engine)
     engine.deposit("dave", usd("5000"), ts=0)
     engine.trade("dave", "BTCUSDT", -qty("1"), ts=0)
     k = 20.0  # 60%: Carol's short straddle loses more than her collateral either way
