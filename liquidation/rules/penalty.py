@@ -51,8 +51,8 @@ def split_penalty(penalty: int, fund_share: float) -> tuple[int, int]:
 
 
 def split_penalty_v(penalty: Ints, fund_share: Floats | float) -> tuple[Ints, Ints]:
-    """Vector :func:`split_penalty`."""
-    fund_amount = (penalty * np.asarray(fund_share)).astype(np.int64)
+    """Vector :func:`split_penalty` (the same cap of the fund's part at the penalty)."""
+    fund_amount = np.minimum(penalty, (penalty * np.asarray(fund_share)).astype(np.int64))
     return penalty - fund_amount, fund_amount
 
 

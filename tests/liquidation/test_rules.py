@@ -208,3 +208,9 @@ def test_split_penalty_above_2_53_never_gives_the_fund_more_than_the_penalty() -
         keeper, fund = penalty.split_penalty(due, 1.0)
         assert keeper + fund == due and 0 <= keeper <= 1 and fund <= due
     assert penalty.split_penalty(2**53 - 1, 0.5) == (2**52, 2**52 - 1)
+    # The vector form applies the same cap: it agrees with the scalar rule element by element.
+    dues = np.array([2**54 - 1, 2**53 + 1, 2**59 - 1, MAX_AMOUNT, 2**53 - 1], dtype=np.int64)
+    keepers, funds = penalty.split_penalty_v(dues, 1.0)
+    assert [(int(k), int(f)) for k, f in zip(keepers, funds, strict=True)] == [
+        penalty.split_penalty(int(d), 1.0) for d in dues
+    ]
