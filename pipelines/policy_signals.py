@@ -21,7 +21,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from features.bars import interval_to_timedelta
-from features.build import build_features
+from features.build import FeatureSet, build_features
 from features.market import MarketData
 from models.tails import TailConfig, run_tail_evaluation
 from pipelines.errors import PipelineError
@@ -42,9 +42,11 @@ def policy_signals(
 
     ``None`` when no mechanism reads one (the default policy: nothing is built).
     """
+    # Both mechanisms read the same feature build: make it once, only if one of them is on.
+    features = build_features(market) if policy.crowding_overlay or policy.loss_based_im else None
     parts = [
-        crowding_signals(market, assets, index, policy, say),
-        tail_signals(market, assets, index, policy, say),
+        crowding_signals(market, assets, index, policy, say, features=features),
+        tail_signals(market, assets, index, policy, say, features=features),
     ]
     present = [p for p in parts if p is not None]
     if not present:
@@ -59,6 +61,8 @@ def tail_signals(
     policy: PolicyConfig,
     say: Callable[[str], None],
     config: TailConfig | None = None,
+    *,
+    features: FeatureSet | None = None,
 ) -> dict[str, pd.DataFrame] | None:
     """Per asset, ``tail_quantile`` on the grid ``index`` (``None`` without loss-based IM).
 
@@ -79,7 +83,12 @@ def tail_signals(
     cfg = config or TailConfig(level=1.0 - policy.loss_probability, refit="QS")
     say(f"loss-based IM: tail walk-forward ({cfg.primary}, {int(bars)} bars, {cfg.level:.3f})")
     result = run_tail_evaluation(
-        build_features(market), index[0], index[-1] + step, [int(bars)], cfg, progress=say
+        features if features is not None else build_features(market),
+        index[0],
+        index[-1] + step,
+        [int(bars)],
+        cfg,
+        progress=say,
     )
     frame = result.forecasts
     frame = frame.loc[frame["model"] == cfg.primary]
@@ -102,6 +111,8 @@ def crowding_signals(
     index: pd.DatetimeIndex,
     policy: PolicyConfig,
     say: Callable[[str], None],
+    *,
+    features: FeatureSet | None = None,
 ) -> dict[str, pd.DataFrame] | None:
     """Per asset, ``oi_growth`` and ``funding_z`` on the forecast grid ``index``.
 
@@ -110,7 +121,7 @@ def crowding_signals(
     if not policy.crowding_overlay:
         return None
     say("crowding overlay: building open-interest and funding features")
-    frame = build_features(market).frame
+    frame = (features if features is not None else build_features(market)).frame
     funding = sorted(c for c in frame.columns if c.startswith(FUNDING_Z_PREFIX))
     out: dict[str, pd.DataFrame] = {}
     for asset in assets:
