@@ -206,10 +206,11 @@ def backtest(
         console.log(f"[{time.perf_counter() - started:7.1f}s] {message}")
 
     if calibration:
-        ignored = _ignored_by_calibration(
-            start=start, end=end, policies=policies, seeds=seeds, json_out=json_out,
-            snapshots=snapshots, forecasts=forecasts, windows=window,
-        )  # fmt: skip
+        ignored = _ignored_by_calibration({
+            "--start": start, "--end": end, "--policies": policies, "--seeds": seeds,
+            "--json": json_out, "--snapshots": snapshots, "--forecasts": forecasts,
+            "--window": window,
+        })  # fmt: skip
         if ignored:
             # Fixed periods and one static scenario: a silently ignored option would make the
             # table look like it answered a question it did not.
@@ -259,13 +260,13 @@ def backtest(
     say(f"report: {html_path}")
 
 
-def _ignored_by_calibration(**given: object) -> list[str]:
+def _ignored_by_calibration(given: dict[str, object]) -> list[str]:
     """The options ``--calibration`` does not read that were set away from their defaults."""
-    defaults = {"policies": ",".join(POLICIES), "seeds": 5}
+    defaults = {"--policies": ",".join(POLICIES), "--seeds": 5}
     return [
-        "--" + name.replace("_out", "").replace("windows", "window").replace("_", "-")
-        for name, value in given.items()
-        if value not in (None, [], ()) and value != defaults.get(name)
+        option
+        for option, value in given.items()
+        if value not in (None, [], ()) and value != defaults.get(option)
     ]
 
 
