@@ -27,12 +27,29 @@ def test_ewma_matches_the_riskmetrics_recursion_by_hand(synthetic_features: pd.D
     one = frame.loc[frame["asset"] == frame["asset"].iloc[0]]
     r = one["ret_1h"].to_numpy()
     s2 = np.nan
+    seen = 0
     expected = []
     for value in r:
         if np.isfinite(value):
             s2 = value**2 if np.isnan(s2) else 0.9 * s2 + 0.1 * value**2
-        expected.append(24 * s2)
-    np.testing.assert_allclose(model.predict(one), np.maximum(expected, 1e-12), rtol=1e-10)
+            seen += 1
+        # ceil(1 / (1 - 0.9)) = 10 finite returns warm the recursion up before it forecasts.
+        expected.append(24 * s2 if seen >= 10 else np.nan)
+    predicted = model.predict(one)
+    assert np.isnan(predicted[: np.argmax(np.isfinite(r).cumsum() >= 10)]).all()
+    np.testing.assert_allclose(predicted, np.maximum(expected, 1e-12), rtol=1e-10)
+
+
+def test_ewma_gives_no_forecast_for_a_newly_listed_asset_before_its_warm_up() -> None:
+    ts = pd.date_range("2022-01-01", periods=40, freq="h", tz="UTC")
+    # A calm first hour used to seed the recursion with a near-zero variance.
+    returns = np.r_[1e-7, np.full(39, 0.01)]
+    frame = pd.DataFrame({"ts": ts, "asset": "NEWUSDT", "ret_1h": returns})
+    model = EWMAForecaster(lam=0.94, horizon=24).fit(frame, np.full(40, 24e-4))
+    predicted = model.predict(frame)
+    assert np.isnan(predicted[:16]).all()
+    assert np.isfinite(predicted[16:]).all()
+    assert predicted[16] > 0.5 * 24e-4
 
 
 def test_estimated_ewma_picks_a_decay_from_its_grid(synthetic_features: pd.DataFrame) -> None:
