@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 POLICY_VERSION: Final[str] = "2"
 """Version of the policy code; ``1`` is the policy before the mechanisms (bit for bit ``2``
 with every mechanism off)."""
+_POLICY_MARK: Final[str] = "+policy"
 
 MECHANISMS: Final[dict[str, dict[str, Any]]] = {
     "loss_im": {"loss_based_im": True},
@@ -142,24 +143,37 @@ def policy_variant(config: PolicyConfig) -> str:
 
 
 def versioned_provenance(model_version: str, config: PolicyConfig) -> str:
-    """``model_version`` of a snapshot, naming the policy when a mechanism is on.
+    """``model_version`` of a snapshot, naming the policy that turned the forecast into it.
 
     The RiskSnapshot standard has no policy field (and v1 consumers parse strictly), so the
     policy rides in ``provenance.model_version``: ``"<version>+policy<POLICY_VERSION>.<variant>"``,
-    e.g. ``"7+policy2.loss_im+crowding"``. The default policy leaves it unchanged.
+    e.g. ``"7+policy2.default"`` or ``"7+policy2.loss_im+crowding"``; :func:`split_provenance`
+    reads it back.
 
     Examples
     --------
     >>> from serving.policy import PolicyConfig
     >>> versioned_provenance("7", PolicyConfig())
-    '7'
+    '7+policy2.default'
     >>> versioned_provenance("7", with_mechanisms(PolicyConfig(), ["apc_buffer"]))
     '7+policy2.apc_buffer'
     """
-    variant = policy_variant(config)
-    if variant == "default":
-        return model_version
-    return f"{model_version}+policy{POLICY_VERSION}.{variant}"
+    return f"{model_version}{_POLICY_MARK}{POLICY_VERSION}.{policy_variant(config)}"
+
+
+def split_provenance(model_version: str) -> tuple[str, str | None]:
+    """The forecast model's version and the policy (``"2.default"``) of a snapshot's
+    ``provenance.model_version``; the policy is None for a snapshot that does not name one.
+
+    Examples
+    --------
+    >>> split_provenance("7+policy2.loss_im+crowding")
+    ('7', '2.loss_im+crowding')
+    >>> split_provenance("7")
+    ('7', None)
+    """
+    version, mark, policy = model_version.partition(_POLICY_MARK)
+    return (version, policy) if mark else (model_version, None)
 
 
 def needs_history_signals(config: PolicyConfig) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from serving.mechanisms import POLICY_VERSION, split_provenance
 from tests.pipelines.conftest import PipelineRun, copy_workdir
 
 pytestmark = pytest.mark.timeout(600)
@@ -50,7 +51,11 @@ def test_pipeline_leaves_champion_and_signed_batch(pipeline_run: PipelineRun) ->
     for publication in latest.values():
         snapshot = publication.snapshot
         assert snapshot["status"] == "ok"
-        assert snapshot["provenance"]["model_version"] == champion.version
+        # The champion's version, and the policy that published it: the default.
+        assert split_provenance(snapshot["provenance"]["model_version"]) == (
+            champion.version,
+            f"{POLICY_VERSION}.default",
+        )
         assert verify_snapshot(snapshot).ok
     assert summary.publish.source == "champion"
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import jsonschema
 import numpy as np
 
-from serving.mechanisms import with_mechanisms
+from serving.mechanisms import split_provenance, with_mechanisms
 from serving.policy import PolicyBook, PolicyConfig
 from serving.publishing import ProvenanceInfo, publish_batch
 from serving.signing import verify_snapshot
@@ -47,3 +47,14 @@ def test_publish_applies_the_configured_mechanisms_and_names_the_variant(tmp_pat
     assert held.decisions["BTCUSDT"].reason.startswith("fallback")
     assert states["BTCUSDT"].crowding_until == now + timedelta(hours=12)
     assert states["ETHUSDT"].crowding_until is None
+
+
+def test_the_default_policy_is_named_in_the_provenance_too(tmp_path, signer):
+    book = PolicyBook.uniform(PolicyConfig(sigma_ref=0.03))
+    frame = make_forecasts(ASSETS)
+    now = frame["ts"].max().to_pydatetime() + timedelta(minutes=5)
+    with PublicationStore(f"sqlite:///{tmp_path / 'p.db'}") as store:
+        batch = publish_batch(frame, liquidity_for(ASSETS), book, store, signer, PROVENANCE, now)
+    for snap in batch.snapshots:
+        assert snap["provenance"]["model_version"] == "3+policy2.default"
+        assert split_provenance(snap["provenance"]["model_version"]) == ("3", "2.default")
