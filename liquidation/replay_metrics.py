@@ -248,8 +248,10 @@ def oracle_gain_captured(
     dict
         Per split: ``mean`` (of the per-seed ratios that exist, None if none does),
         ``std``, ``seeds`` (the per-seed ratios), ``n`` (how many exist), the bad-debt
-        sums ``policy``, ``static``, ``oracle`` (means over seeds) and ``bars`` (mean number
-        of bars in the set).
+        sums ``policy``, ``static``, ``oracle`` (means over seeds), ``bars`` (mean number
+        of bars in the set), and the policy's bad debt against the static's on the set:
+        ``ratio_seeds`` (per seed ``P/S``, None where ``S == 0``) and ``ratio`` (their mean,
+        None if none exists), the "first-jump bad debt against static" of issue #20.
     """
     triples = list(zip(policy, static, oracle, strict=True))
     for p, s, o in triples:
@@ -266,6 +268,7 @@ def oracle_gain_captured(
     out: dict[str, dict[str, Any]] = {}
     for split in GAIN_SPLITS:
         ratios: list[float | None] = []
+        bad_debt_ratios: list[float | None] = []
         sums: dict[str, list[float]] = {"policy": [], "static": [], "oracle": []}
         bars: list[int] = []
         for p, s, o in triples:
@@ -275,17 +278,21 @@ def oracle_gain_captured(
             bad = {k: float(r.bad_debt[mask].sum()) for k, r in zip(sums, (p, s, o), strict=True)}
             for k, v in bad.items():
                 sums[k].append(v)
+            bad_debt_ratios.append(bad["policy"] / bad["static"] if bad["static"] > 0 else None)
             gain = 1 - bad["oracle"] / bad["static"] if bad["static"] > 0 else 0.0
             ratios.append(
                 (1 - bad["policy"] / bad["static"]) / gain if gain >= MIN_ORACLE_GAIN else None
             )
         valid = [r for r in ratios if r is not None]
+        paired = [r for r in bad_debt_ratios if r is not None]
         out[split] = {
             "mean": float(np.mean(valid)) if valid else None,
             "std": float(np.std(valid, ddof=1)) if len(valid) > 1 else (0.0 if valid else None),
             "n": len(valid),
             "seeds": ratios,
             "bars": float(np.mean(bars)) if bars else 0.0,
+            "ratio_seeds": bad_debt_ratios,
+            "ratio": float(np.mean(paired)) if paired else None,
             **{k: float(np.mean(v)) for k, v in sums.items()},
         }
     return out

@@ -11,7 +11,8 @@ Stable keys:
   ``achieved_mean_im``, ``iterations``, ``static.<metric>`` (mean over seeds at that level),
   ``policy.<metric>``, ``ratio.<metric>`` (policy / static),
   ``windows.<window>.ratio.<metric>``, ``ratio_by_seed.<metric>`` (mean/std/min/max of
-  the per-seed ratio, paired on the same trader book);
+  the per-seed ratio, paired on the same trader book, and the ratios themselves in
+  ``seeds``);
 * ``equal_margin.<name>.oracle_at_margin``: the scale of the oracle's path that posts the
   policy's mean margin (``scale``, ``achieved_mean_im``), and
   ``equal_margin.<name>.oracle_gain_captured.<split>`` for ``overall``, ``first_jump`` and
@@ -171,19 +172,20 @@ def ratios(policy: Mapping[str, Any], static: Mapping[str, Any]) -> dict[str, fl
 
 def paired_ratios(
     policy: Mapping[str, Any], static: Mapping[str, Any]
-) -> dict[str, dict[str, float] | None]:
+) -> dict[str, dict[str, Any] | None]:
     """Policy / static per seed (same trader book), summarised across seeds.
 
     The spread of the paired ratio is the honest error bar of a ratio of means: the book's
     luck cancels within a seed. None where the static value is zero on some seed.
     """
-    out: dict[str, dict[str, float] | None] = {}
+    out: dict[str, dict[str, Any] | None] = {}
     pairs = list(zip(policy["seeds"], static["seeds"], strict=True))
     for key in RATIO_KEYS:
         if not pairs or any(float(s[key]) <= 0 for _, s in pairs):
             out[key] = None
             continue
-        out[key] = spread([float(p[key]) / float(s[key]) for p, s in pairs])
+        values = [float(p[key]) / float(s[key]) for p, s in pairs]
+        out[key] = {**spread(values), "seeds": values}
     return out
 
 

@@ -145,6 +145,10 @@ def test_oracle_gain_captured_per_split_and_null_when_the_oracle_gains_nothing()
     # Mean of the per-seed ratios: 0.5 and 0 (the second seed's policy is the static).
     assert two["first_jump"]["seeds"] == pytest.approx([0.5, 0.0])
     assert two["first_jump"]["mean"] == pytest.approx(0.25)
+    # First-jump bad debt against static per seed: 100/200 and 200/200.
+    assert two["first_jump"]["ratio_seeds"] == pytest.approx([0.5, 1.0])
+    assert two["first_jump"]["ratio"] == pytest.approx(0.75)
+    assert out["aftershock"]["ratio_seeds"] == [1.0]
     with pytest.raises(ReplayInputError, match="same seeds"):
         oracle_gain_captured(
             [_series(1, policy)], [_series(0, static)], [_series(0, oracle)], jumps
