@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from liquidation.errors import LiquidationCoreError
+
 MIN_GAIN_CAPTURED = 0.5
 """Share of the oracle's bad-debt gain the policy must capture."""
 MAX_FIRST_JUMP_RATIO = 0.8
@@ -33,7 +35,7 @@ MAX_POSITIONS_RATIO = 0.9
 """Positions liquidated against static, at most."""
 
 
-class AimsInputError(ValueError):
+class AimsInputError(LiquidationCoreError, ValueError):
     """The summary lacks a figure an aim needs (an older summary, or a policy not run)."""
 
 
