@@ -335,6 +335,9 @@ def walk_forward_predict(
         not ``rv_fwd``; ``variance`` holds the forecast, whatever the target) and the last
         fitted forecaster.
 
+    A forecaster tagged ``min_rows_per_asset`` gives an asset with fewer training rows in a
+    fold (listed after the fold's cut) a NaN forecast in that fold, and says so.
+
     Raises
     ------
     EvaluationInputError
@@ -347,6 +350,7 @@ def walk_forward_predict(
     target = target or TargetSpec()
     y_column = target.column
     finite_y = target.usable(panel[y_column].to_numpy())
+    min_rows = int(forecaster.get_tag("min_rows_per_asset"))
     for fold in splitter.folds():
         train = splitter.train_mask(ts, fold) & finite_y
         test = splitter.test_mask(ts, fold)
@@ -358,9 +362,21 @@ def walk_forward_predict(
                 f"{ts.min()} is too late for this test period"
             )
         say(f"{name}: fold {fold.index + 1} {fold.test_start:%Y-%m} ({int(train.sum())} rows)")
+        train, unforecast = _assets_with_history(panel, train, test, min_rows)
+        if unforecast.any():
+            listed = sorted(panel.loc[unforecast, "asset"].astype(str).unique())
+            say(f"{name}: no forecast in fold {fold.index + 1} for {listed}: fewer than "
+                f"{min_rows} training rows (listed after the fold's cut)")  # fmt: skip
+            if not train.any():
+                continue
         model = clone(forecaster)
         model.fit(panel.loc[train, features], panel.loc[train, y_column].to_numpy())
-        parts.append(_predict_fold(model, panel, features, fold, test, history_days, y_column))
+        part = _predict_fold(
+            model, panel, features, fold, test & ~unforecast, history_days, y_column
+        )
+        if unforecast.any():
+            part = _with_unforecast_rows(part, panel, fold, unforecast, y_column)
+        parts.append(part)
         fitted = model
     if fitted is None:
         raise EvaluationInputError(f"model {name}: the test period holds no rows of the data")
@@ -405,6 +421,31 @@ def _check_coverage(panel: pd.DataFrame, test: WalkForwardSplitter) -> None:
         )
     if panel["ts"].max() < start:
         raise EvaluationInputError(f"data end {panel['ts'].max()} is before the test start")
+
+
+def _assets_with_history(
+    panel: pd.DataFrame, train: np.ndarray, test: np.ndarray, min_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fold's training rows of assets with ``min_rows`` of them, and the test rows of the
+    other assets (a per-asset estimator cannot forecast them yet)."""
+    if min_rows <= 0:
+        return train, np.zeros(len(panel), dtype=bool)
+    counts = panel.loc[train, "asset"].astype(str).value_counts()
+    enough = set(counts.index[counts >= min_rows])
+    known = panel["asset"].astype(str).isin(enough).to_numpy()
+    return train & known, test & ~known
+
+
+def _with_unforecast_rows(
+    part: pd.DataFrame, panel: pd.DataFrame, fold: Fold, rows: np.ndarray, y_column: str
+) -> pd.DataFrame:
+    """``part`` with ``rows`` of the test block added with a NaN forecast, in panel order."""
+    kept = ["ts", "asset", "rv_fwd", "ret_fwd", *([y_column] if y_column != "rv_fwd" else [])]
+    missing = panel.loc[rows, kept].rename(columns={"rv_fwd": "rv"})
+    missing["variance"] = np.nan
+    missing["fold"] = fold.index
+    both = pd.concat([part, missing.reset_index(drop=True)], ignore_index=True)
+    return both.sort_values(["asset", "ts"], kind="stable").reset_index(drop=True)
 
 
 def _predict_fold(

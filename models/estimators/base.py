@@ -27,6 +27,7 @@ DEFAULT_TAGS: Final[dict[str, Any]] = {
     "tunable_window": False,
     "feature_importance": False,
     "quantile_forecast": False,
+    "min_rows_per_asset": 0,
 }
 """Capability tags and their defaults.
 
@@ -42,6 +43,10 @@ DEFAULT_TAGS: Final[dict[str, Any]] = {
 ``quantile_forecast``
     It forecasts a quantile of an ``adverse_move`` target, not a variance: its calibration
     is :func:`models.tails.calibrate_quantiles`, not the VaR/ES of a variance forecast.
+``min_rows_per_asset``
+    It estimates something per asset from that asset's own rows and needs at least this
+    many (0: it pools assets and can forecast any). The walk-forward gives an asset with
+    fewer training rows in a fold (listed after the fold's cut) no forecast in that fold.
 """
 
 TINY_VARIANCE: Final[float] = 1e-12

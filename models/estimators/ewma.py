@@ -18,8 +18,9 @@ class EWMAForecaster(VarianceForecaster):
     one-bar forecast. An asset's first ``ceil(1 / (1 - lam))`` returns (the recursion's
     effective sample size: 17 bars at 0.94) only warm it up and give NaN, never a forecast:
     seeded by one squared return the recursion would forecast near-zero variance for a
-    newly listed asset (a calm first hour gave 1e-12 of the 24h variance). With ``estimate=True`` the decay ``lam`` is chosen per fit on the
-    training rows from ``grid`` by QLIKE against ``y`` (one pooled value).
+    newly listed asset (a calm first hour gave 1e-12 of the 24h variance). With
+    ``estimate=True`` the decay ``lam`` is chosen per fit on the training rows from ``grid``
+    by QLIKE against ``y`` (one pooled value).
 
     Parameters
     ----------

@@ -24,7 +24,7 @@ conformal calibration per asset on the forecaster's own out-of-sample forecasts.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,10 @@ def volatility_scale(X: pd.DataFrame, horizon: int, interval: str) -> np.ndarray
     return np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
 
 
+MIN_ROWS_PER_ASSET: Final[int] = 100
+"""Usable training rows an asset needs for its own empirical quantile."""
+
+
 class ScaledQuantileForecaster(VarianceForecaster):
     """Empirical quantile of the volatility-scaled adverse move, times today's scale.
 
@@ -81,7 +85,10 @@ class ScaledQuantileForecaster(VarianceForecaster):
     0.99
     """
 
-    _tags: ClassVar[dict[str, Any]] = {"quantile_forecast": True}
+    _tags: ClassVar[dict[str, Any]] = {
+        "quantile_forecast": True,
+        "min_rows_per_asset": MIN_ROWS_PER_ASSET,
+    }
 
     def __init__(
         self, horizon: int = 24, interval: str = "1h", level: float = 0.99, pooled: bool = False
@@ -102,7 +109,7 @@ class ScaledQuantileForecaster(VarianceForecaster):
         self.quantile_: dict[str, float] = {}
         for key in np.unique(keys[ok]):
             values = np.sort(z[ok & (keys == key)])
-            if values.size < 100:
+            if values.size < MIN_ROWS_PER_ASSET:
                 raise ForecasterInputError(
                     f"scaled quantile: only {values.size} usable training rows for {key}"
                 )

@@ -124,3 +124,35 @@ def test_tail_walk_forward_on_the_synthetic_market(synthetic_feature_set) -> Non
     fc = result.forecasts
     assert fc["ts"].min() >= pd.Timestamp("2024-06-01", tz="UTC")
     assert (fc["quantile"].dropna() > 0).all()
+
+
+def test_a_newly_listed_asset_gets_no_per_asset_quantile_until_it_has_the_rows() -> None:
+    """Listed after a fold's cut, an asset has no rows of its own for an empirical quantile:
+    that fold gives it no forecast (and says so) instead of failing every asset; later
+    folds forecast it."""
+    from models.estimators.tail import MIN_ROWS_PER_ASSET
+    from models.factory import build_forecaster
+    from models.walkforward import walk_forward_predict
+
+    panel = _scaled_panel(n_days=200)
+    listed = pd.Timestamp("2024-04-20", tz="UTC")
+    panel = panel.loc[(panel["asset"] == "AAA") | (panel["ts"] >= listed)].reset_index(drop=True)
+    panel["rv_fwd"] = panel["adverse_fwd"] ** 2
+    panel["ret_fwd"] = 0.0
+    target = TargetSpec(kind="adverse_move", horizon=1, level=0.99)
+    forecaster = build_forecaster(TailConfig().spec("tail_scaled", target), "1h")
+    assert forecaster.get_tag("min_rows_per_asset") == MIN_ROWS_PER_ASSET
+    splitter = WalkForwardSplitter("2024-04-01", "2024-07-01", horizon=1, interval="1h")
+    said: list[str] = []
+    preds, _ = walk_forward_predict(panel, forecaster, splitter, 30, said.append, "q", target)
+    first = preds["fold"] == preds["fold"].min()
+    new = preds["asset"] == "BBB"
+    assert preds.loc[first & new, "variance"].isna().all()
+    assert preds.loc[first & new].shape[0] > 0
+    assert preds.loc[~new, "variance"].notna().all()
+    assert preds.loc[new & ~first, "variance"].notna().any()
+    assert any("no forecast" in m and "BBB" in m for m in said)
+    # Every test row is there exactly once, each fold in panel order.
+    assert not preds.duplicated(["asset", "ts"]).any()
+    for _, part in preds.groupby("fold"):
+        assert part.index.equals(part.sort_values(["asset", "ts"], kind="stable").index)
