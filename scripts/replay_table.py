@@ -7,7 +7,7 @@ Usage::
 Each file is one run (one maintenance rule); rows are its dynamic policies. Ratios are
 policy / static at equal mean margin, mean ± std of the per-seed (paired) ratios; the oracle
 gain captured is the mean ± std of the per-seed ratios with the number of seeds where it is
-defined.
+defined; first-jump bad debt is the policy's against the static's on the first-jump bars.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 RATIOS = (
     ("bad debt", "bad_debt"),
@@ -43,6 +45,15 @@ def _gain(gain: dict[str, Any] | None) -> str:
     return f"{gain['mean']:.2f} ± {gain['std']:.2f} ({gain['n']})"
 
 
+def _first_jump(gain: dict[str, Any] | None) -> str:
+    """First-jump bad debt against static (mean ± std of the per-seed ratios)."""
+    if gain is None or gain.get("ratio") is None:
+        return "n/a"  # absent in summaries made before the per-seed ratios were recorded
+    seeds = [r for r in gain["ratio_seeds"] if r is not None]
+    std = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
+    return f"{gain['ratio']:.3f} ± {std:.3f}"
+
+
 def rows(label: str, paths: list[Path]) -> list[str]:
     """Markdown rows of one data set, one block per run."""
     out = []
@@ -60,6 +71,7 @@ def rows(label: str, paths: list[Path]) -> list[str]:
         for name, block in summary["equal_margin"].items():
             gains = block.get("oracle_gain_captured", {})
             cells = [_ratio(block, key) for _, key in RATIOS]
+            cells.insert(1, _first_jump(gains.get("first_jump")))
             cells += [_gain(gains.get(split)) for split in SPLITS]
             out.append(f"| {head} | {rule} | {name} | " + " | ".join(cells) + " |")
             head = ""
@@ -70,6 +82,7 @@ def rows(label: str, paths: list[Path]) -> list[str]:
 def main(argv: list[str]) -> None:
     label, files = argv[0], [Path(a) for a in argv[1:]]
     columns = [name for name, _ in RATIOS] + [f"gain captured {s}" for s in SPLITS]
+    columns.insert(1, "first-jump bad debt")
     print("| run | maintenance rule | policy | " + " | ".join(columns) + " |")
     print("|" + "---|" * (3 + len(columns)))
     print("\n".join(rows(label, files)))
