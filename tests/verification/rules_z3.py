@@ -240,6 +240,21 @@ def ramp_monotone_claim() -> tuple[z3.BoolRef, z3.BoolRef]:
     return domain, r <= r_later
 
 
+def ramp_monotone_in_target_claim() -> tuple[z3.BoolRef, z3.BoolRef]:
+    """Monotone in the target: from the same start, a higher target never pays less at any
+    time (two runs; what ``retarget`` relies on when a tightening keeps the base's schedule).
+
+    Proved in :class:`MonotoneRounding`, as :func:`ramp_monotone_claim`."""
+    ops = MonotoneRounding()
+    sv, t, higher = z3.Reals("mt_start_value mt_target mt_higher")
+    start, ramp, ts = z3.Ints("mt_start mt_ramp mt_ts")
+    r = encode_ramped_multiplier(sv, t, start, ramp, ts, ops=ops)
+    r_higher = encode_ramped_multiplier(sv, higher, start, ramp, ts, ops=ops)
+    rounded = _applications(z3.And(r == r_higher), ops.fl)
+    domain = z3.And(sv > 0, t > 0, higher >= t, ramp >= 0, ops.axioms(rounded, [sv, t, higher]))
+    return domain, r <= r_higher
+
+
 def _applications(expr: z3.ExprRef, fn: z3.FuncDeclRef) -> list[z3.ExprRef]:
     """Every distinct application of ``fn`` in ``expr``."""
     found: dict[int, z3.ExprRef] = {}
@@ -653,6 +668,7 @@ CLAIMS: dict[str, Callable[[], dict[str, tuple[z3.BoolRef, z3.BoolRef]]]] = {
         **ramp_lemmas(),
         **ramp_claims(),
         "ramp_monotone_in_time": ramp_monotone_claim(),
+        "ramp_monotone_in_target": ramp_monotone_in_target_claim(),
     },
     "liquidation.rules.penalty.split_penalty": split_claims,
     "liquidation.rules.closeout.close_price": close_price_claims,
