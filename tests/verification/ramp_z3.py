@@ -335,6 +335,9 @@ def retarget_claims(n_floors: int, keep_schedule: bool = True) -> Claims:
             domain,
             z3.Implies(target > state.target, m_new_later >= m_old_later),
         ),
+        # every class of the new state is monotone in time (each class pays min(target,
+        # max(base, floor)) and the base is monotone in time: ramp_monotone_in_time)
+        f"retarget_classes_monotone_in_time_{n_floors}": (domain, m_new <= m_new_later),
         # at most max_classes classes: the base, max(1, max_classes - 2) floors, the target
         f"retarget_within_max_classes_{n_floors}": (domain, new.count <= limit),
     }
