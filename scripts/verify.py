@@ -16,9 +16,12 @@ Runs, each child process under a CPU-time cap so that no function can hold the r
    (``tests/verification/guard_liveness.py``, CrossHair ``asserts`` mode).
 2. **z3** proofs of ``MultiplierPolicy.step``'s contract and of the rules that mix integer
    money with float rates (``ramped_multiplier``, ``split_penalty``, ``close_price``,
-   ``governance.review``) and of the guard's decision (``check_observation``, ``advance``), each
-   encoding tested against the code (``tests/verification/test_policy_verification.py``,
-   ``test_rules_z3.py``). The CrossHair line of a function z3 proves says so.
+   ``governance.review``), of the guard's decision (``check_observation``, ``advance``) and of
+   the list rules (``adl.allocate``, ``adl.rank_candidates``, ``socialization.socialize``,
+   ``ramp.retarget``), each encoding tested against the code
+   (``tests/verification/test_policy_verification.py``, ``test_rules_z3.py``,
+   ``test_waterfall_z3.py``). The long run proves the list rules at larger list sizes. The
+   CrossHair line of a function z3 proves says so.
 3. **hypothesis-crosshair**: selected existing property tests with the symbolic backend.
 4. **Run-time contracts**: the rules' and the policy's tests, the regressions and the seeded
    fuzzer with every contract checked on every call.
@@ -65,10 +68,15 @@ Z3_PROVED = (
     "liquidation.rules.governance.review",
     "liquidation.rules.oracle_guard.check_observation",
     "liquidation.rules.oracle_guard.advance",
+    "liquidation.rules.adl.allocate",
+    "liquidation.rules.adl.rank_candidates",
+    "liquidation.rules.socialization.socialize",
+    "liquidation.rules.ramp.retarget",
 )
 Z3_TESTS = (
     "tests/verification/test_policy_verification.py",
     "tests/verification/test_rules_z3.py",
+    "tests/verification/test_waterfall_z3.py",
 )
 
 
@@ -355,7 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         code = _pytest(
             list(Z3_TESTS),
-            {"DYNAMARGIN_VERIFY_Z3_TIMEOUT_MS": str(budget.z3_ms)},
+            {
+                "DYNAMARGIN_VERIFY_Z3_TIMEOUT_MS": str(budget.z3_ms),
+                # the larger list sizes and the float lemmas (tests/verification/*_z3.py)
+                "DYNAMARGIN_VERIFY_Z3_BUDGET": "long" if args.budget == "long" else "ci",
+            },
             budget.step_cap_s,
         )
         report("z3", code == 0, started, _capped(code))

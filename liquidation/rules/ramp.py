@@ -25,7 +25,10 @@ Invariants (checked by the property tests):
 * every class multiplier lies in ``[base(t), target]`` and is non-decreasing in ``t`` while
   the target is unchanged;
 * a class's multiplier just after :func:`retarget` is ``min(new_target, its multiplier just
-  before)`` for a relaxation and equal to it for a tightening.
+  before)`` for a relaxation and equal to it for a tightening, except the oldest class's while
+  the base still ramps: a tightening then keeps the base's schedule (start and starting
+  level) and raises only its destination, so the oldest positions never pay less, at any
+  later time, than with no change (a restart from the current level could be slower).
 """
 
 from __future__ import annotations
@@ -175,7 +178,9 @@ def retarget(
 
     Pre: ``ts_ms >= state.changed_ms``. Post: unchanged if ``target == state.target``;
     otherwise every existing class keeps paying what it paid (capped at ``target`` for a
-    relaxation), the base restarts from its current level, positions opened from ``ts_ms``
+    relaxation), the base restarts from its current level (a tightening while it still ramps
+    keeps its schedule toward the new target instead: never slower), positions opened from
+    ``ts_ms``
     on pay ``target``, and at most ``max_classes`` classes remain (the two closest floors
     merge into the higher one, which can only raise a requirement).
 
@@ -208,10 +213,17 @@ def retarget(
         gaps = [floors[i + 1][1] - floors[i][1] for i in range(len(floors) - 1)]
         i = gaps.index(min(gaps))
         floors[i : i + 2] = [(floors[i][0], floors[i + 1][1])]
+    # A tightening while the base still ramps keeps the base's schedule and only raises its
+    # destination: restarting it from its level at ts_ms would slow it (the slope (target -
+    # base) / ramp can be below the old one), so the oldest positions would pay less later
+    # than with no change at all (z3 found it: an expiry to a fallback just above the target
+    # relaxed them, tests/verification/test_ramp_z3.py). Same start, higher target: never
+    # below the old path at any time, and at the new target by the old path's end.
+    still_ramping = target > state.target and base < state.target
     return RampState(
         target=target,
-        base_from=base,
-        base_start_ms=ts_ms,
+        base_from=state.base_from if still_ramping else base,
+        base_start_ms=state.base_start_ms if still_ramping else ts_ms,
         changed_ms=ts_ms,
         floors=tuple(floors),
     )

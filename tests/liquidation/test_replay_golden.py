@@ -30,7 +30,7 @@ from liquidation.simulate import (
 )
 from tests.liquidation.replay_builders import random_walk_market, small_config
 
-GOLDEN = "263c0a6648ce1fdd247c98b0d64c62b033411b8d00a4c170df7ddc6d49f4d645"
+GOLDEN = "585aa94e491e66fbf793bde8933dc8382e470543533a6e6a604d351f392914e8"
 """sha256 of :func:`replay_digest` on :func:`golden_case`, from the pre-optimisation replay."""
 
 

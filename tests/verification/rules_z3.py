@@ -240,6 +240,41 @@ def ramp_monotone_claim() -> tuple[z3.BoolRef, z3.BoolRef]:
     return domain, r <= r_later
 
 
+def ramp_claims_fl() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    """``ramped_multiplier``'s contract in :class:`MonotoneRounding` (``*_fl``): sound for
+    binary64 (every binary64 run is a run there), proved in milliseconds, so CI runs these and
+    ``make verify`` also the bit-blasted binary64 proofs (:func:`ramp_claims`, tens of seconds
+    each). The division needs no lemma here: ``(ts - start) / ramp >= 1`` rounds to ``>= 1``
+    by monotonicity. Multipliers any positive reals fixed by ``fl``, times any integers."""
+    ops = MonotoneRounding()
+    sv, t = z3.Reals("f_start_value f_target")
+    start, ramp, ts = z3.Ints("f_start f_ramp f_ts")
+    r = encode_ramped_multiplier(sv, t, start, ramp, ts, ops=ops)
+    rounded = _applications(r == t, ops.fl)
+    domain = z3.And(sv > 0, t > 0, ramp >= 0, ops.axioms(rounded, [sv, t]))
+    low, high = z3.If(t < sv, t, sv), z3.If(t > sv, t, sv)
+    return {
+        "ramp_between_old_and_new_fl": (domain, z3.And(low <= r, r <= high)),
+        "ramp_relaxation_at_once_fl": (domain, z3.Or(t > sv, r == t)),
+        "ramp_reaches_target_fl": (domain, z3.Or(ts < start + ramp, r == t)),
+    }
+
+
+def ramp_monotone_in_target_claim() -> tuple[z3.BoolRef, z3.BoolRef]:
+    """Monotone in the target: from the same start, a higher target never pays less at any
+    time (two runs; what ``retarget`` relies on when a tightening keeps the base's schedule).
+
+    Proved in :class:`MonotoneRounding`, as :func:`ramp_monotone_claim`."""
+    ops = MonotoneRounding()
+    sv, t, higher = z3.Reals("mt_start_value mt_target mt_higher")
+    start, ramp, ts = z3.Ints("mt_start mt_ramp mt_ts")
+    r = encode_ramped_multiplier(sv, t, start, ramp, ts, ops=ops)
+    r_higher = encode_ramped_multiplier(sv, higher, start, ramp, ts, ops=ops)
+    rounded = _applications(z3.And(r == r_higher), ops.fl)
+    domain = z3.And(sv > 0, t > 0, higher >= t, ramp >= 0, ops.axioms(rounded, [sv, t, higher]))
+    return domain, r <= r_higher
+
+
 def _applications(expr: z3.ExprRef, fn: z3.FuncDeclRef) -> list[z3.ExprRef]:
     """Every distinct application of ``fn`` in ``expr``."""
     found: dict[int, z3.ExprRef] = {}
@@ -648,33 +683,39 @@ def guard_claims(reanchors: bool = True) -> dict[str, tuple[z3.BoolRef, z3.BoolR
     }
 
 
-CLAIMS: dict[str, Callable[[], dict[str, tuple[z3.BoolRef, z3.BoolRef]]]] = {
-    "liquidation.rules.ramp.ramped_multiplier": lambda: {
-        **ramp_lemmas(),
-        **ramp_claims(),
+CLAIMS: dict[str, Callable[..., dict[str, tuple[z3.BoolRef, z3.BoolRef]]]] = {
+    # CI proves the ramp's contract in the monotone-rounding model (ms); the long run also
+    # bit-blasts it in binary64 (tens of seconds each, the most of this file's CPU in CI)
+    "liquidation.rules.ramp.ramped_multiplier": lambda budget="ci": {
+        **ramp_claims_fl(),
         "ramp_monotone_in_time": ramp_monotone_claim(),
+        "ramp_monotone_in_target": ramp_monotone_in_target_claim(),
+        **({**ramp_lemmas(), **ramp_claims()} if budget == "long" else {}),
     },
-    "liquidation.rules.penalty.split_penalty": split_claims,
-    "liquidation.rules.closeout.close_price": close_price_claims,
-    "liquidation.rules.governance.review": review_claims,
-    "liquidation.rules.oracle_guard.check_observation": lambda: {
+    "liquidation.rules.penalty.split_penalty": lambda budget="ci": split_claims(),
+    "liquidation.rules.closeout.close_price": lambda budget="ci": close_price_claims(),
+    "liquidation.rules.governance.review": lambda budget="ci": review_claims(),
+    "liquidation.rules.oracle_guard.check_observation": lambda budget="ci": {
         k: c for k, c in guard_claims().items() if k.startswith("guard_")
     },
-    "liquidation.rules.oracle_guard.advance": lambda: {
+    "liquidation.rules.oracle_guard.advance": lambda budget="ci": {
         k: c for k, c in guard_claims().items() if k.startswith("advance_")
     },
 }
 """Dotted name of each rule proved here, and its claims."""
 
 
-def all_claims() -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
-    return {name: claim for make in CLAIMS.values() for name, claim in make().items()}
+def all_claims(budget: str = "ci") -> dict[str, tuple[z3.BoolRef, z3.BoolRef]]:
+    """Every claim of ``budget`` (``"ci"``, or ``"long"``: ``make verify``)."""
+    return {name: claim for make in CLAIMS.values() for name, claim in make(budget).items()}
 
 
-def prove(name: str, timeout_ms: int = 120_000) -> tuple[str, z3.ModelRef | None]:
+def prove(
+    name: str, timeout_ms: int = 120_000, budget: str = "long"
+) -> tuple[str, z3.ModelRef | None]:
     """``("proved", None)`` if the claim holds over its domain, ``("counterexample", model)``
     or ``("unknown", None)`` when the solver ran out of ``timeout_ms``."""
-    domain, claim = all_claims()[name]
+    domain, claim = all_claims(budget)[name]
     solver = z3.Solver()
     solver.set("timeout", timeout_ms)
     solver.add(domain, z3.Not(claim))

@@ -5,7 +5,9 @@
 ``advance``) in z3. Here (1) each encoding is compared with the Python function on random
 inputs, bit for bit, so a change of the rule that the encoding does not follow fails; (2) each
 claim (a ``post:`` line of the rule's contract) is proved over its whole domain; (3) the
-prover is shown to be live.
+prover is shown to be live. ``ramped_multiplier``'s contract is proved in CI in the
+monotone-rounding model (``*_fl``, sound for binary64) and, with ``DYNAMARGIN_VERIFY_Z3_BUDGET=
+long`` (``make verify``), also bit-blasted in binary64.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from tests.verification.runtime_contracts import conditions_of
 
 #: Per-proof solver budget: short in CI, long under ``make verify``.
 PROOF_TIMEOUT_MS = int(os.environ.get("DYNAMARGIN_VERIFY_Z3_TIMEOUT_MS", "120000"))
+#: ``ci`` (default) or ``long`` (``make verify``: adds the bit-blasted binary64 ramp proofs)
+BUDGET = os.environ.get("DYNAMARGIN_VERIFY_Z3_BUDGET", "ci")
 DRIFT = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 multipliers = st.one_of(
@@ -158,9 +162,9 @@ def test_each_proved_rule_carries_the_contract_its_claims_are_about() -> None:
 
     expected = {
         "liquidation.rules.ramp.ramped_multiplier": [
-            "ramp_between_old_and_new",
-            "ramp_relaxation_at_once",
-            "ramp_reaches_target",
+            "ramp_between_old_and_new_fl",  # and, long budget: ramp_between_old_and_new
+            "ramp_relaxation_at_once_fl",  # ramp_relaxation_at_once
+            "ramp_reaches_target_fl",  # ramp_reaches_target
         ],
         "liquidation.rules.penalty.split_penalty": [
             "split_sums_to_penalty",
@@ -197,12 +201,16 @@ def test_each_proved_rule_carries_the_contract_its_claims_are_about() -> None:
         module, name = dotted.rsplit(".", 1)
         posts = [c.expr_source for c in conditions_of(importlib.import_module(module), name).post]
         assert len(posts) == len(names), dotted
-        assert {n for n in names if n} <= set(rules_z3.CLAIMS[dotted]())
+        assert {n for n in names if n} <= set(rules_z3.CLAIMS[dotted](BUDGET))
+    long_ramp = rules_z3.CLAIMS["liquidation.rules.ramp.ramped_multiplier"]("long")
+    assert {"ramp_between_old_and_new", "ramp_relaxation_at_once", "ramp_reaches_target"} <= set(
+        long_ramp
+    )
 
 
-@pytest.mark.parametrize("name", sorted(rules_z3.all_claims()))
+@pytest.mark.parametrize("name", sorted(rules_z3.all_claims(BUDGET)))
 def test_z3_proves_each_claim(name: str) -> None:
-    verdict, model = rules_z3.prove(name, timeout_ms=PROOF_TIMEOUT_MS)
+    verdict, model = rules_z3.prove(name, timeout_ms=PROOF_TIMEOUT_MS, budget=BUDGET)
     assert verdict == "proved", f"{name}: {verdict}\n{model}"
 
 
@@ -261,4 +269,18 @@ def test_ramp_monotone_proof_is_not_vacuous() -> None:
     solver.set("timeout", PROOF_TIMEOUT_MS)
     solver.add(domain, r < r_later)
     solver.add(sv == 1, t == 2, start == 0, ramp == 4, ts == 1, later == 2)
+    assert solver.check() == z3.sat
+
+
+def test_ramp_fl_model_refutes_a_false_claim() -> None:
+    """The CI ramp proofs' model is live: "the ramp is at the target at once" is refuted there
+    (so its domain is not empty and ``fl`` does not make every claim hold)."""
+    domain, _ = rules_z3.ramp_claims_fl()["ramp_reaches_target_fl"]
+    ops = rules_z3.MonotoneRounding()
+    sv, t = z3.Reals("f_start_value f_target")
+    start, ramp, ts = z3.Ints("f_start f_ramp f_ts")
+    r = rules_z3.encode_ramped_multiplier(sv, t, start, ramp, ts, ops=ops)
+    solver = z3.Solver()
+    solver.set("timeout", PROOF_TIMEOUT_MS)
+    solver.add(domain, r != t)
     assert solver.check() == z3.sat
