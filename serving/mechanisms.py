@@ -211,7 +211,9 @@ def loss_multiplier(
     effective = effective_sigma(sigma, config, signals)
     tail = signals.tail_quantile if signals is not None else None
     if tail is not None and tail >= 0:
-        quantile = tail * (effective / sigma if sigma > 0 else 1.0)
+        # A zero quantile stays zero: a stressed sigma near the float max over a tiny sigma
+        # makes the scale inf, and 0 * inf is NaN (found by the verification work).
+        quantile = tail * (effective / sigma if sigma > 0 else 1.0) if tail > 0 else 0.0
     else:
         quantile = loss_fraction(effective, config)
     return quantile / config.base_imf

@@ -616,6 +616,17 @@ class MultiplierPolicy:
             target = self.target(forecast_sigma, reference)  # the default policy's call
         else:
             target = self.target(forecast_sigma, reference, signals, crowded)
+        if math.isnan(target):
+            # Mechanism inputs that combine to no number (inf - inf, 0 * inf) are bad input:
+            # never relax on them; tighten towards the fallback within the step limit.
+            wanted = max(previous, cfg.fallback_multiplier)
+            return decide(
+                min(wanted, previous + cfg.max_step_up),
+                "fallback",
+                "fallback_nonfinite",
+                None,
+                state,
+            )
         if _in_hysteresis_band(target, previous, cfg):
             return decide(previous, "ok", "hysteresis_hold", target, state)
         if target > previous:

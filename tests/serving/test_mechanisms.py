@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -61,7 +62,9 @@ def mechanism_configs(draw: st.DrawFn) -> PolicyConfig:
     )
 
 
-maybe = st.one_of(st.none(), st.just(float("nan")), st.floats(0.0, 2.0))
+maybe = st.one_of(
+    st.none(), st.just(float("nan")), st.floats(0.0, 2.0), st.floats(0.0, 1.7976931348623157e308)
+)
 signal_draws = st.builds(
     PolicySignals.of,
     tail_quantile=maybe,
@@ -89,6 +92,30 @@ def test_every_mechanism_and_combination_keeps_the_multiplier_in_floor_and_cap(c
         if decision.target is not None:
             assert config.floor <= decision.target <= config.cap
         state = decision.state
+
+
+def test_a_zero_tail_over_a_huge_stressed_sigma_is_not_nan():
+    """The verification work's counterexample: loss-based IM with a stressed weight, a zero
+    tail quantile, sigma at sigma_min and a stressed sigma near the float max made the
+    target NaN (0 * inf) and step published NaN with status ok."""
+    config = _config(["loss_im"], apc_stress_weight=0.5)
+    policy = MultiplierPolicy(config)
+    signals = PolicySignals.of(tail_quantile=0.0, sigma_stress=1.7e308)
+    target = policy.target(config.sigma_min, REF, signals)
+    assert target == config.floor
+    decision = policy.step(policy.initial_state(BTC), config.sigma_min, NOW, NOW, REF, signals)
+    assert config.floor <= decision.multiplier <= config.cap
+    assert not math.isnan(decision.multiplier)
+
+
+def test_a_target_that_is_no_number_falls_back_and_never_relaxes(monkeypatch):
+    config = _config(["apc_buffer"])
+    policy = MultiplierPolicy(config)
+    state = replace(policy.initial_state(BTC), multiplier=2.0)
+    monkeypatch.setattr(MultiplierPolicy, "target", lambda self, *a, **k: float("nan"))
+    decision = policy.step(state, 0.02, NOW, NOW, REF, PolicySignals.of(sigma_stress=0.1))
+    assert decision.reason == "fallback_nonfinite" and decision.status == "fallback"
+    assert decision.multiplier >= 2.0 and decision.target is None
 
 
 @settings(max_examples=200, deadline=None)
