@@ -9,8 +9,10 @@ encoding does not follow fails here.
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 import z3
@@ -211,11 +213,16 @@ def test_contract_holds_on_random_configs_states_and_branches(case) -> None:
 
 
 def test_runtime_check_catches_a_broken_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The run-time check is live: a target that is NaN would publish NaN; the bound catches it,
-    and a NaN stored multiplier is refused by the precondition."""
+    """The run-time check is live: a NaN target falls back; with that guard switched off it
+    would publish NaN, which the bound catches; a NaN stored multiplier is refused by the
+    precondition."""
     policy = MultiplierPolicy(PolicyConfig(sigma_ref=0.03))
     with enforced((MultiplierPolicy, "step")), pytest.raises(ContractViolation, match="pre"):
         policy.step(PolicyState("X", float("nan")), 0.03, NOW, NOW)
     monkeypatch.setattr(MultiplierPolicy, "target", lambda self, sigma, ref: float("nan"))
+    with enforced((MultiplierPolicy, "step")):
+        assert policy.step(PolicyState("X", 2.0), 0.03, NOW, NOW).reason == "fallback_nonfinite"
+    no_guard = SimpleNamespace(isnan=lambda _x: False, isfinite=math.isfinite, inf=math.inf)
+    monkeypatch.setattr("serving.policy.math", no_guard)
     with enforced((MultiplierPolicy, "step")), pytest.raises(ContractViolation, match="post"):
         policy.step(PolicyState("X", 2.0), 0.03, NOW, NOW)
