@@ -4,7 +4,7 @@ CrossHair hit its budget on ``retarget`` (a list of floors of symbolic length, f
 is written once in z3:
 
 * times are z3 integers (exact); the floors are a list of ``L`` symbolic ``(since, level)``
-  pairs, ``L`` fixed per proof (:data:`FLOOR_COUNTS`), and the lists ``retarget`` builds are
+  pairs, ``L`` fixed per proof (up to :data:`MAX_FLOORS`), and the lists ``retarget`` builds are
   fixed-size lists with a symbolic length (the compaction of the kept floors and each merge
   written out);
 * the multipliers are compared, never computed, except in two places: the base level

@@ -10,9 +10,9 @@ symbolic values). Here each one is written once in z3, over the arithmetic Pytho
 * the candidates' ``score`` is binary64, as :class:`~liquidation.rules.adl.AdlCandidate`
   computes it (``int / int`` correctly rounded, ``float * int`` and ``float / int`` with the
   int rounded first);
-* a loop over a list becomes ``N`` unrolled steps, ``N`` fixed per proof (:data:`SIZES`); a
-  ``break`` on an exhausted amount is a step that does nothing (the amount never grows back,
-  so each later step is a no-op, which the unrolled step is too).
+* a loop over a list becomes ``N`` unrolled steps, ``N`` fixed per proof (up to
+  :data:`MAX_SIZES`); a ``break`` on an exhausted amount is a step that does nothing (the
+  amount never grows back, so each later step is a no-op, which the unrolled step is too).
 
 Orders. ``allocate`` walks the ranked eligible candidates, then *every* candidate in an order
 of its own (solvent, largest remaining first). Its claims hold for any order, so the proof
@@ -239,7 +239,17 @@ def allocate_step_claims() -> Claims:
     within bounds), for any candidate and any state the invariant admits; the last one
     composes the loops' results. (Each candidate is visited once per walk: the ranking is a
     sub-permutation of the list, :func:`rank_claims`, and the second walk is ``sorted`` of
-    the list.)"""
+    the list.)
+
+    Composition, on paper: the walk's invariant holds at its start (nothing placed or
+    conceded) and so at its end; the room loop starts from the walk's ``left_d`` and
+    concessions with no fill seen, so at its end ``unabsorbed = left_d`` lies in ``[0,
+    deficit]``, the concessions sum to ``deficit - unabsorbed``, and ``unabsorbed == 0`` or
+    every fill has no room; each fill's bounds hold when made and the room step keeps
+    ``concession + room``; the second walk sees every candidate's remaining lots once (in
+    all ``total_held - placed``), which the last claim turns into ``sum(lots) ==
+    min(quantity, total_held)``; a candidate's lots are its first-walk take plus its
+    second-walk take, at most its position."""
     c = CandidateTerms.fresh("i")
     quantity, deficit, left_q, left_d = z3.Ints("i_quantity i_deficit i_left_q i_left_d")
     placed, conceded = z3.Ints("i_placed i_conceded")
