@@ -352,6 +352,17 @@ def claims(budget: str = "ci") -> dict[str, Claims]:
 
 
 # -- concrete evaluation (the drift tests) -------------------------------------------------------
+def _base_level(state, ts_ms: int, ramp_ms: int) -> z3.ExprRef:
+    """The base's level at ``ts_ms`` in binary64, by the proved ``ramped_multiplier`` encoding."""
+    return rules_z3.encode_ramped_multiplier(
+        rules_z3.fval(state.base_from),
+        rules_z3.fval(state.target),
+        rules_z3.ival(state.base_start_ms),
+        rules_z3.ival(ramp_ms),
+        rules_z3.ival(ts_ms),
+    )
+
+
 def eval_retarget(state, target: float, ts_ms: int, ramp_ms: int, max_classes: int):
     """The encoding at concrete inputs in binary64 (the base level by the proved
     ``ramped_multiplier`` encoding), as a :class:`~liquidation.rules.ramp.RampState`."""
@@ -359,13 +370,7 @@ def eval_retarget(state, target: float, ts_ms: int, ramp_ms: int, max_classes: i
 
     if target == state.target:
         return state
-    base = rules_z3.encode_ramped_multiplier(
-        rules_z3.fval(state.base_from),
-        rules_z3.fval(state.target),
-        rules_z3.ival(state.base_start_ms),
-        rules_z3.ival(ramp_ms),
-        rules_z3.ival(ts_ms),
-    )
+    base = _base_level(state, ts_ms, ramp_ms)
     new = encode_retarget(
         FloatOps,
         RampTerms.of(state),
@@ -386,13 +391,7 @@ def eval_retarget(state, target: float, ts_ms: int, ramp_ms: int, max_classes: i
 
 
 def eval_multiplier(state, risk_since_ms: int, ts_ms: int, ramp_ms: int) -> float:
-    base = rules_z3.encode_ramped_multiplier(
-        rules_z3.fval(state.base_from),
-        rules_z3.fval(state.target),
-        rules_z3.ival(state.base_start_ms),
-        rules_z3.ival(ramp_ms),
-        rules_z3.ival(ts_ms),
-    )
+    base = _base_level(state, ts_ms, ramp_ms)
     m = encode_multiplier(
         FloatOps, RampTerms.of(state), z3.simplify(base), z3.IntVal(risk_since_ms)
     )
