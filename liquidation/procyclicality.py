@@ -17,9 +17,10 @@ on hand-computed cases and called the same way for every policy:
 
 :func:`replay_procyclicality` applies them to a backtest's runs (mean and std over seeds) for
 the JSON summary. The replay records the book's initial margin summed over assets
-(:attr:`~liquidation.simulate.ReplaySeries.initial_margin`), so the USD figures are over that
-total (for one asset, the asset's own); the per-asset figures are on the multiplier, which
-the replay keeps per asset.
+(:attr:`~liquidation.simulate.ReplaySeries.initial_margin`) and split by asset
+(``initial_margin_asset``): the peak-to-trough and calm figures are on the total, the
+largest rises both on the total (``largest_rise_im_*_usd``) and per asset, max over assets
+(``largest_rise_asset_im_*_usd``).
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def series_figures(
     day = max(1, round(DAY_WINDOW_HOURS * bars_per_hour))
     five = max(1, round(FIVE_DAY_WINDOW_HOURS * bars_per_hour))
     calm = calm_capital(im, np.asarray(static.initial_margin, dtype=float), vol)
-    return {
+    figures = {
         "peak_to_trough_im": peak_to_trough(im),
         "peak_to_trough_im_rate": peak_to_trough(rate),
         "largest_rise_im_24h_usd": largest_rise(im, day),
@@ -231,6 +232,12 @@ def series_figures(
         "calm_mean_im_usd": calm["calm_mean_im"],
         "calm_im_vs_static": calm["ratio"],
     }
+    if run.initial_margin_asset is not None:
+        # The figure the clearing literature quotes: an asset's own posted IM, max over assets.
+        per_asset = np.asarray(run.initial_margin_asset, dtype=float)
+        figures["largest_rise_asset_im_24h_usd"] = largest_rise(per_asset, day)
+        figures["largest_rise_asset_im_5d_usd"] = largest_rise(per_asset, five)
+    return figures
 
 
 def replay_procyclicality(

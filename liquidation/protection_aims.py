@@ -13,9 +13,10 @@ The aims (test period, equal mean margin, every policy under the same rules):
 "Meets" and "beats" both mean: on the mean over seeds **and** on at least ``min_seeds`` of
 the paired seeds (same trader book), so one lucky seed cannot carry an aim. The one-day
 increase is judged on the largest 24 h rise of an asset's multiplier (max over assets; the
-path is the policy's, the same on every seed) and on the largest 24 h rise of the book's
-posted IM in USD (mean over seeds; the replay records IM summed over assets); it holds only
-if both are no worse than the rival's.
+path is the policy's, the same on every seed) and on the largest 24 h rise of an asset's
+posted IM in USD (max over assets, mean over seeds; the book's total in summaries written
+before the replay recorded IM per asset); it holds only if both are no worse than the
+rival's.
 """
 
 from __future__ import annotations
@@ -222,16 +223,23 @@ def _one_day_increase(summary: Mapping[str, Any], policy: str, rival: str) -> Ai
         mine, theirs = diagnostics[policy], diagnostics[rival]
         rise = mine["ratchet"]["largest_rise_multiplier_24h"]
         rival_rise = theirs["ratchet"]["largest_rise_multiplier_24h"]
-        usd = mine["largest_rise_im_24h_usd"]["mean"]
-        rival_usd = theirs["largest_rise_im_24h_usd"]["mean"]
+        # An asset's own posted IM where the replay recorded it, else the book's total.
+        key = (
+            "largest_rise_asset_im_24h_usd"
+            if "largest_rise_asset_im_24h_usd" in mine and "largest_rise_asset_im_24h_usd" in theirs
+            else "largest_rise_im_24h_usd"
+        )
+        usd = mine[key]["mean"]
+        rival_usd = theirs[key]["mean"]
     except KeyError as exc:
         raise AimsInputError(f"margin_diagnostics lacks {exc}; re-run the backtest") from exc
+    scope = "an asset's IM" if key.startswith("largest_rise_asset") else "book IM"
     both = usd is not None and rival_usd is not None
     met = rise <= rival_rise and both and usd <= rival_usd
     book = f"{usd:,.0f} vs {rival_usd:,.0f}" if both else "n/a"
     return Aim(
         f"largest 1-day margin increase no worse than {rival}'s (multiplier, per asset; "
-        f"book IM in USD: {book})",
+        f"{scope} in USD: {book})",
         rise,
         rival_rise,
         0,

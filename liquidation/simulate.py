@@ -415,7 +415,9 @@ class ReplaySeries:
     ``topups`` counts top-ups and ``topup_collateral`` is what they deposit (USD);
     ``fee_income`` is the trading fees the venue collects in the bar (USD).
     ``liquidated_long`` is the part of ``liquidated_notional`` that closed long positions
-    (the long/short split of issue #19's calibration).
+    (the long/short split of issue #19's calibration). ``initial_margin_asset`` splits
+    ``initial_margin`` by asset, shape ``(n_assets, n_bars)`` in the market's asset order
+    (the per-asset procyclicality figures of issue #20); None in series built by hand.
     """
 
     label: str
@@ -439,6 +441,7 @@ class ReplaySeries:
     topup_collateral: NDArray[np.float64] | None = None
     fee_income: NDArray[np.float64] | None = None
     liquidated_long: NDArray[np.float64] | None = None
+    initial_margin_asset: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         # Series made before these were recorded (hand-built in tests) read as zeros.
@@ -824,6 +827,8 @@ class _Replay:
                 ("liquidated_long", np.float64),
             )
         }
+        # Posted IM per (scenario, asset, bar): the per-asset split of out["initial_margin"].
+        self.im_asset = np.zeros((n_s, n_a, n_t))
         self.liquidated: list[list[int]] = [[] for _ in scenarios]
 
     # -- setup ---------------------------------------------------------------------------------
@@ -1496,7 +1501,12 @@ class _Replay:
         )
         imf = self.imf[self.s_lane[act], t]
         scen = self.s_scen[act]
-        self.out["initial_margin"][:, t] = np.bincount(scen, weights=notional * imf, minlength=n_s)
+        posted = notional * imf
+        self.out["initial_margin"][:, t] = np.bincount(scen, weights=posted, minlength=n_s)
+        n_a = self.n_a
+        self.im_asset[:, :, t] = np.bincount(
+            scen * n_a + asset, weights=posted, minlength=n_s * n_a
+        ).reshape(n_s, n_a)
         self.out["open_notional"][:, t] = np.bincount(scen, weights=notional, minlength=n_s)
         fund, fee_income = self.out["fund"], self.out["fee_income"]
         if t == 0:
@@ -1626,6 +1636,7 @@ class _Replay:
             ts_ms=self.m.ts_ms,
             multiplier=sc.multiplier,
             fund_seed=self.cfg.fund_seed_usd,
+            initial_margin_asset=self.im_asset[s].copy(),
             **{name: values[s].copy() for name, values in self.out.items()},
         )
 

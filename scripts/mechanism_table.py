@@ -8,7 +8,8 @@ Each file is one run (one ``--policy-options`` variant, one maintenance rule); r
 dynamic policies. Ratios are policy / static at equal mean margin (mean ± std of the per-seed
 ratios); beside them the ratchet figures (mean multiplier, time at the cap, largest 24 h
 multiplier rise) and the procyclicality figures of ``margin_diagnostics`` (peak-to-trough of
-the IM rate, largest 24 h rise of the book's IM in USD, calm-regime IM against the
+the IM rate, largest 24 h rise of the book's IM in USD and of an asset's IM (max over
+assets; n/a in summaries written before it was recorded), calm-regime IM against the
 equal-margin static).
 """
 
@@ -57,6 +58,7 @@ def rows(path: Path) -> list[str]:
             f"{ratchet['largest_rise_multiplier_24h']:.2f}",
             _figure(diag, "peak_to_trough_im_rate", ".2f"),
             _figure(diag, "largest_rise_im_24h_usd", ",.0f"),
+            _figure(diag, "largest_rise_asset_im_24h_usd", ",.0f"),
             _figure(diag, "calm_im_vs_static", ".3f"),
         ]
         out.append("| " + " | ".join(cells) + " |")
@@ -68,7 +70,7 @@ def main(paths: list[str]) -> None:
     header = [
         "variant", "maintenance", "policy", "static level", *(label for label, _ in RATIOS),
         "mean mult.", "time at cap", "max 24h mult. rise", "IM-rate peak/trough",
-        "max 24h IM rise (USD)", "calm IM / static",
+        "max 24h IM rise (USD)", "max 24h asset-IM rise (USD)", "calm IM / static",
     ]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

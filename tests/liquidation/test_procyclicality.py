@@ -139,3 +139,22 @@ def test_a_book_that_grows_at_a_constant_margin_rate_has_a_rate_ratio_of_one():
     assert got["model"]["peak_to_trough_im"]["mean"] == pytest.approx(4.0)
     assert got["model"]["peak_to_trough_im_rate"]["mean"] == pytest.approx(1.0)
     assert "ratchet" not in got["model"]  # no multiplier path given
+
+
+def test_per_asset_rises_are_of_each_asset_not_of_the_book_total():
+    # Two assets whose margins move in opposite directions: the book total is flat, yet
+    # asset 1's IM rises by 30 within a day.
+    per_asset = np.array([[40.0] * 10 + [10.0] * 20, [10.0] * 10 + [40.0] * 20])
+    run = ReplaySeries(
+        **{**_series("model", 0, [50.0] * 30).__dict__, "initial_margin_asset": per_asset}
+    )
+    static = _series("static", 0, [50.0] * 30)
+    close = np.exp(np.cumsum(np.tile([0.01, -0.01, 0.03], 10)))[None, :]
+    got = replay_procyclicality(
+        {"model": [run], "static": [static]}, {"model": [static]}, {}, close, HOUR_MS, 0.8, 3.0
+    )
+    assert got["model"]["largest_rise_im_24h_usd"]["mean"] == pytest.approx(0.0)
+    assert got["model"]["largest_rise_asset_im_24h_usd"]["mean"] == pytest.approx(30.0)
+    assert got["model"]["largest_rise_asset_im_5d_usd"]["mean"] == pytest.approx(30.0)
+    # Series built without the split give the book figures only.
+    assert "largest_rise_asset_im_24h_usd" not in got["static"]

@@ -90,3 +90,13 @@ def test_missing_figures_are_named() -> None:
     del summary["margin_diagnostics"]
     with pytest.raises(AimsInputError, match="margin_diagnostics"):
         protection_aims(summary)
+
+
+def test_the_one_day_increase_uses_an_assets_own_im_where_recorded() -> None:
+    model = _policy([0.6] * 5, [0.7] * 5, [0.8] * 5, rise=0.5, usd=900.0)
+    ewma = _policy([0.3] * 5, [0.95] * 5, [0.97] * 5, rise=0.8, usd=1000.0)
+    # The book total is lower than EWMA's, an asset's own IM rose more.
+    model["diag"]["largest_rise_asset_im_24h_usd"] = {"mean": 700.0, "std": 0.0}
+    ewma["diag"]["largest_rise_asset_im_24h_usd"] = {"mean": 600.0, "std": 0.0}
+    aim = protection_aims(_summary(model, ewma))[6]
+    assert not aim.met and "an asset's IM in USD: 700 vs 600" in aim.name
