@@ -26,7 +26,11 @@ from liquidation.simulate import (
 )
 from tests.liquidation.replay_builders import random_walk_market, small_config
 
-GOLDEN_SHA256 = "a3ba1f31219bfed1b4b0ff3a870fb93ac34fd3fefbc1f4e0f142e4314949bd44"
+# Recaptured on 5 Dec 2026 for one deliberate rule change: z3 showed that a tightening that
+# restarted the base ramp from its current level could be slower than the old ramp
+# (liquidation/rules/ramp.py, retarget keeps the base's schedule); only the dynamic
+# scenario moves (901 -> 900 waterfall steps, liquidated notional +80 USD).
+GOLDEN_SHA256 = "6f56f76a001caef13802ab90dee1b6b2d493126ecfdf1051613261b3d803603f"
 #: The outputs hashed: every field of ReplaySeries and VenueLedger at the capture (fields
 #: added later, e.g. new per-bar records, are new outputs, not changes of today's).
 SERIES_FIELDS = (
@@ -43,9 +47,9 @@ GOLDEN_TOTALS: dict[str, float] = {
     "static.liquidations": 1171.0,
     "static.bad_debt": 247163.52791200002,
     "static.liquidated_notional": 26677889.401026003,
-    "dynamic.liquidations": 901.0,
+    "dynamic.liquidations": 900.0,
     "dynamic.bad_debt": 403845.961293,
-    "dynamic.liquidated_notional": 39014040.529174,
+    "dynamic.liquidated_notional": 39014120.413079,
     "static-other-seed.liquidations": 1208.0,
     "static-other-seed.bad_debt": 331098.54426299996,
     "static-other-seed.liquidated_notional": 26919954.353901997,
