@@ -368,6 +368,7 @@ def walk_forward_predict(
             say(f"{name}: no forecast in fold {fold.index + 1} for {listed}: fewer than "
                 f"{min_rows} training rows (listed after the fold's cut)")  # fmt: skip
             if not train.any():
+                parts.append(_unforecast_rows(panel, fold, unforecast, y_column))
                 continue
         model = clone(forecaster)
         model.fit(panel.loc[train, features], panel.loc[train, y_column].to_numpy())
@@ -436,15 +437,22 @@ def _assets_with_history(
     return train & known, test & ~known
 
 
-def _with_unforecast_rows(
-    part: pd.DataFrame, panel: pd.DataFrame, fold: Fold, rows: np.ndarray, y_column: str
+def _unforecast_rows(
+    panel: pd.DataFrame, fold: Fold, rows: np.ndarray, y_column: str
 ) -> pd.DataFrame:
-    """``part`` with ``rows`` of the test block added with a NaN forecast, in panel order."""
+    """``rows`` of the test block as :func:`_predict_fold` frames them, with a NaN forecast."""
     kept = ["ts", "asset", "rv_fwd", "ret_fwd", *([y_column] if y_column != "rv_fwd" else [])]
     missing = panel.loc[rows, kept].rename(columns={"rv_fwd": "rv"})
     missing["variance"] = np.nan
     missing["fold"] = fold.index
-    both = pd.concat([part, missing.reset_index(drop=True)], ignore_index=True)
+    return missing.reset_index(drop=True)
+
+
+def _with_unforecast_rows(
+    part: pd.DataFrame, panel: pd.DataFrame, fold: Fold, rows: np.ndarray, y_column: str
+) -> pd.DataFrame:
+    """``part`` with ``rows`` of the test block added with a NaN forecast, in panel order."""
+    both = pd.concat([part, _unforecast_rows(panel, fold, rows, y_column)], ignore_index=True)
     return both.sort_values(["asset", "ts"], kind="stable").reset_index(drop=True)
 
 

@@ -156,3 +156,23 @@ def test_a_newly_listed_asset_gets_no_per_asset_quantile_until_it_has_the_rows()
     assert not preds.duplicated(["asset", "ts"]).any()
     for _, part in preds.groupby("fold"):
         assert part.index.equals(part.sort_values(["asset", "ts"], kind="stable").index)
+
+
+def test_a_fold_where_no_asset_has_the_rows_gives_nan_rows_not_a_gap() -> None:
+    from models.factory import build_forecaster
+    from models.walkforward import walk_forward_predict
+
+    panel = _scaled_panel(n_days=90)
+    panel["rv_fwd"] = panel["adverse_fwd"] ** 2
+    panel["ret_fwd"] = 0.0
+    target = TargetSpec(kind="adverse_move", horizon=1, level=0.99)
+    forecaster = build_forecaster(TailConfig().spec("tail_scaled", target), "1h")
+    # Two days of history before the first fold: fewer than 100 rows for either asset.
+    splitter = WalkForwardSplitter("2024-01-03", "2024-03-01", horizon=1, interval="1h")
+    said: list[str] = []
+    preds, _ = walk_forward_predict(panel, forecaster, splitter, 30, said.append, "q", target)
+    first = preds["fold"] == preds["fold"].min()
+    assert first.sum() > 0 and preds.loc[first, "variance"].isna().all()
+    assert set(preds.loc[first, "asset"]) == {"AAA", "BBB"}
+    assert preds.loc[~first, "variance"].notna().all()
+    assert not preds.duplicated(["asset", "ts"]).any()
