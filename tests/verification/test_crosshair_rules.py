@@ -62,3 +62,9 @@ def test_a_finding_that_holds_in_binary64_is_not_a_counterexample() -> None:
     )  # the precondition fails concretely: no counterexample either
     assert script.reproduces(f"{rules}:65: error: TypeError when calling fund_available(1, 2)")
     assert script.reproduces("/elsewhere/r.py:3: error: false when calling f(1) (which returns 2)")
+    # CrossHair exits 1 after reporting it; with the finding dropped the run is clean, while a
+    # kept finding still fails and an exit 1 without any finding is still a crash.
+    assert script._classify(1, spurious + "\n", "") == ("no counterexample", ())
+    kept = f"{rules}:65: error: TypeError when calling fund_available(1, 2)"
+    assert script._classify(1, kept + "\n", "")[0] == "COUNTEREXAMPLE"
+    assert script._classify(1, "", "Traceback ...")[0] == "CRASH"
