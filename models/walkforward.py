@@ -441,11 +441,19 @@ def _unforecast_rows(
     panel: pd.DataFrame, fold: Fold, rows: np.ndarray, y_column: str
 ) -> pd.DataFrame:
     """``rows`` of the test block as :func:`_predict_fold` frames them, with a NaN forecast."""
+    return _fold_frame(panel, fold, rows, np.nan, y_column)
+
+
+def _fold_frame(
+    panel: pd.DataFrame, fold: Fold, rows: np.ndarray, variance: Any, y_column: str
+) -> pd.DataFrame:
+    """The forecast frame of ``rows``: ``ts, asset, rv, ret_fwd`` (and the target column when
+    it is not ``rv_fwd``), ``variance`` and ``fold``."""
     kept = ["ts", "asset", "rv_fwd", "ret_fwd", *([y_column] if y_column != "rv_fwd" else [])]
-    missing = panel.loc[rows, kept].rename(columns={"rv_fwd": "rv"})
-    missing["variance"] = np.nan
-    missing["fold"] = fold.index
-    return missing.reset_index(drop=True)
+    out = panel.loc[rows, kept].rename(columns={"rv_fwd": "rv"})
+    out["variance"] = variance
+    out["fold"] = fold.index
+    return out.reset_index(drop=True)
 
 
 def _with_unforecast_rows(
@@ -474,11 +482,7 @@ def _predict_fold(
         variance = variance.to_numpy()
     else:
         variance = model.predict(panel.loc[test, features])
-    kept = ["ts", "asset", "rv_fwd", "ret_fwd", *([y_column] if y_column != "rv_fwd" else [])]
-    out = panel.loc[test, kept].rename(columns={"rv_fwd": "rv"})
-    out["variance"] = variance
-    out["fold"] = fold.index
-    return out.reset_index(drop=True)
+    return _fold_frame(panel, fold, test, variance, y_column)
 
 
 def _data_ranges(panel: pd.DataFrame) -> dict[str, Any]:
