@@ -596,12 +596,15 @@ class MultiplierPolicy:
                 return decide(state.override_multiplier, "ok", "override", None, state)
             state = replace(state, override_multiplier=None, override_until=None)
 
-        failure = self.check_input(forecast_sigma, as_of, now, reference)
-        if failure is not None:
+        def fall_back(reason: Reason) -> PolicyDecision:
             # Never relax on bad input; tighten towards the fallback within the step limit.
             wanted = max(previous, cfg.fallback_multiplier)
-            status: Status = "stale" if failure == "fallback_stale" else "fallback"
-            return decide(min(wanted, previous + cfg.max_step_up), status, failure, None, state)
+            status: Status = "stale" if reason == "fallback_stale" else "fallback"
+            return decide(min(wanted, previous + cfg.max_step_up), status, reason, None, state)
+
+        failure = self.check_input(forecast_sigma, as_of, now, reference)
+        if failure is not None:
+            return fall_back(failure)
 
         assert forecast_sigma is not None and reference is not None  # checked just above
         crowded = False
@@ -617,16 +620,8 @@ class MultiplierPolicy:
         else:
             target = self.target(forecast_sigma, reference, signals, crowded)
         if math.isnan(target):
-            # Mechanism inputs that combine to no number (inf - inf, 0 * inf) are bad input:
-            # never relax on them; tighten towards the fallback within the step limit.
-            wanted = max(previous, cfg.fallback_multiplier)
-            return decide(
-                min(wanted, previous + cfg.max_step_up),
-                "fallback",
-                "fallback_nonfinite",
-                None,
-                state,
-            )
+            # Mechanism inputs that combine to no number (inf - inf, 0 * inf) are bad input.
+            return fall_back("fallback_nonfinite")
         if _in_hysteresis_band(target, previous, cfg):
             return decide(previous, "ok", "hysteresis_hold", target, state)
         if target > previous:
