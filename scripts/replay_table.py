@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from liquidation.replay_metrics import spread
 
 RATIOS = (
     ("bad debt", "bad_debt"),
@@ -50,8 +50,7 @@ def _first_jump(gain: dict[str, Any] | None) -> str:
     if gain is None or gain.get("ratio") is None:
         return "n/a"  # absent in summaries made before the per-seed ratios were recorded
     seeds = [r for r in gain["ratio_seeds"] if r is not None]
-    std = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
-    return f"{gain['ratio']:.3f} ± {std:.3f}"
+    return f"{gain['ratio']:.3f} ± {spread(seeds)['std']:.3f}"
 
 
 def rows(label: str, paths: list[Path]) -> list[str]:
